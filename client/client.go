@@ -1,0 +1,176 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// Sentinels for errors.Is, one per error kind of the protocol.
+var (
+	ErrInvalid         = api.ErrInvalid
+	ErrTooLarge        = api.ErrTooLarge
+	ErrUnauthenticated = api.ErrUnauthenticated
+	ErrReplay          = api.ErrReplay
+	ErrForbidden       = api.ErrForbidden
+	ErrNotFound        = api.ErrNotFound
+	ErrExists          = api.ErrExists
+	ErrConflict        = api.ErrConflict
+	ErrUnavailable     = api.ErrUnavailable
+	ErrInternal        = api.ErrInternal
+	ErrRateLimited     = api.ErrRateLimited
+)
+
+// Client calls the membership service as one identity.
+type Client struct {
+	nc      *nats.Conn
+	id      *Identity
+	prefix  string
+	timeout time.Duration
+	retries int
+	backoff time.Duration
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithPrefix sets the service's subject prefix (default subjects.DefaultPrefix).
+func WithPrefix(p string) Option { return func(c *Client) { c.prefix = p } }
+
+// WithTimeout sets how long one attempt waits for a reply (default 5s).
+func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// WithRetries sets how often a request is sent again after a timeout or a
+// 503 (default 3). A mutation is resent as the same signed request.
+func WithRetries(n int) Option { return func(c *Client) { c.retries = n } }
+
+// WithBackoff sets the pause before the first retry; it doubles each time
+// (default 100ms).
+func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = d } }
+
+// New returns a client that signs as id over nc.
+func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
+	c := &Client{nc: nc, id: id, prefix: subjects.DefaultPrefix, timeout: 5 * time.Second, retries: 3, backoff: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Identity is the identity the client signs as.
+func (c *Client) Identity() *Identity { return c.id }
+
+// mutating reports which operations commit state; only those are resent
+// unchanged (reads claim their nonce on first sight, so a resent read would
+// be a replay).
+var mutating = map[subjects.Op]bool{
+	subjects.OpIdentityRegister: true, subjects.OpIdentityDisable: true, subjects.OpIdentityEnable: true,
+	subjects.OpRoomCreate: true, subjects.OpRoomAdd: true, subjects.OpRoomRemove: true,
+	subjects.OpRoomLeave: true, subjects.OpRoomRekey: true, subjects.OpRoomDelete: true,
+}
+
+// Call sends req to op and decodes the reply into resp. Most callers use the
+// typed methods instead.
+func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error {
+	body, err := msgpack.Marshal(req)
+	if err != nil {
+		return err
+	}
+	subject := subjects.Subject(c.prefix, op)
+	var data []byte
+	if mutating[op] {
+		data, err = c.sign(subject, body)
+		if err != nil {
+			return err
+		}
+	}
+	wait := c.backoff
+	for attempt := 0; ; attempt++ {
+		if !mutating[op] {
+			if data, err = c.sign(subject, body); err != nil {
+				return err
+			}
+		}
+		reply, err := c.send(ctx, subject, data)
+		if err == nil || errors.Is(err, api.ErrAlreadyApplied) {
+			// Already applied: the first attempt committed, reply is
+			// its original outcome.
+			if resp == nil {
+				return nil
+			}
+			if derr := msgpack.Unmarshal(reply, resp); derr != nil {
+				return fmt.Errorf("decode %s reply: %w", op, derr)
+			}
+			return nil
+		}
+		if !retryable(err) || attempt >= c.retries {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
+}
+
+func (c *Client) sign(subject string, body []byte) ([]byte, error) {
+	nonce := make([]byte, envelope.NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	env, err := envelope.Sign(c.id.Sign, subject, time.Now(), nonce, body)
+	if err != nil {
+		return nil, err
+	}
+	return env.Marshal()
+}
+
+// retryable errors leave the request's fate open or say nothing was done.
+func retryable(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, api.ErrUnavailable)
+}
+
+// send makes one attempt and turns error headers into *api.Error.
+func (c *Client) send(ctx context.Context, subject string, data []byte) ([]byte, error) {
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(actx, subject, data)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		err = nats.ErrTimeout
+	}
+	if err != nil {
+		return nil, err
+	}
+	code := msg.Header.Get(subjects.HeaderErrorCode)
+	if code == "" {
+		return msg.Data, nil
+	}
+	return msg.Data, replyError(code, msg.Header.Get(subjects.HeaderError), msg.Header.Get(subjects.HeaderReason))
+}
+
+func replyError(code, text, reason string) error {
+	kind := api.KindFromReason(reason)
+	if kind == api.KindOther {
+		n, _ := strconv.Atoi(code)
+		for k := api.KindInvalid; k <= api.KindRateLimited; k++ {
+			if k.Code() == n {
+				kind = k
+				break
+			}
+		}
+	}
+	return &api.Error{Kind: kind, Message: text}
+}

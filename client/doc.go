@@ -1,0 +1,9 @@
+// Package client is the typed Go client of the unibus membership service. It
+// signs every request with the caller's nkeys user key, seals and opens room
+// keys with the caller's nkeys curve (X25519) key, and resends a mutation
+// whose reply was lost as the very same signed request, which the service
+// answers "already applied" if the first attempt committed.
+//
+// Errors from the service are *api.Error values; match them with errors.Is
+// and the sentinels re-exported here ([ErrForbidden], [ErrReplay], …).
+package client

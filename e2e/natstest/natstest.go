@@ -1,0 +1,133 @@
+// Package natstest starts real in-process nats-servers with JetStream for
+// tests, and the membership service on them. Everything it starts is
+// stopped through t.Cleanup.
+package natstest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// Server starts a single JetStream node on a random loopback port.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	return ServerWith(t, &server.Options{})
+}
+
+// ServerWith starts a node from opts, filling in loopback, a random port,
+// JetStream and a temporary store directory where they are unset.
+func ServerWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = -1
+	}
+	if opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	opts.JetStream = true
+	opts.NoLog, opts.NoSigs = true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// Connect opens a connection to s, closed at cleanup.
+func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Store opens the membership buckets on nc.
+func Store(t testing.TB, nc *nats.Conn) *store.Store {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, js, store.Config{
+		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * service.DefaultSkew,
+	})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	return st
+}
+
+// Service starts a service replica on its own connection to s.
+func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Service {
+	t.Helper()
+	nc := Connect(t, s)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	svc, err := service.Start(nc, Store(t, nc), cfg)
+	if err != nil {
+		t.Fatalf("start service: %v", err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	return svc
+}
+
+// Admin bootstraps an admin identity named "admin" and returns a client for
+// it on its own connection.
+func Admin(t testing.TB, s *server.Server) *client.Client {
+	t.Helper()
+	id, err := client.NewIdentity("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := id.Public()
+	nc := Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := service.Bootstrap(ctx, Store(t, nc), pub); err != nil {
+		t.Fatalf("bootstrap admin: %v", err)
+	}
+	return client.New(nc, id)
+}
+
+// Member generates an identity, registers it through admin and returns a
+// client for it.
+func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint string) *client.Client {
+	t.Helper()
+	id, err := client.NewIdentity(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := id.Public()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := admin.Register(ctx, pub, false); err != nil {
+		t.Fatalf("register %s: %v", endpoint, err)
+	}
+	return client.New(Connect(t, s), id)
+}

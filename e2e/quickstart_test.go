@@ -1,0 +1,43 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/service"
+)
+
+// TestQuickstartClient walks the README quickstart through the Go client:
+// admin bootstrapped, two identities registered, a room created, the second
+// member fetching and opening its key.
+func TestQuickstartClient(t *testing.T) {
+	s := natstest.Server(t)
+	natstest.Service(t, s, service.Config{})
+	admin := natstest.Admin(t, s)
+	alice := natstest.Member(t, s, admin, "alice")
+	bob := natstest.Member(t, s, admin, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	room, key, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if room.Owner != "alice" || room.Epoch != 1 || room.Members != 2 {
+		t.Fatalf("room = %+v", room)
+	}
+	got, epoch, err := bob.Key(ctx, "ops", 0)
+	if err != nil {
+		t.Fatalf("bob key: %v", err)
+	}
+	if epoch != 1 || !bytes.Equal(got, key) {
+		t.Fatalf("bob opened epoch %d key %x, want epoch 1 key %x", epoch, got, key)
+	}
+	mine, err := bob.MyRooms(ctx, "", 0)
+	if err != nil || len(mine.Rooms) != 1 || mine.Rooms[0].ID != "ops" {
+		t.Fatalf("bob rooms = %+v, %v", mine, err)
+	}
+}

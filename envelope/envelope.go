@@ -1,0 +1,212 @@
+package envelope
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Version is the envelope version this package produces and accepts.
+const Version = 1
+
+// Label is the domain-separation label that starts the canonical bytes.
+const Label = "unibus-membership-request-v1"
+
+// Limits on envelope fields.
+const (
+	MinNonce  = 16
+	MaxNonce  = 64
+	HashSize  = sha256.Size
+	SigSize   = 64
+	NonceSize = 24 // what [Sign] generates
+)
+
+// Errors returned by [Decode] and the checks, to be matched with [errors.Is].
+var (
+	ErrVersion   = errors.New("unsupported envelope version")
+	ErrField     = errors.New("invalid envelope field")
+	ErrBodyHash  = errors.New("body hash does not match body")
+	ErrSignature = errors.New("bad signature")
+	ErrStale     = errors.New("timestamp outside the accepted window")
+)
+
+// Envelope is a signed request. See the package documentation for the wire
+// form.
+type Envelope struct {
+	Version  uint8  `msgpack:"v"`
+	TS       int64  `msgpack:"ts"`
+	Nonce    []byte `msgpack:"nonce"`
+	Signer   string `msgpack:"signer"`
+	BodyHash []byte `msgpack:"body_hash"`
+	Sig      []byte `msgpack:"sig"`
+	Body     []byte `msgpack:"body"`
+}
+
+// Canonical returns the bytes a signature covers:
+//
+//	u32be(len(Label))   Label
+//	u32be(len(subject)) subject
+//	i64be(ts)
+//	u32be(len(nonce))   nonce
+//	u32be(len(signer))  signer
+//	u32be(32)           bodyHash
+//
+// Every variable-length field carries its length, so no two distinct field
+// tuples produce the same bytes.
+func Canonical(subject string, ts int64, nonce []byte, signer string, bodyHash []byte) []byte {
+	n := 4*5 + 8 + len(Label) + len(subject) + len(nonce) + len(signer) + len(bodyHash)
+	b := make([]byte, 0, n)
+	b = appendField(b, []byte(Label))
+	b = appendField(b, []byte(subject))
+	b = binary.BigEndian.AppendUint64(b, uint64(ts))
+	b = appendField(b, nonce)
+	b = appendField(b, []byte(signer))
+	b = appendField(b, bodyHash)
+	return b
+}
+
+func appendField(b, f []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+	return append(b, f...)
+}
+
+// Sign builds an envelope for body, to be sent to subject, signed by kp (an
+// nkeys user key) at ts with the given nonce. Use [New] for a fresh nonce
+// and the current time.
+func Sign(kp nkeys.KeyPair, subject string, ts time.Time, nonce, body []byte) (*Envelope, error) {
+	signer, err := kp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSigner(signer); err != nil {
+		return nil, err
+	}
+	if len(nonce) < MinNonce || len(nonce) > MaxNonce {
+		return nil, fmt.Errorf("%w: nonce must be %d–%d bytes", ErrField, MinNonce, MaxNonce)
+	}
+	sum := sha256.Sum256(body)
+	e := &Envelope{
+		Version:  Version,
+		TS:       ts.UnixMilli(),
+		Nonce:    bytes.Clone(nonce),
+		Signer:   signer,
+		BodyHash: sum[:],
+		Body:     body,
+	}
+	if e.Sig, err = kp.Sign(e.Canonical(subject)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// New signs body for subject now, with a random nonce of [NonceSize] bytes.
+func New(kp nkeys.KeyPair, subject string, body []byte) (*Envelope, error) {
+	nonce := make([]byte, NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return Sign(kp, subject, time.Now(), nonce, body)
+}
+
+// Canonical returns the bytes e's signature covers when sent to subject.
+func (e *Envelope) Canonical(subject string) []byte {
+	return Canonical(subject, e.TS, e.Nonce, e.Signer, e.BodyHash)
+}
+
+// Digest identifies one signed request: SHA-256 of its canonical bytes. Two
+// envelopes with the same digest carry the same subject, ts, nonce, signer
+// and body.
+func (e *Envelope) Digest(subject string) [32]byte {
+	return sha256.Sum256(e.Canonical(subject))
+}
+
+// Marshal encodes e as msgpack.
+func (e *Envelope) Marshal() ([]byte, error) { return msgpack.Marshal(e) }
+
+// Decode parses an envelope strictly and checks the form of every field:
+// version, nonce length, signer key type, hash and signature sizes. It does
+// not check the time, the body hash or the signature; see [Envelope.Verify].
+func Decode(b []byte) (*Envelope, error) {
+	var e Envelope
+	if err := Unmarshal(b, &e); err != nil {
+		return nil, err
+	}
+	if e.Version != Version {
+		return nil, fmt.Errorf("%w %d", ErrVersion, e.Version)
+	}
+	switch {
+	case len(e.Nonce) < MinNonce || len(e.Nonce) > MaxNonce:
+		return nil, fmt.Errorf("%w: nonce must be %d–%d bytes, got %d", ErrField, MinNonce, MaxNonce, len(e.Nonce))
+	case len(e.BodyHash) != HashSize:
+		return nil, fmt.Errorf("%w: body_hash must be %d bytes, got %d", ErrField, HashSize, len(e.BodyHash))
+	case len(e.Sig) != SigSize:
+		return nil, fmt.Errorf("%w: sig must be %d bytes, got %d", ErrField, SigSize, len(e.Sig))
+	case e.TS <= 0:
+		return nil, fmt.Errorf("%w: ts must be positive Unix milliseconds", ErrField)
+	}
+	if err := checkSigner(e.Signer); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// checkSigner accepts only nkeys user public keys: nkeys.FromPublicKey alone
+// accepts any key type, and an account, server or curve key must never sign
+// a request.
+func checkSigner(signer string) error {
+	if !nkeys.IsValidPublicUserKey(signer) {
+		return fmt.Errorf("%w: signer must be an nkeys user public key (U…)", ErrField)
+	}
+	return nil
+}
+
+// CheckTime fails with [ErrStale] unless ts is within skew of now.
+func (e *Envelope) CheckTime(now time.Time, skew time.Duration) error {
+	d := now.Sub(time.UnixMilli(e.TS))
+	if d > skew || d < -skew {
+		return fmt.Errorf("%w (±%s)", ErrStale, skew)
+	}
+	return nil
+}
+
+// CheckBodyHash fails with [ErrBodyHash] unless body_hash is SHA-256(body).
+func (e *Envelope) CheckBodyHash() error {
+	sum := sha256.Sum256(e.Body)
+	if subtle.ConstantTimeCompare(sum[:], e.BodyHash) != 1 {
+		return ErrBodyHash
+	}
+	return nil
+}
+
+// CheckSignature fails with [ErrSignature] unless sig is the signer's
+// signature over the canonical bytes for subject.
+func (e *Envelope) CheckSignature(subject string) error {
+	kp, err := nkeys.FromPublicKey(e.Signer)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrField, err)
+	}
+	if err := kp.Verify(e.Canonical(subject), e.Sig); err != nil {
+		return ErrSignature
+	}
+	return nil
+}
+
+// Verify runs every check in the order the service applies them, cheapest
+// first: time window, body hash, signature.
+func (e *Envelope) Verify(subject string, now time.Time, skew time.Duration) error {
+	if err := e.CheckTime(now, skew); err != nil {
+		return err
+	}
+	if err := e.CheckBodyHash(); err != nil {
+		return err
+	}
+	return e.CheckSignature(subject)
+}

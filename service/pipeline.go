@@ -1,0 +1,303 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// call is one request as it moves through the pipeline.
+type call struct {
+	op      subjects.Op
+	subject string
+	env     *envelope.Envelope
+	signer  *api.Identity // nil when the request has no verified signer
+	digest  [32]byte
+	nonce   string // nonce key
+	now     time.Time
+}
+
+// requireSigner returns the verified signer or a 401 for requests that have
+// none (soft or off mode).
+func (c *call) requireSigner() (*api.Identity, error) {
+	if c.signer == nil {
+		return nil, api.E(api.KindUnauthenticated, "operation %s requires a signed request from a registered identity", c.op)
+	}
+	return c.signer, nil
+}
+
+func (c *call) requireAdmin() (*api.Identity, error) {
+	id, err := c.requireSigner()
+	if err != nil {
+		return nil, err
+	}
+	if !id.Admin {
+		return nil, api.E(api.KindForbidden, "operation %s is for admins", c.op)
+	}
+	return id, nil
+}
+
+// body decodes the request body strictly into v.
+func (c *call) body(v any) error {
+	if c.env == nil {
+		return api.E(api.KindInvalid, "no envelope")
+	}
+	if err := envelope.Unmarshal(c.env.Body, v); err != nil {
+		return api.E(api.KindInvalid, "body: %v", err)
+	}
+	return nil
+}
+
+// readFunc serves a read; it claims nothing.
+type readFunc func(ctx context.Context, c *call) (any, error)
+
+// mutation is what a mutating operation wants committed.
+type mutation struct {
+	reply   any
+	writes  []store.Write
+	objects []string // written before the batch; removed if it fails
+	after   func()   // best-effort clean-up once the batch committed
+}
+
+// mutateFunc plans a mutation from current state. It may be run again when
+// a concurrent change wins the compare-and-set.
+type mutateFunc func(ctx context.Context, c *call) (*mutation, error)
+
+// maxConflictRetries bounds how often a mutation is re-planned after losing a
+// compare-and-set before the caller sees 409.
+const maxConflictRetries = 4
+
+// handler adapts one operation to micro.
+func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micro.Handler {
+	return micro.HandlerFunc(func(req micro.Request) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		defer cancel()
+		c := &call{op: op, subject: req.Subject(), now: start}
+		reply, err := s.serve(ctx, c, req.Data(), read, mutate)
+		s.respond(req, c, reply, err, start)
+	})
+}
+
+// serve runs the pipeline and the operation. reply is the encoded body.
+func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc, mutate mutateFunc) ([]byte, error) {
+	if err := s.authenticate(ctx, c, data); err != nil {
+		return nil, err
+	}
+	if mutate != nil {
+		return s.runMutation(ctx, c, mutate)
+	}
+	if c.signer != nil {
+		// Reads claim their nonce with one Create: first sight wins
+		// cluster-wide; any store error fails closed.
+		rec, _ := msgpack.Marshal(nonceRecord{})
+		if err := s.store.Create(ctx, c.nonce, rec, s.cfg.NonceTTL()); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return nil, api.E(api.KindReplay, "nonce already used")
+			}
+			return nil, s.storeErr(c, "claim nonce", err)
+		}
+	}
+	out, err := read(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return msgpack.Marshal(out)
+}
+
+// authenticate runs steps 1–5 and prepares step 6 (the nonce key).
+func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error {
+	if len(data) > s.cfg.MaxRequest {
+		return api.E(api.KindTooLarge, "request of %d bytes is larger than %d", len(data), s.cfg.MaxRequest)
+	}
+	env, err := envelope.Decode(data)
+	if err != nil {
+		// Without an envelope there is no body to serve, in any mode.
+		return api.E(api.KindInvalid, "envelope: %v", err)
+	}
+	c.env = env
+	if s.cfg.Auth == AuthOff {
+		return nil
+	}
+	err = s.verify(ctx, c)
+	if err != nil && s.cfg.Auth == AuthSoft {
+		s.cfg.Logger.Info("request rejected (soft mode: let through unsigned)",
+			"op", c.op, "reason", api.KindOf(err).String(), "error", err)
+		c.signer = nil
+		return nil
+	}
+	return err
+}
+
+// verify checks time, body hash, signature and signer, and computes the
+// nonce key. Only an active signer gets this far: no nonce is ever written
+// for a key that is not registered (H7).
+func (s *Service) verify(ctx context.Context, c *call) error {
+	e := c.env
+	if err := e.CheckTime(c.now, s.cfg.Skew); err != nil {
+		return api.E(api.KindUnauthenticated, "stale request: ts outside ±%s of the service clock", s.cfg.Skew)
+	}
+	if err := e.CheckBodyHash(); err != nil {
+		return api.E(api.KindInvalid, "body_hash does not match body")
+	}
+	if err := e.CheckSignature(c.subject); err != nil {
+		return api.E(api.KindUnauthenticated, "bad signature")
+	}
+	id, err := s.identityBySigner(ctx, c, e.Signer)
+	if err != nil {
+		return err
+	}
+	if id == nil {
+		return api.E(api.KindUnauthenticated, "unknown signer")
+	}
+	if id.Disabled {
+		return api.E(api.KindForbidden, "identity %s is disabled", id.Endpoint)
+	}
+	c.signer = id
+	c.digest = e.Digest(c.subject)
+	c.nonce = keyNonce(e.Signer, e.Nonce)
+	return nil
+}
+
+// runMutation checks the nonce, plans, writes and commits, re-planning when
+// a concurrent change wins.
+func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) ([]byte, error) {
+	if c.signer == nil {
+		_, err := c.requireSigner()
+		return nil, err
+	}
+	if done, err := s.checkApplied(ctx, c); done != nil || err != nil {
+		return done, err
+	}
+	for attempt := 0; ; attempt++ {
+		m, err := mutate(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		reply, err := msgpack.Marshal(m.reply)
+		if err != nil {
+			s.removeObjects(c, m.objects)
+			return nil, s.internal(c, "encode reply", err)
+		}
+		rec, _ := msgpack.Marshal(nonceRecord{Digest: c.digest[:], Reply: reply})
+		writes := append([]store.Write{{Key: c.nonce, Value: rec, TTL: s.cfg.NonceTTL()}}, m.writes...)
+		err = s.store.Commit(ctx, writes)
+		if err == nil {
+			if m.after != nil {
+				m.after()
+			}
+			return reply, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			// The batch may or may not have committed (a timeout hides
+			// it): keep the objects, the sweep removes orphans; the
+			// client resends the same request and learns the outcome.
+			return nil, s.storeErr(c, "commit", err)
+		}
+		// The nonce key or a state key moved. If the nonce was claimed,
+		// this request (or another with its nonce) won.
+		done, aerr := s.checkApplied(ctx, c)
+		if done != nil {
+			return done, aerr // same request applied: its objects are in use
+		}
+		s.removeObjects(c, m.objects)
+		if aerr != nil {
+			return nil, aerr
+		}
+		if attempt+1 >= maxConflictRetries {
+			return nil, api.E(api.KindConflict, "concurrent changes to the same state; retry")
+		}
+	}
+}
+
+// checkApplied looks up the mutation's nonce. It returns the original reply
+// (with an already-applied error) when this very request committed before,
+// a replay error when another request used the nonce, and nothing when the
+// nonce is free.
+func (s *Service) checkApplied(ctx context.Context, c *call) ([]byte, error) {
+	ent, err := s.store.Get(ctx, c.nonce)
+	if err != nil {
+		return nil, s.storeErr(c, "read nonce", err)
+	}
+	if !ent.Exists() {
+		return nil, nil
+	}
+	var rec nonceRecord
+	if err := msgpack.Unmarshal(ent.Value, &rec); err == nil && len(rec.Digest) > 0 && bytes.Equal(rec.Digest, c.digest[:]) {
+		return rec.Reply, api.E(api.KindAlreadyApplied, "request already applied")
+	}
+	return nil, api.E(api.KindReplay, "nonce already used")
+}
+
+func (s *Service) removeObjects(c *call, names []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	for _, n := range names {
+		if err := s.store.DeleteObject(ctx, n); err != nil {
+			s.cfg.Logger.Warn("remove sealed-key object of failed mutation", "op", c.op, "object", n, "error", err)
+		}
+	}
+}
+
+// storeErr logs a store failure and answers a fixed text: the store could
+// not be used, so nothing was accepted (fail closed, H12).
+func (s *Service) storeErr(c *call, what string, err error) error {
+	s.cfg.Logger.Error("store unavailable", "op", c.op, "step", what, "error", err)
+	return &api.Error{Kind: api.KindUnavailable, Message: genericUnavailable}
+}
+
+// internal logs an unexpected failure and answers a fixed text.
+func (s *Service) internal(c *call, what string, err error) error {
+	s.cfg.Logger.Error("internal error", "op", c.op, "step", what, "error", err)
+	return &api.Error{Kind: api.KindInternal, Message: genericInternal}
+}
+
+// The only texts a 5xx ever carries.
+const (
+	genericUnavailable = "service unavailable, nothing was changed; retry later"
+	genericInternal    = "internal error"
+)
+
+// respond sends the reply or the error headers, and logs the outcome.
+func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, start time.Time) {
+	attrs := []any{"op", c.op, "duration", time.Since(start)}
+	if c.signer != nil {
+		attrs = append(attrs, "signer", c.signer.Endpoint)
+	}
+	if err == nil {
+		if rerr := req.Respond(reply); rerr != nil {
+			s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
+		}
+		s.cfg.Logger.Debug("request", append(attrs, "outcome", "ok")...)
+		return
+	}
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = s.internal(c, "unclassified", err).(*api.Error)
+	}
+	var data []byte
+	if ae.Kind == api.KindAlreadyApplied {
+		data = reply
+	}
+	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.String()}}
+	if rerr := req.Error(strconv.Itoa(ae.Kind.Code()), ae.Message, data, micro.WithHeaders(hdr)); rerr != nil {
+		s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
+	}
+	level := slog.LevelInfo
+	if ae.Kind == api.KindAlreadyApplied {
+		level = slog.LevelDebug
+	}
+	s.cfg.Logger.Log(context.Background(), level, "request rejected",
+		append(attrs, "code", ae.Kind.Code(), "reason", ae.Kind.String(), "message", ae.Message)...)
+}

@@ -1,0 +1,68 @@
+package service
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+)
+
+// KV key space. Every id is validated ([api.ValidateID]) before it becomes a
+// key token, so no caller can address another key family.
+func keyIdentity(endpoint string) string        { return "id." + endpoint }
+func keySigner(pub string) string               { return "signer." + pub }
+func keyRoom(room string) string                { return "room." + room }
+func keyMember(room, endpoint string) string    { return "member." + room + "." + endpoint }
+func prefixMembers(room string) string          { return "member." + room + "." }
+func keyEpRoom(endpoint, room string) string    { return "eprooms." + endpoint + "." + room }
+func prefixEpRooms(endpoint string) string      { return "eprooms." + endpoint + "." }
+func keyEpoch(room string, epoch uint64) string { return fmt.Sprintf("epoch.%s.%d", room, epoch) }
+
+// keySubject indexes room subjects by hash: a subject may hold characters a
+// KV key may not.
+func keySubject(subject string) string {
+	sum := sha256.Sum256([]byte(subject))
+	return "subject." + hex.EncodeToString(sum[:])
+}
+
+// keyNonce is where a signer's nonce is claimed. Hashing the nonce keeps the
+// key within KV's alphabet whatever bytes the nonce holds.
+func keyNonce(signer string, nonce []byte) string {
+	sum := sha256.Sum256(nonce)
+	return "nonce." + signer + "." + hex.EncodeToString(sum[:])
+}
+
+// nonceRecord is the value of a claimed nonce. A mutation's record holds the
+// digest of the request that claimed it and the reply it got, so the same
+// signed request sent again is answered "already applied" with that reply.
+type nonceRecord struct {
+	Digest []byte `msgpack:"d"`
+	Reply  []byte `msgpack:"r"`
+}
+
+// memberRecord is one membership. Since is the first epoch whose key the
+// member may fetch. KeyEpoch/KeyObject point at the key sealed for it when it
+// was added mid-epoch; keys from a rekey live in that epoch's bundle.
+type memberRecord struct {
+	Since     uint64 `msgpack:"since"`
+	KeyEpoch  uint64 `msgpack:"key_epoch"`
+	KeyObject string `msgpack:"key_object"`
+	Sealer    string `msgpack:"sealer"`
+}
+
+// epochRecord points at the bundle of sealed keys written by the create or
+// rekey that started the epoch.
+type epochRecord struct {
+	Object string `msgpack:"object"`
+	Sealer string `msgpack:"sealer"`
+}
+
+// bundle is the object holding an epoch's sealed keys, by endpoint.
+type bundle struct {
+	Keys map[string][]byte `msgpack:"keys"`
+}
+
+// objectName names a sealed-key object after the request that wrote it, so a
+// failed request removes only its own objects.
+func objectName(room string, epoch uint64, what string, digest [32]byte) string {
+	return fmt.Sprintf("%s/%d/%s-%s", room, epoch, what, hex.EncodeToString(digest[:16]))
+}

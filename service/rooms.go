@@ -1,0 +1,578 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+)
+
+// MaxMembers bounds a room's membership.
+const MaxMembers = api.MaxRekeyMembers
+
+// roomForRead loads a live room; 404 when it does not exist or was deleted.
+func (s *Service) room(ctx context.Context, c *call, id string) (*api.Room, uint64, error) {
+	if err := api.ValidateID("room", id); err != nil {
+		return nil, 0, err
+	}
+	var r api.Room
+	rev, ok, err := s.get(ctx, c, keyRoom(id), &r)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ok || r.Deleted {
+		return nil, 0, api.E(api.KindNotFound, "room %s does not exist", id)
+	}
+	return &r, rev, nil
+}
+
+// member loads endpoint's membership of room; nil if it is not a member.
+func (s *Service) member(ctx context.Context, c *call, room, endpoint string) (*memberRecord, uint64, error) {
+	var m memberRecord
+	rev, ok, err := s.get(ctx, c, keyMember(room, endpoint), &m)
+	if err != nil || !ok {
+		return nil, rev, err
+	}
+	return &m, rev, nil
+}
+
+// memberRoom loads a room the signer is a member of: 403 for anyone else
+// (H3: being registered is not enough to read a room).
+func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.Room, *memberRecord, error) {
+	me, err := c.requireSigner()
+	if err != nil {
+		return nil, nil, err
+	}
+	r, _, err := s.room(ctx, c, roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, _, err := s.member(ctx, c, roomID, me.Endpoint)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m == nil {
+		return nil, nil, api.E(api.KindForbidden, "only members of room %s may read it", roomID)
+	}
+	return r, m, nil
+}
+
+// ownedRoom loads a room the signer owns: the owner is the endpoint and the
+// signing key that created it (H6).
+func (s *Service) ownedRoom(ctx context.Context, c *call, roomID string) (*api.Room, uint64, error) {
+	me, err := c.requireSigner()
+	if err != nil {
+		return nil, 0, err
+	}
+	r, rev, err := s.room(ctx, c, roomID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if r.Owner != me.Endpoint {
+		return nil, 0, api.E(api.KindForbidden, "only the owner of room %s may do this", roomID)
+	}
+	return r, rev, nil
+}
+
+// checkSealer requires the sealer to be the signer's registered xkey, so a
+// member can open its key with the sealer named in the reply.
+func checkSealer(me *api.Identity, sealer string) error {
+	if err := api.ValidateXKey("sealer", sealer); err != nil {
+		return err
+	}
+	if sealer != me.XKey {
+		return api.E(api.KindInvalid, "sealer must be the signer's registered xkey")
+	}
+	return nil
+}
+
+// activeMember requires endpoint to be a registered, enabled identity.
+func (s *Service) activeMember(ctx context.Context, c *call, endpoint string) error {
+	id, _, err := s.identity(ctx, c, endpoint)
+	if err != nil {
+		return err
+	}
+	if id == nil {
+		return api.E(api.KindNotFound, "member %s is not registered", endpoint)
+	}
+	if id.Disabled {
+		return api.E(api.KindInvalid, "member %s is disabled", endpoint)
+	}
+	return nil
+}
+
+// putBundle writes an epoch's sealed keys as one object.
+func (s *Service) putBundle(ctx context.Context, c *call, name string, keys []api.SealedKey) error {
+	b := bundle{Keys: make(map[string][]byte, len(keys))}
+	for _, k := range keys {
+		b.Keys[k.Endpoint] = k.Sealed
+	}
+	data, err := msgpack.Marshal(&b)
+	if err != nil {
+		return s.internal(c, "encode bundle", err)
+	}
+	if err := s.store.PutObject(ctx, name, data); err != nil {
+		return s.storeErr(c, "put bundle", err)
+	}
+	return nil
+}
+
+// sealedSet validates sealed keys and returns them by endpoint; each
+// endpoint at most once.
+func sealedSet(keys []api.SealedKey) (map[string]bool, error) {
+	set := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if err := api.ValidateSealed(k); err != nil {
+			return nil, err
+		}
+		if set[k.Endpoint] {
+			return nil, api.E(api.KindInvalid, "member %s appears twice", k.Endpoint)
+		}
+		set[k.Endpoint] = true
+	}
+	return set, nil
+}
+
+// createRoom creates a room owned by the signer, with its first epoch's
+// sealed keys. The subject is claimed through its own key, so two rooms can
+// never share one. Room ids are never reused: a deleted room keeps a
+// tombstone.
+func (s *Service) createRoom(ctx context.Context, c *call) (*mutation, error) {
+	me, err := c.requireSigner()
+	if err != nil {
+		return nil, err
+	}
+	var req api.CreateRoomRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	if err := api.ValidateID("room", req.ID); err != nil {
+		return nil, err
+	}
+	if err := api.ValidateRoomSubject(req.Subject); err != nil {
+		return nil, err
+	}
+	if err := checkSealer(me, req.Sealer); err != nil {
+		return nil, err
+	}
+	if len(req.Members) > api.MaxInitialMembers {
+		return nil, api.E(api.KindTooLarge, "at most %d initial members; add more afterwards", api.MaxInitialMembers)
+	}
+	set, err := sealedSet(req.Members)
+	if err != nil {
+		return nil, err
+	}
+	if !set[me.Endpoint] {
+		return nil, api.E(api.KindInvalid, "members must include the owner %s", me.Endpoint)
+	}
+	var existing api.Room
+	roomRev, found, err := s.get(ctx, c, keyRoom(req.ID), &existing)
+	if err != nil {
+		return nil, err
+	}
+	if found || roomRev != 0 {
+		return nil, api.E(api.KindExists, "room id %s is taken", req.ID)
+	}
+	var holder string
+	subjRev, taken, err := s.get(ctx, c, keySubject(req.Subject), &holder)
+	if err != nil {
+		return nil, err
+	}
+	if taken {
+		return nil, api.E(api.KindExists, "subject %s belongs to another room", req.Subject)
+	}
+	for _, k := range req.Members {
+		if k.Endpoint != me.Endpoint {
+			if err := s.activeMember(ctx, c, k.Endpoint); err != nil {
+				return nil, err
+			}
+		}
+	}
+	now := c.now.UnixMilli()
+	r := &api.Room{ID: req.ID, Subject: req.Subject, Owner: me.Endpoint, OwnerKey: me.SignKey,
+		Epoch: 1, Members: len(req.Members), Created: now, Updated: now}
+	obj := objectName(r.ID, 1, "bundle", c.digest)
+	if err := s.putBundle(ctx, c, obj, req.Members); err != nil {
+		return nil, err
+	}
+	m := &mutation{reply: r, objects: []string{obj}, writes: []store.Write{
+		put(keyRoom(r.ID), roomRev, r),
+		put(keySubject(r.Subject), subjRev, r.ID),
+		put(keyEpoch(r.ID, 1), 0, &epochRecord{Object: obj, Sealer: req.Sealer}),
+	}}
+	for _, k := range req.Members {
+		m.writes = append(m.writes,
+			put(keyMember(r.ID, k.Endpoint), 0, &memberRecord{Since: 1}),
+			put(keyEpRoom(k.Endpoint, r.ID), 0, r.ID))
+	}
+	return m, nil
+}
+
+func (s *Service) getRoom(ctx context.Context, c *call) (any, error) {
+	var req api.RoomRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, _, err := s.memberRoom(ctx, c, req.Room)
+	return r, err
+}
+
+// roomMembers lists members with their public keys, to members only.
+func (s *Service) roomMembers(ctx context.Context, c *call) (any, error) {
+	var req api.MembersRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	if _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
+		return nil, err
+	}
+	ids, next, err := s.page(ctx, c, prefixMembers(req.Room), req.After, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	out := &api.MembersPage{Members: make([]api.Member, 0, len(ids)), Next: next}
+	for _, e := range ids {
+		m, _, err := s.member(ctx, c, req.Room, e)
+		if err != nil {
+			return nil, err
+		}
+		id, _, err := s.identity(ctx, c, e)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil || id == nil {
+			continue // removed while we listed
+		}
+		out.Members = append(out.Members, api.Member{Endpoint: e, SignKey: id.SignKey, XKey: id.XKey, Since: m.Since})
+	}
+	return out, nil
+}
+
+// roomKey serves the caller's own sealed key, only for an epoch at which it
+// was a member (H3): from its join epoch up to the current one.
+func (s *Service) roomKey(ctx context.Context, c *call) (any, error) {
+	var req api.KeyRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, m, err := s.memberRoom(ctx, c, req.Room)
+	if err != nil {
+		return nil, err
+	}
+	epoch := req.Epoch
+	if epoch == 0 {
+		epoch = r.Epoch
+	}
+	if epoch > r.Epoch {
+		return nil, api.E(api.KindNotFound, "room %s has no epoch %d yet", r.ID, epoch)
+	}
+	if epoch < m.Since {
+		return nil, api.E(api.KindForbidden, "%s was not a member of room %s at epoch %d", c.signer.Endpoint, r.ID, epoch)
+	}
+	if m.KeyEpoch == epoch {
+		sealed, err := s.object(ctx, c, m.KeyObject)
+		if err != nil {
+			return nil, err
+		}
+		return &api.KeyReply{Room: r.ID, Epoch: epoch, Sealer: m.Sealer, Sealed: sealed}, nil
+	}
+	var ep epochRecord
+	if _, ok, err := s.get(ctx, c, keyEpoch(r.ID, epoch), &ep); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, s.internal(c, "room key", fmt.Errorf("epoch record %d missing", epoch))
+	}
+	data, err := s.object(ctx, c, ep.Object)
+	if err != nil {
+		return nil, err
+	}
+	var b bundle
+	if err := msgpack.Unmarshal(data, &b); err != nil {
+		return nil, s.internal(c, "decode bundle", err)
+	}
+	sealed, ok := b.Keys[c.signer.Endpoint]
+	if !ok {
+		return nil, api.E(api.KindNotFound, "no key sealed to %s at epoch %d", c.signer.Endpoint, epoch)
+	}
+	return &api.KeyReply{Room: r.ID, Epoch: epoch, Sealer: ep.Sealer, Sealed: sealed}, nil
+}
+
+func (s *Service) object(ctx context.Context, c *call, name string) ([]byte, error) {
+	b, err := s.store.GetObject(ctx, name)
+	if err != nil {
+		return nil, s.storeErr(c, "get sealed key", err)
+	}
+	return b, nil
+}
+
+// addMember adds a member with the current epoch's key sealed to it. The key
+// must be for the current epoch: after a concurrent rekey it is refused.
+func (s *Service) addMember(ctx context.Context, c *call) (*mutation, error) {
+	var req api.AddMemberRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	if err != nil {
+		return nil, err
+	}
+	if err := api.ValidateSealed(req.Member); err != nil {
+		return nil, err
+	}
+	if err := checkSealer(c.signer, req.Sealer); err != nil {
+		return nil, err
+	}
+	if req.Epoch != r.Epoch {
+		return nil, api.E(api.KindConflict, "room %s is at epoch %d, the key is for epoch %d", r.ID, r.Epoch, req.Epoch)
+	}
+	if r.Members >= MaxMembers {
+		return nil, api.E(api.KindTooLarge, "room %s has the maximum of %d members", r.ID, MaxMembers)
+	}
+	endpoint := req.Member.Endpoint
+	old, memRev, err := s.member(ctx, c, r.ID, endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		return nil, api.E(api.KindExists, "%s is already a member of room %s", endpoint, r.ID)
+	}
+	if err := s.activeMember(ctx, c, endpoint); err != nil {
+		return nil, err
+	}
+	epRev, _, err := s.get(ctx, c, keyEpRoom(endpoint, r.ID), new(string))
+	if err != nil {
+		return nil, err
+	}
+	obj := objectName(r.ID, r.Epoch, "add-"+endpoint, c.digest)
+	if err := s.store.PutObject(ctx, obj, req.Member.Sealed); err != nil {
+		return nil, s.storeErr(c, "put sealed key", err)
+	}
+	r.Members++
+	r.Updated = c.now.UnixMilli()
+	rec := &memberRecord{Since: r.Epoch, KeyEpoch: r.Epoch, KeyObject: obj, Sealer: req.Sealer}
+	return &mutation{reply: r, objects: []string{obj}, writes: []store.Write{
+		put(keyRoom(r.ID), roomRev, r),
+		put(keyMember(r.ID, endpoint), memRev, rec),
+		put(keyEpRoom(endpoint, r.ID), epRev, r.ID),
+	}}, nil
+}
+
+func (s *Service) removeMember(ctx context.Context, c *call) (*mutation, error) {
+	var req api.RemoveMemberRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	if err != nil {
+		return nil, err
+	}
+	if err := api.ValidateID("endpoint", req.Endpoint); err != nil {
+		return nil, err
+	}
+	if req.Endpoint == r.Owner {
+		return nil, api.E(api.KindInvalid, "the owner cannot be removed; delete the room instead")
+	}
+	return s.dropMember(ctx, c, r, roomRev, req.Endpoint)
+}
+
+func (s *Service) leaveRoom(ctx context.Context, c *call) (*mutation, error) {
+	me, err := c.requireSigner()
+	if err != nil {
+		return nil, err
+	}
+	var req api.RoomRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, roomRev, err := s.room(ctx, c, req.Room)
+	if err != nil {
+		return nil, err
+	}
+	if r.Owner == me.Endpoint {
+		return nil, api.E(api.KindInvalid, "the owner cannot leave; delete the room instead")
+	}
+	return s.dropMember(ctx, c, r, roomRev, me.Endpoint)
+}
+
+// dropMember ends a membership and records that the room owes a rekey: the
+// member still holds the current key, and no later key is sealed to it.
+func (s *Service) dropMember(ctx context.Context, c *call, r *api.Room, roomRev uint64, endpoint string) (*mutation, error) {
+	m, memRev, err := s.member(ctx, c, r.ID, endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		if endpoint == c.signer.Endpoint {
+			return nil, api.E(api.KindForbidden, "%s is not a member of room %s", endpoint, r.ID)
+		}
+		return nil, api.E(api.KindNotFound, "%s is not a member of room %s", endpoint, r.ID)
+	}
+	epRev, _, err := s.get(ctx, c, keyEpRoom(endpoint, r.ID), new(string))
+	if err != nil {
+		return nil, err
+	}
+	r.Members--
+	r.RekeyOwed = true
+	r.Updated = c.now.UnixMilli()
+	return &mutation{reply: r, writes: []store.Write{
+		put(keyRoom(r.ID), roomRev, r),
+		del(keyMember(r.ID, endpoint), memRev),
+		del(keyEpRoom(endpoint, r.ID), epRev),
+	}}, nil
+}
+
+// rekey starts the next epoch. It must seal the new key to exactly the
+// current members: the member list is read, and the room's revision in the
+// batch guarantees it did not change before the commit.
+func (s *Service) rekey(ctx context.Context, c *call) (*mutation, error) {
+	var req api.RekeyRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSealer(c.signer, req.Sealer); err != nil {
+		return nil, err
+	}
+	if len(req.Keys) > api.MaxRekeyMembers {
+		return nil, api.E(api.KindTooLarge, "at most %d sealed keys per rekey", api.MaxRekeyMembers)
+	}
+	if req.Epoch != r.Epoch+1 {
+		return nil, api.E(api.KindConflict, "room %s is at epoch %d; a rekey must name epoch %d", r.ID, r.Epoch, r.Epoch+1)
+	}
+	set, err := sealedSet(req.Keys)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.store.Keys(ctx, prefixMembers(r.ID))
+	if err != nil {
+		return nil, s.storeErr(c, "list members", err)
+	}
+	var missing []string
+	for _, k := range keys {
+		e := k[len(prefixMembers(r.ID)):]
+		if !set[e] {
+			missing = append(missing, e)
+		}
+		delete(set, e)
+	}
+	if len(missing) > 0 || len(set) > 0 {
+		extra := make([]string, 0, len(set))
+		for e := range set {
+			extra = append(extra, e)
+		}
+		sort.Strings(missing)
+		sort.Strings(extra)
+		return nil, api.E(api.KindInvalid, "a rekey must seal exactly one key per current member: missing %s, not members %s",
+			short(missing), short(extra))
+	}
+	obj := objectName(r.ID, req.Epoch, "bundle", c.digest)
+	if err := s.putBundle(ctx, c, obj, req.Keys); err != nil {
+		return nil, err
+	}
+	r.Epoch = req.Epoch
+	r.RekeyOwed = false
+	r.Updated = c.now.UnixMilli()
+	return &mutation{reply: r, objects: []string{obj}, writes: []store.Write{
+		put(keyRoom(r.ID), roomRev, r),
+		put(keyEpoch(r.ID, r.Epoch), 0, &epochRecord{Object: obj, Sealer: req.Sealer}),
+	}}, nil
+}
+
+// short lists at most five names, for an error message.
+func short(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	if len(names) > 5 {
+		return fmt.Sprintf("%v and %d more", names[:5], len(names)-5)
+	}
+	return fmt.Sprint(names)
+}
+
+// deleteRoom tombstones the room and releases its subject in one batch. The
+// tombstone keeps the id from being reused, so member records left behind
+// can never grant anything; they are removed right after the commit.
+func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
+	var req api.RoomRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	if err != nil {
+		return nil, err
+	}
+	subjRev, _, err := s.get(ctx, c, keySubject(r.Subject), new(string))
+	if err != nil {
+		return nil, err
+	}
+	r.Deleted = true
+	r.Updated = c.now.UnixMilli()
+	return &mutation{reply: r, writes: []store.Write{
+		put(keyRoom(r.ID), roomRev, r),
+		del(keySubject(r.Subject), subjRev),
+	}, after: func() { s.purgeRoom(c, r.ID) }}, nil
+}
+
+// purgeRoom removes what a deleted room leaves behind: member and directory
+// records and sealed-key objects. Failures are logged; the tombstone already
+// makes leftovers inert.
+func (s *Service) purgeRoom(c *call, room string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	keys, err := s.store.Keys(ctx, prefixMembers(room))
+	if err == nil {
+		for _, k := range keys {
+			e := k[len(prefixMembers(room)):]
+			if err = errors.Join(s.store.Delete(ctx, k), s.store.Delete(ctx, keyEpRoom(e, room))); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		var objs []string
+		if objs, err = s.store.ListObjects(ctx, room+"/"); err == nil {
+			for _, o := range objs {
+				if err = s.store.DeleteObject(ctx, o); err != nil {
+					break
+				}
+			}
+		}
+	}
+	if err != nil {
+		s.cfg.Logger.Warn("purge deleted room", "op", c.op, "room", room, "error", err)
+	}
+}
+
+// myRooms lists the caller's own rooms (H3: only its own directory).
+func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
+	me, err := c.requireSigner()
+	if err != nil {
+		return nil, err
+	}
+	var req api.PageRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	ids, next, err := s.page(ctx, c, prefixEpRooms(me.Endpoint), req.After, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	out := &api.RoomPage{Rooms: make([]api.Room, 0, len(ids)), Next: next}
+	for _, id := range ids {
+		var r api.Room
+		if _, ok, err := s.get(ctx, c, keyRoom(id), &r); err != nil {
+			return nil, err
+		} else if ok && !r.Deleted {
+			out.Rooms = append(out.Rooms, r)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,159 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// Service is one replica of the membership service.
+type Service struct {
+	cfg   Config
+	store *store.Store
+	micro micro.Service
+}
+
+// operation binds an op to its handler. Exactly one of read and mutate is set.
+type operation struct {
+	op          subjects.Op
+	description string
+	read        readFunc
+	mutate      mutateFunc
+}
+
+func (s *Service) operations() []operation {
+	return []operation{
+		{subjects.OpIdentityRegister, "Register an identity or replace its keys (admin)", nil, s.register},
+		{subjects.OpIdentityDisable, "Disable an identity (admin)", nil, s.disable},
+		{subjects.OpIdentityEnable, "Enable a disabled identity (admin)", nil, s.enable},
+		{subjects.OpIdentityGet, "Public keys of one endpoint (any active identity)", s.getIdentity, nil},
+		{subjects.OpIdentityList, "List identities, paginated (admin)", s.listIdentities, nil},
+		{subjects.OpWhoami, "The caller's own identity", s.whoami, nil},
+		{subjects.OpRoomCreate, "Create a room owned by the signer", nil, s.createRoom},
+		{subjects.OpRoomGet, "A room's record (members only)", s.getRoom, nil},
+		{subjects.OpRoomMembers, "A room's members with public keys, paginated (members only)", s.roomMembers, nil},
+		{subjects.OpRoomKey, "The caller's own sealed room key for an epoch (members only)", s.roomKey, nil},
+		{subjects.OpRoomAdd, "Add a member with its sealed key (owner)", nil, s.addMember},
+		{subjects.OpRoomRemove, "Remove a member (owner); a rekey is then owed", nil, s.removeMember},
+		{subjects.OpRoomLeave, "Leave a room (self); a rekey is then owed", nil, s.leaveRoom},
+		{subjects.OpRoomRekey, "Move a room to a new epoch with one sealed key per member (owner)", nil, s.rekey},
+		{subjects.OpRoomDelete, "Delete a room (owner)", nil, s.deleteRoom},
+		{subjects.OpRoomMine, "The caller's own rooms, paginated", s.myRooms, nil},
+	}
+}
+
+// Start registers the service and its endpoints on nc. The store must be
+// open. Stop it with [Service.Stop].
+func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, store: st}
+	meta := map[string]string{
+		"protocol":    subjects.ProtocolVersion,
+		"prefix":      cfg.Prefix,
+		"auth_mode":   string(cfg.Auth),
+		"skew":        cfg.Skew.String(),
+		"max_request": strconv.Itoa(cfg.MaxRequest),
+	}
+	for k, v := range cfg.Metadata {
+		meta[k] = v
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        subjects.ServiceName,
+		Version:     cfg.Version,
+		Description: "unibus membership: identities, rooms and sealed room keys",
+		Metadata:    meta,
+		QueueGroup:  cfg.QueueGroup,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add micro service: %w", err)
+	}
+	for _, o := range s.operations() {
+		err := svc.AddEndpoint(o.op.EndpointName(), s.handler(o.op, o.read, o.mutate),
+			micro.WithEndpointSubject(subjects.Subject(cfg.Prefix, o.op)),
+			micro.WithEndpointMetadata(map[string]string{
+				"description": o.description,
+				"mutates":     strconv.FormatBool(o.mutate != nil),
+			}))
+		if err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("add endpoint %s: %w", o.op, err)
+		}
+	}
+	s.micro = svc
+	return s, nil
+}
+
+// Stop unsubscribes every endpoint after draining it.
+func (s *Service) Stop() error { return s.micro.Stop() }
+
+// Micro exposes the micro service (info, stats).
+func (s *Service) Micro() micro.Service { return s.micro }
+
+// getJSON reads key into v; found is false if the key holds no value.
+func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
+	ent, err := s.store.Get(ctx, key)
+	if err != nil {
+		return 0, false, s.storeErr(c, "get "+keyFamily(key), err)
+	}
+	if !ent.Exists() {
+		return ent.Rev, false, nil
+	}
+	if err := msgpack.Unmarshal(ent.Value, v); err != nil {
+		return 0, false, s.internal(c, "decode "+keyFamily(key), err)
+	}
+	return ent.Rev, true, nil
+}
+
+// keyFamily is the first token of a key, safe to log.
+func keyFamily(key string) string {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '.' {
+			return key[:i]
+		}
+	}
+	return key
+}
+
+// identityBySigner finds the identity whose signing key is pub, or nil.
+func (s *Service) identityBySigner(ctx context.Context, c *call, pub string) (*api.Identity, error) {
+	var endpoint string
+	if _, ok, err := s.get(ctx, c, keySigner(pub), &endpoint); err != nil || !ok {
+		return nil, err
+	}
+	id, _, err := s.identity(ctx, c, endpoint)
+	if err != nil || id == nil || id.SignKey != pub {
+		return nil, err
+	}
+	return id, nil
+}
+
+// identity reads an identity and its revision; nil if not registered.
+func (s *Service) identity(ctx context.Context, c *call, endpoint string) (*api.Identity, uint64, error) {
+	var id api.Identity
+	rev, ok, err := s.get(ctx, c, keyIdentity(endpoint), &id)
+	if err != nil || !ok {
+		return nil, rev, err
+	}
+	return &id, rev, nil
+}
+
+// put is a write of v at key, expecting rev.
+func put(key string, rev uint64, v any) store.Write {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		panic(err) // only our own record types reach here
+	}
+	return store.Write{Key: key, Value: b, Rev: rev}
+}
+
+func del(key string, rev uint64) store.Write { return store.Write{Key: key, Rev: rev, Delete: true} }

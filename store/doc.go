@@ -1,0 +1,13 @@
+// Package store keeps all membership state and every nonce in one JetStream
+// KV bucket, and sealed room keys in a JetStream object store.
+//
+// A mutation is one JetStream atomic batch ([Store.Commit]): each written key
+// carries the revision it was read at (compare-and-set), and the request's
+// nonce key carries revision 0, so the nonce claim and the state change
+// commit together or not at all. A batch can only span one stream, which is
+// why nonces share the bucket with state.
+//
+// Reads ([Store.Get]) go to the stream leader, not to a direct-get follower:
+// the bucket's stream is created with AllowDirect off, so an authorization
+// decision taken right after a membership change sees that change.
+package store

@@ -1,0 +1,232 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+)
+
+// Errors callers match with errors.Is. Any other error means the store could
+// not be used, and the caller must fail closed.
+var (
+	ErrConflict = errors.New("store: revision conflict")
+	ErrExists   = errors.New("store: key exists")
+	ErrNotFound = errors.New("store: not found")
+)
+
+// Config names and shapes the buckets.
+type Config struct {
+	Bucket     string                // KV bucket for state and nonces
+	KeysBucket string                // object store for sealed keys
+	Replicas   int                   // 1, 3 or 5
+	Storage    jetstream.StorageType // file by default
+	MaxTTL     time.Duration         // longest per-key TTL used (nonces)
+}
+
+// Store is the service's view of JetStream.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+	obj    jetstream.ObjectStore
+	prefix string // "$KV.<bucket>."
+}
+
+// Open creates the buckets if they do not exist and binds to them. An
+// existing bucket is reconfigured for atomic batches, per-key TTLs and
+// leader reads if it lacks them; a bucket with another replica count is
+// reported, not silently used.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         cfg.Bucket,
+		Description:    "unibus membership: state and request nonces",
+		History:        1,
+		Replicas:       cfg.Replicas,
+		Storage:        cfg.Storage,
+		LimitMarkerTTL: max(cfg.MaxTTL, time.Second),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
+	}
+	streamName := "KV_" + cfg.Bucket
+	stream, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
+	}
+	sc := stream.CachedInfo().Config
+	if sc.Replicas != cfg.Replicas {
+		return nil, fmt.Errorf("kv bucket %s has %d replicas, configured %d", cfg.Bucket, sc.Replicas, cfg.Replicas)
+	}
+	if !sc.AllowAtomicPublish || !sc.AllowMsgTTL || sc.AllowDirect {
+		sc.AllowAtomicPublish, sc.AllowMsgTTL, sc.AllowDirect = true, true, false
+		if stream, err = js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("kv stream %s: enable atomic batches: %w", streamName, err)
+		}
+	}
+	obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      cfg.KeysBucket,
+		Description: "unibus membership: sealed room keys",
+		Replicas:    cfg.Replicas,
+		Storage:     cfg.Storage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", cfg.KeysBucket, err)
+	}
+	return &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + "."}, nil
+}
+
+// Entry is a key's current value and the revision to compare against. A
+// missing or deleted key has a nil Value; Rev is then the sequence of its
+// delete marker, or 0 if it never existed.
+type Entry struct {
+	Value []byte
+	Rev   uint64
+}
+
+// Exists reports whether the key holds a value.
+func (e Entry) Exists() bool { return e.Value != nil }
+
+// Get reads key from the stream leader.
+func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Entry{}, nil
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	if op := m.Header.Get("KV-Operation"); op != "" {
+		return Entry{Rev: m.Sequence}, nil
+	}
+	v := m.Data
+	if v == nil {
+		v = []byte{}
+	}
+	return Entry{Value: v, Rev: m.Sequence}, nil
+}
+
+// Keys lists the live keys that start with prefix (a dot-terminated token
+// prefix such as "member.room1.").
+func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
+	kl, err := s.kv.ListKeysFiltered(ctx, prefix+">")
+	if err != nil {
+		return nil, err
+	}
+	defer kl.Stop()
+	var keys []string
+	for k := range kl.Keys() {
+		keys = append(keys, k)
+	}
+	return keys, ctx.Err()
+}
+
+// Create writes key only if it holds no value, expiring after ttl (0: never).
+// It is how a read claims its nonce: first writer wins, cluster-wide.
+func (s *Store) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	var opts []jetstream.KVCreateOpt
+	if ttl > 0 {
+		opts = append(opts, jetstream.KeyTTL(ttl))
+	}
+	_, err := s.kv.Create(ctx, key, value, opts...)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return ErrExists
+	}
+	return err
+}
+
+// Delete removes key outside any batch (clean-up only).
+func (s *Store) Delete(ctx context.Context, key string) error {
+	return s.kv.Delete(ctx, key)
+}
+
+// Write is one key of a batch. Rev is the revision the key must still have
+// (0: must not exist). Delete writes a delete marker instead of Value.
+type Write struct {
+	Key    string
+	Value  []byte
+	Rev    uint64
+	Delete bool
+	TTL    time.Duration
+}
+
+// Commit applies writes as one atomic batch. If any key's revision moved,
+// nothing is written and the error is [ErrConflict]. A timeout does not tell
+// whether the batch committed; callers make their batches recognisable (the
+// nonce key) so that a retry can find out.
+func (s *Store) Commit(ctx context.Context, writes []Write) error {
+	msgs := make([]*nats.Msg, len(writes))
+	for i, w := range writes {
+		m := nats.NewMsg(s.prefix + w.Key)
+		m.Data = w.Value
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.Rev, 10))
+		if w.Delete {
+			m.Data = nil
+			m.Header.Set("KV-Operation", "DEL")
+		}
+		if w.TTL > 0 {
+			m.Header.Set(jetstream.MsgTTLHeader, w.TTL.String())
+		}
+		msgs[i] = m
+	}
+	_, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return ErrConflict
+		}
+	}
+	return err
+}
+
+// PutObject stores a sealed-key object.
+func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
+	_, err := s.obj.PutBytes(ctx, name, data)
+	return err
+}
+
+// GetObject reads a sealed-key object.
+func (s *Store) GetObject(ctx context.Context, name string) ([]byte, error) {
+	b, err := s.obj.GetBytes(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, ErrNotFound
+	}
+	return b, err
+}
+
+// DeleteObject removes a sealed-key object; a missing one is not an error.
+func (s *Store) DeleteObject(ctx context.Context, name string) error {
+	err := s.obj.Delete(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	return err
+}
+
+// ListObjects returns the names of all sealed-key objects under prefix.
+func (s *Store) ListObjects(ctx context.Context, prefix string) ([]string, error) {
+	infos, err := s.obj.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, info := range infos {
+		if strings.HasPrefix(info.Name, prefix) {
+			names = append(names, info.Name)
+		}
+	}
+	return names, nil
+}

@@ -1,0 +1,118 @@
+package subjects
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Service identity as registered with micro and shown by `nats micro ls`.
+const (
+	ServiceName     = "membership"
+	ProtocolVersion = "1"
+	DefaultPrefix   = "unibus.membership.v1"
+	DefaultQueue    = "membership"
+)
+
+// Storage names.
+const (
+	DefaultBucket     = "membership"      // KV bucket: all state and nonces
+	DefaultKeysBucket = "membership-keys" // object store: sealed room keys
+)
+
+// Op names an operation. Its subject is <prefix>.<Op>.
+type Op string
+
+// Every operation of protocol v1.
+const (
+	OpIdentityRegister Op = "identity.register"
+	OpIdentityDisable  Op = "identity.disable"
+	OpIdentityEnable   Op = "identity.enable"
+	OpIdentityGet      Op = "identity.get"
+	OpIdentityList     Op = "identity.list"
+	OpWhoami           Op = "identity.whoami"
+
+	OpRoomCreate  Op = "room.create"
+	OpRoomGet     Op = "room.get"
+	OpRoomMembers Op = "room.members"
+	OpRoomKey     Op = "room.key"
+	OpRoomAdd     Op = "room.add"
+	OpRoomRemove  Op = "room.remove"
+	OpRoomLeave   Op = "room.leave"
+	OpRoomRekey   Op = "room.rekey"
+	OpRoomDelete  Op = "room.delete"
+	OpRoomMine    Op = "room.mine"
+)
+
+// Ops lists every operation in the order the service registers them.
+var Ops = []Op{
+	OpIdentityRegister, OpIdentityDisable, OpIdentityEnable, OpIdentityGet, OpIdentityList, OpWhoami,
+	OpRoomCreate, OpRoomGet, OpRoomMembers, OpRoomKey, OpRoomAdd, OpRoomRemove, OpRoomLeave,
+	OpRoomRekey, OpRoomDelete, OpRoomMine,
+}
+
+// EndpointName is the micro endpoint name of op (micro names allow no dots).
+func (op Op) EndpointName() string { return strings.ReplaceAll(string(op), ".", "_") }
+
+// Subject is the subject op is served on under prefix.
+func Subject(prefix string, op Op) string { return prefix + "." + string(op) }
+
+// ValidatePrefix reports whether prefix can carry operation subjects: dot
+// separated non-empty tokens without wildcards or white space.
+func ValidatePrefix(prefix string) error {
+	if err := ValidateSubject(prefix); err != nil {
+		return fmt.Errorf("subject prefix: %w", err)
+	}
+	return nil
+}
+
+// ValidateSubject checks that s is a literal NATS subject: 1–255 bytes of
+// non-empty dot-separated tokens, no wildcards (* or >), no white space or
+// control characters.
+func ValidateSubject(s string) error {
+	if s == "" {
+		return fmt.Errorf("subject is empty")
+	}
+	if len(s) > MaxSubjectLen {
+		return fmt.Errorf("subject is longer than %d bytes", MaxSubjectLen)
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return fmt.Errorf("subject %q has an empty token", s)
+		}
+		if tok == "*" || tok == ">" || strings.ContainsAny(tok, "*>") {
+			return fmt.Errorf("subject %q contains a wildcard", s)
+		}
+		for _, r := range tok {
+			if r <= ' ' || r == 0x7f {
+				return fmt.Errorf("subject %q contains white space or a control character", s)
+			}
+		}
+	}
+	return nil
+}
+
+// MaxSubjectLen bounds a room subject.
+const MaxSubjectLen = 255
+
+// Reply headers. The error pair is micro's own.
+const (
+	HeaderErrorCode = "Nats-Service-Error-Code"
+	HeaderError     = "Nats-Service-Error"
+	// HeaderReason carries the error kind as a token (stale, replay, …),
+	// finer than the code.
+	HeaderReason = "Unibus-Error-Reason"
+)
+
+// Wire error codes, HTTP-like, carried in [HeaderErrorCode].
+const (
+	CodeAlreadyApplied = 208 // the same signed mutation was applied before; body = original reply
+	CodeBadRequest     = 400
+	CodeUnauthorized   = 401 // stale, bad signature, unknown/disabled signer, replay
+	CodeForbidden      = 403
+	CodeNotFound       = 404
+	CodeConflict       = 409
+	CodeTooLarge       = 413
+	CodeTooMany        = 429
+	CodeInternal       = 500
+	CodeUnavailable    = 503
+)
