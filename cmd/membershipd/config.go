@@ -1,0 +1,168 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/synadia-io/orbit.go/natscontext"
+
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/subjects"
+)
+
+// Config is the daemon's configuration: flags over environment over
+// defaults.
+type Config struct {
+	NATSURL string
+	Context string
+	Creds   string
+	NKey    string
+
+	DataDir string
+	Listen  string
+	Sync    string
+
+	Bucket     string
+	KeysBucket string
+	Replicas   int
+
+	BootstrapAdmin string
+	AdminEndpoint  string
+
+	LogLevel  string
+	LogFormat string
+
+	Service service.Config
+}
+
+// Embedded reports whether to start an in-process nats-server.
+func (c *Config) Embedded() bool { return c.NATSURL == "" && c.Context == "" }
+
+// Validate rejects settings that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		errs = append(errs, fmt.Errorf("--replicas %d: want 1, 3 or 5", c.Replicas))
+	}
+	if c.Embedded() && c.Replicas != 1 {
+		errs = append(errs, errors.New("--replicas above 1 needs a NATS cluster (--nats-url or --context)"))
+	}
+	if c.Sync != "always" {
+		if _, err := time.ParseDuration(c.Sync); err != nil {
+			errs = append(errs, fmt.Errorf("--sync %q: want always or a duration such as 1s", c.Sync))
+		}
+	}
+	if c.NATSURL != "" && c.Context != "" {
+		errs = append(errs, errors.New("--nats-url and --context are exclusive"))
+	}
+	errs = append(errs, c.Service.Validate())
+	return errors.Join(errs...)
+}
+
+// parseFlags reads flags and their environment variables.
+func parseFlags(args []string, stderr io.Writer) (*Config, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("membershipd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var auth string
+	str := func(p *string, name, env, def, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" (env "+env+")")
+	}
+	str(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server URLs of an existing deployment; empty starts an embedded server")
+	str(&c.Context, "context", "NATS_CONTEXT", "", "NATS context name (as used by the nats CLI) of an existing deployment")
+	str(&c.Creds, "creds", "NATS_CREDS", "", "NATS user credentials file")
+	str(&c.NKey, "nkey", "NATS_NKEY", "", "NATS user nkey seed file")
+	str(&c.DataDir, "data-dir", "MEMBERSHIPD_DATA_DIR", "membership-data", "embedded server: JetStream data directory")
+	str(&c.Listen, "listen", "MEMBERSHIPD_LISTEN", "127.0.0.1:4222", "embedded server: client listen address (loopback by default)")
+	str(&c.Sync, "sync", "MEMBERSHIPD_SYNC", "always", "embedded server: JetStream fsync policy, always or an interval such as 1s")
+	str(&c.Bucket, "bucket", "MEMBERSHIPD_BUCKET", subjects.DefaultBucket, "KV bucket for state and nonces")
+	str(&c.KeysBucket, "keys-bucket", "MEMBERSHIPD_KEYS_BUCKET", subjects.DefaultKeysBucket, "object store bucket for sealed room keys")
+	str(&c.BootstrapAdmin, "bootstrap-admin", "MEMBERSHIPD_BOOTSTRAP_ADMIN", "", "identity file of the first admin: registered if new, generated if missing (embedded default: <data-dir>/admin.identity)")
+	str(&c.AdminEndpoint, "admin-endpoint", "MEMBERSHIPD_ADMIN_ENDPOINT", "admin", "endpoint id for a generated admin identity")
+	str(&c.Service.Prefix, "prefix", "MEMBERSHIPD_PREFIX", subjects.DefaultPrefix, "subject prefix of the operations")
+	str(&c.Service.QueueGroup, "queue", "MEMBERSHIPD_QUEUE", subjects.DefaultQueue, "queue group shared by all replicas")
+	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
+	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
+	replicas := envInt("MEMBERSHIPD_REPLICAS", 1)
+	fs.IntVar(&c.Replicas, "replicas", replicas, "bucket replicas: 1 embedded, 3 recommended on a cluster (env MEMBERSHIPD_REPLICAS)")
+	skew := envDuration("MEMBERSHIPD_SKEW", service.DefaultSkew)
+	fs.DurationVar(&c.Service.Skew, "skew", skew, "accepted clock skew of a request's ts; nonces live twice as long (env MEMBERSHIPD_SKEW)")
+	fs.IntVar(&c.Service.MaxRequest, "max-request", envInt("MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest), "largest accepted request in bytes (env MEMBERSHIPD_MAX_REQUEST)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: membershipd [flags]\n\n"+
+			"Serves the unibus membership service as NATS micro endpoints (inspect with `nats micro ls`).\n"+
+			"Without --nats-url or --context it runs an embedded nats-server with JetStream on --listen,\n"+
+			"storing data in --data-dir, and writes the first admin identity to <data-dir>/admin.identity.\n"+
+			"SIGINT or SIGTERM drains in-flight requests and stops.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	mode, err := service.ParseAuthMode(auth)
+	if err != nil {
+		return nil, err
+	}
+	c.Service.Auth = mode
+	if c.Embedded() && c.BootstrapAdmin == "" {
+		c.BootstrapAdmin = filepath.Join(c.DataDir, "admin.identity")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok {
+		var n int
+		if _, err := fmt.Sscanf(v, "%d", &n); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+// connect dials the deployment: a NATS context, or URLs with optional creds
+// or nkey seed file.
+func connect(c *Config) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("membershipd"), nats.MaxReconnects(-1)}
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
+	}
+	if c.Context != "" {
+		nc, _, err := natscontext.Connect(c.Context, opts...)
+		return nc, err
+	}
+	return nats.Connect(strings.TrimSpace(c.NATSURL), opts...)
+}

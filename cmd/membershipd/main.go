@@ -1,0 +1,153 @@
+// Command membershipd serves the unibus membership service.
+//
+// With no NATS URL or context it starts an embedded nats-server with
+// JetStream on loopback, keeping its data in --data-dir, and bootstraps a
+// first admin identity file there. Given --nats-url or --context it joins an
+// existing deployment. Every flag can also be set through the environment
+// variable named in --help; flags win over the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/store"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "membershipd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	embeddedMode := cfg.Embedded()
+	if embeddedMode {
+		embedded, err := startEmbedded(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer embedded.Shutdown()
+		cfg.NATSURL = embedded.ClientURL()
+	}
+	nc, err := connect(cfg)
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := store.Open(octx, js, store.Config{
+		Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
+		MaxTTL: 2 * cfg.Service.Skew,
+	})
+	if err != nil {
+		return fmt.Errorf("open buckets: %w", err)
+	}
+	if cfg.BootstrapAdmin != "" {
+		if err := bootstrapAdmin(octx, st, cfg, log); err != nil {
+			return fmt.Errorf("bootstrap admin: %w", err)
+		}
+	}
+	cfg.Service.Logger = log
+	cfg.Service.Metadata = map[string]string{
+		"bucket": cfg.Bucket, "keys_bucket": cfg.KeysBucket, "replicas": fmt.Sprint(cfg.Replicas),
+	}
+	svc, err := service.Start(nc, st, cfg.Service)
+	if err != nil {
+		return err
+	}
+	log.Info("membershipd ready", "nats", nc.ConnectedUrlRedacted(), "prefix", cfg.Service.Prefix,
+		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "embedded", embeddedMode)
+	fmt.Fprintf(stdout, "membershipd ready on %s (subjects %s.*)\n", nc.ConnectedUrlRedacted(), cfg.Service.Prefix)
+
+	<-ctx.Done()
+	log.Info("draining: finishing in-flight requests, taking no new ones")
+	if err := svc.Stop(); err != nil {
+		log.Warn("stop service", "error", err)
+	}
+	if err := nc.Drain(); err != nil {
+		log.Warn("drain connection", "error", err)
+	}
+	for nc.IsDraining() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// bootstrapAdmin makes sure the identity in cfg.BootstrapAdmin is a
+// registered admin, generating the file first if it does not exist.
+func bootstrapAdmin(ctx context.Context, st *store.Store, cfg *Config, log *slog.Logger) error {
+	id, err := client.LoadIdentity(cfg.BootstrapAdmin)
+	if errors.Is(err, os.ErrNotExist) {
+		if id, err = client.NewIdentity(cfg.AdminEndpoint); err != nil {
+			return err
+		}
+		if err = client.WriteIdentity(cfg.BootstrapAdmin, id); err != nil {
+			return err
+		}
+		log.Info("generated admin identity file", "path", cfg.BootstrapAdmin, "endpoint", id.Endpoint)
+	}
+	if err != nil {
+		return err
+	}
+	pub, err := id.Public()
+	if err != nil {
+		return err
+	}
+	created, err := service.Bootstrap(ctx, st, pub)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("registered admin", "endpoint", pub.Endpoint, "identity_file", cfg.BootstrapAdmin)
+	}
+	return nil
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
