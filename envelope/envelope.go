@@ -36,6 +36,7 @@ var (
 	ErrBodyHash  = errors.New("body hash does not match body")
 	ErrSignature = errors.New("bad signature")
 	ErrStale     = errors.New("timestamp outside the accepted window")
+	ErrUnsigned  = errors.New("request is not a signed envelope")
 )
 
 // Envelope is a signed request. See the package documentation for the wire
@@ -131,17 +132,45 @@ func (e *Envelope) Digest(subject string) [32]byte {
 // Marshal encodes e as msgpack.
 func (e *Envelope) Marshal() ([]byte, error) { return msgpack.Marshal(e) }
 
+// wireEnvelope is [Envelope] as [Decode] reads it. Its version is 64 bits
+// wide because msgpack narrows integers silently: decoded into a uint8, the
+// version 257 would read as 1.
+type wireEnvelope struct {
+	Version  uint64 `msgpack:"v"`
+	TS       int64  `msgpack:"ts"`
+	Nonce    []byte `msgpack:"nonce"`
+	Signer   string `msgpack:"signer"`
+	BodyHash []byte `msgpack:"body_hash"`
+	Sig      []byte `msgpack:"sig"`
+	Body     []byte `msgpack:"body"`
+}
+
+func isMapHeader(c byte) bool { return (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf }
+
 // Decode parses an envelope strictly and checks the form of every field:
 // version, nonce length, signer key type, hash and signature sizes. It does
 // not check the time, the body hash or the signature; see [Envelope.Verify].
 func Decode(b []byte) (*Envelope, error) {
-	var e Envelope
-	if err := Unmarshal(b, &e); err != nil {
+	// msgpack also decodes a struct from an array of its field values; the
+	// protocol allows only the map form.
+	if len(b) == 0 {
+		return nil, ErrUnsigned
+	}
+	if !isMapHeader(b[0]) {
+		return nil, malformed("an envelope must be a msgpack map")
+	}
+	var w wireEnvelope
+	if err := Unmarshal(b, &w); err != nil {
 		return nil, err
 	}
-	if e.Version != Version {
-		return nil, fmt.Errorf("%w %d", ErrVersion, e.Version)
+	if len(w.Sig) == 0 {
+		return nil, ErrUnsigned // an empty message or a map without sig
 	}
+	if w.Version != Version {
+		return nil, fmt.Errorf("%w %d", ErrVersion, w.Version)
+	}
+	e := Envelope{Version: Version, TS: w.TS, Nonce: w.Nonce, Signer: w.Signer,
+		BodyHash: w.BodyHash, Sig: w.Sig, Body: w.Body}
 	switch {
 	case len(e.Nonce) < MinNonce || len(e.Nonce) > MaxNonce:
 		return nil, fmt.Errorf("%w: nonce must be %d–%d bytes, got %d", ErrField, MinNonce, MaxNonce, len(e.Nonce))
@@ -187,8 +216,14 @@ func (e *Envelope) CheckBodyHash() error {
 }
 
 // CheckSignature fails with [ErrSignature] unless sig is the signer's
-// signature over the canonical bytes for subject.
+// signature over the canonical bytes for subject, and with [ErrField] if the
+// signer is not an nkeys user public key.
 func (e *Envelope) CheckSignature(subject string) error {
+	// Decode checked this already, but an Envelope built by other means
+	// must not let an account, server or curve key sign either.
+	if err := checkSigner(e.Signer); err != nil {
+		return err
+	}
 	kp, err := nkeys.FromPublicKey(e.Signer)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrField, err)

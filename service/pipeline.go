@@ -122,6 +122,9 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 		return api.E(api.KindTooLarge, "request of %d bytes is larger than %d", len(data), s.cfg.MaxRequest)
 	}
 	env, err := envelope.Decode(data)
+	if errors.Is(err, envelope.ErrUnsigned) {
+		return api.E(api.KindUnauthenticated, "unsigned request: send a signed envelope (docs/protocol.md)")
+	}
 	if err != nil {
 		// Without an envelope there is no body to serve, in any mode.
 		return api.E(api.KindInvalid, "envelope: %v", err)

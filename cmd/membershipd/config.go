@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,11 +95,10 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
-	replicas := envInt("MEMBERSHIPD_REPLICAS", 1)
-	fs.IntVar(&c.Replicas, "replicas", replicas, "bucket replicas: 1 embedded, 3 recommended on a cluster (env MEMBERSHIPD_REPLICAS)")
-	skew := envDuration("MEMBERSHIPD_SKEW", service.DefaultSkew)
-	fs.DurationVar(&c.Service.Skew, "skew", skew, "accepted clock skew of a request's ts; nonces live twice as long (env MEMBERSHIPD_SKEW)")
-	fs.IntVar(&c.Service.MaxRequest, "max-request", envInt("MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest), "largest accepted request in bytes (env MEMBERSHIPD_MAX_REQUEST)")
+	var envErrs []error
+	fs.IntVar(&c.Replicas, "replicas", envInt("MEMBERSHIPD_REPLICAS", 1, &envErrs), "bucket replicas: 1 embedded, 3 recommended on a cluster (env MEMBERSHIPD_REPLICAS)")
+	fs.DurationVar(&c.Service.Skew, "skew", envDuration("MEMBERSHIPD_SKEW", service.DefaultSkew, &envErrs), "accepted clock skew of a request's ts; nonces live twice as long (env MEMBERSHIPD_SKEW)")
+	fs.IntVar(&c.Service.MaxRequest, "max-request", envInt("MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest, &envErrs), "largest accepted request in bytes (env MEMBERSHIPD_MAX_REQUEST)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: membershipd [flags]\n\n"+
 			"Serves the unibus membership service as NATS micro endpoints (inspect with `nats micro ls`).\n"+
@@ -108,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(envErrs...); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -127,23 +130,34 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	return c, nil
 }
 
-func envInt(name string, def int) int {
-	if v, ok := os.LookupEnv(name); ok {
-		var n int
-		if _, err := fmt.Sscanf(v, "%d", &n); err == nil {
-			return n
-		}
+// envInt reads an integer default from the environment, recording a value
+// that does not parse.
+func envInt(name string, def int, errs *[]error) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: not an integer", name, v))
+		return def
+	}
+	return n
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
+// envDuration reads a duration default from the environment, recording a
+// value that does not parse.
+func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: not a duration such as 30s", name, v))
+		return def
+	}
+	return d
 }
 
 // connect dials the deployment: a NATS context, or URLs with optional creds

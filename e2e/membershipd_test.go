@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
+)
+
+const membershipdPkg = "github.com/unibus/membership/cmd/membershipd"
+
+var readyLine = regexp.MustCompile(`membershipd ready on (nats://\S+)`)
+
+// daemon is a running membershipd process.
+type daemon struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *strings.Builder
+}
+
+// startDaemon runs membershipd with args and waits for its ready line.
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(natstest.Build(t, membershipdPkg), args...)
+	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, stderr: &strings.Builder{}}
+	cmd.Stderr = d.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := readyLine.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case d.url = <-found:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("membershipd not ready; stderr:\n%s", d.stderr)
+	}
+	return d
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("membershipd exit: %v; stderr:\n%s", err, d.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("membershipd did not stop on SIGTERM")
+	}
+	if !strings.Contains(d.stderr.String(), "draining") {
+		t.Fatalf("no drain logged on SIGTERM; stderr:\n%s", d.stderr)
+	}
+}
+
+func whoami(t *testing.T, url, identityFile string) string {
+	t.Helper()
+	id, err := client.LoadIdentity(identityFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	me, err := client.New(nc, id).Whoami(ctx)
+	if err != nil {
+		t.Fatalf("whoami: %v", err)
+	}
+	if !me.Admin {
+		t.Fatalf("%s is not an admin", me.Endpoint)
+	}
+	return me.Endpoint
+}
+
+// TestMembershipdEmbedded starts the daemon with no NATS URL: it must run an
+// embedded JetStream server, generate and register the first admin, keep
+// state across a restart and drain on SIGTERM.
+func TestMembershipdEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	d := startDaemon(t, "--data-dir", data, "--listen", "127.0.0.1:-1")
+	adminFile := filepath.Join(data, "admin.identity")
+	fi, err := os.Stat(adminFile)
+	if err != nil {
+		t.Fatalf("admin identity not generated: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin identity mode %v, want 0600", fi.Mode().Perm())
+	}
+	if got := whoami(t, d.url, adminFile); got != "admin" {
+		t.Fatalf("whoami = %s", got)
+	}
+	before, _ := os.ReadFile(adminFile)
+	d.stop(t)
+
+	d = startDaemon(t, "--data-dir", data, "--listen", "127.0.0.1:-1")
+	after, _ := os.ReadFile(adminFile)
+	if string(before) != string(after) {
+		t.Fatal("restart replaced the admin identity file")
+	}
+	whoami(t, d.url, adminFile)
+	d.stop(t)
+}
+
+// TestMembershipdJoin runs the daemon against an existing server and
+// bootstraps an admin from an identity file generated beforehand.
+func TestMembershipdJoin(t *testing.T) {
+	s := natstest.Server(t)
+	file := filepath.Join(t.TempDir(), "ops-admin.id")
+	id, err := client.NewIdentity("ops-admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WriteIdentity(file, id); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--nats-url", s.ClientURL(), "--bootstrap-admin", file)
+	if got := whoami(t, s.ClientURL(), file); got != "ops-admin" {
+		t.Fatalf("whoami = %s", got)
+	}
+	d.stop(t)
+}
+
+// TestMembershipdFlags checks --help and that bad settings fail clearly
+// before anything starts.
+func TestMembershipdFlags(t *testing.T) {
+	bin := natstest.Build(t, membershipdPkg)
+	out, err := exec.Command(bin, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"--nats-url", "NATS_URL", "--data-dir", "--auth", "SIGTERM"} {
+		if !strings.Contains(strings.ReplaceAll(string(out), "  -", "  --"), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth", "maybe"}, "auth mode"},
+		{[]string{"--replicas", "2"}, "--replicas"},
+		{[]string{"--sync", "sometimes"}, "--sync"},
+		{[]string{"--skew", "10ms"}, "skew"},
+		{[]string{"--prefix", "a.*"}, "prefix"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := exec.Command(bin, tc.args...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("accepted %v", tc.args)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Fatalf("error for %v does not mention %q:\n%s", tc.args, tc.want, out)
+			}
+		})
+	}
+}
