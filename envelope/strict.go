@@ -9,8 +9,14 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// MaxDepth bounds the nesting of maps and arrays in any protocol message.
-const MaxDepth = 8
+// Bounds on any protocol message. Count limits matter beside the
+// bytes-left check: a one-byte nil decoded into a struct element costs tens
+// of bytes, so an unbounded array would still amplify memory.
+const (
+	MaxDepth      = 8     // nesting of maps and arrays
+	MaxArrayLen   = 16384 // elements in one array (a rekey carries up to 10,000 keys)
+	MaxMapEntries = 64    // entries in one map (bodies are small structs)
+)
 
 // ErrMalformed reports msgpack that is invalid, non-canonical for this
 // protocol, or does not match the expected type.
@@ -144,6 +150,9 @@ func scanArray(b []byte, i, n, depth int) (int, error) {
 	if n > len(b)-i {
 		return 0, malformed("array of %d elements with %d bytes left", n, len(b)-i)
 	}
+	if n > MaxArrayLen {
+		return 0, malformed("array of %d elements; at most %d", n, MaxArrayLen)
+	}
 	var err error
 	for k := 0; k < n; k++ {
 		if i, err = scan(b, i, depth+1); err != nil {
@@ -159,6 +168,9 @@ func scanMap(b []byte, i, n, depth int) (int, error) {
 	}
 	if n > (len(b)-i)/2 {
 		return 0, malformed("map of %d entries with %d bytes left", n, len(b)-i)
+	}
+	if n > MaxMapEntries {
+		return 0, malformed("map of %d entries; at most %d", n, MaxMapEntries)
 	}
 	var seen map[string]struct{}
 	if n > 1 {

@@ -268,7 +268,7 @@ func (s *Service) internal(c *call, what string, err error) error {
 
 // The only texts a 5xx ever carries.
 const (
-	genericUnavailable = "service unavailable, nothing was changed; retry later"
+	genericUnavailable = "service unavailable; retry (a mutation: resend the same signed request)"
 	genericInternal    = "internal error"
 )
 

@@ -3,6 +3,7 @@ package subjects
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Service identity as registered with micro and shown by `nats micro ls`.
@@ -74,6 +75,9 @@ func ValidateSubject(s string) error {
 	}
 	if len(s) > MaxSubjectLen {
 		return fmt.Errorf("subject is longer than %d bytes", MaxSubjectLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("subject is not valid UTF-8")
 	}
 	for _, tok := range strings.Split(s, ".") {
 		if tok == "" {
