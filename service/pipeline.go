@@ -26,6 +26,7 @@ type call struct {
 	digest  [32]byte
 	nonce   string // nonce key
 	now     time.Time
+	reject  string // finer rejection reason for the stats, if any
 }
 
 // requireSigner returns the verified signer or a 401 for requests that have
@@ -102,12 +103,18 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 		// Reads claim their nonce with one Create: first sight wins
 		// cluster-wide; any store error fails closed.
 		rec, _ := msgpack.Marshal(nonceRecord{})
-		if err := s.store.Create(ctx, c.nonce, rec, s.cfg.NonceTTL()); err != nil {
+		start := time.Now()
+		err := s.store.Create(ctx, c.nonce, rec, s.cfg.NonceTTL())
+		st := s.stats.of(c.op)
+		st.storeLatency(time.Since(start))
+		if err != nil {
 			if errors.Is(err, store.ErrExists) {
+				c.reject = reasonReplay
 				return nil, api.E(api.KindReplay, "nonce already used")
 			}
 			return nil, s.storeErr(c, "claim nonce", err)
 		}
+		st.add(func(e *endpointStats) { e.nonceClaims++ })
 	}
 	out, err := read(ctx, c)
 	if err != nil {
@@ -119,14 +126,17 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 // authenticate runs steps 1–5 and prepares step 6 (the nonce key).
 func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error {
 	if len(data) > s.cfg.MaxRequest {
+		c.reject = reasonTooLarge
 		return api.E(api.KindTooLarge, "request of %d bytes is larger than %d", len(data), s.cfg.MaxRequest)
 	}
 	env, err := envelope.Decode(data)
 	if errors.Is(err, envelope.ErrUnsigned) {
+		c.reject = reasonUnsigned
 		return api.E(api.KindUnauthenticated, "unsigned request: send a signed envelope (docs/protocol.md)")
 	}
 	if err != nil {
 		// Without an envelope there is no body to serve, in any mode.
+		c.reject = reasonMalformed
 		return api.E(api.KindInvalid, "envelope: %v", err)
 	}
 	c.env = env
@@ -135,9 +145,13 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 	}
 	err = s.verify(ctx, c)
 	if err != nil && s.cfg.Auth == AuthSoft {
+		reason := c.reject
+		if reason == "" {
+			reason = api.KindOf(err).String()
+		}
 		s.cfg.Logger.Info("request rejected (soft mode: let through unsigned)",
-			"op", c.op, "reason", api.KindOf(err).String(), "error", err)
-		c.signer = nil
+			"op", c.op, "reason", reason, "error", err)
+		c.signer, c.reject = nil, ""
 		return nil
 	}
 	return err
@@ -149,12 +163,15 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 func (s *Service) verify(ctx context.Context, c *call) error {
 	e := c.env
 	if err := e.CheckTime(c.now, s.cfg.Skew); err != nil {
+		c.reject = reasonStale
 		return api.E(api.KindUnauthenticated, "stale request: ts outside ±%s of the service clock", s.cfg.Skew)
 	}
 	if err := e.CheckBodyHash(); err != nil {
+		c.reject = reasonBodyHash
 		return api.E(api.KindInvalid, "body_hash does not match body")
 	}
 	if err := e.CheckSignature(c.subject); err != nil {
+		c.reject = reasonBadSignature
 		return api.E(api.KindUnauthenticated, "bad signature")
 	}
 	id, err := s.identityBySigner(ctx, c, e.Signer)
@@ -162,9 +179,11 @@ func (s *Service) verify(ctx context.Context, c *call) error {
 		return err
 	}
 	if id == nil {
+		c.reject = reasonUnknownSigner
 		return api.E(api.KindUnauthenticated, "unknown signer")
 	}
 	if id.Disabled {
+		c.reject = reasonDisabled
 		return api.E(api.KindForbidden, "identity %s is disabled", id.Endpoint)
 	}
 	c.signer = id
@@ -195,8 +214,12 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		}
 		rec, _ := msgpack.Marshal(nonceRecord{Digest: c.digest[:], Reply: reply})
 		writes := append([]store.Write{{Key: c.nonce, Value: rec, TTL: s.cfg.NonceTTL()}}, m.writes...)
+		start := time.Now()
 		err = s.store.Commit(ctx, writes)
+		st := s.stats.of(c.op)
+		st.storeLatency(time.Since(start))
 		if err == nil {
+			st.add(func(e *endpointStats) { e.commits++; e.nonceClaims++ })
 			if m.after != nil {
 				m.after()
 			}
@@ -208,6 +231,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			// client resends the same request and learns the outcome.
 			return nil, s.storeErr(c, "commit", err)
 		}
+		st.add(func(e *endpointStats) { e.conflicts++ })
 		// The nonce key or a state key moved. If the nonce was claimed,
 		// this request (or another with its nonce) won.
 		done, aerr := s.checkApplied(ctx, c)
@@ -240,6 +264,7 @@ func (s *Service) checkApplied(ctx context.Context, c *call) ([]byte, error) {
 	if err := msgpack.Unmarshal(ent.Value, &rec); err == nil && len(rec.Digest) > 0 && bytes.Equal(rec.Digest, c.digest[:]) {
 		return rec.Reply, api.E(api.KindAlreadyApplied, "request already applied")
 	}
+	c.reject = reasonReplay
 	return nil, api.E(api.KindReplay, "nonce already used")
 }
 
@@ -290,8 +315,15 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 		ae = s.internal(c, "unclassified", err).(*api.Error)
 	}
 	var data []byte
+	reason := c.reject
+	if reason == "" {
+		reason = ae.Kind.String()
+	}
 	if ae.Kind == api.KindAlreadyApplied {
 		data = reply
+		s.stats.of(c.op).add(func(e *endpointStats) { e.alreadyApplied++ })
+	} else {
+		s.stats.of(c.op).reject(reason)
 	}
 	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.String()}}
 	if rerr := req.Error(strconv.Itoa(ae.Kind.Code()), ae.Message, data, micro.WithHeaders(hdr)); rerr != nil {
@@ -302,5 +334,5 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 		level = slog.LevelDebug
 	}
 	s.cfg.Logger.Log(context.Background(), level, "request rejected",
-		append(attrs, "code", ae.Kind.Code(), "reason", ae.Kind.String(), "message", ae.Message)...)
+		append(attrs, "code", ae.Kind.Code(), "reason", reason, "message", ae.Message)...)
 }

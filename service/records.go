@@ -8,13 +8,17 @@ import (
 
 // KV key space. Every id is validated ([api.ValidateID]) before it becomes a
 // key token, so no caller can address another key family.
-func keyIdentity(endpoint string) string        { return "id." + endpoint }
-func keySigner(pub string) string               { return "signer." + pub }
-func keyRoom(room string) string                { return "room." + room }
-func keyMember(room, endpoint string) string    { return "member." + room + "." + endpoint }
-func prefixMembers(room string) string          { return "member." + room + "." }
-func keyEpRoom(endpoint, room string) string    { return "eprooms." + endpoint + "." + room }
-func prefixEpRooms(endpoint string) string      { return "eprooms." + endpoint + "." }
+func keyIdentity(endpoint string) string     { return "id." + endpoint }
+func keySigner(pub string) string            { return "signer." + pub }
+func keyRoom(room string) string             { return "room." + room }
+func keyMember(room, endpoint string) string { return "member." + room + "." + endpoint }
+func prefixMembers(room string) string       { return "member." + room + "." }
+func keyEpRoom(endpoint, room string) string { return "eprooms." + endpoint + "." + room }
+func prefixEpRooms(endpoint string) string   { return "eprooms." + endpoint + "." }
+
+// keyOwed marks a room that owes a rekey; the stats count these keys.
+func keyOwed(room string) string { return "owed." + room }
+
 func keyEpoch(room string, epoch uint64) string { return fmt.Sprintf("epoch.%s.%d", room, epoch) }
 
 // keySubject indexes room subjects by hash: a subject may hold characters a

@@ -416,6 +416,10 @@ func (s *Service) dropMember(ctx context.Context, c *call, r *api.Room, roomRev 
 	if err != nil {
 		return nil, err
 	}
+	owedRev, _, err := s.get(ctx, c, keyOwed(r.ID), new(string))
+	if err != nil {
+		return nil, err
+	}
 	r.Members--
 	r.RekeyOwed = true
 	r.Updated = c.now.UnixMilli()
@@ -423,6 +427,7 @@ func (s *Service) dropMember(ctx context.Context, c *call, r *api.Room, roomRev 
 		put(keyRoom(r.ID), roomRev, r),
 		del(keyMember(r.ID, endpoint), memRev),
 		del(keyEpRoom(endpoint, r.ID), epRev),
+		put(keyOwed(r.ID), owedRev, r.ID),
 	}}, nil
 }
 
@@ -473,17 +478,34 @@ func (s *Service) rekey(ctx context.Context, c *call) (*mutation, error) {
 		return nil, api.E(api.KindInvalid, "a rekey must seal exactly one key per current member: missing %s, not members %s",
 			short(missing), short(extra))
 	}
+	writes, err := s.clearOwed(ctx, c, r)
+	if err != nil {
+		return nil, err
+	}
 	obj := objectName(r.ID, req.Epoch, "bundle", c.digest)
 	if err := s.putBundle(ctx, c, obj, req.Keys); err != nil {
 		return nil, err
 	}
 	r.Epoch = req.Epoch
-	r.RekeyOwed = false
 	r.Updated = c.now.UnixMilli()
-	return &mutation{reply: r, objects: []string{obj}, writes: []store.Write{
+	return &mutation{reply: r, objects: []string{obj}, writes: append(writes,
 		put(keyRoom(r.ID), roomRev, r),
 		put(keyEpoch(r.ID, r.Epoch), 0, &epochRecord{Object: obj, Sealer: req.Sealer}),
-	}}, nil
+	)}, nil
+}
+
+// clearOwed clears a room's owed-rekey mark, returning the write that
+// removes its index key.
+func (s *Service) clearOwed(ctx context.Context, c *call, r *api.Room) ([]store.Write, error) {
+	if !r.RekeyOwed {
+		return nil, nil
+	}
+	r.RekeyOwed = false
+	rev, ok, err := s.get(ctx, c, keyOwed(r.ID), new(string))
+	if err != nil || !ok {
+		return nil, err
+	}
+	return []store.Write{del(keyOwed(r.ID), rev)}, nil
 }
 
 // short lists at most five names, for an error message.
@@ -513,12 +535,16 @@ func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
 	if err != nil {
 		return nil, err
 	}
+	writes, err := s.clearOwed(ctx, c, r)
+	if err != nil {
+		return nil, err
+	}
 	r.Deleted = true
 	r.Updated = c.now.UnixMilli()
-	return &mutation{reply: r, writes: []store.Write{
+	return &mutation{reply: r, writes: append(writes,
 		put(keyRoom(r.ID), roomRev, r),
 		del(keySubject(r.Subject), subjRev),
-	}, after: func() { s.purgeRoom(c, r.ID) }}, nil
+	), after: func() { s.purgeRoom(c, r.ID) }}, nil
 }
 
 // purgeRoom removes what a deleted room leaves behind: member and directory

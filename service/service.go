@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -19,34 +20,38 @@ type Service struct {
 	cfg   Config
 	store *store.Store
 	micro micro.Service
+	stats *stats
 }
 
-// operation binds an op to its handler. Exactly one of read and mutate is set.
+// operation binds an op to its handler and its body types. Exactly one of
+// read and mutate is set.
 type operation struct {
 	op          subjects.Op
 	description string
+	request     any
+	response    any
 	read        readFunc
 	mutate      mutateFunc
 }
 
 func (s *Service) operations() []operation {
 	return []operation{
-		{subjects.OpIdentityRegister, "Register an identity or replace its keys (admin)", nil, s.register},
-		{subjects.OpIdentityDisable, "Disable an identity (admin)", nil, s.disable},
-		{subjects.OpIdentityEnable, "Enable a disabled identity (admin)", nil, s.enable},
-		{subjects.OpIdentityGet, "Public keys of one endpoint (any active identity)", s.getIdentity, nil},
-		{subjects.OpIdentityList, "List identities, paginated (admin)", s.listIdentities, nil},
-		{subjects.OpWhoami, "The caller's own identity", s.whoami, nil},
-		{subjects.OpRoomCreate, "Create a room owned by the signer", nil, s.createRoom},
-		{subjects.OpRoomGet, "A room's record (members only)", s.getRoom, nil},
-		{subjects.OpRoomMembers, "A room's members with public keys, paginated (members only)", s.roomMembers, nil},
-		{subjects.OpRoomKey, "The caller's own sealed room key for an epoch (members only)", s.roomKey, nil},
-		{subjects.OpRoomAdd, "Add a member with its sealed key (owner)", nil, s.addMember},
-		{subjects.OpRoomRemove, "Remove a member (owner); a rekey is then owed", nil, s.removeMember},
-		{subjects.OpRoomLeave, "Leave a room (self); a rekey is then owed", nil, s.leaveRoom},
-		{subjects.OpRoomRekey, "Move a room to a new epoch with one sealed key per member (owner)", nil, s.rekey},
-		{subjects.OpRoomDelete, "Delete a room (owner)", nil, s.deleteRoom},
-		{subjects.OpRoomMine, "The caller's own rooms, paginated", s.myRooms, nil},
+		{subjects.OpIdentityRegister, "Register an identity or replace its keys (admin)", api.RegisterRequest{}, api.Identity{}, nil, s.register},
+		{subjects.OpIdentityDisable, "Disable an identity (admin)", api.EndpointRequest{}, api.Identity{}, nil, s.disable},
+		{subjects.OpIdentityEnable, "Enable a disabled identity (admin)", api.EndpointRequest{}, api.Identity{}, nil, s.enable},
+		{subjects.OpIdentityGet, "Public keys of one endpoint (any active identity)", api.EndpointRequest{}, api.PublicKeys{}, s.getIdentity, nil},
+		{subjects.OpIdentityList, "List identities, paginated (admin)", api.PageRequest{}, api.IdentityPage{}, s.listIdentities, nil},
+		{subjects.OpWhoami, "The caller's own identity", api.Empty{}, api.Identity{}, s.whoami, nil},
+		{subjects.OpRoomCreate, "Create a room owned by the signer", api.CreateRoomRequest{}, api.Room{}, nil, s.createRoom},
+		{subjects.OpRoomGet, "A room's record (members only)", api.RoomRequest{}, api.Room{}, s.getRoom, nil},
+		{subjects.OpRoomMembers, "A room's members with public keys, paginated (members only)", api.MembersRequest{}, api.MembersPage{}, s.roomMembers, nil},
+		{subjects.OpRoomKey, "The caller's own sealed room key for an epoch (members only)", api.KeyRequest{}, api.KeyReply{}, s.roomKey, nil},
+		{subjects.OpRoomAdd, "Add a member with its sealed key (owner)", api.AddMemberRequest{}, api.Room{}, nil, s.addMember},
+		{subjects.OpRoomRemove, "Remove a member (owner); a rekey is then owed", api.RemoveMemberRequest{}, api.Room{}, nil, s.removeMember},
+		{subjects.OpRoomLeave, "Leave a room (self); a rekey is then owed", api.RoomRequest{}, api.Room{}, nil, s.leaveRoom},
+		{subjects.OpRoomRekey, "Move a room to a new epoch with one sealed key per member (owner)", api.RekeyRequest{}, api.Room{}, nil, s.rekey},
+		{subjects.OpRoomDelete, "Delete a room (owner)", api.RoomRequest{}, api.Room{}, nil, s.deleteRoom},
+		{subjects.OpRoomMine, "The caller's own rooms, paginated", api.PageRequest{}, api.RoomPage{}, s.myRooms, nil},
 	}
 }
 
@@ -57,6 +62,10 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, store: st}
+	s.stats = newStats(func(ctx context.Context) (int, error) {
+		keys, err := st.Keys(ctx, "owed.")
+		return len(keys), err
+	})
 	meta := map[string]string{
 		"protocol":    subjects.ProtocolVersion,
 		"prefix":      cfg.Prefix,
@@ -68,11 +77,12 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		meta[k] = v
 	}
 	svc, err := micro.AddService(nc, micro.Config{
-		Name:        subjects.ServiceName,
-		Version:     cfg.Version,
-		Description: "unibus membership: identities, rooms and sealed room keys",
-		Metadata:    meta,
-		QueueGroup:  cfg.QueueGroup,
+		Name:         subjects.ServiceName,
+		Version:      cfg.Version,
+		Description:  "unibus membership: identities, rooms and sealed room keys",
+		Metadata:     meta,
+		QueueGroup:   cfg.QueueGroup,
+		StatsHandler: s.stats.handler,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("add micro service: %w", err)
@@ -83,6 +93,8 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 			micro.WithEndpointMetadata(map[string]string{
 				"description": o.description,
 				"mutates":     strconv.FormatBool(o.mutate != nil),
+				"request":     schema(o.request),
+				"response":    schema(o.response),
 			}))
 		if err != nil {
 			_ = svc.Stop()
@@ -101,7 +113,9 @@ func (s *Service) Micro() micro.Service { return s.micro }
 
 // getJSON reads key into v; found is false if the key holds no value.
 func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
+	start := time.Now()
 	ent, err := s.store.Get(ctx, key)
+	s.stats.of(c.op).storeLatency(time.Since(start))
 	if err != nil {
 		return 0, false, s.storeErr(c, "get "+keyFamily(key), err)
 	}
