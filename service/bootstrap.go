@@ -40,6 +40,12 @@ func Bootstrap(ctx context.Context, st *store.Store, pub api.PublicKeys) (bool, 
 		return false, err
 	}
 	if sig.Exists() {
+		var owner string
+		if err := msgpack.Unmarshal(sig.Value, &owner); err == nil && owner == pub.Endpoint {
+			// Another replica committed this very bootstrap between our
+			// two reads: look again.
+			return Bootstrap(ctx, st, pub)
+		}
 		return false, fmt.Errorf("signing key of %s is registered to another endpoint", pub.Endpoint)
 	}
 	now := time.Now().UnixMilli()

@@ -19,6 +19,9 @@ var (
 	ErrConflict = errors.New("store: revision conflict")
 	ErrExists   = errors.New("store: key exists")
 	ErrNotFound = errors.New("store: not found")
+	// ErrBucketConfig reports an existing bucket whose settings conflict
+	// with the configuration; retrying does not help.
+	ErrBucketConfig = errors.New("store: existing bucket has other settings")
 )
 
 // Config names and shapes the buckets.
@@ -40,32 +43,37 @@ type Store struct {
 }
 
 // Open creates the buckets if they do not exist and binds to them. An
-// existing bucket is reconfigured for atomic batches, per-key TTLs and
-// leader reads if it lacks them; a bucket with another replica count is
-// reported, not silently used.
+// existing bucket with another replica count or storage type is reported
+// with [ErrBucketConfig], never silently used or changed; one that lacks
+// atomic batches, per-key TTLs or leader reads is reconfigured for them.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "unibus membership: state and request nonces",
-		History:        1,
-		Replicas:       cfg.Replicas,
-		Storage:        cfg.Storage,
-		LimitMarkerTTL: max(cfg.MaxTTL, time.Second),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
-	}
 	streamName := "KV_" + cfg.Bucket
 	stream, err := js.Stream(ctx, streamName)
-	if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:         cfg.Bucket,
+			Description:    "unibus membership: state and request nonces",
+			History:        1,
+			Replicas:       cfg.Replicas,
+			Storage:        cfg.Storage,
+			LimitMarkerTTL: max(cfg.MaxTTL, time.Second),
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return nil, fmt.Errorf("create kv bucket %s: %w", cfg.Bucket, err)
+		}
+		if stream, err = js.Stream(ctx, streamName); err != nil {
+			return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
+		}
+	case err != nil:
 		return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
 	}
 	sc := stream.CachedInfo().Config
-	if sc.Replicas != cfg.Replicas {
-		return nil, fmt.Errorf("kv bucket %s has %d replicas, configured %d", cfg.Bucket, sc.Replicas, cfg.Replicas)
+	if err := checkShape("kv bucket "+cfg.Bucket, sc, cfg); err != nil {
+		return nil, err
 	}
 	if !sc.AllowAtomicPublish || !sc.AllowMsgTTL || sc.AllowDirect {
 		sc.AllowAtomicPublish, sc.AllowMsgTTL, sc.AllowDirect = true, true, false
@@ -73,16 +81,44 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 			return nil, fmt.Errorf("kv stream %s: enable atomic batches: %w", streamName, err)
 		}
 	}
-	obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      cfg.KeysBucket,
-		Description: "unibus membership: sealed room keys",
-		Replicas:    cfg.Replicas,
-		Storage:     cfg.Storage,
-	})
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
+	}
+	obj, err := js.ObjectStore(ctx, cfg.KeysBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		obj, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      cfg.KeysBucket,
+			Description: "unibus membership: sealed room keys",
+			Replicas:    cfg.Replicas,
+			Storage:     cfg.Storage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			obj, err = js.ObjectStore(ctx, cfg.KeysBucket)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", cfg.KeysBucket, err)
 	}
+	ostream, err := js.Stream(ctx, "OBJ_"+cfg.KeysBucket)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", cfg.KeysBucket, err)
+	}
+	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
+		return nil, err
+	}
 	return &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + "."}, nil
+}
+
+// checkShape compares an existing bucket's stream with the configuration.
+func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
+	if sc.Replicas != cfg.Replicas {
+		return fmt.Errorf("%w: %s has %d replicas, configured %d", ErrBucketConfig, what, sc.Replicas, cfg.Replicas)
+	}
+	if sc.Storage != cfg.Storage {
+		return fmt.Errorf("%w: %s uses %s storage, configured %s", ErrBucketConfig, what, sc.Storage, cfg.Storage)
+	}
+	return nil
 }
 
 // Entry is a key's current value and the revision to compare against. A

@@ -30,6 +30,11 @@ type Config struct {
 	Listen  string
 	Sync    string
 
+	ServerName    string
+	ClusterName   string
+	ClusterListen string
+	Routes        string
+
 	Bucket     string
 	KeysBucket string
 	Replicas   int
@@ -52,8 +57,17 @@ func (c *Config) Validate() error {
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		errs = append(errs, fmt.Errorf("--replicas %d: want 1, 3 or 5", c.Replicas))
 	}
-	if c.Embedded() && c.Replicas != 1 {
-		errs = append(errs, errors.New("--replicas above 1 needs a NATS cluster (--nats-url or --context)"))
+	if c.Embedded() && c.Routes == "" && c.Replicas != 1 {
+		errs = append(errs, errors.New("--replicas above 1 needs a NATS cluster (--nats-url, --context or --routes)"))
+	}
+	if (c.Routes != "") != (c.ClusterListen != "") {
+		errs = append(errs, errors.New("--routes and --cluster-listen go together"))
+	}
+	if c.Routes != "" && !c.Embedded() {
+		errs = append(errs, errors.New("--routes runs an embedded cluster node; drop --nats-url/--context"))
+	}
+	if c.Routes != "" && c.ServerName == "" {
+		errs = append(errs, errors.New("--server-name is required for a cluster node"))
 	}
 	if c.Sync != "always" {
 		if _, err := time.ParseDuration(c.Sync); err != nil {
@@ -86,6 +100,10 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&c.DataDir, "data-dir", "MEMBERSHIPD_DATA_DIR", "membership-data", "embedded server: JetStream data directory")
 	str(&c.Listen, "listen", "MEMBERSHIPD_LISTEN", "127.0.0.1:4222", "embedded server: client listen address (loopback by default)")
 	str(&c.Sync, "sync", "MEMBERSHIPD_SYNC", "always", "embedded server: JetStream fsync policy, always or an interval such as 1s")
+	str(&c.ServerName, "server-name", "MEMBERSHIPD_SERVER_NAME", "", "embedded server: unique server name (required with --routes)")
+	str(&c.ClusterName, "cluster-name", "MEMBERSHIPD_CLUSTER_NAME", "membership", "embedded cluster node: cluster name")
+	str(&c.ClusterListen, "cluster-listen", "MEMBERSHIPD_CLUSTER_LISTEN", "", "embedded cluster node: route listen address, e.g. 127.0.0.1:6222")
+	str(&c.Routes, "routes", "MEMBERSHIPD_ROUTES", "", "embedded cluster node: comma-separated route URLs of the other nodes, e.g. nats://127.0.0.1:6223,nats://127.0.0.1:6224")
 	str(&c.Bucket, "bucket", "MEMBERSHIPD_BUCKET", subjects.DefaultBucket, "KV bucket for state and nonces")
 	str(&c.KeysBucket, "keys-bucket", "MEMBERSHIPD_KEYS_BUCKET", subjects.DefaultKeysBucket, "object store bucket for sealed room keys")
 	str(&c.BootstrapAdmin, "bootstrap-admin", "MEMBERSHIPD_BOOTSTRAP_ADMIN", "", "identity file of the first admin: registered if new, generated if missing (embedded default: <data-dir>/admin.identity)")
@@ -104,6 +122,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 			"Serves the unibus membership service as NATS micro endpoints (inspect with `nats micro ls`).\n"+
 			"Without --nats-url or --context it runs an embedded nats-server with JetStream on --listen,\n"+
 			"storing data in --data-dir, and writes the first admin identity to <data-dir>/admin.identity.\n"+
+			"With --routes and --cluster-listen the embedded server is one node of a JetStream cluster\n"+
+			"(give every node the same --bootstrap-admin file).\n"+
 			"SIGINT or SIGTERM drains in-flight requests and stops.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -121,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		return nil, err
 	}
 	c.Service.Auth = mode
-	if c.Embedded() && c.BootstrapAdmin == "" {
+	if c.Embedded() && c.Routes == "" && c.BootstrapAdmin == "" {
 		c.BootstrapAdmin = filepath.Join(c.DataDir, "admin.identity")
 	}
 	if err := c.Validate(); err != nil {

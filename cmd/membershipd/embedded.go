@@ -49,6 +49,14 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*embeddedServer, error) {
 	} else {
 		opts.SyncInterval, _ = time.ParseDuration(cfg.Sync)
 	}
+	if cfg.ServerName != "" {
+		opts.ServerName = cfg.ServerName
+	}
+	if cfg.Routes != "" {
+		if err := clusterOptions(cfg, opts); err != nil {
+			return nil, err
+		}
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats-server: %w", err)
@@ -59,8 +67,39 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*embeddedServer, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded nats-server did not start on %s", cfg.Listen)
 	}
+	if cfg.Routes != "" {
+		// A cluster node serves clients before JetStream has a meta
+		// leader; wait for one so that the buckets can be opened.
+		deadline := time.Now().Add(2 * time.Minute)
+		for !s.JetStreamIsCurrent() {
+			if time.Now().After(deadline) {
+				s.Shutdown()
+				return nil, fmt.Errorf("JetStream cluster formed no meta leader; check --routes")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	log.Info("embedded nats-server started", "url", s.ClientURL(), "data_dir", cfg.DataDir, "sync", cfg.Sync)
 	return &embeddedServer{s}, nil
+}
+
+// clusterOptions makes the embedded server one node of a route-connected
+// JetStream cluster.
+func clusterOptions(cfg *Config, opts *server.Options) error {
+	host, portStr, err := net.SplitHostPort(cfg.ClusterListen)
+	if err != nil {
+		return fmt.Errorf("--cluster-listen %q: %w", cfg.ClusterListen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("--cluster-listen %q: bad port", cfg.ClusterListen)
+	}
+	opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: host, Port: port}
+	opts.Routes = server.RoutesFromStr(cfg.Routes)
+	if len(opts.Routes) == 0 {
+		return fmt.Errorf("--routes %q: no route URL", cfg.Routes)
+	}
+	return nil
 }
 
 func (e *embeddedServer) Shutdown() {

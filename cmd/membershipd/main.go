@@ -66,12 +66,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	st, err := store.Open(octx, js, store.Config{
-		Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
-		MaxTTL: 2 * cfg.Service.Skew,
-	})
+	st, err := openStore(octx, js, cfg, log)
 	if err != nil {
 		return fmt.Errorf("open buckets: %w", err)
 	}
@@ -105,6 +102,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// openStore opens the buckets, waiting while JetStream is not ready yet (a
+// cluster that is still electing its meta leader).
+func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *slog.Logger) (*store.Store, error) {
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		octx, cancel := context.WithTimeout(ctx, 4*time.Second)
+		st, err := store.Open(octx, js, store.Config{
+			Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
+			MaxTTL: 2 * cfg.Service.Skew,
+		})
+		cancel()
+		if err == nil || errors.Is(err, store.ErrBucketConfig) {
+			return st, err
+		}
+		log.Info("JetStream not ready, retrying", "error", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // bootstrapAdmin makes sure the identity in cfg.BootstrapAdmin is a

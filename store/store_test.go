@@ -1,0 +1,514 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/store"
+)
+
+const (
+	bucket     = "t-state"
+	keysBucket = "t-keys"
+)
+
+func testConfig() store.Config {
+	return store.Config{Bucket: bucket, KeysBucket: keysBucket, MaxTTL: 2 * time.Second}
+}
+
+// open starts a server and opens a store on it.
+func open(t *testing.T) (*store.Store, jetstream.JetStream, *server.Server, *nats.Conn) {
+	t.Helper()
+	s := natstest.Server(t)
+	nc := natstest.Connect(t, s)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctxT(t), js, testConfig())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return st, js, s, nc
+}
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustGet(t *testing.T, st *store.Store, key string) store.Entry {
+	t.Helper()
+	e, err := st.Get(ctxT(t), key)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", key, err)
+	}
+	return e
+}
+
+func mustCommit(t *testing.T, st *store.Store, writes ...store.Write) {
+	t.Helper()
+	if err := st.Commit(ctxT(t), writes); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	st, js, _, _ := open(t)
+	ctx := ctxT(t)
+	mustCommit(t, st, store.Write{Key: "k", Value: []byte("v")})
+
+	t.Run("stream config", func(t *testing.T) {
+		stream, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := stream.CachedInfo().Config
+		if !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || cfg.AllowDirect {
+			t.Fatalf("AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v, want true true false",
+				cfg.AllowAtomicPublish, cfg.AllowMsgTTL, cfg.AllowDirect)
+		}
+		if cfg.Replicas != 1 {
+			t.Fatalf("replicas = %d", cfg.Replicas)
+		}
+	})
+
+	t.Run("idempotent", func(t *testing.T) {
+		st2, err := store.Open(ctx, js, testConfig())
+		if err != nil {
+			t.Fatalf("second Open: %v", err)
+		}
+		if e := mustGet(t, st2, "k"); string(e.Value) != "v" {
+			t.Fatalf("second store reads %q, want the first store's value", e.Value)
+		}
+		stream, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := stream.CachedInfo().Config; !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || cfg.AllowDirect {
+			t.Fatalf("after second Open: %+v", cfg)
+		}
+	})
+
+	t.Run("repairs a bucket without atomic batches", func(t *testing.T) {
+		stream, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := stream.CachedInfo().Config
+		cfg.AllowDirect = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		st3, err := store.Open(ctx, js, testConfig())
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		stream, _ = js.Stream(ctx, "KV_"+bucket)
+		if cfg := stream.CachedInfo().Config; !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || cfg.AllowDirect {
+			t.Fatalf("after reopen: AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v",
+				cfg.AllowAtomicPublish, cfg.AllowMsgTTL, cfg.AllowDirect)
+		}
+		mustCommit(t, st3, store.Write{Key: "k2", Value: []byte("v")})
+	})
+
+	t.Run("other replica count", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.Replicas = 3
+		if _, err := store.Open(ctx, js, cfg); err == nil {
+			t.Fatal("Open with 3 replicas on an R1 bucket succeeded")
+		}
+		stream, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := stream.CachedInfo().Config.Replicas; r != 1 {
+			t.Fatalf("bucket now has %d replicas", r)
+		}
+		if e := mustGet(t, st, "k"); string(e.Value) != "v" {
+			t.Fatalf("value after failed Open = %q", e.Value)
+		}
+	})
+}
+
+func TestGet(t *testing.T) {
+	st, _, _, _ := open(t)
+	ctx := ctxT(t)
+	mustCommit(t, st, store.Write{Key: "present", Value: []byte("v1")}, store.Write{Key: "empty", Value: []byte{}},
+		store.Write{Key: "deleted", Value: []byte("x")})
+	present := mustGet(t, st, "present")
+	old := mustGet(t, st, "deleted")
+	if err := st.Delete(ctx, "deleted"); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		key    string
+		exists bool
+		value  []byte
+		rev    func(store.Entry) bool
+	}{
+		{"missing", false, nil, func(e store.Entry) bool { return e.Rev == 0 }},
+		{"present", true, []byte("v1"), func(e store.Entry) bool { return e.Rev > 0 }},
+		{"empty", true, []byte{}, func(e store.Entry) bool { return e.Rev > 0 }},
+		// A deleted key has no value but the revision of its delete
+		// marker, so a batch can compare against it.
+		{"deleted", false, nil, func(e store.Entry) bool { return e.Rev > old.Rev }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			e := mustGet(t, st, tt.key)
+			if e.Exists() != tt.exists {
+				t.Fatalf("Exists = %v, want %v (%+v)", e.Exists(), tt.exists, e)
+			}
+			if !bytes.Equal(e.Value, tt.value) || (tt.value == nil) != (e.Value == nil) {
+				t.Fatalf("Value = %q (nil %v), want %q", e.Value, e.Value == nil, tt.value)
+			}
+			if !tt.rev(e) {
+				t.Fatalf("Rev = %d unexpected", e.Rev)
+			}
+		})
+	}
+
+	t.Run("rev moves with each write", func(t *testing.T) {
+		mustCommit(t, st, store.Write{Key: "present", Value: []byte("v2"), Rev: present.Rev})
+		e := mustGet(t, st, "present")
+		if e.Rev <= present.Rev || string(e.Value) != "v2" {
+			t.Fatalf("after update: %+v, before rev %d", e, present.Rev)
+		}
+	})
+
+	t.Run("recreate over delete marker", func(t *testing.T) {
+		marker := mustGet(t, st, "deleted")
+		// Rev 0 no longer matches: the marker is the key's last message.
+		if err := st.Commit(ctx, []store.Write{{Key: "deleted", Value: []byte("y")}}); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("Commit rev 0 over marker = %v, want ErrConflict", err)
+		}
+		mustCommit(t, st, store.Write{Key: "deleted", Value: []byte("y"), Rev: marker.Rev})
+		if e := mustGet(t, st, "deleted"); string(e.Value) != "y" {
+			t.Fatalf("after recreate: %+v", e)
+		}
+	})
+}
+
+func TestCreate(t *testing.T) {
+	st, _, _, _ := open(t)
+	ctx := ctxT(t)
+
+	t.Run("second create exists", func(t *testing.T) {
+		if err := st.Create(ctx, "c1", []byte("a"), 0); err != nil {
+			t.Fatalf("first Create: %v", err)
+		}
+		if err := st.Create(ctx, "c1", []byte("b"), 0); !errors.Is(err, store.ErrExists) {
+			t.Fatalf("second Create = %v, want ErrExists", err)
+		}
+		if e := mustGet(t, st, "c1"); string(e.Value) != "a" {
+			t.Fatalf("value = %q, want the first writer's", e.Value)
+		}
+	})
+
+	t.Run("concurrent creates: one winner", func(t *testing.T) {
+		const n = 8
+		errs := make(chan error, n)
+		for i := range n {
+			go func() { errs <- st.Create(ctx, "race", []byte{byte(i)}, 0) }()
+		}
+		wins := 0
+		for range n {
+			switch err := <-errs; {
+			case err == nil:
+				wins++
+			case errors.Is(err, store.ErrExists):
+			default:
+				t.Errorf("Create: %v", err)
+			}
+		}
+		if wins != 1 {
+			t.Fatalf("%d creates won, want 1", wins)
+		}
+	})
+
+	t.Run("ttl expires", func(t *testing.T) {
+		if err := st.Create(ctx, "nonce.x", []byte("n"), time.Second); err != nil {
+			t.Fatalf("Create with TTL: %v", err)
+		}
+		if err := st.Create(ctx, "nonce.x", []byte("n"), time.Second); !errors.Is(err, store.ErrExists) {
+			t.Fatalf("Create before expiry = %v, want ErrExists", err)
+		}
+		waitGone(t, st, "nonce.x")
+		if err := st.Create(ctx, "nonce.x", []byte("n"), time.Second); err != nil {
+			t.Fatalf("Create after expiry: %v", err)
+		}
+	})
+}
+
+// waitGone polls until key holds no value; TTLs are at least 1s.
+func waitGone(t *testing.T, st *store.Store, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e := mustGet(t, st, key)
+		if !e.Exists() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still holds %q after its TTL", key, e.Value)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestCommit(t *testing.T) {
+	st, _, _, _ := open(t)
+	ctx := ctxT(t)
+	mustCommit(t, st,
+		store.Write{Key: "a", Value: []byte("a1")},
+		store.Write{Key: "b", Value: []byte("b1")},
+		store.Write{Key: "gone", Value: []byte("g1")})
+	a, b, gone := mustGet(t, st, "a"), mustGet(t, st, "b"), mustGet(t, st, "gone")
+
+	conflicts := []struct {
+		name   string
+		writes []store.Write
+	}{
+		{"one stale revision", []store.Write{
+			{Key: "n1", Value: []byte("nonce"), TTL: time.Minute},
+			{Key: "a", Value: []byte("a2"), Rev: a.Rev},
+			{Key: "b", Value: []byte("b2"), Rev: b.Rev - 1},
+			{Key: "c", Value: []byte("c1")},
+		}},
+		{"create over an existing key", []store.Write{
+			{Key: "n1", Value: []byte("nonce"), TTL: time.Minute},
+			{Key: "c", Value: []byte("c1")},
+			{Key: "a", Value: []byte("a2")},
+		}},
+		{"stale delete", []store.Write{
+			{Key: "n1", Value: []byte("nonce")},
+			{Key: "gone", Delete: true, Rev: gone.Rev + 100},
+			{Key: "a", Value: []byte("a2"), Rev: a.Rev},
+		}},
+		{"rev for a missing key", []store.Write{
+			{Key: "n1", Value: []byte("nonce")},
+			{Key: "c", Value: []byte("c1"), Rev: a.Rev},
+		}},
+	}
+	for _, tt := range conflicts {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := st.Commit(ctx, tt.writes); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("Commit = %v, want ErrConflict", err)
+			}
+			// Nothing of the batch was written.
+			for _, k := range []struct {
+				key  string
+				want store.Entry
+			}{{"a", a}, {"b", b}, {"gone", gone}, {"c", store.Entry{}}, {"n1", store.Entry{}}} {
+				got := mustGet(t, st, k.key)
+				if got.Rev != k.want.Rev || !bytes.Equal(got.Value, k.want.Value) {
+					t.Errorf("%s = %+v, want %+v", k.key, got, k.want)
+				}
+			}
+		})
+	}
+
+	t.Run("all writes applied", func(t *testing.T) {
+		mustCommit(t, st,
+			store.Write{Key: "n2", Value: []byte("nonce"), TTL: time.Minute},
+			store.Write{Key: "a", Value: []byte("a2"), Rev: a.Rev},
+			store.Write{Key: "b", Value: []byte("b2"), Rev: b.Rev},
+			store.Write{Key: "gone", Delete: true, Rev: gone.Rev},
+			store.Write{Key: "c", Value: []byte("c1")})
+		for key, want := range map[string]string{"n2": "nonce", "a": "a2", "b": "b2", "c": "c1"} {
+			if e := mustGet(t, st, key); string(e.Value) != want {
+				t.Errorf("%s = %q, want %q", key, e.Value, want)
+			}
+		}
+		e := mustGet(t, st, "gone")
+		if e.Exists() || e.Rev <= gone.Rev {
+			t.Errorf("deleted key = %+v, want a delete marker after rev %d", e, gone.Rev)
+		}
+		keys, err := st.Keys(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(keys, "gone") {
+			t.Errorf("Keys lists the deleted key: %v", keys)
+		}
+	})
+
+	t.Run("replayed nonce conflicts", func(t *testing.T) {
+		e := mustGet(t, st, "a")
+		err := st.Commit(ctx, []store.Write{
+			{Key: "n2", Value: []byte("again"), TTL: time.Minute},
+			{Key: "a", Value: []byte("a3"), Rev: e.Rev},
+		})
+		if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("Commit = %v, want ErrConflict", err)
+		}
+		if got := mustGet(t, st, "a"); got.Rev != e.Rev {
+			t.Fatalf("a moved to %+v", got)
+		}
+	})
+
+	t.Run("nonce ttl expires", func(t *testing.T) {
+		mustCommit(t, st,
+			store.Write{Key: "n3", Value: []byte("nonce"), TTL: time.Second},
+			store.Write{Key: "d", Value: []byte("d1")})
+		waitGone(t, st, "n3")
+		if e := mustGet(t, st, "d"); string(e.Value) != "d1" {
+			t.Fatalf("key without TTL = %+v after the nonce expired", e)
+		}
+	})
+}
+
+func TestKeys(t *testing.T) {
+	st, _, _, _ := open(t)
+	ctx := ctxT(t)
+	mustCommit(t, st,
+		store.Write{Key: "member.r1.alice", Value: []byte{1}},
+		store.Write{Key: "member.r1.bob", Value: []byte{1}},
+		store.Write{Key: "member.r1.carol", Value: []byte{1}},
+		store.Write{Key: "member.r10.dave", Value: []byte{1}},
+		store.Write{Key: "member.r2.erin", Value: []byte{1}},
+		store.Write{Key: "room.r1", Value: []byte{1}})
+	bob := mustGet(t, st, "member.r1.bob")
+	mustCommit(t, st, store.Write{Key: "member.r1.bob", Delete: true, Rev: bob.Rev})
+	if err := st.Delete(ctx, "member.r1.carol"); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"member.r1.", []string{"member.r1.alice"}},
+		{"member.r10.", []string{"member.r10.dave"}},
+		{"member.", []string{"member.r1.alice", "member.r10.dave", "member.r2.erin"}},
+		{"member.r3.", nil},
+		{"nothing.", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix, func(t *testing.T) {
+			got, err := st.Keys(ctx, tt.prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("Keys(%q) = %v, want %v", tt.prefix, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestObjects(t *testing.T) {
+	st, _, _, _ := open(t)
+	ctx := ctxT(t)
+
+	if names, err := st.ListObjects(ctx, ""); err != nil || len(names) != 0 {
+		t.Fatalf("ListObjects on empty store = %v, %v", names, err)
+	}
+	if _, err := st.GetObject(ctx, "r1/1/none"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetObject(missing) = %v, want ErrNotFound", err)
+	}
+	if err := st.DeleteObject(ctx, "r1/1/none"); err != nil {
+		t.Fatalf("DeleteObject(missing) = %v, want nil", err)
+	}
+	objs := map[string][]byte{
+		"r1/1/bundle-aa":  []byte("one"),
+		"r1/2/bundle-bb":  []byte("two"),
+		"r10/1/bundle-cc": []byte("ten"),
+		"r2/1/add-x-dd":   bytes.Repeat([]byte{7}, 300),
+	}
+	for name, data := range objs {
+		if err := st.PutObject(ctx, name, data); err != nil {
+			t.Fatalf("PutObject(%s): %v", name, err)
+		}
+	}
+	for name, data := range objs {
+		got, err := st.GetObject(ctx, name)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("GetObject(%s) = %q, %v; want %q", name, got, err, data)
+		}
+	}
+	list := func(prefix string) []string {
+		t.Helper()
+		names, err := st.ListObjects(ctx, prefix)
+		if err != nil {
+			t.Fatalf("ListObjects(%q): %v", prefix, err)
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got, want := list("r1/"), []string{"r1/1/bundle-aa", "r1/2/bundle-bb"}; !slices.Equal(got, want) {
+		t.Fatalf("ListObjects(r1/) = %v, want %v", got, want)
+	}
+	if got := list(""); len(got) != len(objs) {
+		t.Fatalf("ListObjects() = %v", got)
+	}
+	if err := st.DeleteObject(ctx, "r1/1/bundle-aa"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetObject(ctx, "r1/1/bundle-aa"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetObject(deleted) = %v, want ErrNotFound", err)
+	}
+	if got, want := list("r1/"), []string{"r1/2/bundle-bb"}; !slices.Equal(got, want) {
+		t.Fatalf("ListObjects(r1/) after delete = %v, want %v", got, want)
+	}
+}
+
+// TestUnavailable checks that a store that cannot be reached never answers
+// with the errors that mean "decided": a caller must fail closed.
+func TestUnavailable(t *testing.T) {
+	decided := []error{store.ErrConflict, store.ErrExists, store.ErrNotFound}
+	check := func(t *testing.T, what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("%s succeeded without a store", what)
+			return
+		}
+		for _, d := range decided {
+			if errors.Is(err, d) {
+				t.Errorf("%s = %v, must not be %v", what, err, d)
+			}
+		}
+	}
+	run := func(t *testing.T, st *store.Store) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := st.Get(ctx, "missing")
+		check(t, "Get", err)
+		check(t, "Create", st.Create(ctx, "k", []byte("v"), time.Second))
+		check(t, "Commit", st.Commit(ctx, []store.Write{{Key: "k", Value: []byte("v")}}))
+		_, err = st.Keys(ctx, "member.")
+		check(t, "Keys", err)
+		check(t, "Delete", st.Delete(ctx, "k"))
+		check(t, "PutObject", st.PutObject(ctx, "o", []byte("x")))
+		_, err = st.GetObject(ctx, "o")
+		check(t, "GetObject", err)
+		_, err = st.ListObjects(ctx, "")
+		check(t, "ListObjects", err)
+	}
+
+	t.Run("connection closed", func(t *testing.T) {
+		st, _, _, nc := open(t)
+		nc.Close()
+		run(t, st)
+	})
+	t.Run("server down", func(t *testing.T) {
+		st, _, s, _ := open(t)
+		s.Shutdown()
+		s.WaitForShutdown()
+		run(t, st)
+	})
+}
