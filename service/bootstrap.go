@@ -43,8 +43,16 @@ func Bootstrap(ctx context.Context, st *store.Store, pub api.PublicKeys) (bool, 
 		var owner string
 		if err := msgpack.Unmarshal(sig.Value, &owner); err == nil && owner == pub.Endpoint {
 			// Another replica committed this very bootstrap between our
-			// two reads: look again.
-			return Bootstrap(ctx, st, pub)
+			// two reads: look again — once its identity record is there,
+			// or a dangling index would make us look forever.
+			again, err := st.Get(ctx, keyIdentity(pub.Endpoint))
+			if err != nil {
+				return false, err
+			}
+			if again.Exists() {
+				return Bootstrap(ctx, st, pub)
+			}
+			return false, fmt.Errorf("signing key of %s is indexed but its identity record is missing", pub.Endpoint)
 		}
 		return false, fmt.Errorf("signing key of %s is registered to another endpoint", pub.Endpoint)
 	}

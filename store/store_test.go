@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,23 +126,37 @@ func TestOpen(t *testing.T) {
 		mustCommit(t, st3, store.Write{Key: "k2", Value: []byte("v")})
 	})
 
-	t.Run("other replica count", func(t *testing.T) {
-		cfg := testConfig()
-		cfg.Replicas = 3
-		if _, err := store.Open(ctx, js, cfg); err == nil {
-			t.Fatal("Open with 3 replicas on an R1 bucket succeeded")
-		}
-		stream, err := js.Stream(ctx, "KV_"+bucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r := stream.CachedInfo().Config.Replicas; r != 1 {
-			t.Fatalf("bucket now has %d replicas", r)
-		}
-		if e := mustGet(t, st, "k"); string(e.Value) != "v" {
-			t.Fatalf("value after failed Open = %q", e.Value)
-		}
-	})
+	shapes := []struct {
+		name string
+		cfg  func(*store.Config)
+	}{
+		{"other replica count", func(c *store.Config) { c.Replicas = 3 }},
+		{"other storage", func(c *store.Config) { c.Storage = jetstream.MemoryStorage }},
+		{"other storage for the object store only", func(c *store.Config) {
+			c.Bucket, c.KeysBucket, c.Storage = "t-state-mem", keysBucket, jetstream.MemoryStorage
+		}},
+	}
+	for _, tt := range shapes {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			tt.cfg(&cfg)
+			if _, err := store.Open(ctx, js, cfg); !errors.Is(err, store.ErrBucketConfig) {
+				t.Fatalf("Open = %v, want ErrBucketConfig", err)
+			}
+			for _, name := range []string{"KV_" + bucket, "OBJ_" + keysBucket} {
+				stream, err := js.Stream(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c := stream.CachedInfo().Config; c.Replicas != 1 || c.Storage != jetstream.FileStorage {
+					t.Fatalf("%s changed: replicas %d storage %s", name, c.Replicas, c.Storage)
+				}
+			}
+			if e := mustGet(t, st, "k"); string(e.Value) != "v" {
+				t.Fatalf("value after refused Open = %q", e.Value)
+			}
+		})
+	}
 }
 
 func TestGet(t *testing.T) {
@@ -203,6 +220,7 @@ func TestGet(t *testing.T) {
 }
 
 func TestCreate(t *testing.T) {
+	t.Parallel() // waits on TTLs or timeouts
 	st, _, _, _ := open(t)
 	ctx := ctxT(t)
 
@@ -256,7 +274,7 @@ func TestCreate(t *testing.T) {
 // waitGone polls until key holds no value; TTLs are at least 1s.
 func waitGone(t *testing.T, st *store.Store, key string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e := mustGet(t, st, key)
 		if !e.Exists() {
@@ -270,6 +288,7 @@ func waitGone(t *testing.T, st *store.Store, key string) {
 }
 
 func TestCommit(t *testing.T) {
+	t.Parallel() // waits on TTLs or timeouts
 	st, _, _, _ := open(t)
 	ctx := ctxT(t)
 	mustCommit(t, st,
@@ -470,6 +489,7 @@ func TestObjects(t *testing.T) {
 // TestUnavailable checks that a store that cannot be reached never answers
 // with the errors that mean "decided": a caller must fail closed.
 func TestUnavailable(t *testing.T) {
+	t.Parallel() // waits on TTLs or timeouts
 	decided := []error{store.ErrConflict, store.ErrExists, store.ErrNotFound}
 	check := func(t *testing.T, what string, err error) {
 		t.Helper()
@@ -511,4 +531,72 @@ func TestUnavailable(t *testing.T) {
 		s.WaitForShutdown()
 		run(t, st)
 	})
+}
+
+// TestReopenKeepsBatches opens the store again (a replica restarting)
+// while another replica commits: the bucket must never lose atomic batches
+// on the way, or those commits fail. (Updating an existing bucket through
+// the KV API did exactly that: it turned atomic publish off until Open
+// turned it on again.)
+func TestReopenKeepsBatches(t *testing.T) {
+	s := natstest.Server(t)
+	cfg := testConfig()
+	cfg.Storage = jetstream.MemoryStorage // fast commits: many land in any window
+	js := func() jetstream.JetStream {
+		js, err := jetstream.New(natstest.Connect(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	ctx := ctxT(t)
+	st, err := store.Open(ctx, js(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var commits atomic.Int64
+	errs := make(chan error, 4)
+	for w := range 4 {
+		key := fmt.Sprintf("counter%d", w)
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				e, err := st.Get(ctx, key)
+				if err == nil {
+					err = st.Commit(ctx, []store.Write{{Key: key, Value: []byte("v"), Rev: e.Rev}})
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				commits.Add(1)
+			}
+		})
+	}
+	reopen := js()
+	for range 100 {
+		if _, err := store.Open(ctx, reopen, cfg); err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	t.Logf("%d commits while reopening", commits.Load())
+	for err := range errs {
+		t.Fatalf("commit while another replica opened the store: %v", err)
+	}
+	stream, err := reopen.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := stream.CachedInfo().Config; !c.AllowAtomicPublish || !c.AllowMsgTTL || c.AllowDirect {
+		t.Fatalf("after reopening: AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v", c.AllowAtomicPublish, c.AllowMsgTTL, c.AllowDirect)
+	}
 }
