@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// pubHeader starts every public file written by keygen.
+const pubHeader = "# unibus membership public keys: safe to share; give this file to an admin to register it."
+
+// pubPath is where keygen puts the public file of endpoint: next to the
+// identity file.
+func pubPath(identityFile, endpoint string) string {
+	return filepath.Join(filepath.Dir(identityFile), endpoint+".pub")
+}
+
+func marshalPub(p api.PublicKeys) []byte {
+	return fmt.Appendf(nil, "%s\nendpoint: %s\nsign-key: %s\nxkey: %s\n", pubHeader, p.Endpoint, p.SignKey, p.XKey)
+}
+
+// parsePub reads a public file. It refuses a file that holds seeds: an
+// identity file handed over by mistake must not travel any further.
+func parsePub(data []byte) (api.PublicKeys, error) {
+	var p api.PublicKeys
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			return p, errors.New("a line is not `name: value`")
+		}
+		v = strings.TrimSpace(v)
+		switch strings.TrimSpace(k) {
+		case "signing-seed", "xkey-seed":
+			return p, errors.New("this file holds seeds (an identity file?); pass the .pub file written by keygen")
+		case "endpoint":
+			p.Endpoint = v
+		case "sign-key":
+			p.SignKey = v
+		case "xkey":
+			p.XKey = v
+		default:
+			return p, fmt.Errorf("unknown field %q", strings.TrimSpace(k))
+		}
+	}
+	if err := errors.Join(api.ValidateID("endpoint", p.Endpoint), api.ValidateSigningKey(p.SignKey), api.ValidateXKey("xkey", p.XKey)); err != nil {
+		return p, err
+	}
+	return p, sc.Err()
+}
+
+// message is the text of err without its kind: the service's message for
+// an *api.Error.
+func message(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return err.Error()
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@,+=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func keygen(_ context.Context, a *app, c *command, args []string) error {
+	fset := newFlagSet(c.name)
+	a.g.register(fset)
+	endpoint := fset.String("endpoint", "", "")
+	out := fset.String("out", "", "")
+	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
+		return err
+	}
+	if *endpoint == "" {
+		return usagef("keygen: --endpoint is required\nusage: memberctl %s %s", c.name, c.args)
+	}
+	if err := api.ValidateID("endpoint", *endpoint); err != nil {
+		return usagef("keygen: --endpoint: %s", message(err))
+	}
+	idFile := *out
+	if idFile == "" {
+		idFile = *endpoint + ".id"
+	}
+	pubFile := pubPath(idFile, *endpoint)
+	if filepath.Clean(pubFile) == filepath.Clean(idFile) {
+		return usagef("keygen: --out %s would be the public file too; name it differently (e.g. %s.id)", idFile, *endpoint)
+	}
+	for _, f := range []string{idFile, pubFile} {
+		if _, err := os.Lstat(f); err == nil {
+			return localErr("keygen", fmt.Errorf("%s exists; memberctl never overwrites key files", f))
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return localErr("keygen", err)
+		}
+	}
+	id, err := client.NewIdentity(*endpoint)
+	if err != nil {
+		return localErr("keygen", err)
+	}
+	pub, err := id.Public()
+	if err != nil {
+		return localErr("keygen", err)
+	}
+	if err := client.WriteIdentity(idFile, id); err != nil {
+		return localErr("keygen", err)
+	}
+	if err := writeNew(pubFile, marshalPub(pub), 0o644); err != nil {
+		_ = os.Remove(idFile) // we just created it: no half-made pair
+		return localErr("keygen", err)
+	}
+	register := a.registerCommand(pubFile)
+	v := keygenJSON{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey,
+		IdentityFile: idFile, PubFile: pubFile, RegisterCommand: register}
+	return a.output(v, func(w io.Writer) {
+		fields(w, "endpoint", pub.Endpoint, "sign-key", pub.SignKey, "xkey", pub.XKey,
+			"identity file", idFile+" (secret: both seeds, mode 0600)", "public file", pubFile)
+		fmt.Fprintf(w, "\nAsk an admin to register it:\n  %s\n", register)
+		fmt.Fprintf(w, "Then use it with --identity %s (or %s=%s).\n", shellQuote(idFile), envIdentity, shellQuote(idFile))
+	})
+}
+
+// registerCommand is the command an admin runs to register pubFile, with
+// the connection flags of this invocation that differ from the defaults.
+func (a *app) registerCommand(pubFile string) string {
+	parts := []string{"memberctl"}
+	if a.g.server != defaultServer {
+		parts = append(parts, "--server", shellQuote(a.g.server))
+	}
+	if a.g.prefix != subjects.DefaultPrefix {
+		parts = append(parts, "--prefix", shellQuote(a.g.prefix))
+	}
+	parts = append(parts, "--identity", "ADMIN.id", "identity", "register", "--pub", shellQuote(pubFile))
+	return strings.Join(parts, " ")
+}
+
+// writeNew creates path with data and mode, refusing to overwrite.
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		_ = os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(path)
+		return err
+	}
+	// The umask may have narrowed the mode; a public file is meant to be
+	// readable.
+	return os.Chmod(path, mode)
+}
+
+func whoami(ctx context.Context, a *app, c *command, args []string) error {
+	fset := newFlagSet(c.name)
+	a.g.register(fset)
+	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
+		return err
+	}
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	id, err := cl.Whoami(ctx)
+	if err != nil {
+		return opErr(subjects.OpWhoami, err)
+	}
+	v := toIdentity(id)
+	return a.output(v, func(w io.Writer) { identityText(w, v) })
+}
+
+func identityRegister(ctx context.Context, a *app, c *command, args []string) error {
+	fset := newFlagSet(c.name)
+	a.g.register(fset)
+	pubFile := fset.String("pub", "", "")
+	endpoint := fset.String("endpoint", "", "")
+	signKey := fset.String("sign-key", "", "")
+	xkey := fset.String("xkey", "", "")
+	admin := fset.Bool("admin", false, "")
+	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
+		return err
+	}
+	var pub api.PublicKeys
+	switch {
+	case *pubFile != "" && (*endpoint != "" || *signKey != "" || *xkey != ""):
+		return usagef("identity register: give either --pub or --endpoint, --sign-key and --xkey, not both")
+	case *pubFile != "":
+		data, err := os.ReadFile(*pubFile)
+		if err != nil {
+			return localErr("read --pub", err)
+		}
+		if pub, err = parsePub(data); err != nil {
+			return localErr("read --pub "+*pubFile, err)
+		}
+	case *endpoint != "" && *signKey != "" && *xkey != "":
+		pub = api.PublicKeys{Endpoint: *endpoint, SignKey: *signKey, XKey: *xkey}
+		if !nkeys.IsValidPublicUserKey(pub.SignKey) {
+			return usagef("identity register: --sign-key must be an nkeys user public key (U…), not a seed or another key type")
+		}
+		if !nkeys.IsValidPublicCurveKey(pub.XKey) {
+			return usagef("identity register: --xkey must be an nkeys curve public key (X…), not a seed or another key type")
+		}
+	default:
+		return usagef("identity register: give --pub FILE, or all of --endpoint, --sign-key and --xkey\nusage: memberctl %s %s", c.name, c.args)
+	}
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	id, err := cl.Register(ctx, pub, *admin)
+	if err != nil {
+		return opErr(subjects.OpIdentityRegister, err)
+	}
+	v := toIdentity(id)
+	return a.output(v, func(w io.Writer) { identityText(w, v) })
+}
+
+// endpointCommand runs disable or enable.
+func endpointCommand(ctx context.Context, a *app, c *command, args []string, op subjects.Op,
+	call func(*client.Client, context.Context, string) (*api.Identity, error)) error {
+	fset := newFlagSet(c.name)
+	a.g.register(fset)
+	pos, err := a.parseArgs(fset, c, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	id, err := call(cl, ctx, pos[0])
+	if err != nil {
+		return opErr(op, err)
+	}
+	v := toIdentity(id)
+	return a.output(v, func(w io.Writer) { identityText(w, v) })
+}
+
+func identityDisable(ctx context.Context, a *app, c *command, args []string) error {
+	return endpointCommand(ctx, a, c, args, subjects.OpIdentityDisable, (*client.Client).Disable)
+}
+
+func identityEnable(ctx context.Context, a *app, c *command, args []string) error {
+	return endpointCommand(ctx, a, c, args, subjects.OpIdentityEnable, (*client.Client).Enable)
+}
+
+func identityGet(ctx context.Context, a *app, c *command, args []string) error {
+	fset := newFlagSet(c.name)
+	a.g.register(fset)
+	pos, err := a.parseArgs(fset, c, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	p, err := cl.Lookup(ctx, pos[0])
+	if err != nil {
+		return opErr(subjects.OpIdentityGet, err)
+	}
+	v := publicKeysJSON{Endpoint: p.Endpoint, SignKey: p.SignKey, XKey: p.XKey, Disabled: p.Disabled}
+	return a.output(v, func(w io.Writer) {
+		fields(w, "endpoint", v.Endpoint, "sign-key", v.SignKey, "xkey", v.XKey, "disabled", yesNo(v.Disabled))
+	})
+}
+
+// pageFlags adds --after and --limit to fs.
+func pageFlags(fset *flag.FlagSet, after *string, limit *int) {
+	fset.StringVar(after, "after", "", "")
+	fset.IntVar(limit, "limit", 0, "")
+}
+
+func checkLimit(c *command, limit int) error {
+	if _, err := api.PageLimit(limit); err != nil {
+		return usagef("%s: --limit must be between 1 and %d", c.name, api.MaxPage)
+	}
+	return nil
+}
+
+func identityList(ctx context.Context, a *app, c *command, args []string) error {
+	fset := newFlagSet(c.name)
+	a.g.register(fset)
+	var after string
+	var limit int
+	pageFlags(fset, &after, &limit)
+	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
+		return err
+	}
+	if err := checkLimit(c, limit); err != nil {
+		return err
+	}
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	p, err := cl.Identities(ctx, after, limit)
+	if err != nil {
+		return opErr(subjects.OpIdentityList, err)
+	}
+	v := identityPageJSON{Identities: make([]identityJSON, 0, len(p.Identities)), Next: p.Next}
+	for i := range p.Identities {
+		v.Identities = append(v.Identities, toIdentity(&p.Identities[i]))
+	}
+	return a.output(v, func(w io.Writer) {
+		rows := [][]string{{"ENDPOINT", "ADMIN", "DISABLED", "SIGN-KEY", "XKEY"}}
+		for _, id := range v.Identities {
+			rows = append(rows, []string{id.Endpoint, yesNo(id.Admin), yesNo(id.Disabled), id.SignKey, id.XKey})
+		}
+		table(w, rows)
+		nextText(w, v.Next)
+	})
+}

@@ -1,0 +1,224 @@
+// Command memberctl is the command-line client of the unibus membership
+// service: it makes identity files, and signs every request with one of
+// them, through the client package.
+//
+// Global flags come before or after the command and can be set through the
+// environment (flags win). Human-readable output is the default; --json
+// prints one JSON document with snake_case field names. Errors are one line
+// on stderr, `memberctl: <op>: <code> <reason>: <message>`, and the exit code
+// tells service errors (1), usage errors (2) and connection or local errors
+// (3) apart. `memberctl help` documents every command.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/subjects"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0 // success
+	exitService = 1 // the service answered with an error
+	exitUsage   = 2 // bad command line
+	exitLocal   = 3 // NATS connection, identity file or other local failure
+)
+
+// Environment variables read for global flags.
+const (
+	envServer   = "NATS_URL"
+	envCreds    = "NATS_CREDS"
+	envNKey     = "NATS_NKEY"
+	envIdentity = "MEMBERCTL_IDENTITY"
+	envPrefix   = "MEMBERCTL_PREFIX"
+	envTimeout  = "MEMBERCTL_TIMEOUT"
+)
+
+const defaultServer = "nats://127.0.0.1:4222"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// globals are the flags every command accepts.
+type globals struct {
+	server   string
+	creds    string
+	nkey     string
+	identity string
+	prefix   string
+	timeout  time.Duration
+	json     bool
+}
+
+// app is one invocation: its flags, its output and, once a command needs
+// it, its NATS connection and client.
+type app struct {
+	g      globals
+	stdout io.Writer
+	stderr io.Writer
+	nc     *nats.Conn
+	cl     *client.Client
+}
+
+// run executes one command line and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	defer a.close()
+	err := a.dispatch(ctx, args)
+	return a.report(err)
+}
+
+func (a *app) close() {
+	if a.nc != nil {
+		a.nc.Close()
+	}
+}
+
+// defaults fills the global flags from the environment; an empty variable
+// counts as unset.
+func (g *globals) defaults() error {
+	env := func(name, def string) string {
+		if v := os.Getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	g.server = env(envServer, defaultServer)
+	g.creds = env(envCreds, "")
+	g.nkey = env(envNKey, "")
+	g.identity = env(envIdentity, "")
+	g.prefix = env(envPrefix, subjects.DefaultPrefix)
+	g.timeout = 5 * time.Second
+	if v := os.Getenv(envTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return usagef("%s=%q is not a positive duration such as 5s", envTimeout, v)
+		}
+		g.timeout = d
+	}
+	return nil
+}
+
+// check validates the global flags after parsing.
+func (g *globals) check() error {
+	if g.timeout <= 0 {
+		return usagef("--timeout must be positive")
+	}
+	if err := subjects.ValidatePrefix(g.prefix); err != nil {
+		return usagef("--prefix: %v", err)
+	}
+	if g.creds != "" && g.nkey != "" {
+		return usagef("--creds and --nkey exclude each other")
+	}
+	return nil
+}
+
+// client loads the identity file and connects to NATS, once.
+func (a *app) client() (*client.Client, error) {
+	if a.cl != nil {
+		return a.cl, nil
+	}
+	if a.g.identity == "" {
+		return nil, usagef("this command signs its requests: give --identity FILE (or set %s)", envIdentity)
+	}
+	id, err := client.LoadIdentity(a.g.identity)
+	if err != nil {
+		return nil, localErr("load identity", err)
+	}
+	opts := []nats.Option{nats.Name("memberctl"), nats.Timeout(a.g.timeout)}
+	if a.g.creds != "" {
+		opts = append(opts, nats.UserCredentials(a.g.creds))
+	}
+	if a.g.nkey != "" {
+		o, err := nats.NkeyOptionFromSeed(a.g.nkey)
+		if err != nil {
+			return nil, localErr("read --nkey", err)
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(a.g.server, opts...)
+	if err != nil {
+		return nil, localErr("connect "+a.g.server, err)
+	}
+	a.nc = nc
+	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout))
+	return a.cl, nil
+}
+
+// dispatch parses the global flags up to the command and runs it.
+func (a *app) dispatch(ctx context.Context, args []string) error {
+	if err := a.g.defaults(); err != nil {
+		return err
+	}
+	fs := newFlagSet("memberctl")
+	a.g.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, errHelp) {
+			a.help(nil)
+			return nil
+		}
+		return usagef("%v", err)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		a.help(a.stderr)
+		return usagef("no command given")
+	}
+	if rest[0] == "help" {
+		return a.helpCommand(rest[1:])
+	}
+	cmd, args, err := lookup(rest)
+	if err != nil {
+		return err
+	}
+	return cmd.run(ctx, a, cmd, args)
+}
+
+// lookup finds the command named by the first one or two words of args.
+func lookup(args []string) (*command, []string, error) {
+	name := args[0]
+	if _, ok := groups[name]; ok {
+		if len(args) < 2 || args[1] == "-h" || args[1] == "--help" || args[1] == "-help" {
+			return nil, nil, usagef("%s needs a subcommand: %s", name, groups[name])
+		}
+		name += " " + args[1]
+		args = args[2:]
+	} else {
+		args = args[1:]
+	}
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i], args, nil
+		}
+	}
+	return nil, nil, usagef("unknown command %q", name)
+}
+
+// output writes v as JSON with --json, else calls text.
+func (a *app) output(v any, text func(w io.Writer)) error {
+	if a.g.json {
+		return writeJSON(a.stdout, v)
+	}
+	text(a.stdout)
+	return nil
+}
+
+// note prints a human-readable remark on stderr (also with --json, so that
+// stdout stays one JSON document).
+func (a *app) note(format string, args ...any) {
+	fmt.Fprintf(a.stderr, "memberctl: "+format+"\n", args...)
+}
