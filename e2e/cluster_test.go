@@ -1,19 +1,27 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/subjects"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -27,18 +35,171 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// clusterNode is how to start one node of a membershipd cluster.
+// nodeReadyTimeout bounds how long one membershipd process may take to
+// become ready. It is generous: on a contended machine a node that rejoins
+// a cluster waits for the JetStream meta leader and its streams to catch up.
+// Nothing is measured against it.
+const nodeReadyTimeout = 3 * time.Minute
+
+// clusterNode is one membershipd process in cluster-node mode: a nats-server
+// node of the JetStream cluster and a service replica connected to it. It
+// can be killed, paused and started again from the same data directory.
 type clusterNode struct {
 	name      string
 	args      []string
 	clientURL string
-	daemon    *daemon
+	logPath   string
+	// root is the test that owns the cluster: processes are stopped when
+	// it ends, not when the subtest that restarted them does.
+	root *testing.T
+
+	mu     sync.Mutex
+	proc   *nodeProc
+	starts int
+}
+
+// nodeProc is one run of a node's process.
+type nodeProc struct {
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
+}
+
+// start runs the node's process and waits for its ready line.
+func (n *clusterNode) start(t *testing.T) {
+	t.Helper()
+	if err := n.launch(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// launch is start without t.Fatal, so that it can run on any goroutine.
+func (n *clusterNode) launch(t *testing.T) error {
+	n.mu.Lock()
+	n.starts++
+	logPath := fmt.Sprintf("%s.%d.log", n.logPath, n.starts)
+	n.mu.Unlock()
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(natstest.Build(t, membershipdPkg), n.args...)
+	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=")
+	cmd.Stderr = logFile
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	p := &nodeProc{cmd: cmd, exited: make(chan struct{}), logPath: logPath}
+	found := make(chan struct{}, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if readyLine.MatchString(sc.Text()) {
+				found <- struct{}{}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+		logFile.Close()
+		close(p.exited)
+	}()
+	owner := t
+	if n.root != nil {
+		owner = n.root
+	}
+	owner.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		<-p.exited
+	})
+	n.mu.Lock()
+	n.proc = p
+	n.mu.Unlock()
+	select {
+	case <-found:
+		return nil
+	case <-p.exited:
+		return fmt.Errorf("node %s exited before it was ready; log:\n%s", n.name, tail(logPath))
+	case <-time.After(nodeReadyTimeout):
+		return fmt.Errorf("node %s not ready; log:\n%s", n.name, tail(logPath))
+	}
+}
+
+// signal sends sig to the running process.
+func (n *clusterNode) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to %s: %v", sig, n.name, err)
+	}
+}
+
+// kill SIGKILLs the process (server and replica die at once, nothing is
+// flushed) and waits for it to be gone.
+func (n *clusterNode) kill(t *testing.T) {
+	t.Helper()
+	n.signal(t, syscall.SIGKILL)
+	n.wait(t)
+}
+
+// wait waits for the process to exit.
+func (n *clusterNode) wait(t *testing.T) {
+	t.Helper()
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	select {
+	case <-p.exited:
+	case <-time.After(nodeReadyTimeout):
+		t.Fatalf("node %s did not exit", n.name)
+	}
+}
+
+// exitCode is the exit status of the last process, once it has exited.
+func (n *clusterNode) exitCode() int {
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	<-p.exited
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// tail returns the last lines of a log file.
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// testCluster is a cluster of membershipd processes sharing one admin.
+type testCluster struct {
+	nodes     []*clusterNode
+	adminFile string
+	admin     *client.Identity
+	dir       string
 }
 
 // startCluster starts n membershipd processes that form a JetStream cluster
 // over loopback routes, each also serving the membership service with R3
-// buckets, all bootstrapping the same admin identity file.
-func startCluster(t *testing.T, n int) ([]*clusterNode, string) {
+// buckets, all bootstrapping the same admin identity file. extra flags are
+// given to every node.
+func startCluster(t *testing.T, n int, extra ...string) ([]*clusterNode, string) {
+	t.Helper()
+	c := newCluster(t, n, extra...)
+	return c.nodes, c.adminFile
+}
+
+// newCluster is startCluster returning the whole cluster.
+func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	adminFile := filepath.Join(dir, "admin.id")
@@ -62,29 +223,104 @@ func startCluster(t *testing.T, n int) ([]*clusterNode, string) {
 			}
 		}
 		name := fmt.Sprintf("n%d", i+1)
-		nodes[i] = &clusterNode{name: name, clientURL: fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]), args: []string{
-			"--server-name", name,
-			"--data-dir", filepath.Join(dir, name),
-			"--listen", fmt.Sprintf("127.0.0.1:%d", clientPorts[i]),
-			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", routePorts[i]),
-			"--routes", strings.Join(routes, ","),
-			"--replicas", "3",
-			"--bootstrap-admin", adminFile,
-		}}
+		nodes[i] = &clusterNode{name: name, root: t, clientURL: fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]),
+			logPath: filepath.Join(dir, name), args: append([]string{
+				"--server-name", name,
+				"--data-dir", filepath.Join(dir, name+"-data"),
+				"--listen", fmt.Sprintf("127.0.0.1:%d", clientPorts[i]),
+				"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", routePorts[i]),
+				"--routes", strings.Join(routes, ","),
+				"--replicas", "3",
+				"--bootstrap-admin", adminFile,
+			}, extra...)}
 	}
+	c := &testCluster{nodes: nodes, adminFile: adminFile, admin: id, dir: dir}
+	c.startAll(t, nodes...)
+	return c
+}
+
+// startAll starts nodes concurrently: a node only becomes ready once a
+// quorum of the cluster runs.
+func (c *testCluster) startAll(t *testing.T, nodes ...*clusterNode) {
+	t.Helper()
+	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
-	for _, node := range nodes {
+	for i, node := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			node.daemon = startDaemon(t, node.args...)
+			errs[i] = node.launch(t)
 		}()
 	}
 	wg.Wait()
-	return nodes, adminFile
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
-// clientAt connects as the identity in file to url.
+// urls lists the client URLs of all nodes, for a client that should
+// reconnect anywhere.
+func (c *testCluster) urls() string {
+	var u []string
+	for _, n := range c.nodes {
+		u = append(u, n.clientURL)
+	}
+	return strings.Join(u, ",")
+}
+
+// connect opens a connection that prefers node i and reconnects to any
+// other node for as long as the test runs.
+func (c *testCluster) connect(t *testing.T, i int) *nats.Conn {
+	t.Helper()
+	urls := []string{c.nodes[i].clientURL}
+	for j, n := range c.nodes {
+		if j != i {
+			urls = append(urls, n.clientURL)
+		}
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.DontRandomize(), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// streamLeader asks JetStream which server leads the bucket's stream.
+func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(nodeReadyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var leader string
+		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = st.Info(ctx); err == nil && info.Cluster != nil {
+				leader = info.Cluster.Leader
+			}
+		}
+		cancel()
+		for _, n := range c.nodes {
+			if n.name == leader {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no stream leader for KV_%s: %v", subjects.DefaultBucket, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// clientAt connects as id to url.
 func clientAt(t *testing.T, url string, id *client.Identity) *client.Client {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -132,8 +368,7 @@ func TestClusterQuickstart(t *testing.T) {
 	t.Logf("quickstart done at %s", time.Since(start))
 	// One node (its server and its service replica) dies: the other two
 	// keep quorum and serve.
-	_ = nodes[0].daemon.cmd.Process.Kill()
-	_ = nodes[0].daemon.cmd.Wait()
+	nodes[0].kill(t)
 	carol, _ := client.NewIdentity("carol")
 	pub, _ := carol.Public()
 	admin2 := clientAt(t, nodes[1].clientURL, adminID)

@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/subjects"
+)
+
+// deployDir holds the documented configuration (docs/deploy.md).
+const deployDir = "../docs/deploy"
+
+// clientInbox is the inbox prefix docs/deploy/accounts.conf grants the
+// example client user.
+const clientInbox = "_INBOX_client"
+
+// deployment is a 3-node cluster started from docs/deploy/n*.conf, with the
+// documented users' seeds.
+type deployment struct {
+	servers     []*server.Server
+	urls        string
+	serviceSeed string // file, for membershipd --nkey
+	clientKey   nkeys.KeyPair
+}
+
+// startDeployment starts the documented cluster in-process: the very config
+// files, with only the ports and store directories rewritten so that tests
+// can run side by side. The users' public keys are set in the environment
+// the files read them from.
+func startDeployment(t *testing.T) *deployment {
+	t.Helper()
+	dir := t.TempDir()
+	svcKP, _ := nkeys.CreateUser()
+	cliKP, _ := nkeys.CreateUser()
+	svcPub, _ := svcKP.PublicKey()
+	cliPub, _ := cliKP.PublicKey()
+	t.Setenv("MEMBERSHIP_SERVICE_NKEY", svcPub)
+	t.Setenv("MEMBERSHIP_CLIENT_NKEY", cliPub)
+	seed, _ := svcKP.Seed()
+	d := &deployment{serviceSeed: filepath.Join(dir, "service.nk"), clientKey: cliKP}
+	if err := os.WriteFile(d.serviceSeed, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 3
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
+	}
+	opts := make([]*server.Options, n)
+	for i := range n {
+		o, err := server.ProcessConfigFile(filepath.Join(deployDir, fmt.Sprintf("n%d.conf", i+1)))
+		if err != nil {
+			t.Fatalf("docs/deploy/n%d.conf: %v", i+1, err)
+		}
+		if !o.SyncAlways || !o.JetStream || o.Cluster.Name == "" || len(o.Routes) != n-1 {
+			t.Fatalf("docs/deploy/n%d.conf: sync always %v, jetstream %v, cluster %q, %d routes", i+1,
+				o.SyncAlways, o.JetStream, o.Cluster.Name, len(o.Routes))
+		}
+		o.Port, o.Cluster.Port = clientPorts[i], routePorts[i]
+		var routes []string
+		for j := range n {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j]))
+			}
+		}
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		o.StoreDir = filepath.Join(dir, o.ServerName)
+		o.NoLog, o.NoSigs = true, true
+		opts[i] = o
+	}
+	var urls []string
+	for i := range n {
+		s, err := server.NewServer(opts[i])
+		if err != nil {
+			t.Fatalf("n%d: %v", i+1, err)
+		}
+		s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		d.servers = append(d.servers, s)
+		urls = append(urls, s.ClientURL())
+	}
+	for _, s := range d.servers {
+		if !s.ReadyForConnections(30 * time.Second) {
+			t.Fatal("deployment node not ready")
+		}
+	}
+	d.urls = strings.Join(urls, ",")
+	return d
+}
+
+// clientConn connects as the documented client user, with its inbox
+// prefix. errs receives the asynchronous errors the server sends, such as
+// permission violations.
+func (d *deployment) clientConn(t *testing.T) (*nats.Conn, <-chan error) {
+	t.Helper()
+	errs := make(chan error, 16)
+	pub, _ := d.clientKey.PublicKey()
+	nc, err := nats.Connect(d.urls, nats.Nkey(pub, d.clientKey.Sign), nats.CustomInboxPrefix(clientInbox),
+		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatalf("client user connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+// replica starts a membershipd that joins the deployment as the documented
+// service user.
+func (d *deployment) replica(t *testing.T, adminFile, logPath string) *clusterNode {
+	t.Helper()
+	n := &clusterNode{name: filepath.Base(logPath), root: t, logPath: logPath, args: []string{
+		"--nats-url", d.urls, "--nkey", d.serviceSeed, "--replicas", "3", "--bootstrap-admin", adminFile,
+	}}
+	n.start(t)
+	return n
+}
+
+// expectViolation waits for a permission violation on errs.
+func expectViolation(t *testing.T, errs <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("%s: got %v, want a permission violation", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: the server allowed it", what)
+	}
+}
+
+// TestDeployDocs starts the 3-node cluster of docs/deploy, runs membershipd
+// against it as the service user and checks what the client user may do:
+// use the service, but neither listen on its subjects nor read its bucket.
+func TestDeployDocs(t *testing.T) {
+	d := startDeployment(t)
+	dir := t.TempDir()
+	adminFile := filepath.Join(dir, "admin.id")
+	admin, _ := client.NewIdentity("admin")
+	if err := client.WriteIdentity(adminFile, admin); err != nil {
+		t.Fatal(err)
+	}
+	d.replica(t, adminFile, filepath.Join(dir, "replica"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nc, errs := d.clientConn(t)
+	opts := []client.Option{client.WithRetries(10), client.WithBackoff(200 * time.Millisecond)}
+	adm := client.New(nc, admin, opts...)
+	alice, _ := client.NewIdentity("alice")
+	bob, _ := client.NewIdentity("bob")
+	for _, id := range []*client.Identity{alice, bob} {
+		pub, _ := id.Public()
+		if _, err := adm.Register(ctx, pub, false); err != nil {
+			t.Fatalf("client user: register %s: %v", id.Endpoint, err)
+		}
+	}
+	_, key, err := client.New(nc, alice, opts...).CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
+	if err != nil {
+		t.Fatalf("client user: create room: %v", err)
+	}
+	got, _, err := client.New(nc, bob, opts...).Key(ctx, "ops", 0)
+	if err != nil || string(got) != string(key) {
+		t.Fatalf("client user: bob's key: %v", err)
+	}
+	// Discovery through $SRV works for clients.
+	if _, err := nc.Request("$SRV.PING."+subjects.ServiceName, nil, 10*time.Second); err != nil {
+		t.Fatalf("client user: $SRV.PING: %v; replica log:\n%s", err, tail(filepath.Join(dir, "replica.1.log")))
+	}
+
+	// The bucket's streams are R3 as documented.
+	svcConn := d.serviceConn(t)
+	js, _ := jetstream.New(svcConn)
+	st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("KV bucket has %d replicas, want 3", r)
+	}
+
+	// What the client user must not do.
+	if _, err := nc.QueueSubscribe(subjects.DefaultPrefix+".>", subjects.DefaultQueue, func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, errs, "client subscribes to the service subjects")
+	if _, err := nc.Subscribe("$KV."+subjects.DefaultBucket+".>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, errs, "client subscribes to $KV.membership.>")
+	if _, err := nc.Subscribe("_INBOX.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, errs, "client subscribes to other inboxes")
+	cjs, _ := jetstream.New(nc)
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err = cjs.KeyValue(sctx, subjects.DefaultBucket)
+	scancel()
+	if err == nil {
+		t.Fatal("client user bound to the KV bucket")
+	}
+	expectViolation(t, errs, "client calls the JetStream API")
+	if err := nc.Publish("$KV."+subjects.DefaultBucket+".room.ops", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, errs, "client writes to $KV.membership.>")
+}
+
+// serviceConn connects as the service user (for inspection only).
+func (d *deployment) serviceConn(t *testing.T) *nats.Conn {
+	t.Helper()
+	seed, err := os.ReadFile(d.serviceSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	nc, err := nats.Connect(d.urls, nats.Nkey(pub, kp.Sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}

@@ -1,0 +1,911 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// The fault tests run one 3-node cluster of membershipd processes (each a
+// nats-server node with R3 buckets and a service replica) and inject real
+// faults into it: SIGKILL, SIGSTOP, a lost quorum, a restart of everything.
+// Mutations are sent the way the client library sends them — one signed
+// request, resent unchanged after a timeout, no responders or 503 — by a
+// sender that sees every attempt, so that each fault's figures (operations,
+// acknowledged, lost, duplicates, retries) are exact.
+
+// Bounds of the load. Counts bound it; the time limits only stop a load
+// that cannot finish and never decide pass or fail on their own.
+const (
+	faultSkew        = 2 * time.Minute  // request window: outlives any restart here
+	attemptTimeout   = 8 * time.Second  // one attempt: the service's own store timeout is 5s
+	opDeadline       = 2 * time.Minute  // one operation, all its retries
+	maxOpsPerWorker  = 150              // load bound by count
+	loadTimeLimit    = 3 * time.Minute  // load bound by time
+	faultProgressCap = 3 * time.Minute  // a fault waits at most this long for load progress
+	raceOps          = 1000             // race test: operations in total
+	raceTimeLimit    = 75 * time.Second // race test: bound by time as well
+)
+
+// attempt is one reply to one send of a signed request.
+type attempt struct {
+	code   int    // 0 success, else the error code; -1 transport error
+	reason string // reason token, or the transport error
+	data   []byte
+}
+
+// tally counts a load's figures. Safe for concurrent use.
+type tally struct {
+	mu           sync.Mutex
+	driven       int            // operations started
+	acked        int            // ended in 200 or 208
+	applied200   int            // ended in 200
+	already208   int            // ended in 208: an earlier attempt had committed
+	retries      int            // attempts beyond the first
+	rejected     int            // ended in an error the operation may legitimately get (race test)
+	retryable    map[string]int // retryable errors seen on attempts
+	nonRetryable []string       // errors a client must not see
+	reads        int
+	readsOK      int
+	readRetries  int
+
+	// retryConflicts resends a mutation answered 409 conflict (a
+	// concurrent change won, nothing was applied, the nonce is unclaimed:
+	// the protocol says retry). The race test keeps conflicts final: there
+	// they are the expected answer to a stale view.
+	retryConflicts bool
+}
+
+func newTally() *tally { return &tally{retryable: map[string]int{}, retryConflicts: true} }
+
+func (tl *tally) String() string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	var kinds []string
+	for k, n := range tl.retryable {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, n))
+	}
+	sort.Strings(kinds)
+	return fmt.Sprintf("mutations driven=%d acknowledged=%d (200=%d, 208=%d) rejected=%d retries=%d retryable-errors[%s] non-retryable=%d; reads=%d ok=%d",
+		tl.driven, tl.acked, tl.applied200, tl.already208, tl.rejected, tl.retries, strings.Join(kinds, " "), len(tl.nonRetryable), tl.reads, tl.readsOK)
+}
+
+// retryableAttempt says whether a reply leaves the request's fate open or
+// says nothing was done: the client resends the same signed request.
+func retryableAttempt(a attempt, conflicts bool) bool {
+	return a.code == -1 || a.code == subjects.CodeUnavailable || a.code == subjects.CodeTooMany ||
+		(conflicts && a.code == subjects.CodeConflict && a.reason == api.KindConflict.String())
+}
+
+// send delivers one signed request and resends the same bytes on every
+// retryable outcome, until it gets an answer or opDeadline passes. Every
+// attempt is recorded in tl (nil: not recorded).
+func send(nc *nats.Conn, subject string, data []byte, tl *tally) (attempt, []attempt) {
+	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+	defer cancel()
+	var seen []attempt
+	wait := 100 * time.Millisecond
+	for {
+		a := sendOnce(nc, subject, data, attemptTimeout)
+		seen = append(seen, a)
+		if !retryableAttempt(a, tl == nil || tl.retryConflicts) || ctx.Err() != nil {
+			return a, seen
+		}
+		if tl != nil {
+			tl.mu.Lock()
+			tl.retryable[a.reason]++
+			tl.retries++
+			tl.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// sendOnce makes one attempt.
+func sendOnce(nc *nats.Conn, subject string, data []byte, timeout time.Duration) attempt {
+	msg, err := nc.Request(subject, data, timeout)
+	if err != nil {
+		reason := "transport"
+		switch {
+		case errors.Is(err, nats.ErrTimeout):
+			reason = "timeout"
+		case errors.Is(err, nats.ErrNoResponders):
+			reason = "no_responders"
+		}
+		return attempt{code: -1, reason: reason}
+	}
+	a := attempt{data: msg.Data}
+	if c := msg.Header.Get(subjects.HeaderErrorCode); c != "" {
+		a.code, _ = strconv.Atoi(c)
+		a.reason = msg.Header.Get(subjects.HeaderReason)
+	}
+	return a
+}
+
+// signed signs body for op as kp with a fresh nonce, now.
+func signed(t *testing.T, kp nkeys.KeyPair, op subjects.Op, body any) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := envelope.New(kp, subjects.Subject(subjects.DefaultPrefix, op), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// mutate sends a signed mutation with retries and records its end in tl.
+// allowed lists error codes that are a legitimate answer (race lost); any
+// other error is recorded as non-retryable. It reports whether the
+// mutation was acknowledged.
+func mutate(nc *nats.Conn, op subjects.Op, data []byte, tl *tally, allowed ...int) (bool, attempt) {
+	tl.mu.Lock()
+	tl.driven++
+	tl.mu.Unlock()
+	final, _ := send(nc, subjects.Subject(subjects.DefaultPrefix, op), data, tl)
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	switch {
+	case final.code == 0:
+		tl.acked++
+		tl.applied200++
+		return true, final
+	case final.code == subjects.CodeAlreadyApplied:
+		tl.acked++
+		tl.already208++
+		return true, final
+	case slices.Contains(allowed, final.code):
+		tl.rejected++
+	default:
+		tl.nonRetryable = append(tl.nonRetryable, fmt.Sprintf("%s: %d %s", op, final.code, final.reason))
+	}
+	return false, final
+}
+
+// faultWorld is the state the fault load builds and checks: who is
+// registered, which rooms exist with which key, every acknowledged add.
+type faultWorld struct {
+	c      *testCluster
+	owner  *client.Identity
+	reader *client.Identity
+	keys   map[string][]byte // room -> epoch 1 key
+	rooms  []string
+
+	mu         sync.Mutex
+	registered map[string]*client.Identity // acknowledged registrations
+	added      map[string]map[string]bool  // room -> endpoints whose add was acknowledged
+	attempted  map[string]map[string]bool  // room -> endpoints an add was sent for
+	seq        atomic.Int64
+}
+
+// setupWorld registers an owner and a reader and creates the load's rooms.
+func setupWorld(t *testing.T, c *testCluster) *faultWorld {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+	defer cancel()
+	admin := client.New(c.connect(t, 0), c.admin, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
+	w := &faultWorld{c: c, keys: map[string][]byte{}, registered: map[string]*client.Identity{},
+		added: map[string]map[string]bool{}, attempted: map[string]map[string]bool{}}
+	for _, name := range []string{"owner", "reader"} {
+		id, _ := client.NewIdentity(name)
+		pub, _ := id.Public()
+		if _, err := admin.Register(ctx, pub, false); err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+		w.registered[name] = id
+	}
+	w.owner, w.reader = w.registered["owner"], w.registered["reader"]
+	owner := w.ownerClient(t, 1)
+	for i := range 3 {
+		room := fmt.Sprintf("f%d", i+1)
+		_, key, err := owner.CreateRoom(ctx, room, "chat."+room, []string{"reader"})
+		if err != nil {
+			t.Fatalf("create %s: %v", room, err)
+		}
+		w.keys[room] = key
+		w.rooms = append(w.rooms, room)
+		w.added[room], w.attempted[room] = map[string]bool{}, map[string]bool{}
+	}
+	return w
+}
+
+func (w *faultWorld) ownerClient(t *testing.T, node int) *client.Client {
+	return client.New(w.c.connect(t, node), w.owner, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
+}
+
+// registerAndAdd registers a fresh identity (admin) and adds it to room
+// (owner), both as signed mutations through nc.
+func (w *faultWorld) registerAndAdd(t *testing.T, nc *nats.Conn, room string, tl *tally) {
+	name := fmt.Sprintf("m%d", w.seq.Add(1))
+	id, _ := client.NewIdentity(name)
+	pub, _ := id.Public()
+	ok, _ := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
+		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	w.registered[name] = id
+	w.attempted[room][name] = true
+	w.mu.Unlock()
+	ok, _ = mutate(nc, subjects.OpRoomAdd, w.addRequest(t, room, id), tl)
+	if ok {
+		w.mu.Lock()
+		w.added[room][name] = true
+		w.mu.Unlock()
+	}
+}
+
+// addRequest is the owner's signed room.add of id at epoch 1.
+func (w *faultWorld) addRequest(t *testing.T, room string, id *client.Identity) []byte {
+	pub, _ := id.Public()
+	sealed, err := w.owner.XKey.Seal(w.keys[room], pub.XKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, _ := w.owner.XKey.PublicKey()
+	return signed(t, w.owner.Sign, subjects.OpRoomAdd, &api.AddMemberRequest{Room: room, Epoch: 1, Sealer: sealer,
+		Member: api.SealedKey{Endpoint: id.Endpoint, Sealed: sealed}})
+}
+
+// load runs a bounded, self-stopping load — one mutation worker per room and
+// one reader, each on its own node — while fault runs, and stops once the
+// fault is over.
+func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
+	t.Helper()
+	tl := newTally()
+	stop := make(chan struct{})
+	deadline := time.Now().Add(loadTimeLimit)
+	running := func(done int) bool {
+		select {
+		case <-stop:
+			return false
+		default:
+			return done < maxOpsPerWorker && time.Now().Before(deadline)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, room := range w.rooms {
+		nc := w.c.connect(t, i%len(w.c.nodes))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; running(n); n++ {
+				w.registerAndAdd(t, nc, room, tl)
+			}
+		}()
+	}
+	reader := client.New(w.c.connect(t, 2), w.reader, client.WithRetries(20), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; running(n); n++ {
+			room := w.rooms[n%len(w.rooms)]
+			ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+			key, _, err := reader.Key(ctx, room, 1)
+			cancel()
+			tl.mu.Lock()
+			tl.reads++
+			switch {
+			case err == nil && bytes.Equal(key, w.keys[room]):
+				tl.readsOK++
+			case err == nil:
+				tl.nonRetryable = append(tl.nonRetryable, "room.key: wrong key")
+			case errors.Is(err, client.ErrUnavailable) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders):
+				tl.readRetries++ // ran out of retries on a retryable error
+			default:
+				tl.nonRetryable = append(tl.nonRetryable, fmt.Sprintf("room.key: %v", err))
+			}
+			tl.mu.Unlock()
+		}
+	}()
+	fault(tl)
+	close(stop)
+	wg.Wait()
+	return tl
+}
+
+// waitAcks waits until the load has acknowledged n more mutations.
+func waitAcks(t *testing.T, tl *tally, n int) {
+	t.Helper()
+	tl.mu.Lock()
+	target := tl.acked + n
+	tl.mu.Unlock()
+	deadline := time.Now().Add(faultProgressCap)
+	for {
+		tl.mu.Lock()
+		acked := tl.acked
+		tl.mu.Unlock()
+		if acked >= target {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("load made no progress: %d of %d acknowledgements", acked, target)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// verify checks the cluster's state against every acknowledgement recorded
+// so far and logs the figures. It returns lost and duplicates.
+func (w *faultWorld) verify(t *testing.T, name string, tl *tally) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+	defer cancel()
+	owner := w.ownerClient(t, 0)
+	admin := client.New(w.c.connect(t, 1), w.c.admin, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lost, dups := 0, 0
+	for _, room := range w.rooms {
+		r, err := owner.Room(ctx, room)
+		if err != nil {
+			t.Fatalf("%s: room %s: %v", name, room, err)
+		}
+		members, err := owner.AllMembers(ctx, room)
+		if err != nil {
+			t.Fatalf("%s: members of %s: %v", name, room, err)
+		}
+		have := map[string]bool{}
+		for _, m := range members {
+			if have[m.Endpoint] {
+				dups++
+				t.Errorf("%s: %s listed twice in %s", name, m.Endpoint, room)
+			}
+			have[m.Endpoint] = true
+		}
+		for e := range w.added[room] {
+			if !have[e] {
+				lost++
+				t.Errorf("%s: acknowledged add of %s to %s is lost", name, e, room)
+			}
+		}
+		for e := range have {
+			if e != "owner" && e != "reader" && !w.attempted[room][e] {
+				dups++
+				t.Errorf("%s: %s is a member of %s but no add was ever sent", name, e, room)
+			}
+		}
+		if r.Members != len(members) {
+			dups++
+			t.Errorf("%s: room %s counts %d members, lists %d: an add was applied twice or half", name, room, r.Members, len(members))
+		}
+	}
+	ids := map[string]api.Identity{}
+	for after := ""; ; {
+		p, err := admin.Identities(ctx, after, api.MaxPage)
+		if err != nil {
+			t.Fatalf("%s: list identities: %v", name, err)
+		}
+		for _, id := range p.Identities {
+			ids[id.Endpoint] = id
+		}
+		if after = p.Next; after == "" {
+			break
+		}
+	}
+	for e, id := range w.registered {
+		pub, _ := id.Public()
+		if got, ok := ids[e]; !ok || got.SignKey != pub.SignKey {
+			lost++
+			t.Errorf("%s: acknowledged registration of %s is lost", name, e)
+		}
+	}
+	tl.mu.Lock()
+	nonRetryable := slices.Clone(tl.nonRetryable)
+	tl.mu.Unlock()
+	t.Logf("%s: %s; lost=%d duplicates=%d (state: %d identities, %d acknowledged adds checked)",
+		name, tl, lost, dups, len(w.registered), w.addCount())
+	if len(nonRetryable) > 0 {
+		t.Errorf("%s: clients saw errors that are not retryable: %v", name, nonRetryable)
+	}
+	if lost != 0 || dups != 0 {
+		t.Errorf("%s: lost=%d duplicates=%d, want 0", name, lost, dups)
+	}
+	if tl.acked == 0 {
+		t.Errorf("%s: nothing was acknowledged", name)
+	}
+}
+
+func (w *faultWorld) addCount() int {
+	n := 0
+	for _, m := range w.added {
+		n += len(m)
+	}
+	return n
+}
+
+// waitCurrent waits until every replica of the bucket's stream is current,
+// so that the next fault starts from a healthy cluster.
+func (c *testCluster) waitCurrent(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(nodeReadyTimeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
+		cancel()
+		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == len(c.nodes)-1 {
+			current := true
+			for _, r := range info.Cluster.Replicas {
+				current = current && r.Current && !r.Offline
+			}
+			if current {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("bucket replicas did not become current")
+}
+
+// TestClusterFaults runs every fault against one cluster, in an order that
+// keeps it usable: the faults that leave the cluster whole come first.
+func TestClusterFaults(t *testing.T) {
+	start := time.Now()
+	c := newCluster(t, 3, "--skew", faultSkew.String())
+	t.Logf("cluster ready in %s", time.Since(start))
+	w := setupWorld(t, c)
+	watch := c.connect(t, 0)
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"KillStreamLeaderTwice", func(t *testing.T) {
+			tl := w.load(t, func(tl *tally) {
+				for range 2 {
+					waitAcks(t, tl, 5)
+					leader := c.streamLeader(t, watch)
+					t.Logf("SIGKILL stream leader %s", leader.name)
+					leader.kill(t)
+					waitAcks(t, tl, 5)
+					leader.start(t)
+					c.waitCurrent(t, watch)
+				}
+				waitAcks(t, tl, 5)
+			})
+			w.verify(t, "kill-leader-x2", tl)
+		}},
+		{"PauseStreamLeader", func(t *testing.T) {
+			tl := w.load(t, func(tl *tally) {
+				waitAcks(t, tl, 5)
+				leader := c.streamLeader(t, watch)
+				other := c.connect(t, (slices.Index(c.nodes, leader)+1)%len(c.nodes))
+				t.Logf("SIGSTOP stream leader %s", leader.name)
+				paused := time.Now()
+				leader.signal(t, syscall.SIGSTOP)
+				// Stay paused past the election timeout (at most 9s) and
+				// until the others have elected a new leader.
+				time.Sleep(10 * time.Second)
+				for c.streamLeader(t, other) == leader {
+					time.Sleep(200 * time.Millisecond)
+				}
+				t.Logf("new leader elected; SIGCONT %s after %s", leader.name, time.Since(paused).Round(time.Millisecond))
+				leader.signal(t, syscall.SIGCONT)
+				c.waitCurrent(t, watch)
+				waitAcks(t, tl, 5)
+			})
+			w.verify(t, "pause-leader", tl)
+		}},
+		{"KillReplica", func(t *testing.T) {
+			tl := w.load(t, func(tl *tally) {
+				waitAcks(t, tl, 5)
+				leader := c.streamLeader(t, watch)
+				victim := c.nodes[(slices.Index(c.nodes, leader)+1)%len(c.nodes)]
+				t.Logf("SIGKILL replica %s (not the stream leader)", victim.name)
+				victim.kill(t)
+				waitAcks(t, tl, 10)
+				victim.start(t)
+				c.waitCurrent(t, watch)
+				waitAcks(t, tl, 5)
+			})
+			w.verify(t, "kill-replica", tl)
+		}},
+		{"SameRequestToAllReplicas", func(t *testing.T) { w.sameRequest(t) }},
+		{"RacingReplicas", func(t *testing.T) { w.race(t) }},
+		{"MinorityPartition", func(t *testing.T) { w.partition(t) }},
+		{"RestartWholeCluster", func(t *testing.T) { w.restartAll(t) }},
+	} {
+		ts := time.Now()
+		ok := t.Run(tc.name, tc.run)
+		t.Logf("%s took %s", tc.name, time.Since(ts).Round(time.Millisecond))
+		if !ok {
+			// Later faults need a healthy cluster: check it is one.
+			c.waitCurrent(t, watch)
+		}
+	}
+	t.Logf("all faults took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// sameRequest sends one captured signed room.add 100 times concurrently,
+// spread over all three replicas: exactly one is accepted.
+func (w *faultWorld) sameRequest(t *testing.T) {
+	tl := newTally()
+	room := w.rooms[0]
+	id, _ := client.NewIdentity(fmt.Sprintf("dup%d", w.seq.Add(1)))
+	pub, _ := id.Public()
+	conns := []*nats.Conn{w.c.connect(t, 0), w.c.connect(t, 1), w.c.connect(t, 2)}
+	if ok, a := mutate(conns[0], subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
+		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl); !ok {
+		t.Fatalf("register: %+v", a)
+	}
+	w.mu.Lock()
+	w.registered[id.Endpoint] = id
+	w.attempted[room][id.Endpoint] = true
+	w.mu.Unlock()
+	data := w.addRequest(t, room, id)
+	const copies = 100
+	var (
+		mu      sync.Mutex
+		codes   = map[int]int{}
+		reasons = map[string]int{}
+		wg      sync.WaitGroup
+	)
+	startGate := make(chan struct{})
+	for i := range copies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-startGate
+			_, seen := send(conns[i%3], subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomAdd), data, tl)
+			mu.Lock()
+			for _, a := range seen {
+				codes[a.code]++
+				reasons[fmt.Sprintf("%d %s", a.code, a.reason)]++
+			}
+			mu.Unlock()
+		}()
+	}
+	close(startGate)
+	wg.Wait()
+	accepted := codes[0]
+	t.Logf("same-request: sent %d copies (%d attempts): accepted=%d already-applied(208)=%d replay(401)=%d retryable=%d other=%v",
+		copies, copies+tl.retries, accepted, codes[subjects.CodeAlreadyApplied], codes[subjects.CodeUnauthorized],
+		codes[-1]+codes[subjects.CodeUnavailable], reasons)
+	if accepted != 1 {
+		t.Errorf("%d copies accepted, want exactly 1", accepted)
+	}
+	for code, n := range codes {
+		switch code {
+		case 0, subjects.CodeAlreadyApplied, subjects.CodeUnauthorized, subjects.CodeUnavailable, -1:
+		default:
+			t.Errorf("%d copies answered %d", n, code)
+		}
+	}
+	w.mu.Lock()
+	w.added[room][id.Endpoint] = true
+	w.mu.Unlock()
+	tl.driven, tl.acked = copies, 1
+	w.verify(t, "same-request", tl)
+}
+
+// raceOp is one acknowledged operation of the race test.
+type raceCounts struct {
+	mu      sync.Mutex
+	adds    map[string]int
+	removes map[string]int
+	rekeys  int
+}
+
+// race lets two owners' clients, served by two different replicas, add,
+// remove and rekey in one room concurrently. A serial order of the
+// acknowledged operations must explain the final state: per endpoint the
+// acknowledged adds and removes alternate (so adds-removes is 0 or 1 and
+// says whether it is a member), and the epoch is 1 + acknowledged rekeys.
+func (w *faultWorld) race(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+	defer cancel()
+	owner := w.ownerClient(t, 0)
+	admin := client.New(w.c.connect(t, 0), w.c.admin, client.WithRetries(10), client.WithTimeout(attemptTimeout))
+	const room = "race"
+	var candidates []*client.Identity
+	for i := range 6 {
+		id, _ := client.NewIdentity(fmt.Sprintf("racer%d", i))
+		pub, _ := id.Public()
+		if _, err := admin.Register(ctx, pub, false); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		candidates = append(candidates, id)
+	}
+	if _, _, err := owner.CreateRoom(ctx, room, "chat.race", nil); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	sealer, _ := w.owner.XKey.PublicKey()
+	rc := &raceCounts{adds: map[string]int{}, removes: map[string]int{}}
+	tl := newTally()
+	tl.retryConflicts = false
+	var budget atomic.Int64
+	budget.Store(raceOps)
+	deadline := time.Now().Add(raceTimeLimit)
+	var wg sync.WaitGroup
+	for worker := range 2 {
+		nc := w.c.connect(t, worker)
+		cl := client.New(nc, w.owner, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
+		rng := rand.New(rand.NewPCG(uint64(worker), uint64(time.Now().UnixNano())))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for budget.Add(-1) >= 0 && time.Now().Before(deadline) {
+				octx, ocancel := context.WithTimeout(context.Background(), opDeadline)
+				cand := candidates[rng.IntN(len(candidates))]
+				// Reads race too: what they saw may be stale by the
+				// time the mutation lands, and the service must refuse it
+				// then (409 or 400), never apply it on a stale view.
+				allowed := []int{subjects.CodeConflict, subjects.CodeNotFound, subjects.CodeBadRequest}
+				switch p := rng.IntN(10); {
+				case p < 4: // add
+					key, epoch, err := cl.Key(octx, room, 0)
+					if err != nil {
+						tl.mu.Lock()
+						tl.nonRetryable = append(tl.nonRetryable, fmt.Sprintf("owner key: %v", err))
+						tl.mu.Unlock()
+						break
+					}
+					pub, _ := cand.Public()
+					s, _ := w.owner.XKey.Seal(key, pub.XKey)
+					if ok, _ := mutate(nc, subjects.OpRoomAdd, signed(t, w.owner.Sign, subjects.OpRoomAdd, &api.AddMemberRequest{
+						Room: room, Epoch: epoch, Sealer: sealer, Member: api.SealedKey{Endpoint: cand.Endpoint, Sealed: s}}), tl, allowed...); ok {
+						rc.mu.Lock()
+						rc.adds[cand.Endpoint]++
+						rc.mu.Unlock()
+					}
+				case p < 8: // remove
+					if ok, _ := mutate(nc, subjects.OpRoomRemove, signed(t, w.owner.Sign, subjects.OpRoomRemove,
+						&api.RemoveMemberRequest{Room: room, Endpoint: cand.Endpoint}), tl, allowed...); ok {
+						rc.mu.Lock()
+						rc.removes[cand.Endpoint]++
+						rc.mu.Unlock()
+					}
+				default: // rekey
+					r, err := cl.Room(octx, room)
+					var members []api.Member
+					if err == nil {
+						members, err = cl.AllMembers(octx, room)
+					}
+					if err != nil {
+						tl.mu.Lock()
+						tl.nonRetryable = append(tl.nonRetryable, fmt.Sprintf("owner read: %v", err))
+						tl.mu.Unlock()
+						break
+					}
+					key, _ := client.NewRoomKey()
+					var keys []api.SealedKey
+					for _, m := range members {
+						s, _ := w.owner.XKey.Seal(key, m.XKey)
+						keys = append(keys, api.SealedKey{Endpoint: m.Endpoint, Sealed: s})
+					}
+					if ok, _ := mutate(nc, subjects.OpRoomRekey, signed(t, w.owner.Sign, subjects.OpRoomRekey,
+						&api.RekeyRequest{Room: room, Epoch: r.Epoch + 1, Sealer: sealer, Keys: keys}), tl, allowed...); ok {
+						rc.mu.Lock()
+						rc.rekeys++
+						rc.mu.Unlock()
+					}
+				}
+				ocancel()
+			}
+		}()
+	}
+	wg.Wait()
+
+	r, err := owner.Room(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := owner.AllMembers(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, m := range members {
+		have[m.Endpoint] = true
+	}
+	lost, dups := 0, 0
+	for _, cand := range candidates {
+		e := cand.Endpoint
+		net := rc.adds[e] - rc.removes[e]
+		if net != 0 && net != 1 {
+			dups++
+			t.Errorf("%s: %d acknowledged adds and %d removes cannot alternate", e, rc.adds[e], rc.removes[e])
+		}
+		if have[e] != (net == 1) {
+			lost++
+			t.Errorf("%s: member=%v, but acknowledged adds %d and removes %d", e, have[e], rc.adds[e], rc.removes[e])
+		}
+	}
+	if want := uint64(1 + rc.rekeys); r.Epoch != want {
+		lost++
+		t.Errorf("epoch %d, want 1 + %d acknowledged rekeys", r.Epoch, rc.rekeys)
+	}
+	if r.Members != len(members) {
+		dups++
+		t.Errorf("room counts %d members, lists %d", r.Members, len(members))
+	}
+	// The current key was sealed to exactly the current members: each
+	// opens the same key the owner does.
+	ownerKey, epoch, err := owner.Key(ctx, room, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cand := range candidates {
+		if !have[cand.Endpoint] {
+			continue
+		}
+		k, e, err := clientAt(t, w.c.nodes[2].clientURL, cand).Key(ctx, room, 0)
+		if err != nil || e != epoch || !bytes.Equal(k, ownerKey) {
+			lost++
+			t.Errorf("%s: key of epoch %d: %v (epoch %d)", cand.Endpoint, epoch, err, e)
+		}
+	}
+	t.Logf("race: %s; acked adds=%v removes=%v rekeys=%d; final epoch=%d members=%d; lost=%d duplicates=%d",
+		tl, rc.adds, rc.removes, rc.rekeys, r.Epoch, len(members), lost, dups)
+	if len(tl.nonRetryable) > 0 {
+		t.Errorf("non-retryable errors: %v", tl.nonRetryable)
+	}
+	if tl.acked == 0 {
+		t.Error("no operation was acknowledged")
+	}
+}
+
+// partition leaves one node alone: its replica must answer 503 to
+// mutations and reads and accept nothing. The same signed mutation, sent
+// again after the other nodes are back, is applied exactly once.
+func (w *faultWorld) partition(t *testing.T) {
+	tl := newTally()
+	room := w.rooms[1]
+	alone := w.c.nodes[2]
+	id, _ := client.NewIdentity(fmt.Sprintf("part%d", w.seq.Add(1)))
+	pub, _ := id.Public()
+	nc := w.c.connect(t, 2)
+	if ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
+		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl); !ok {
+		t.Fatalf("register: %+v", a)
+	}
+	w.mu.Lock()
+	w.registered[id.Endpoint] = id
+	w.attempted[room][id.Endpoint] = true
+	w.mu.Unlock()
+
+	for _, n := range w.c.nodes[:2] {
+		t.Logf("SIGKILL %s", n.name)
+		n.kill(t)
+	}
+	// Only alone's connection can carry requests now, to alone's replica.
+	ncAlone, err := nats.Connect(alone.clientURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ncAlone.Close()
+	add := w.addRequest(t, room, id)
+	codes := map[int]int{}
+	const tries = 3
+	for range tries {
+		a := sendOnce(ncAlone, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomAdd), add, 3*attemptTimeout)
+		codes[a.code]++
+		read := signed(t, w.reader.Sign, subjects.OpRoomGet, &api.RoomRequest{Room: room})
+		b := sendOnce(ncAlone, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), read, 3*attemptTimeout)
+		codes[b.code]++
+	}
+	t.Logf("partition: replica on %s alone answered %v to %d mutations and %d reads", alone.name, codes, tries, tries)
+	if codes[subjects.CodeUnavailable] != 2*tries {
+		t.Errorf("minority replica answered %v, want %d × 503", codes, 2*tries)
+	}
+
+	w.c.startAll(t, w.c.nodes[:2]...)
+	w.c.waitCurrent(t, nc)
+	ok, final := mutate(nc, subjects.OpRoomAdd, add, tl)
+	if !ok {
+		t.Fatalf("the same signed add after the partition healed: %+v", final)
+	}
+	w.mu.Lock()
+	w.added[room][id.Endpoint] = true
+	w.mu.Unlock()
+	t.Logf("partition: resent mutation answered %d after the partition healed", final.code)
+	w.verify(t, "partition", tl)
+}
+
+// restartAll SIGKILLs every node and starts the cluster again from its data
+// directories: all state is back, and a read accepted before is still a
+// replay.
+func (w *faultWorld) restartAll(t *testing.T) {
+	tl := newTally()
+	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+	defer cancel()
+	nc := w.c.connect(t, 0)
+	room := w.rooms[0]
+	read := signed(t, w.reader.Sign, subjects.OpRoomGet, &api.RoomRequest{Room: room})
+	if a := sendOnce(nc, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), read, attemptTimeout); a.code != 0 {
+		t.Fatalf("read before restart: %+v", a)
+	}
+	owner := w.ownerClient(t, 1)
+	before := map[string]api.Room{}
+	for _, r := range append(slices.Clone(w.rooms), "race") {
+		got, err := owner.Room(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[r] = *got
+	}
+
+	for _, n := range w.c.nodes {
+		n.kill(t)
+	}
+	t.Log("SIGKILLed every node; starting them again from their data directories")
+	restart := time.Now()
+	w.c.startAll(t, w.c.nodes...)
+	w.c.waitCurrent(t, nc)
+	t.Logf("cluster back in %s", time.Since(restart).Round(time.Millisecond))
+
+	a, _ := send(nc, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), read, tl)
+	t.Logf("restart: replayed pre-restart read answered %d %s", a.code, a.reason)
+	if a.code != subjects.CodeUnauthorized || a.reason != api.KindReplay.String() {
+		t.Errorf("replayed read after restart: code %d reason %q, want 401 replay", a.code, a.reason)
+	}
+	for id, r := range before {
+		got, err := owner.Room(ctx, id)
+		if err != nil {
+			t.Fatalf("room %s after restart: %v", id, err)
+		}
+		if *got != r {
+			t.Errorf("room %s after restart = %+v, want %+v", id, *got, r)
+		}
+	}
+	reader := client.New(w.c.connect(t, 2), w.reader, client.WithRetries(10), client.WithTimeout(attemptTimeout))
+	for _, r := range w.rooms {
+		key, _, err := reader.Key(ctx, r, 0)
+		if err != nil || !bytes.Equal(key, w.keys[r]) {
+			t.Errorf("sealed key of %s after restart: %v", r, err)
+		}
+	}
+	// A member added mid-epoch opens its own sealed key object.
+	w.mu.Lock()
+	var some *client.Identity
+	for e := range w.added[w.rooms[0]] {
+		some = w.registered[e]
+		break
+	}
+	w.mu.Unlock()
+	if some != nil {
+		key, _, err := client.New(nc, some, client.WithRetries(10)).Key(ctx, w.rooms[0], 0)
+		if err != nil || !bytes.Equal(key, w.keys[w.rooms[0]]) {
+			t.Errorf("%s's sealed key after restart: %v", some.Endpoint, err)
+		}
+	}
+	tl.driven = 1
+	tl.acked = 1 // the pre-restart read; verify needs an acknowledgement
+	w.verify(t, "restart-all", tl)
+}

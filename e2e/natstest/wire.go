@@ -1,0 +1,405 @@
+package natstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/subjects"
+)
+
+// NatsCLIPkg is the natscli main package, declared as a go tool in go.mod.
+const NatsCLIPkg = "github.com/nats-io/natscli/nats"
+
+// Reply is a reply as it arrived on the wire: body, error code (0 when the
+// reply carries no error header), reason token and error text.
+type Reply struct {
+	Data   []byte
+	Code   int
+	Reason string
+	Text   string
+}
+
+// Body encodes v as msgpack, failing the test if it cannot.
+func Body(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		t.Fatalf("encode body: %v", err)
+	}
+	return b
+}
+
+// Nonce returns a fresh random nonce of [envelope.NonceSize] bytes.
+func Nonce(t testing.TB) []byte {
+	t.Helper()
+	n := make([]byte, envelope.NonceSize)
+	if _, err := rand.Read(n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Envelope signs body for subject with kp at ts with nonce, without
+// marshalling it, so a test can tamper with fields first.
+func Envelope(t testing.TB, kp nkeys.KeyPair, subject string, ts time.Time, nonce, body []byte) *envelope.Envelope {
+	t.Helper()
+	e, err := envelope.Sign(kp, subject, ts, nonce, body)
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return e
+}
+
+// Marshal encodes e.
+func Marshal(t testing.TB, e *envelope.Envelope) []byte {
+	t.Helper()
+	b, err := e.Marshal()
+	if err != nil {
+		t.Fatalf("marshal envelope: %v", err)
+	}
+	return b
+}
+
+// Signed returns the wire bytes of a request to op signed by kp now with a
+// fresh nonce.
+func Signed(t testing.TB, kp nkeys.KeyPair, op subjects.Op, body []byte) []byte {
+	t.Helper()
+	return Marshal(t, Envelope(t, kp, subjects.Subject(subjects.DefaultPrefix, op), time.Now(), Nonce(t), body))
+}
+
+// Request sends data to subject and returns the reply with its error
+// headers decoded.
+func Request(t testing.TB, nc *nats.Conn, subject string, data []byte) Reply {
+	t.Helper()
+	msg, err := nc.Request(subject, data, 10*time.Second)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	return ReplyOf(t, msg)
+}
+
+// RequestOp sends data to op under the default prefix.
+func RequestOp(t testing.TB, nc *nats.Conn, op subjects.Op, data []byte) Reply {
+	t.Helper()
+	return Request(t, nc, subjects.Subject(subjects.DefaultPrefix, op), data)
+}
+
+// ReplyOf decodes the error headers of msg.
+func ReplyOf(t testing.TB, msg *nats.Msg) Reply {
+	t.Helper()
+	r := Reply{Data: msg.Data}
+	if msg.Header == nil {
+		return r
+	}
+	if c := msg.Header.Get(subjects.HeaderErrorCode); c != "" {
+		n, err := strconv.Atoi(c)
+		if err != nil {
+			t.Fatalf("error code header %q is not a number", c)
+		}
+		r.Code = n
+	}
+	r.Reason = msg.Header.Get(subjects.HeaderReason)
+	r.Text = msg.Header.Get(subjects.HeaderError)
+	return r
+}
+
+// Expect fails the test unless r carries code and reason. Code 0 expects a
+// success.
+func (r Reply) Expect(t testing.TB, code int, reason string) {
+	t.Helper()
+	if r.Code != code || r.Reason != reason {
+		t.Fatalf("reply code %d reason %q (%q), want code %d reason %q", r.Code, r.Reason, r.Text, code, reason)
+	}
+}
+
+// Decode decodes r's body into v.
+func (r Reply) Decode(t testing.TB, v any) {
+	t.Helper()
+	if err := msgpack.Unmarshal(r.Data, v); err != nil {
+		t.Fatalf("decode reply body: %v", err)
+	}
+}
+
+// KV binds to the membership KV bucket on nc.
+func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, subjects.DefaultBucket)
+	if err != nil {
+		t.Fatalf("kv bucket %s: %v", subjects.DefaultBucket, err)
+	}
+	return kv
+}
+
+// Keys lists every live key of the membership bucket, sorted.
+func Keys(t testing.TB, nc *nats.Conn) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kl, err := KV(t, nc).ListKeys(ctx)
+	if err != nil {
+		t.Fatalf("list keys: %v", err)
+	}
+	defer kl.Stop()
+	var keys []string
+	for k := range kl.Keys() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// NonceKeys lists the keys of the membership bucket that claim a nonce.
+func NonceKeys(t testing.TB, nc *nats.Conn) []string {
+	t.Helper()
+	var out []string
+	for _, k := range Keys(t, nc) {
+		if strings.HasPrefix(k, "nonce.") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Bookkeeping keys that are not state: nonce claims, and the freshness
+// probes each replica writes on a timer for its identity cache.
+var bookkeeping = []string{"nonce.", "cachefresh."}
+
+func isBookkeeping(key string) bool {
+	for _, p := range bookkeeping {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Dump returns every key and value of the membership bucket except the
+// bookkeeping keys (nonce claims, cache probes), for comparing state before
+// and after a request.
+func Dump(t testing.TB, nc *nats.Conn) map[string]string {
+	t.Helper()
+	kv := KV(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	for _, k := range Keys(t, nc) {
+		if isBookkeeping(k) {
+			continue
+		}
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue // removed between listing and reading
+		}
+		if err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+		out[k] = string(e.Value())
+	}
+	return out
+}
+
+// SameDump fails the test if the two dumps differ, naming the keys.
+func SameDump(t testing.TB, before, after map[string]string) {
+	t.Helper()
+	var diff []string
+	for k, v := range before {
+		if w, ok := after[k]; !ok {
+			diff = append(diff, "-"+k)
+		} else if w != v {
+			diff = append(diff, "~"+k)
+		}
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			diff = append(diff, "+"+k)
+		}
+	}
+	if len(diff) > 0 {
+		sort.Strings(diff)
+		t.Fatalf("state changed: %v", diff)
+	}
+}
+
+// NatsCLI builds the nats CLI once per test binary and returns its path.
+func NatsCLI(t testing.TB) string {
+	t.Helper()
+	return Build(t, NatsCLIPkg)
+}
+
+// RunNats runs the nats CLI against s with args and stdin (nil: none),
+// isolated from the user's contexts, and returns its stdout and stderr.
+func RunNats(t testing.TB, s *server.Server, stdin []byte, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	home := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, NatsCLI(t), append([]string{"--server", s.ClientURL(), "--timeout", "2s"}, args...)...)
+	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+home, "XDG_CONFIG_HOME="+home, "NO_COLOR=1")
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// Proxy is a TCP proxy in front of a nats-server whose server-to-client
+// direction can be held, so that replies reach the client late: a reply
+// held past the client's timeout is a lost reply.
+type Proxy struct {
+	URL string
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	held   bool
+	closed bool
+}
+
+// NewProxy starts a proxy to s, closed at cleanup.
+func NewProxy(t testing.TB, s *server.Server) *Proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{URL: "nats://" + l.Addr().String()}
+	p.cond = sync.NewCond(&p.mu)
+	target := s.Addr().String()
+	var conns []net.Conn
+	var connsMu sync.Mutex
+	t.Cleanup(func() {
+		l.Close()
+		p.mu.Lock()
+		p.closed = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		connsMu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			connsMu.Lock()
+			conns = append(conns, c, up)
+			connsMu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := up.Read(buf)
+					if n > 0 {
+						if !p.wait() {
+							return
+						}
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// wait blocks while the proxy is held; false once it is closed.
+func (p *Proxy) wait() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.held && !p.closed {
+		p.cond.Wait()
+	}
+	return !p.closed
+}
+
+// Hold stops passing bytes from the server to clients.
+func (p *Proxy) Hold() {
+	p.mu.Lock()
+	p.held = true
+	p.mu.Unlock()
+}
+
+// Release passes held and further bytes on.
+func (p *Proxy) Release() {
+	p.mu.Lock()
+	p.held = false
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// WaitGone waits until the micro instance id no longer answers
+// $SRV.PING.<service>. micro's Stop drains its subscriptions and returns
+// before the server has removed them; the ping subscription goes last, so
+// once the instance stops answering pings its endpoints take no requests.
+func WaitGone(t testing.TB, nc *nats.Conn, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inbox := nc.NewRespInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.PublishRequest("$SRV.PING."+subjects.ServiceName, inbox, nil); err != nil {
+			t.Fatal(err)
+		}
+		seen := false
+		for {
+			msg, err := sub.NextMsg(100 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			if bytes.Contains(msg.Data, []byte(`"id":"`+id+`"`)) {
+				seen = true
+			}
+		}
+		_ = sub.Unsubscribe()
+		if !seen {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("micro instance %s still answers pings", id)
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// wireMaxRequest is the request limit of the service in the wire tests.
+const wireMaxRequest = 2048
+
+// wireFixture is a service with a room r1 owned by alice with bob.
+type wireFixture struct {
+	nc    *nats.Conn
+	alice *client.Client
+	bob   *client.Client
+}
+
+func newWireFixture(t *testing.T) *wireFixture {
+	t.Helper()
+	s := natstest.Server(t)
+	natstest.Service(t, s, service.Config{MaxRequest: wireMaxRequest})
+	admin := natstest.Admin(t, s)
+	f := &wireFixture{
+		nc:    natstest.Connect(t, s),
+		alice: natstest.Member(t, s, admin, "alice"),
+		bob:   natstest.Member(t, s, admin, "bob"),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := f.alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
+		t.Fatalf("create r1: %v", err)
+	}
+	return f
+}
+
+// serves fails the test unless the service still answers a valid request.
+func (f *wireFixture) serves(t *testing.T) {
+	t.Helper()
+	r := natstest.RequestOp(t, f.nc, subjects.OpRoomGet,
+		natstest.Signed(t, f.alice.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"})))
+	r.Expect(t, 0, "")
+	var room api.Room
+	r.Decode(t, &room)
+	if room.ID != "r1" || room.Members != 2 {
+		t.Fatalf("room after the bad request = %+v", room)
+	}
+}
+
+// send sends data to op and checks code and reason, that no state changed
+// and that the service still serves.
+func (f *wireFixture) send(t *testing.T, op subjects.Op, data []byte, code int, reason string) {
+	t.Helper()
+	before := natstest.Dump(t, f.nc)
+	natstest.RequestOp(t, f.nc, op, data).Expect(t, code, reason)
+	natstest.SameDump(t, before, natstest.Dump(t, f.nc))
+	f.serves(t)
+}
+
+// bombs declare a length far larger than the bytes that follow, one per
+// length-prefixed msgpack type. msgpack/v5 v5.4.x allocates what `dd ff ff
+// ff ff` declares and dies of a fatal out-of-memory.
+var bombs = []struct {
+	name string
+	b    []byte
+}{
+	{"array16", []byte{0xdc, 0xff, 0xff}},
+	{"array32", []byte{0xdd, 0xff, 0xff, 0xff, 0xff}},
+	{"map16", []byte{0xde, 0xff, 0xff}},
+	{"map32", []byte{0xdf, 0xff, 0xff, 0xff, 0xff}},
+	{"bin8", []byte{0xc4, 0xff}},
+	{"bin16", []byte{0xc5, 0xff, 0xff}},
+	{"bin32", []byte{0xc6, 0xff, 0xff, 0xff, 0xff}},
+	{"str8", []byte{0xd9, 0xff}},
+	{"str16", []byte{0xda, 0xff, 0xff}},
+	{"str32", []byte{0xdb, 0xff, 0xff, 0xff, 0xff}},
+}
+
+// TestWireBombs sends each bomb as the whole envelope and as the body of a
+// correctly signed envelope (the body hash covers the bomb), to a read and
+// to a mutation: each is 400 and the service lives on.
+func TestWireBombs(t *testing.T) {
+	f := newWireFixture(t)
+	kp := f.alice.Identity().Sign
+	for _, bomb := range bombs {
+		t.Run(bomb.name+"/envelope", func(t *testing.T) {
+			f.send(t, subjects.OpRoomGet, bomb.b, subjects.CodeBadRequest, api.KindInvalid.String())
+		})
+		for _, op := range []subjects.Op{subjects.OpRoomGet, subjects.OpRoomAdd, subjects.OpRoomCreate} {
+			t.Run(bomb.name+"/body/"+string(op), func(t *testing.T) {
+				f.send(t, op, natstest.Signed(t, kp, op, bomb.b), subjects.CodeBadRequest, api.KindInvalid.String())
+			})
+		}
+		// The bomb nested as a field of an otherwise valid body.
+		t.Run(bomb.name+"/field", func(t *testing.T) {
+			body := append([]byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}, bomb.b...)
+			f.send(t, subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, body), subjects.CodeBadRequest, api.KindInvalid.String())
+		})
+	}
+}
+
+// rawEnvelope signs the canonical bytes with kp whatever its key type, so a
+// test can make an envelope that [envelope.Sign] refuses to make.
+func rawEnvelope(t *testing.T, kp nkeys.KeyPair, subject string, body []byte) []byte {
+	t.Helper()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	e := &envelope.Envelope{Version: envelope.Version, TS: time.Now().UnixMilli(), Nonce: natstest.Nonce(t),
+		Signer: pub, BodyHash: sum[:], Body: body}
+	if e.Sig, err = kp.Sign(e.Canonical(subject)); err != nil {
+		t.Fatal(err)
+	}
+	return natstest.Marshal(t, e)
+}
+
+// TestWireRejections covers each check of the pipeline on the wire: every
+// case gets its code and reason header, changes no state, and the service
+// serves the next valid request.
+func TestWireRejections(t *testing.T) {
+	f := newWireFixture(t)
+	alice := f.alice.Identity()
+	kp := alice.Sign
+	sealer, _ := alice.XKey.PublicKey()
+	subj := func(op subjects.Op) string { return subjects.Subject(subjects.DefaultPrefix, op) }
+	getBody := natstest.Body(t, api.RoomRequest{Room: "r1"})
+	addBody := natstest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
+		Member: api.SealedKey{Endpoint: "admin", Sealed: []byte("sealed")}})
+	create := func(id, subject string) []byte {
+		return natstest.Body(t, api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer,
+			Members: []api.SealedKey{{Endpoint: "alice", Sealed: []byte("sealed")}}})
+	}
+	signedAt := func(op subjects.Op, ts time.Time, body []byte) []byte {
+		return natstest.Marshal(t, natstest.Envelope(t, kp, subj(op), ts, natstest.Nonce(t), body))
+	}
+	tamper := func(op subjects.Op, body []byte, change func(e *envelope.Envelope)) []byte {
+		e := natstest.Envelope(t, kp, subj(op), time.Now(), natstest.Nonce(t), body)
+		change(e)
+		return natstest.Marshal(t, e)
+	}
+	withField := func(op subjects.Op, body []byte, key string, value any) []byte {
+		e := natstest.Envelope(t, kp, subj(op), time.Now(), natstest.Nonce(t), body)
+		m := map[string]any{"v": e.Version, "ts": e.TS, "nonce": e.Nonce, "signer": e.Signer,
+			"body_hash": e.BodyHash, "sig": e.Sig, "body": e.Body, key: value}
+		b, err := msgpack.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bodyWith := func(v any, key string, value any) []byte {
+		var m map[string]any
+		if err := msgpack.Unmarshal(natstest.Body(t, v), &m); err != nil {
+			t.Fatal(err)
+		}
+		m[key] = value
+		return natstest.Body(t, m)
+	}
+	account, _ := nkeys.CreateAccount()
+	server, _ := nkeys.CreateServer()
+	operator, _ := nkeys.CreateOperator()
+
+	const (
+		bad    = subjects.CodeBadRequest
+		denied = subjects.CodeUnauthorized
+	)
+	invalid, unauth := api.KindInvalid.String(), api.KindUnauthenticated.String()
+	big := make([]byte, wireMaxRequest+1)
+	tests := []struct {
+		name   string
+		op     subjects.Op
+		data   []byte
+		code   int
+		reason string
+	}{
+		{"oversized raw", subjects.OpRoomGet, big, subjects.CodeTooLarge, api.KindTooLarge.String()},
+		// One byte less passes the size check and fails decoding.
+		{"at the limit raw", subjects.OpRoomGet, big[:wireMaxRequest], bad, invalid},
+		{"oversized signed", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, big), subjects.CodeTooLarge, api.KindTooLarge.String()},
+		{"stale past read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(-31*time.Second), getBody), denied, unauth},
+		{"stale future read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(31*time.Second), getBody), denied, unauth},
+		{"stale past mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(-31*time.Second), addBody), denied, unauth},
+		{"stale future mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(31*time.Second), addBody), denied, unauth},
+		{"signed for room.get sent to room.add", subjects.OpRoomAdd, signedAt(subjects.OpRoomGet, time.Now(), addBody), denied, unauth},
+		{"signed for room.add sent to room.delete", subjects.OpRoomDelete, signedAt(subjects.OpRoomAdd, time.Now(), getBody), denied, unauth},
+		{"signed for another prefix", subjects.OpRoomGet, natstest.Marshal(t, natstest.Envelope(t, kp, "other.v1.room.get", time.Now(), natstest.Nonce(t), getBody)), denied, unauth},
+		{"body changed after signing", subjects.OpRoomAdd, tamper(subjects.OpRoomAdd, addBody, func(e *envelope.Envelope) {
+			e.Body = natstest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer, Member: api.SealedKey{Endpoint: "bob", Sealed: []byte("x")}})
+		}), bad, invalid},
+		{"body hash of another body", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) {
+			sum := sha256.Sum256([]byte("other"))
+			e.BodyHash = sum[:]
+		}), bad, invalid},
+		{"signature flipped", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) { e.Sig[0] ^= 1 }), denied, unauth},
+		{"ts changed after signing", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) { e.TS-- }), denied, unauth},
+		{"nonce changed after signing", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) { e.Nonce[0] ^= 1 }), denied, unauth},
+		{"short nonce", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) { e.Nonce = e.Nonce[:envelope.MinNonce-1] }), bad, invalid},
+		{"version 2", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) { e.Version = 2 }), bad, invalid},
+		{"account key signer", subjects.OpRoomGet, rawEnvelope(t, account, subj(subjects.OpRoomGet), getBody), bad, invalid},
+		{"server key signer", subjects.OpRoomAdd, rawEnvelope(t, server, subj(subjects.OpRoomAdd), addBody), bad, invalid},
+		{"operator key signer", subjects.OpRoomGet, rawEnvelope(t, operator, subj(subjects.OpRoomGet), getBody), bad, invalid},
+		{"unknown envelope field", subjects.OpRoomGet, withField(subjects.OpRoomGet, getBody, "owner", "bob"), bad, invalid},
+		{"envelope as array", subjects.OpRoomGet, []byte{0x97, 1, 1, 0xc4, 0, 0xa0, 0xc4, 0, 0xc4, 0, 0xc4, 0}, bad, invalid},
+		{"unknown body field read", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, bodyWith(api.RoomRequest{Room: "r1"}, "owner", "bob")), bad, invalid},
+		{"unknown body field add", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, bodyWith(api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
+			Member: api.SealedKey{Endpoint: "admin", Sealed: []byte("s")}}, "admin", true)), bad, invalid},
+		{"unknown body field create", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate,
+			bodyWith(api.CreateRoomRequest{ID: "r2", Subject: "chat.r2", Sealer: sealer, Members: []api.SealedKey{{Endpoint: "alice", Sealed: []byte("s")}}}, "owner", "bob")), bad, invalid},
+		{"body of the wrong type", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, natstest.Body(t, map[string]any{"room": 7})), bad, invalid},
+		{"room subject with *", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.*")), bad, invalid},
+		{"room subject with >", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.>")), bad, invalid},
+		{"room subject with space", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat ops")), bad, invalid},
+		{"room subject with tab", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.\tops")), bad, invalid},
+		{"room subject empty token", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat..ops")), bad, invalid},
+		{"room id with dot create", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2.x", "chat.r2")), bad, invalid},
+		{"room id with dot get", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1.x"})), bad, invalid},
+		{"room id with wildcard get", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1.>"})), bad, invalid},
+		{"member id with dot", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, natstest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
+			Member: api.SealedKey{Endpoint: "bob.x", Sealed: []byte("s")}})), bad, invalid},
+		{"endpoint id with dot", subjects.OpIdentityGet, natstest.Signed(t, kp, subjects.OpIdentityGet, natstest.Body(t, api.EndpointRequest{Endpoint: "id.alice"})), bad, invalid},
+		{"remove id with dot", subjects.OpRoomRemove, natstest.Signed(t, kp, subjects.OpRoomRemove, natstest.Body(t, api.RemoveMemberRequest{Room: "r1", Endpoint: "bob.x"})), bad, invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f.send(t, tt.op, tt.data, tt.code, tt.reason)
+		})
+	}
+
+}
