@@ -74,8 +74,8 @@ func (c *ctl) runEnv(env []string, args ...string) ctlResult {
 	c.t.Helper()
 	cmd := exec.Command(c.bin, append([]string{"--server", c.server}, args...)...)
 	cmd.Dir = c.dir
-	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CREDS=", "NATS_NKEY=", "MEMBERCTL_IDENTITY=",
-		"MEMBERCTL_PREFIX=", "MEMBERCTL_TIMEOUT=")
+	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CREDS=", "NATS_NKEY=", "NATS_CONTEXT=", "MEMBERCTL_IDENTITY=",
+		"MEMBERCTL_PREFIX=", "MEMBERCTL_TIMEOUT=", "XDG_CONFIG_HOME="+c.path("xdg"))
 	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -29,6 +29,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.server, "server", g.server, "")
 	fs.StringVar(&g.creds, "creds", g.creds, "")
 	fs.StringVar(&g.nkey, "nkey", g.nkey, "")
+	fs.StringVar(&g.context, "context", g.context, "")
 	fs.StringVar(&g.identity, "identity", g.identity, "")
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "")

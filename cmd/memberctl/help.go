@@ -75,13 +75,20 @@ var commands = []command{
 		summary: "delete a room (owner)"},
 	{name: "room mine", args: "[--after ROOM] [--limit N]", run: roomMine,
 		summary: "list the rooms you are a member of, one page"},
+	{name: "audit", args: "ROOM --service-key N…", run: audit,
+		summary: "show a room's audit trail and verify its chain and signatures (members)",
+		help: "Every accepted change of the room is one entry, signed by the service and linked to the one\n" +
+			"before. --service-key (or MEMBERCTL_SERVICE_KEY) is the service's public key, from the\n" +
+			"operator; replies and entries must be signed by it. Exits 3 if the trail does not verify."},
 }
 
 const globalHelp = `Global flags (before or after the command; flags win over the environment):
   --server URL       NATS server URLs, comma separated (env NATS_URL; default ` + defaultServer + `)
   --creds FILE       NATS user credentials file (env NATS_CREDS)
   --nkey FILE        NATS user nkey seed file (env NATS_NKEY)
-  --identity FILE    identity file written by keygen; signs every request (env MEMBERCTL_IDENTITY)
+  --context NAME     NATS context of the nats CLI; wins over --server/--creds (env NATS_CONTEXT)
+  --identity FILE    identity file written by keygen; signs every request (env MEMBERCTL_IDENTITY;
+                     default ~/.config/unibus/identity.id if it exists)
   --prefix PREFIX    subject prefix of the service (env MEMBERCTL_PREFIX; default ` + subjects.DefaultPrefix + `)
   --timeout DUR      wait for each reply; a request that times out is resent up to 3 times
                      (env MEMBERCTL_TIMEOUT; default 5s)

@@ -17,10 +17,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/synadia-io/orbit.go/natscontext"
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/subjects"
@@ -39,6 +41,7 @@ const (
 	envServer   = "NATS_URL"
 	envCreds    = "NATS_CREDS"
 	envNKey     = "NATS_NKEY"
+	envContext  = "NATS_CONTEXT"
 	envIdentity = "MEMBERCTL_IDENTITY"
 	envPrefix   = "MEMBERCTL_PREFIX"
 	envTimeout  = "MEMBERCTL_TIMEOUT"
@@ -58,6 +61,7 @@ type globals struct {
 	server   string
 	creds    string
 	nkey     string
+	context  string
 	identity string
 	prefix   string
 	timeout  time.Duration
@@ -100,6 +104,7 @@ func (g *globals) defaults() error {
 	g.server = env(envServer, defaultServer)
 	g.creds = env(envCreds, "")
 	g.nkey = env(envNKey, "")
+	g.context = env(envContext, "")
 	g.identity = env(envIdentity, "")
 	g.prefix = env(envPrefix, subjects.DefaultPrefix)
 	g.timeout = 5 * time.Second
@@ -133,6 +138,9 @@ func (a *app) client() (*client.Client, error) {
 		return a.cl, nil
 	}
 	if a.g.identity == "" {
+		a.g.identity = defaultIdentity()
+	}
+	if a.g.identity == "" {
 		return nil, usagef("this command signs its requests: give --identity FILE (or set %s)", envIdentity)
 	}
 	id, err := client.LoadIdentity(a.g.identity)
@@ -150,13 +158,33 @@ func (a *app) client() (*client.Client, error) {
 		}
 		opts = append(opts, o)
 	}
-	nc, err := nats.Connect(a.g.server, opts...)
-	if err != nil {
+	var nc *nats.Conn
+	if a.g.context != "" {
+		// The context supplies servers and credentials, as in the nats CLI.
+		nc, _, err = natscontext.Connect(a.g.context, opts...)
+		if err != nil {
+			return nil, localErr("connect with NATS context "+a.g.context, err)
+		}
+	} else if nc, err = nats.Connect(a.g.server, opts...); err != nil {
 		return nil, localErr("connect "+a.g.server, err)
 	}
 	a.nc = nc
 	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout))
 	return a.cl, nil
+}
+
+// defaultIdentity is ~/.config/unibus/identity.id (under $XDG_CONFIG_HOME
+// when set) if that file exists.
+func defaultIdentity() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(dir, "unibus", "identity.id")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // dispatch parses the global flags up to the command and runs it.

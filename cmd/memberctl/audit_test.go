@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/service/api"
+)
+
+// TestAuditCommand runs `memberctl audit` in-process against a real
+// server: a genuine trail verifies (exit 0), a trail with one entry
+// rewritten in the KV bucket is printed and fails (exit 3), a wrong pinned
+// key fails (exit 3), and a missing key is a usage error (exit 2).
+func TestAuditCommand(t *testing.T) {
+	skp, _ := nkeys.CreateServer()
+	spub, _ := skp.PublicKey()
+	s := natstest.Server(t)
+	natstest.Service(t, s, service.Config{ServiceKey: skp})
+	admin := natstest.Admin(t, s)
+	alice := natstest.Member(t, s, admin, "alice")
+	natstest.Member(t, s, admin, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.AddMember(ctx, "r1", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	idFile := filepath.Join(t.TempDir(), "alice.id")
+	if err := client.WriteIdentity(idFile, alice.Identity()); err != nil {
+		t.Fatal(err)
+	}
+	runAudit := func(extra ...string) (int, auditJSON, string) {
+		var out, errb bytes.Buffer
+		args := append([]string{"audit", "r1", "--identity", idFile, "--server", s.ClientURL(), "--timeout", "2s", "--json"}, extra...)
+		code := run(ctx, args, &out, &errb)
+		var v auditJSON
+		if out.Len() > 0 {
+			if err := json.Unmarshal(out.Bytes(), &v); err != nil {
+				t.Fatalf("output %q: %v", out.String(), err)
+			}
+		}
+		return code, v, errb.String()
+	}
+
+	code, v, stderr := runAudit("--service-key", spub)
+	if code != exitOK || !v.Verified || len(v.Entries) != 2 || v.Entries[1].Op != "room.add" || v.Entries[1].Target != "bob" {
+		t.Fatalf("genuine trail: exit %d, %+v, %s", code, v, stderr)
+	}
+
+	if code, _, _ := runAudit(); code != exitUsage {
+		t.Fatalf("without --service-key: exit %d, want %d", code, exitUsage)
+	}
+	other, _ := nkeys.CreateServer()
+	opub, _ := other.PublicKey()
+	if code, _, _ := runAudit("--service-key", opub); code != exitLocal {
+		t.Fatalf("wrong pinned key: exit %d, want %d", code, exitLocal)
+	}
+
+	kv := natstest.KV(t, natstest.Connect(t, s))
+	ent, err := kv.Get(ctx, "audit.room.r1.000000000002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e api.AuditEntry
+	if err := msgpack.Unmarshal(ent.Value(), &e); err != nil {
+		t.Fatal(err)
+	}
+	e.Target = "mallory"
+	forged, _ := msgpack.Marshal(&e)
+	if _, err := kv.Put(ctx, "audit.room.r1.000000000002", forged); err != nil {
+		t.Fatal(err)
+	}
+	code, v, _ = runAudit("--service-key", spub)
+	if code != exitLocal || v.Verified || v.Problem == "" || len(v.Entries) != 2 {
+		t.Fatalf("tampered trail: exit %d, %+v", code, v)
+	}
+}

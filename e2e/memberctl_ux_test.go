@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestMemberctlContextAndDefaultIdentity uses memberctl the way nats users
+// do: servers from a NATS context (--context or NATS_CONTEXT, winning over a
+// wrong --server), and the identity from the default path.
+func TestMemberctlContextAndDefaultIdentity(t *testing.T) {
+	c, _ := newCtl(t)
+	xdg := c.path("xdg")
+	ctxDir := filepath.Join(xdg, "nats", "context")
+	if err := os.MkdirAll(ctxDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ctxDir, "local.json"), []byte(`{"url": "`+c.server+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := []string{"--server", "nats://127.0.0.1:1"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+	}{
+		{"flag", append(bad, "--context", "local", "--identity", "admin.id", "whoami"), nil},
+		{"env", append(bad, "--identity", "admin.id", "whoami"), []string{"NATS_CONTEXT=local"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.runEnv(tc.env, tc.args...)
+			if r.code != 0 || !strings.Contains(r.stdout, "admin") {
+				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+
+	// Without --identity, the default path is used once it exists.
+	c.fails(exitUsage, nil, "whoami")
+	if err := os.MkdirAll(filepath.Join(xdg, "unibus"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(c.path("admin.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(xdg, "unibus", "identity.id"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.run("whoami"); r.code != 0 || !strings.Contains(r.stdout, "admin") {
+		t.Fatalf("whoami with the default identity: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// TestMemberctlCompletion loads the generated bash completion into a real
+// bash and completes a command and a subcommand.
+func TestMemberctlCompletion(t *testing.T) {
+	c, _ := newCtl(t)
+	r := c.run("completion", "bash")
+	if r.code != 0 {
+		t.Fatalf("completion bash: exit %d: %s", r.code, r.stderr)
+	}
+	script := c.path("c.sh")
+	if err := os.WriteFile(script, []byte(r.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"memberctl", "ro"}, "room"},
+		{[]string{"memberctl", "room", "rek"}, "rekey"},
+		{[]string{"memberctl", "--identity", "a.id", "identity", "dis"}, "disable"},
+	} {
+		probe := "source " + script + "; COMP_WORDS=(" + strings.Join(tc.words, " ") + "); COMP_CWORD=" +
+			strconv.Itoa(len(tc.words)-1) + "; _memberctl; echo \"${COMPREPLY[*]}\""
+		out, err := exec.Command("bash", "-c", probe).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v\n%s", err, out)
+		}
+		if strings.TrimSpace(string(out)) != tc.want {
+			t.Errorf("completing %v = %q, want %q", tc.words, strings.TrimSpace(string(out)), tc.want)
+		}
+	}
+	if r := c.run("completion", "fish"); r.code != exitUsage {
+		t.Fatalf("completion fish: exit %d, want %d", r.code, exitUsage)
+	}
+	if r := c.run("completion", "zsh"); r.code != 0 || !strings.Contains(r.stdout, "bashcompinit") {
+		t.Fatalf("completion zsh: exit %d", r.code)
+	}
+}
+
+const exitUsage = 2
