@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/envelope"
@@ -39,6 +41,11 @@ type Client struct {
 	timeout time.Duration
 	retries int
 	backoff time.Duration
+
+	progress func(stage string, done, total int)
+
+	serviceKey nkeys.KeyPair // pinned reply signer (verify.go); nil: replies are not verified
+	badReplies atomic.Int64  // replies refused by verification (verify.go)
 }
 
 // Option configures a Client.
@@ -57,6 +64,19 @@ func WithRetries(n int) Option { return func(c *Client) { c.retries = n } }
 // WithBackoff sets the pause before the first retry; it doubles each time
 // (default 100ms).
 func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = d } }
+
+// WithProgress sets a function told how far long operations have got
+// (listing a large room's members, sealing a rekey's keys); total is 0 when
+// unknown. memberctl uses it for a progress line on a terminal.
+func WithProgress(f func(stage string, done, total int)) Option {
+	return func(c *Client) { c.progress = f }
+}
+
+func (c *Client) report(stage string, done, total int) {
+	if c.progress != nil {
+		c.progress(stage, done, total)
+	}
+}
 
 // New returns a client that signs as id over nc.
 func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
@@ -138,16 +158,19 @@ func (c *Client) sign(subject string, body []byte) ([]byte, error) {
 }
 
 // retryable errors leave the request's fate open or say nothing was done.
+// 409 conflict (a concurrent change won the compare-and-set) and 429 claim
+// no nonce, so the same signed request may be sent again.
 func retryable(err error) bool {
 	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, api.ErrUnavailable)
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, api.ErrUnavailable) ||
+		errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrRateLimited)
 }
 
 // send makes one attempt and turns error headers into *api.Error.
 func (c *Client) send(ctx context.Context, subject string, data []byte) ([]byte, error) {
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	msg, err := c.nc.RequestWithContext(actx, subject, data)
+	msg, err := c.roundTrip(actx, subject, data) // verifies the reply's signature when a service key is pinned (verify.go)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = nats.ErrTimeout
 	}

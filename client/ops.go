@@ -110,6 +110,7 @@ func (c *Client) AllMembers(ctx context.Context, room string) ([]api.Member, err
 			return nil, err
 		}
 		all = append(all, p.Members...)
+		c.report("listing members", len(all), 0)
 		if p.Next == "" {
 			return all, nil
 		}
@@ -193,13 +194,17 @@ func (c *Client) Rekey(ctx context.Context, room string) (*api.Room, []byte, err
 		return nil, nil, err
 	}
 	sealed := make([]api.SealedKey, 0, len(members))
-	for _, m := range members {
+	for i, m := range members {
+		if i%100 == 0 {
+			c.report("sealing", i, len(members))
+		}
 		s, err := c.id.XKey.Seal(key, m.XKey)
 		if err != nil {
 			return nil, nil, fmt.Errorf("seal to %s: %w", m.Endpoint, err)
 		}
 		sealed = append(sealed, api.SealedKey{Endpoint: m.Endpoint, Sealed: s})
 	}
+	c.report("sealing", len(members), len(members))
 	var out api.Room
 	err = c.Call(ctx, subjects.OpRoomRekey, &api.RekeyRequest{Room: room, Epoch: r.Epoch + 1, Sealer: sealer, Keys: sealed}, &out)
 	if err != nil {

@@ -1,12 +1,20 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
 )
 
 // TestMemberctlContextAndDefaultIdentity uses memberctl the way nats users
@@ -95,3 +103,76 @@ func TestMemberctlCompletion(t *testing.T) {
 }
 
 const exitUsage = 2
+
+// TestMemberctlTerminal runs memberctl in a pseudo-terminal (util-linux
+// script) on a room large enough to show progress, and checks the screen:
+// the progress lines of a rekey and of listing all members, then the result.
+func TestMemberctlTerminal(t *testing.T) {
+	c, s := newCtl(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := clientFromFile(t, s, c.path("admin.id"))
+	alice, err := client.NewIdentity("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WriteIdentity(c.path("alice.id"), alice); err != nil {
+		t.Fatal(err)
+	}
+	members := []string{}
+	for i := range 150 {
+		id, _ := client.NewIdentity(fmt.Sprintf("m%03d", i))
+		if i == 0 {
+			id = alice
+		} else {
+			members = append(members, id.Endpoint)
+		}
+		pub, _ := id.Public()
+		if _, err := admin.Register(ctx, pub, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := clientFromID(t, s, alice).CreateRoom(ctx, "big", "chat.big", members); err != nil {
+		t.Fatal(err)
+	}
+
+	screen := func(args ...string) string {
+		t.Helper()
+		line := c.bin + " --server " + c.server + " --identity " + c.path("alice.id") + " " + strings.Join(args, " ")
+		cmd := exec.Command("script", "-qec", line, "/dev/null")
+		cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "MEMBERCTL_IDENTITY=", "XDG_CONFIG_HOME="+c.path("xdg"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("memberctl %v in a terminal: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := screen("room", "rekey", "big")
+	for _, want := range []string{"sealing: 100/150", "sealing: 150/150", "epoch:       2", "members:     150"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rekey screen lacks %q:\n%q", want, out)
+		}
+	}
+	out = screen("room", "members", "big", "--all")
+	if !strings.Contains(out, "listing members: 150") || !strings.Contains(out, "m149") {
+		t.Errorf("members screen:\n%q", out)
+	}
+	// Not a terminal: no progress text at all.
+	if r := c.run("--identity", "alice.id", "room", "rekey", "big"); r.code != 0 || strings.Contains(r.stderr, "sealing") {
+		t.Fatalf("rekey without a terminal: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func clientFromFile(t *testing.T, s *server.Server, path string) *client.Client {
+	t.Helper()
+	id, err := client.LoadIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clientFromID(t, s, id)
+}
+
+func clientFromID(t *testing.T, s *server.Server, id *client.Identity) *client.Client {
+	t.Helper()
+	return client.New(natstest.Connect(t, s), id)
+}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/unibus/membership/subjects"
 )
 
@@ -44,6 +46,33 @@ type Config struct {
 	Version        string        // service version shown by nats micro info
 	Metadata       map[string]string
 	Logger         *slog.Logger
+
+	// RateLimit is each signer's sustained request rate per second, and
+	// RateBurst how many it may send at once; default 100/s, burst 200. A
+	// negative RateLimit disables the limit.
+	RateLimit float64
+	RateBurst int
+	// ReplayCache bounds the local cache of recently claimed signer+nonce
+	// pairs (default 65536 entries); negative disables it.
+	ReplayCache int
+	// ServiceKey signs every reply and every audit entry: an nkeys server
+	// key pair (N…). Nil generates an ephemeral one at Start, which clients
+	// cannot pin across restarts; daemons pass a stored key.
+	ServiceKey nkeys.KeyPair
+
+	// Workers is how many micro instances the replica registers, each
+	// running one request per endpoint at a time (workers.go); default 1.
+	Workers int
+	// Bucket names the store's KV bucket, watched by the identity cache;
+	// default subjects.DefaultBucket. It must be the bucket the store uses.
+	Bucket string
+	// IdentityMaxStale bounds how old the identity cache may be when it
+	// answers: a disable or key change takes effect within it (cache.go).
+	// Default 2s; negative disables the cache (every request reads the store).
+	IdentityMaxStale time.Duration
+	// KeyCacheBytes bounds the cache of immutable sealed-key objects.
+	// Default 32 MiB; negative disables it.
+	KeyCacheBytes int
 }
 
 // Defaults.
@@ -52,6 +81,13 @@ const (
 	DefaultMaxRequest     = 4 << 20
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultVersion        = "1.0.0"
+	DefaultRateLimit      = 100.0
+	DefaultRateBurst      = 200
+	DefaultReplayCache    = 65536
+
+	DefaultIdentityMaxStale = 2 * time.Second
+	DefaultKeyCacheBytes    = 32 << 20
+	MaxWorkers              = 256
 )
 
 // Validate fills in defaults and rejects settings that cannot work.
@@ -80,7 +116,36 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.Bucket == "" {
+		c.Bucket = subjects.DefaultBucket
+	}
+	if c.IdentityMaxStale == 0 {
+		c.IdentityMaxStale = DefaultIdentityMaxStale
+	}
+	if c.KeyCacheBytes == 0 {
+		c.KeyCacheBytes = DefaultKeyCacheBytes
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = max(DefaultRateBurst, int(c.RateLimit))
+	}
+	if c.ReplayCache == 0 {
+		c.ReplayCache = DefaultReplayCache
+	}
 	var errs []error
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		errs = append(errs, fmt.Errorf("rate burst %d: want at least 1", c.RateBurst))
+	}
+	if c.ServiceKey != nil {
+		if err := checkServiceKey(c.ServiceKey); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := subjects.ValidatePrefix(c.Prefix); err != nil {
 		errs = append(errs, err)
 	}
@@ -92,6 +157,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseAuthMode(string(c.Auth)); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Workers < 1 || c.Workers > MaxWorkers {
+		errs = append(errs, fmt.Errorf("workers %d: want 1 to %d", c.Workers, MaxWorkers))
 	}
 	if c.MaxRequest < 1024 {
 		errs = append(errs, fmt.Errorf("max request %d bytes: want at least 1024", c.MaxRequest))

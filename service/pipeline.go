@@ -27,6 +27,9 @@ type call struct {
 	nonce   string // nonce key
 	now     time.Time
 	reject  string // finer rejection reason for the stats, if any
+
+	retryAfter time.Duration // on a 429: when the signer may send again (ratelimit.go)
+	applied    []byte        // this very mutation's reply, from the replay cache
 }
 
 // requireSigner returns the verified signer or a 401 for requests that have
@@ -94,6 +97,9 @@ func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micr
 // serve runs the pipeline and the operation. reply is the encoded body.
 func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc, mutate mutateFunc) ([]byte, error) {
 	if err := s.authenticate(ctx, c, data); err != nil {
+		return c.applied, err
+	}
+	if err := s.rateLimit(c); err != nil {
 		return nil, err
 	}
 	if mutate != nil {
@@ -109,12 +115,14 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 		st.storeLatency(time.Since(start))
 		if err != nil {
 			if errors.Is(err, store.ErrExists) {
+				s.rememberClaim(c, nil, false)
 				c.reject = reasonReplay
 				return nil, api.E(api.KindReplay, "nonce already used")
 			}
 			return nil, s.storeErr(c, "claim nonce", err)
 		}
 		st.add(func(e *endpointStats) { e.nonceClaims++ })
+		s.rememberClaim(c, nil, false)
 	}
 	out, err := read(ctx, c)
 	if err != nil {
@@ -170,6 +178,9 @@ func (s *Service) verify(ctx context.Context, c *call) error {
 		c.reject = reasonBodyHash
 		return api.E(api.KindInvalid, "body_hash does not match body")
 	}
+	if err := s.checkReplayCache(c); err != nil {
+		return err // a claimed nonce: refused before the costly checks
+	}
 	if err := e.CheckSignature(c.subject); err != nil {
 		c.reject = reasonBadSignature
 		return api.E(api.KindUnauthenticated, "bad signature")
@@ -205,8 +216,24 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 	for attempt := 0; ; attempt++ {
 		m, err := mutate(ctx, c)
 		if err != nil {
+			// A copy of this very request may have committed on another
+			// replica between the nonce check above and this plan, which
+			// then refuses the state that copy made (409 exists, 403 after
+			// a leave, …): the nonce record, not the plan, tells the
+			// outcome (e2e TestSameMutationRace).
+			if k := api.KindOf(err); k != api.KindUnavailable && k != api.KindInternal {
+				if done, aerr := s.checkApplied(ctx, c); done != nil || aerr != nil {
+					return done, aerr
+				}
+			}
 			return nil, err
 		}
+		aw, err := s.auditWrites(ctx, c, m) // committed in the same batch (audit.go)
+		if err != nil {
+			s.removeObjects(c, m.objects)
+			return nil, err
+		}
+		m.writes = append(m.writes, aw...)
 		reply, err := msgpack.Marshal(m.reply)
 		if err != nil {
 			s.removeObjects(c, m.objects)
@@ -220,6 +247,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		st.storeLatency(time.Since(start))
 		if err == nil {
 			st.add(func(e *endpointStats) { e.commits++; e.nonceClaims++ })
+			s.rememberClaim(c, reply, true)
 			if m.after != nil {
 				m.after()
 			}
@@ -262,8 +290,10 @@ func (s *Service) checkApplied(ctx context.Context, c *call) ([]byte, error) {
 	}
 	var rec nonceRecord
 	if err := msgpack.Unmarshal(ent.Value, &rec); err == nil && len(rec.Digest) > 0 && bytes.Equal(rec.Digest, c.digest[:]) {
+		s.rememberClaim(c, rec.Reply, true)
 		return rec.Reply, api.E(api.KindAlreadyApplied, "request already applied")
 	}
+	s.rememberClaim(c, nil, false)
 	c.reject = reasonReplay
 	return nil, api.E(api.KindReplay, "nonce already used")
 }
@@ -304,7 +334,8 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 		attrs = append(attrs, "signer", c.signer.Endpoint)
 	}
 	if err == nil {
-		if rerr := req.Respond(reply); rerr != nil {
+		hdr := s.replyHeaders(c, subjects.CodeOK, "", reply, nil)
+		if rerr := req.Respond(reply, micro.WithHeaders(hdr)); rerr != nil {
 			s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
 		}
 		s.cfg.Logger.Debug("request", append(attrs, "outcome", "ok")...)
@@ -326,6 +357,10 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 		s.stats.of(c.op).reject(reason)
 	}
 	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.String()}}
+	if c.retryAfter > 0 {
+		hdr[subjects.HeaderRetryAfter] = []string{strconv.FormatInt(c.retryAfter.Milliseconds(), 10)}
+	}
+	hdr = s.replyHeaders(c, ae.Kind.Code(), ae.Kind.String(), data, hdr)
 	if rerr := req.Error(strconv.Itoa(ae.Kind.Code()), ae.Message, data, micro.WithHeaders(hdr)); rerr != nil {
 		s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
 	}

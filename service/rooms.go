@@ -303,7 +303,7 @@ func (s *Service) roomKey(ctx context.Context, c *call) (any, error) {
 }
 
 func (s *Service) object(ctx context.Context, c *call, name string) ([]byte, error) {
-	b, err := s.store.GetObject(ctx, name)
+	b, err := s.cachedObject(ctx, name) // immutable: cached (cache.go)
 	if err != nil {
 		return nil, s.storeErr(c, "get sealed key", err)
 	}

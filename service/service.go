@@ -2,12 +2,12 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
@@ -21,6 +21,16 @@ type Service struct {
 	store *store.Store
 	micro micro.Service
 	stats *stats
+
+	key     nkeys.KeyPair // signs replies and audit entries (respsign.go)
+	pub     string        // key's public key, N…
+	replays *replayCache  // nil when disabled (replaycache.go)
+	limiter *rateLimiter  // nil when disabled (ratelimit.go)
+
+	instances []micro.Service // one per worker (workers.go)
+	ids       *identityCache  // nil when disabled (cache.go)
+	keys      *objectCache    // nil when disabled (cache.go)
+	stopCache context.CancelFunc
 }
 
 // operation binds an op to its handler and its body types. Exactly one of
@@ -52,6 +62,7 @@ func (s *Service) operations() []operation {
 		{subjects.OpRoomRekey, "Move a room to a new epoch with one sealed key per member (owner)", api.RekeyRequest{}, api.Room{}, nil, s.rekey},
 		{subjects.OpRoomDelete, "Delete a room (owner)", api.RoomRequest{}, api.Room{}, nil, s.deleteRoom},
 		{subjects.OpRoomMine, "The caller's own rooms, paginated", api.PageRequest{}, api.RoomPage{}, s.myRooms, nil},
+		{subjects.OpRoomAudit, "A room's signed, hash-chained audit trail, paginated (members only)", api.AuditRequest{}, api.AuditPage{}, s.roomAudit, nil},
 	}
 }
 
@@ -62,6 +73,9 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, store: st}
+	if err := s.initDefences(); err != nil {
+		return nil, err
+	}
 	s.stats = newStats(func(ctx context.Context) (int, error) {
 		keys, err := st.Keys(ctx, "owed.")
 		return len(keys), err
@@ -72,41 +86,28 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		"auth_mode":   string(cfg.Auth),
 		"skew":        cfg.Skew.String(),
 		"max_request": strconv.Itoa(cfg.MaxRequest),
+		"service_key": s.pub,
 	}
 	for k, v := range cfg.Metadata {
 		meta[k] = v
 	}
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:         subjects.ServiceName,
-		Version:      cfg.Version,
-		Description:  "unibus membership: identities, rooms and sealed room keys",
-		Metadata:     meta,
-		QueueGroup:   cfg.QueueGroup,
-		StatsHandler: s.stats.handler,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("add micro service: %w", err)
+	if err := s.startCaches(nc); err != nil {
+		return nil, err
 	}
-	for _, o := range s.operations() {
-		err := svc.AddEndpoint(o.op.EndpointName(), s.handler(o.op, o.read, o.mutate),
-			micro.WithEndpointSubject(subjects.Subject(cfg.Prefix, o.op)),
-			micro.WithEndpointMetadata(map[string]string{
-				"description": o.description,
-				"mutates":     strconv.FormatBool(o.mutate != nil),
-				"request":     schema(o.request),
-				"response":    schema(o.response),
-			}))
-		if err != nil {
-			_ = svc.Stop()
-			return nil, fmt.Errorf("add endpoint %s: %w", o.op, err)
-		}
+	if err := s.addInstances(nc, meta); err != nil {
+		s.stopCaches()
+		return nil, err
 	}
-	s.micro = svc
 	return s, nil
 }
 
-// Stop unsubscribes every endpoint after draining it.
-func (s *Service) Stop() error { return s.micro.Stop() }
+// Stop unsubscribes every endpoint of every worker instance after draining
+// it, then stops the caches.
+func (s *Service) Stop() error {
+	err := s.stopInstances()
+	s.stopCaches()
+	return err
+}
 
 // Micro exposes the micro service (info, stats).
 func (s *Service) Micro() micro.Service { return s.micro }
@@ -140,6 +141,9 @@ func keyFamily(key string) string {
 
 // identityBySigner finds the identity whose signing key is pub, or nil.
 func (s *Service) identityBySigner(ctx context.Context, c *call, pub string) (*api.Identity, error) {
+	if id, ok := s.ids.lookup(pub, time.Now()); ok {
+		return id, nil // fresh within Config.IdentityMaxStale (cache.go)
+	}
 	var endpoint string
 	if _, ok, err := s.get(ctx, c, keySigner(pub), &endpoint); err != nil || !ok {
 		return nil, err

@@ -266,3 +266,52 @@ func (s *Store) ListObjects(ctx context.Context, prefix string) ([]string, error
 	}
 	return names, nil
 }
+
+// ObjectInfo names a sealed-key object and says when it was last written
+// (the server's timestamp of its metadata).
+type ObjectInfo struct {
+	Name    string
+	ModTime time.Time
+}
+
+// ObjectInfos lists every sealed-key object with its modification time.
+func (s *Store) ObjectInfos(ctx context.Context) ([]ObjectInfo, error) {
+	infos, err := s.obj.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ObjectInfo, 0, len(infos))
+	for _, info := range infos {
+		out = append(out, ObjectInfo{Name: info.Name, ModTime: info.ModTime})
+	}
+	return out, nil
+}
+
+// Scan calls fn with every live key under prefix (a dot-terminated token
+// prefix such as "epoch.") and its value, stopping at fn's first error.
+func (s *Store) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
+	w, err := s.kv.Watch(ctx, prefix+">", jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("store: watcher closed")
+			}
+			if e == nil {
+				return nil // all current values seen
+			}
+			if err := fn(e.Key(), e.Value()); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -42,13 +42,14 @@ const (
 	OpRoomRekey   Op = "room.rekey"
 	OpRoomDelete  Op = "room.delete"
 	OpRoomMine    Op = "room.mine"
+	OpRoomAudit   Op = "room.audit"
 )
 
 // Ops lists every operation in the order the service registers them.
 var Ops = []Op{
 	OpIdentityRegister, OpIdentityDisable, OpIdentityEnable, OpIdentityGet, OpIdentityList, OpWhoami,
 	OpRoomCreate, OpRoomGet, OpRoomMembers, OpRoomKey, OpRoomAdd, OpRoomRemove, OpRoomLeave,
-	OpRoomRekey, OpRoomDelete, OpRoomMine,
+	OpRoomRekey, OpRoomDelete, OpRoomMine, OpRoomAudit,
 }
 
 // EndpointName is the micro endpoint name of op (micro names allow no dots).
@@ -105,7 +106,21 @@ const (
 	// HeaderReason carries the error kind as a token (stale, replay, …),
 	// finer than the code.
 	HeaderReason = "Unibus-Error-Reason"
+	// HeaderRetryAfter carries, on a 429, how many milliseconds to wait
+	// before the signer's next request can be accepted.
+	HeaderRetryAfter = "Unibus-Retry-After-Ms"
+	// HeaderServiceKey names the service's nkeys public key (N…) that
+	// signed the reply; informative only: clients verify against the key
+	// they were configured with, never against this header.
+	HeaderServiceKey = "Unibus-Service-Key"
+	// HeaderReplySig carries the service's Ed25519 signature over the
+	// reply's canonical bytes (docs/protocol.md §16), unpadded base64url.
+	HeaderReplySig = "Unibus-Reply-Sig"
 )
+
+// CodeOK is the status a successful reply is signed with; it never travels
+// in [HeaderErrorCode].
+const CodeOK = 200
 
 // Wire error codes, HTTP-like, carried in [HeaderErrorCode].
 const (

@@ -76,6 +76,8 @@ type app struct {
 	stderr io.Writer
 	nc     *nats.Conn
 	cl     *client.Client
+
+	progressShown bool
 }
 
 // run executes one command line and returns the process exit code.
@@ -83,6 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	defer a.close()
 	err := a.dispatch(ctx, args)
+	a.endProgress()
 	return a.report(err)
 }
 
@@ -169,7 +172,8 @@ func (a *app) client() (*client.Client, error) {
 		return nil, localErr("connect "+a.g.server, err)
 	}
 	a.nc = nc
-	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout))
+	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
+		client.WithProgress(a.progress()))
 	return a.cl, nil
 }
 
@@ -238,6 +242,7 @@ func lookup(args []string) (*command, []string, error) {
 
 // output writes v as JSON with --json, else calls text.
 func (a *app) output(v any, text func(w io.Writer)) error {
+	a.endProgress()
 	if a.g.json {
 		return writeJSON(a.stdout, v)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,15 @@ type Config struct {
 	Context string
 	Creds   string
 	NKey    string
+
+	// TLS of the client connection to an existing deployment.
+	TLSCert string
+	TLSKey  string
+	TLSCA   string
+
+	// Orphan sweep of sealed-key objects (service.Sweep); 0 disables it.
+	SweepInterval time.Duration
+	SweepGrace    time.Duration
 
 	DataDir string
 	Listen  string
@@ -45,7 +55,14 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
+	// ServiceKey is the nkeys server seed file that signs replies and audit
+	// entries (embedded default: <data-dir>/service.nk, generated).
+	ServiceKey string
+
 	Service service.Config
+
+	PrintConfig bool          // print the effective settings and exit
+	flags       *flag.FlagSet // for --print-config
 }
 
 // Embedded reports whether to start an in-process nats-server.
@@ -77,6 +94,17 @@ func (c *Config) Validate() error {
 	if c.NATSURL != "" && c.Context != "" {
 		errs = append(errs, errors.New("--nats-url and --context are exclusive"))
 	}
+	if (c.TLSCert != "") != (c.TLSKey != "") {
+		errs = append(errs, errors.New("--tlscert and --tlskey go together"))
+	}
+	if c.SweepInterval < 0 {
+		errs = append(errs, fmt.Errorf("--sweep-interval %s: want 0 (off) or a positive duration", c.SweepInterval))
+	}
+	// A mutation writes its sealed keys before its batch commits, within
+	// the request timeout: a shorter grace could sweep a key in use.
+	if timeout := max(c.Service.RequestTimeout, service.DefaultRequestTimeout); c.SweepGrace <= 2*timeout {
+		errs = append(errs, fmt.Errorf("--sweep-grace %s: want more than twice the request timeout (%s)", c.SweepGrace, timeout))
+	}
 	errs = append(errs, c.Service.Validate())
 	return errors.Join(errs...)
 }
@@ -88,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.SetOutput(stderr)
 	var auth string
 	str := func(p *string, name, env, def, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
+		if v := os.Getenv(env); v != "" { // an empty variable counts as unset
 			def = v
 		}
 		fs.StringVar(p, name, def, usage+" (env "+env+")")
@@ -97,6 +125,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&c.Context, "context", "NATS_CONTEXT", "", "NATS context name (as used by the nats CLI) of an existing deployment")
 	str(&c.Creds, "creds", "NATS_CREDS", "", "NATS user credentials file")
 	str(&c.NKey, "nkey", "NATS_NKEY", "", "NATS user nkey seed file")
+	str(&c.TLSCert, "tlscert", "NATS_TLS_CERT", "", "client TLS certificate file for the NATS connection (with --tlskey)")
+	str(&c.TLSKey, "tlskey", "NATS_TLS_KEY", "", "client TLS private key file for the NATS connection")
+	str(&c.TLSCA, "tlsca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers with")
 	str(&c.DataDir, "data-dir", "MEMBERSHIPD_DATA_DIR", "membership-data", "embedded server: JetStream data directory")
 	str(&c.Listen, "listen", "MEMBERSHIPD_LISTEN", "127.0.0.1:4222", "embedded server: client listen address (loopback by default)")
 	str(&c.Sync, "sync", "MEMBERSHIPD_SYNC", "always", "embedded server: JetStream fsync policy, always or an interval such as 1s")
@@ -113,10 +144,20 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
+	str(&c.ServiceKey, "service-key", "MEMBERSHIPD_SERVICE_KEY", "", "nkeys server seed file (SN…) signing replies and audit entries; clients pin its public key. Embedded default: <data-dir>/service.nk, generated if missing; every replica of a deployment needs the same file")
 	var envErrs []error
+	fs.Float64Var(&c.Service.RateLimit, "rate-limit", envFloat("MEMBERSHIPD_RATE_LIMIT", service.DefaultRateLimit, &envErrs), "requests per second each identity may sustain; 0 disables the limit (env MEMBERSHIPD_RATE_LIMIT)")
+	fs.IntVar(&c.Service.RateBurst, "rate-burst", envInt("MEMBERSHIPD_RATE_BURST", service.DefaultRateBurst, &envErrs), "requests an identity may send at once above its rate (env MEMBERSHIPD_RATE_BURST)")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", envDuration("MEMBERSHIPD_SWEEP_INTERVAL", service.DefaultSweepInterval, &envErrs), "how often to remove orphaned sealed-key objects; 0 disables the sweep (env MEMBERSHIPD_SWEEP_INTERVAL)")
+	fs.DurationVar(&c.SweepGrace, "sweep-grace", envDuration("MEMBERSHIPD_SWEEP_GRACE", service.DefaultSweepGrace, &envErrs), "age below which an unreferenced sealed-key object is kept: it may belong to a mutation in flight (env MEMBERSHIPD_SWEEP_GRACE)")
 	fs.IntVar(&c.Replicas, "replicas", envInt("MEMBERSHIPD_REPLICAS", 1, &envErrs), "bucket replicas: 1 embedded, 3 recommended on a cluster (env MEMBERSHIPD_REPLICAS)")
 	fs.DurationVar(&c.Service.Skew, "skew", envDuration("MEMBERSHIPD_SKEW", service.DefaultSkew, &envErrs), "accepted clock skew of a request's ts; nonces live twice as long (env MEMBERSHIPD_SKEW)")
 	fs.IntVar(&c.Service.MaxRequest, "max-request", envInt("MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest, &envErrs), "largest accepted request in bytes (env MEMBERSHIPD_MAX_REQUEST)")
+	fs.IntVar(&c.Service.Workers, "workers", envInt("MEMBERSHIPD_WORKERS", max(4, 2*runtime.GOMAXPROCS(0)), &envErrs), "micro service instances in this process, each serving one request per endpoint at a time; `nats micro ls` lists each (env MEMBERSHIPD_WORKERS)")
+	fs.DurationVar(&c.Service.IdentityMaxStale, "identity-max-stale", envDuration("MEMBERSHIPD_IDENTITY_MAX_STALE", service.DefaultIdentityMaxStale, &envErrs), "identity cache: a disable or key change takes effect within this; negative disables the cache (env MEMBERSHIPD_IDENTITY_MAX_STALE)")
+	fs.IntVar(&c.Service.KeyCacheBytes, "key-cache-bytes", envInt("MEMBERSHIPD_KEY_CACHE_BYTES", service.DefaultKeyCacheBytes, &envErrs), "bytes of immutable sealed-key objects cached in memory; negative disables the cache (env MEMBERSHIPD_KEY_CACHE_BYTES)")
+	fs.String("config", "", "JSON file of settings by flag name, e.g. {\"replicas\": 3}; flags and environment win over it (env MEMBERSHIPD_CONFIG)")
+	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective settings (flags > env > config file > defaults) as JSON and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: membershipd [flags]\n\n"+
 			"Serves the unibus membership service as NATS micro endpoints (inspect with `nats micro ls`).\n"+
@@ -127,9 +168,15 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 			"SIGINT or SIGTERM drains in-flight requests and stops.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
+	if path := configFileArg(args); path != "" {
+		if err := applyConfigFile(fs, path); err != nil {
+			return nil, err
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	c.flags = fs
 	if err := errors.Join(envErrs...); err != nil {
 		return nil, err
 	}
@@ -141,6 +188,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		return nil, err
 	}
 	c.Service.Auth = mode
+	c.Service.Bucket = c.Bucket // the identity cache watches the store's bucket
+	if c.Service.RateLimit == 0 {
+		c.Service.RateLimit = -1 // the flag's 0 means off; the library's 0 means its default
+	}
+	if c.Service.RateLimit < 0 && c.Service.RateLimit != -1 {
+		return nil, fmt.Errorf("--rate-limit %v: want 0 (off) or a positive rate", c.Service.RateLimit)
+	}
 	if c.Embedded() && c.Routes == "" && c.BootstrapAdmin == "" {
 		c.BootstrapAdmin = filepath.Join(c.DataDir, "admin.identity")
 	}
@@ -153,8 +207,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 // envInt reads an integer default from the environment, recording a value
 // that does not parse.
 func envInt(name string, def int, errs *[]error) int {
-	v, ok := os.LookupEnv(name)
-	if !ok {
+	v := os.Getenv(name)
+	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
@@ -165,11 +219,26 @@ func envInt(name string, def int, errs *[]error) int {
 	return n
 }
 
+// envFloat reads a number default from the environment, recording a value
+// that does not parse.
+func envFloat(name string, def float64, errs *[]error) float64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: not a number", name, v))
+		return def
+	}
+	return f
+}
+
 // envDuration reads a duration default from the environment, recording a
 // value that does not parse.
 func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
-	v, ok := os.LookupEnv(name)
-	if !ok {
+	v := os.Getenv(name)
+	if v == "" {
 		return def
 	}
 	d, err := time.ParseDuration(v)
@@ -186,6 +255,12 @@ func connect(c *Config) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("membershipd"), nats.MaxReconnects(-1)}
 	if c.Creds != "" {
 		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
 	}
 	if c.NKey != "" {
 		o, err := nats.NkeyOptionFromSeed(c.NKey)

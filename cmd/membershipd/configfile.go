@@ -17,8 +17,8 @@ import (
 //
 //	{"nats-url": "nats://n1:4222,nats://n2:4222", "replicas": 3, "log-format": "json"}
 //
-// Precedence, highest first: command-line flags, environment variables, the
-// config file, built-in defaults.
+// Precedence, highest first: command-line flags, environment variables (an
+// empty one counts as unset), the config file, built-in defaults.
 
 // envOfFlag finds the environment variable a flag's usage names.
 var envOfFlag = regexp.MustCompile(`\(env ([A-Z0-9_]+)\)`)
@@ -64,8 +64,8 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 			return fmt.Errorf("config file %s: unknown setting %q", path, name)
 		}
 		if m := envOfFlag.FindStringSubmatch(f.Usage); m != nil {
-			if _, set := os.LookupEnv(m[1]); set {
-				continue
+			if os.Getenv(m[1]) != "" {
+				continue // the environment wins over the file
 			}
 		}
 		v := values[name]

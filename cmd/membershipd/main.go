@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
@@ -40,6 +41,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.PrintConfig {
+		return printConfig(stdout, cfg.flags)
 	}
 	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
@@ -73,11 +77,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("open buckets: %w", err)
 	}
 	if cfg.BootstrapAdmin != "" {
-		if err := bootstrapAdmin(octx, st, cfg, log); err != nil {
+		if err := retryUnavailable(octx, log, "bootstrap admin", func() error { return bootstrapAdmin(octx, st, cfg, log) }); err != nil {
 			return fmt.Errorf("bootstrap admin: %w", err)
 		}
 	}
 	cfg.Service.Logger = log
+	if err := setServiceKey(cfg, embeddedMode); err != nil {
+		return err
+	}
 	cfg.Service.Metadata = map[string]string{
 		"bucket": cfg.Bucket, "keys_bucket": cfg.KeysBucket, "replicas": fmt.Sprint(cfg.Replicas),
 	}
@@ -85,8 +92,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sweepDone := make(chan struct{})
+	if cfg.SweepInterval > 0 {
+		go func() {
+			defer close(sweepDone)
+			service.RunSweeper(ctx, st, cfg.SweepInterval, cfg.SweepGrace, log.With("component", "sweep"))
+		}()
+	} else {
+		close(sweepDone)
+	}
 	log.Info("membershipd ready", "nats", nc.ConnectedUrlRedacted(), "prefix", cfg.Service.Prefix,
-		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "embedded", embeddedMode)
+		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "embedded", embeddedMode, "service_key", svc.PublicKey())
 	fmt.Fprintf(stdout, "membershipd ready on %s (subjects %s.*)\n", nc.ConnectedUrlRedacted(), cfg.Service.Prefix)
 
 	<-ctx.Done()
@@ -94,6 +110,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := svc.Stop(); err != nil {
 		log.Warn("stop service", "error", err)
 	}
+	<-sweepDone // ctx is done: the sweeper returns
 	if err := nc.Drain(); err != nil {
 		log.Warn("drain connection", "error", err)
 	}
@@ -121,6 +138,28 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 		select {
 		case <-ctx.Done():
 			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// retryUnavailable runs f again while it fails because JetStream is not
+// available yet (a cluster node that rejoins before its peers have elected
+// leaders), until ctx ends.
+func retryUnavailable(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := f()
+		var apiErr *jetstream.APIError
+		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+			(errors.As(err, &apiErr) && apiErr.Code == 503)
+		if err == nil || !transient {
+			return err
+		}
+		log.Info("JetStream not ready, retrying", "step", what, "error", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return err
 		case <-time.After(wait):
 		}
 	}

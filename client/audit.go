@@ -1,0 +1,74 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// ErrAuditChain reports an audit trail that does not verify: an entry was
+// altered, removed, reordered or not signed by the service key.
+var ErrAuditChain = errors.New("client: audit chain does not verify")
+
+// AuditPage returns one page of a room's audit entries with Seq > after
+// (members only). The entries are as stored; check them with [VerifyAudit].
+func (c *Client) AuditPage(ctx context.Context, room string, after uint64, limit int) (*api.AuditPage, error) {
+	var out api.AuditPage
+	err := c.Call(ctx, subjects.OpRoomAudit, &api.AuditRequest{Room: room, After: after, Limit: limit}, &out)
+	return &out, err
+}
+
+// Audit returns a room's whole audit trail, page by page.
+func (c *Client) Audit(ctx context.Context, room string) ([]api.AuditEntry, error) {
+	var all []api.AuditEntry
+	var after uint64
+	for {
+		p, err := c.AuditPage(ctx, room, after, api.MaxPage)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, p.Entries...)
+		if p.Next == 0 {
+			return all, nil
+		}
+		after = p.Next
+	}
+}
+
+// VerifyAudit checks a room's complete audit trail against the service's
+// public key (N…): entries numbered 1, 2, 3 … without a gap, all of the
+// room's chain, each linked to the hash of the one before, each signed by
+// the service. It names the first entry that fails.
+func VerifyAudit(servicePub, room string, entries []api.AuditEntry) error {
+	if !nkeys.IsValidPublicServerKey(servicePub) {
+		return fmt.Errorf("%w: %q is not an nkeys server public key", ErrAuditChain, servicePub)
+	}
+	kp, err := nkeys.FromPublicKey(servicePub)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAuditChain, err)
+	}
+	prev := make([]byte, 32)
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case e.Seq != uint64(i+1):
+			return fmt.Errorf("%w: entry %d has sequence %d", ErrAuditChain, i+1, e.Seq)
+		case e.Chain != "room."+room || e.Room != room:
+			return fmt.Errorf("%w: entry %d belongs to chain %q", ErrAuditChain, e.Seq, e.Chain)
+		case !bytes.Equal(e.Prev, prev):
+			return fmt.Errorf("%w: entry %d does not link to entry %d", ErrAuditChain, e.Seq, e.Seq-1)
+		}
+		h := e.Hash()
+		if err := kp.Verify(h[:], e.Sig); err != nil {
+			return fmt.Errorf("%w: entry %d is not signed by the service key", ErrAuditChain, e.Seq)
+		}
+		prev = h[:]
+	}
+	return nil
+}

@@ -1,0 +1,702 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// env is a running deployment with seeded data.
+type env struct {
+	o      options
+	out    io.Writer
+	prog   io.Writer
+	url    string
+	run    string // short random id: names of this run's identities and rooms
+	prefix string
+	svc    *service.Service
+	srv    *server.Server
+	conns  []*nats.Conn // one per client
+	admin  *client.Client
+
+	clients []*client.Client   // bench clients, one identity each
+	others  []*client.Identity // seeded identities that are not clients
+	joiners []*client.Identity // identities the mutate op adds
+	rooms   [][]roomSeed       // rooms by owning client
+	closers []func()
+}
+
+type roomSeed struct {
+	id  string
+	key []byte
+}
+
+// benchTo runs the benchmark, writing its report to out, without a
+// progress line.
+func benchTo(ctx context.Context, o options, out io.Writer) error {
+	return bench(ctx, o, out, nil)
+}
+
+// bench runs the benchmark; prog, if not nil, gets a progress line.
+func bench(ctx context.Context, o options, out, prog io.Writer) error {
+	e := &env{o: o, out: out, prog: prog, run: randHex(3)}
+	defer func() {
+		for i := len(e.closers) - 1; i >= 0; i-- {
+			e.closers[i]()
+		}
+	}()
+	if err := e.start(ctx); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := e.seed(ctx); err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	fmt.Fprintf(e.out, "# seeded %d identities, %d rooms × %d members in %s\n",
+		len(e.clients)+len(e.others)+len(e.joiners)+1, e.o.rooms, e.o.members, time.Since(t0).Round(time.Millisecond))
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	return e.measure(ctx)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// start brings up (or connects to) the deployment and the service.
+func (e *env) start(ctx context.Context) error {
+	o := e.o
+	if o.clients < 1 {
+		return errors.New("--clients must be at least 1")
+	}
+	e.url = o.natsURL
+	if e.url == "" {
+		dir, err := os.MkdirTemp("", "memberbench-")
+		if err != nil {
+			return err
+		}
+		e.closers = append(e.closers, func() { os.RemoveAll(dir) })
+		opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir,
+			MaxPayload: 8 << 20, NoLog: true, NoSigs: true}
+		switch o.sync {
+		case "always":
+			opts.SyncAlways = true
+		case "interval":
+		default:
+			d, err := time.ParseDuration(o.sync)
+			if err != nil {
+				return fmt.Errorf("--sync %q: want always, interval or a duration", o.sync)
+			}
+			opts.SyncInterval = d
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			return err
+		}
+		s.Start()
+		if !s.ReadyForConnections(30 * time.Second) {
+			return errors.New("embedded nats-server did not start")
+		}
+		e.srv = s
+		e.closers = append(e.closers, func() { s.Shutdown(); s.WaitForShutdown() })
+		e.url = s.ClientURL()
+	}
+	mk := func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect(e.url, nats.Name(name))
+		if err == nil {
+			e.closers = append(e.closers, nc.Close)
+		}
+		return nc, err
+	}
+	snc, err := mk("memberbench-service")
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	js, err := jetstream.New(snc)
+	if err != nil {
+		return err
+	}
+	skew := service.DefaultSkew
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := store.Open(sctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * skew})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	cfg := service.Config{
+		Prefix: o.prefix, Workers: o.workers, RateLimit: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if !o.idCache {
+		cfg.IdentityMaxStale = -1
+	} else {
+		cfg.IdentityMaxStale = o.maxStale
+	}
+	if !o.keyCache {
+		cfg.KeyCacheBytes = -1
+	}
+	if !o.external {
+		svc, err := service.Start(snc, st, cfg)
+		if err != nil {
+			return fmt.Errorf("start service: %w", err)
+		}
+		e.svc = svc
+		e.closers = append(e.closers, func() { _ = svc.Stop() })
+	}
+	_ = cfg.Validate()
+	e.prefix = cfg.Prefix
+	// The admin bootstraps straight into the store, as membershipd does.
+	adm, err := client.NewIdentity("bench" + e.run + "admin")
+	if err != nil {
+		return err
+	}
+	pub, _ := adm.Public()
+	if _, err := service.Bootstrap(sctx, st, pub); err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
+	}
+	anc, err := mk("memberbench-admin")
+	if err != nil {
+		return err
+	}
+	e.admin = client.New(anc, adm, client.WithPrefix(e.prefix))
+	for i := 0; i < o.clients; i++ {
+		nc, err := mk("memberbench-client-" + strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		e.conns = append(e.conns, nc)
+	}
+	if e.svc != nil {
+		// The identity cache answers only once its watch is loaded and a
+		// freshness probe came back; wait for that so that the first
+		// measured requests are not store reads for a different reason.
+		time.Sleep(min(o.maxStale, 500*time.Millisecond))
+	}
+	return nil
+}
+
+// parallel runs f(0..n-1) on `workers` goroutines; the first error wins.
+func parallel(ctx context.Context, n, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	var first error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// seed registers identities and creates rooms through the service itself.
+func (e *env) seed(ctx context.Context) error {
+	o := e.o
+	if o.rooms < o.clients {
+		o.rooms = o.clients
+		e.o.rooms = o.rooms
+	}
+	if o.members < 1 {
+		o.members = 1
+	}
+	perClient := (o.rooms + o.clients - 1) / o.clients
+	nJoin := (o.mutations+perClient-1)/perClient + 1
+	nOthers := max(o.identities-o.clients, o.members, 1, o.rekey)
+	mkIDs := func(kind string, n int) ([]*client.Identity, error) {
+		ids := make([]*client.Identity, n)
+		for i := range ids {
+			id, err := client.NewIdentity(fmt.Sprintf("b%s%s%d", e.run, kind, i))
+			if err != nil {
+				return nil, err
+			}
+			ids[i] = id
+		}
+		return ids, nil
+	}
+	cids, err := mkIDs("c", o.clients)
+	if err != nil {
+		return err
+	}
+	if e.others, err = mkIDs("i", nOthers); err != nil {
+		return err
+	}
+	if e.joiners, err = mkIDs("j", nJoin); err != nil {
+		return err
+	}
+	all := append(append(append([]*client.Identity{}, cids...), e.others...), e.joiners...)
+	// A few admin connections, so registering is not one connection's
+	// round trips in a row.
+	admins := []*client.Client{e.admin}
+	for i := 1; i < 4; i++ {
+		admins = append(admins, client.New(e.conns[i%len(e.conns)], e.admin.Identity(), client.WithPrefix(e.prefix)))
+	}
+	// Registry operations share one audit chain, so concurrent ones
+	// mostly conflict: a little parallelism is the fastest.
+	if err := parallel(ctx, len(all), 3, func(i int) error {
+		pub, _ := all[i].Public()
+		for {
+			// Registry operations share one audit chain: concurrent
+			// ones lose its compare-and-set now and then.
+			_, err := admins[i%len(admins)].Register(ctx, pub, false)
+			if !errors.Is(err, client.ErrConflict) {
+				return err
+			}
+		}
+	}); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	for i, id := range cids {
+		e.clients = append(e.clients, client.New(e.conns[i], id, client.WithPrefix(e.prefix), client.WithRetries(0)))
+	}
+	e.rooms = make([][]roomSeed, o.clients)
+	for i := range e.rooms {
+		e.rooms[i] = make([]roomSeed, 0, perClient)
+	}
+	var mu sync.Mutex
+	err = parallel(ctx, o.rooms, 16, func(k int) error {
+		owner := k % o.clients
+		c := e.clients[owner]
+		rid := fmt.Sprintf("b%sr%d", e.run, k)
+		key, _ := client.NewRoomKey()
+		members := []*client.Identity{c.Identity()}
+		for j := 0; j < o.members-1; j++ {
+			members = append(members, e.others[(k*(o.members-1)+j)%len(e.others)])
+		}
+		if err := createRoom(ctx, c, rid, "bench."+e.run+"."+rid, key, members); err != nil {
+			return fmt.Errorf("create room %s: %w", rid, err)
+		}
+		mu.Lock()
+		e.rooms[owner] = append(e.rooms[owner], roomSeed{id: rid, key: key})
+		mu.Unlock()
+		return nil
+	})
+	return err
+}
+
+// createRoom creates a room with members, sealing the key locally (the
+// client's CreateRoom looks every member up first; seeding knows the keys).
+func createRoom(ctx context.Context, c *client.Client, id, subject string, key []byte, members []*client.Identity) error {
+	sealer, _ := c.Identity().XKey.PublicKey()
+	req := api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer}
+	for _, m := range members {
+		x, _ := m.XKey.PublicKey()
+		s, err := c.Identity().XKey.Seal(key, x)
+		if err != nil {
+			return err
+		}
+		req.Members = append(req.Members, api.SealedKey{Endpoint: m.Endpoint, Sealed: s})
+	}
+	return c.Call(ctx, subjects.OpRoomCreate, &req, nil)
+}
+
+// measure runs every operation and its baseline and prints the results.
+func (e *env) measure(ctx context.Context) error {
+	o := e.o
+	p := plan{clients: o.clients, count: o.count, duration: o.duration, progress: e.prog}
+	pm := plan{clients: o.clients, count: o.mutations, progress: e.prog}
+	payload := make([]byte, 400)
+	_, _ = rand.Read(payload)
+
+	// The echo baseline: a plain micro service on the same server.
+	echoSubj := "membench." + e.run + ".echo"
+	enc, err := nats.Connect(e.url, nats.Name("memberbench-echo"))
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, enc.Close)
+	echo, err := micro.AddService(enc, micro.Config{Name: "membench_echo", Version: "1.0.0"})
+	if err != nil {
+		return err
+	}
+	e.closers = append(e.closers, func() { _ = echo.Stop() })
+	if err := echo.AddEndpoint("echo", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) }),
+		micro.WithEndpointSubject(echoSubj)); err != nil {
+		return err
+	}
+	kvs := make([]jetstream.KeyValue, o.clients)
+	jss := make([]jetstream.JetStream, o.clients)
+	for i, nc := range e.conns {
+		if jss[i], err = jetstream.New(nc); err != nil {
+			return err
+		}
+		if kvs[i], err = jss[i].KeyValue(ctx, subjects.DefaultBucket); err != nil {
+			return err
+		}
+	}
+	nonceTTL := 2 * service.DefaultSkew
+	var uniq atomic.Int64 // raw keys must be new in every call, across repeated ops
+	room := func(w, n int) roomSeed { rs := e.rooms[w]; return rs[n%len(rs)] }
+
+	ops := map[string]opFunc{
+		"echo": func(ctx context.Context, w, n int) error {
+			_, err := e.conns[w].RequestWithContext(ctx, echoSubj, payload[:300]) // about a signed room get
+			return err
+		},
+		"read": func(ctx context.Context, w, n int) error {
+			_, err := e.clients[w].Room(ctx, room(w, n).id)
+			return err
+		},
+		"key": func(ctx context.Context, w, n int) error {
+			_, err := e.clients[w].SealedKey(ctx, room(w, n).id, 0)
+			return err
+		},
+		"mine": func(ctx context.Context, w, n int) error {
+			_, err := e.clients[w].MyRooms(ctx, "", api.DefaultPage)
+			return err
+		},
+		"kv": func(ctx context.Context, w, n int) error {
+			_, err := kvs[w].Create(ctx, fmt.Sprintf("nonce.BENCH%s.%d", e.run, uniq.Add(1)), payload[:64], jetstream.KeyTTL(nonceTTL))
+			return err
+		},
+		"mutate": func(ctx context.Context, w, n int) error {
+			rs := e.rooms[w]
+			r := rs[n%len(rs)]
+			j := e.joiners[n/len(rs)]
+			c := e.clients[w]
+			x, _ := j.XKey.PublicKey()
+			sealed, err := c.Identity().XKey.Seal(r.key, x)
+			if err != nil {
+				return err
+			}
+			sealer, _ := c.Identity().XKey.PublicKey()
+			return c.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: r.id, Epoch: 1, Sealer: sealer,
+				Member: api.SealedKey{Endpoint: j.Endpoint, Sealed: sealed}}, nil)
+		},
+		"batch": func(ctx context.Context, w, n int) error {
+			// The shape of an add-member commit: the nonce record (with
+			// its reply), the room, member and directory records, the
+			// audit entry and the audit chain head, each compare-and-set.
+			base := fmt.Sprintf("$KV.%s.benchbatch.%s.%d.", subjects.DefaultBucket, e.run, uniq.Add(1))
+			sizes := []int{300, 200, 120, 24, 350, 60}
+			msgs := make([]*nats.Msg, len(sizes))
+			for i, sz := range sizes {
+				m := nats.NewMsg(base + strconv.Itoa(i))
+				m.Data = payload[:sz]
+				m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+				m.Header.Set(jetstream.MsgTTLHeader, nonceTTL.String())
+				msgs[i] = m
+			}
+			_, err := jetstreamext.PublishMsgBatch(ctx, jss[w], msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+			return err
+		},
+	}
+	endpointOf := map[string]subjects.Op{"read": subjects.OpRoomGet, "key": subjects.OpRoomKey,
+		"mine": subjects.OpRoomMine, "mutate": subjects.OpRoomAdd}
+
+	var results []*result
+	byName := map[string]*result{}
+	type check struct {
+		op                subjects.Op
+		sent, errs        int // errs: error replies from the service
+		lost              int // no reply in time: not a micro error
+		seenReq, seenErrs int
+		ok                bool
+	}
+	var checks []check
+	for _, name := range strings.Split(o.ops, ",") {
+		name = strings.TrimSpace(name)
+		op, ok := ops[name]
+		if !ok {
+			return fmt.Errorf("--ops: unknown operation %q", name)
+		}
+		pl := p
+		if name == "mutate" || name == "batch" {
+			pl = pm
+		}
+		before, berr := microCounts(e.conns[0])
+		r := run(ctx, name, pl, op)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		results = append(results, r)
+		byName[name] = r
+		if ep, isSvc := endpointOf[name]; isSvc {
+			// micro counts a request when its handler returns, and a
+			// request the client gave up on may still be in a handler:
+			// wait for the counts to settle (at most 5 s).
+			ck := check{op: ep, sent: r.ops, errs: r.svcErrs, lost: r.errors - r.svcErrs}
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				time.Sleep(100 * time.Millisecond)
+				after, aerr := microCounts(e.conns[0])
+				if berr == nil && aerr == nil {
+					b, a := before[ep.EndpointName()], after[ep.EndpointName()]
+					ck.seenReq, ck.seenErrs = a[0]-b[0], a[1]-b[1]
+					ck.ok = ck.seenReq == ck.sent && ck.seenErrs == ck.errs
+				}
+				if ck.ok || time.Now().After(deadline) {
+					break
+				}
+			}
+			checks = append(checks, ck)
+		}
+	}
+	fmt.Fprintf(e.out, "# %d clients, sync=%s, workers=%d, id-cache=%v, key-cache=%v, GOMAXPROCS=%d\n",
+		o.clients, e.syncName(), o.workers, o.idCache, o.keyCache, runtime.GOMAXPROCS(0))
+	printTable(e.out, results)
+	for _, ck := range checks {
+		verdict := "MISMATCH"
+		if ck.ok {
+			verdict = "OK"
+		}
+		fmt.Fprintf(e.out, "STATS %-10s sent=%d error_replies=%d micro num_requests=%d num_errors=%d %s",
+			ck.op.EndpointName(), ck.sent, ck.errs, ck.seenReq, ck.seenErrs, verdict)
+		if ck.lost > 0 {
+			fmt.Fprintf(e.out, " (%d calls got no reply in time; micro counts them as answered)", ck.lost)
+		}
+		fmt.Fprintln(e.out)
+	}
+	if o.rekey > 0 {
+		if err := e.rekeyTiming(ctx); err != nil {
+			fmt.Fprintf(e.out, "REKEY failed: %v\n", err)
+		}
+	}
+	if e.svc != nil && o.idCache {
+		if served, refused, err := e.revocation(ctx); err != nil {
+			fmt.Fprintf(e.out, "REVOCATION failed: %v\n", err)
+		} else {
+			fmt.Fprintf(e.out, "REVOCATION after the disable was acknowledged: last read served at +%s, first refused at +%s (bound %s)\n",
+				served.Round(10*time.Microsecond), refused.Round(10*time.Microsecond), o.maxStale)
+		}
+	}
+	if rss := rssKB(); rss > 0 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(e.out, "MEMORY process RSS %.1f MB (server, service and clients in one process), Go heap in use %.1f MB\n",
+			float64(rss)/1024, float64(ms.HeapInuse)/(1<<20))
+	}
+	ratio := func(a, b string) float64 {
+		ra, rb := byName[a], byName[b]
+		if ra == nil || rb == nil || rb.rate() == 0 {
+			return 0
+		}
+		return ra.rate() / rb.rate()
+	}
+	fmt.Fprintf(e.out, "RATIOS read_vs_echo=%.2f key_vs_echo=%.2f mutate_vs_batch=%.2f\n",
+		ratio("read", "echo"), ratio("key", "echo"), ratio("mutate", "batch"))
+	return nil
+}
+
+func (e *env) syncName() string {
+	if e.o.natsURL != "" {
+		return "external"
+	}
+	return e.o.sync
+}
+
+// microCounts asks every instance of the membership service for its stats
+// (what `nats micro stats membership` does) and sums num_requests and
+// num_errors per endpoint.
+func microCounts(nc *nats.Conn) (map[string][2]int, error) {
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest("$SRV.STATS."+subjects.ServiceName, inbox, nil); err != nil {
+		return nil, err
+	}
+	out := map[string][2]int{}
+	wait := time.Second
+	for n := 0; ; n++ {
+		m, err := sub.NextMsg(wait)
+		if errors.Is(err, nats.ErrTimeout) && n > 0 {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var st micro.Stats
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			return nil, err
+		}
+		for _, ep := range st.Endpoints {
+			c := out[ep.Name]
+			c[0] += ep.NumRequests
+			c[1] += ep.NumErrors
+			out[ep.Name] = c
+		}
+		wait = 300 * time.Millisecond
+	}
+}
+
+// rekeyTiming builds a room with --rekey members (create with the first
+// 256, add the rest) and times one rekey through the client.
+func (e *env) rekeyTiming(ctx context.Context) error {
+	c := e.clients[0]
+	n := e.o.rekey
+	rid := "b" + e.run + "rekey"
+	key, _ := client.NewRoomKey()
+	members := []*client.Identity{c.Identity()}
+	for i := 0; len(members) < min(n, api.MaxInitialMembers); i++ {
+		members = append(members, e.others[i])
+	}
+	t0 := time.Now()
+	if err := createRoom(ctx, c, rid, "bench."+e.run+".rekey", key, members); err != nil {
+		return err
+	}
+	sealer, _ := c.Identity().XKey.PublicKey()
+	for i := len(members) - 1; i < n-1; i++ {
+		j := e.others[i]
+		x, _ := j.XKey.PublicKey()
+		s, err := c.Identity().XKey.Seal(key, x)
+		if err != nil {
+			return err
+		}
+		if err := c.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: rid, Epoch: 1, Sealer: sealer,
+			Member: api.SealedKey{Endpoint: j.Endpoint, Sealed: s}}, nil); err != nil {
+			return fmt.Errorf("add member %d: %w", i, err)
+		}
+	}
+	built := time.Since(t0)
+	t1 := time.Now()
+	pages := 0
+	after := ""
+	var pageLat []time.Duration
+	for {
+		tp := time.Now()
+		pg, err := c.Members(ctx, rid, after, api.MaxPage)
+		if err != nil {
+			return err
+		}
+		pageLat = append(pageLat, time.Since(tp))
+		pages++
+		if pg.Next == "" {
+			break
+		}
+		after = pg.Next
+	}
+	listed := time.Since(t1)
+	t2 := time.Now()
+	if _, _, err := c.Rekey(ctx, rid); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "REKEY room of %d members (built in %s): member list %d pages of %d in %s (per page %v), full client rekey %s\n",
+		n, built.Round(time.Millisecond), pages, api.MaxPage, listed.Round(time.Millisecond), roundAll(pageLat), time.Since(t2).Round(time.Millisecond))
+	return nil
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(100 * time.Microsecond)
+	}
+	return out
+}
+
+// revocation disables a seeded member that keeps reading a room, and
+// reports how long after the disable was acknowledged a read of it was
+// still served (the identity cache's revocation latency) and when the
+// first refusal came.
+func (e *env) revocation(ctx context.Context) (lastServed, firstRefused time.Duration, err error) {
+	if e.o.members < 2 {
+		return 0, 0, errors.New("needs --members 2 or more")
+	}
+	victim := e.others[0] // a member of room 0
+	c := client.New(e.conns[0], victim, client.WithPrefix(e.prefix), client.WithRetries(0))
+	rid := fmt.Sprintf("b%sr0", e.run)
+	if _, err := c.Room(ctx, rid); err != nil {
+		return 0, 0, fmt.Errorf("victim read before disable: %w", err)
+	}
+	var acked, lastOK atomic.Int64
+	done := make(chan time.Time, 1)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for rctx.Err() == nil {
+			t := time.Now()
+			_, err := c.Room(rctx, rid)
+			switch {
+			case err == nil:
+				lastOK.Store(t.UnixNano())
+			case errors.Is(err, client.ErrForbidden) || errors.Is(err, client.ErrUnauthenticated):
+				if acked.Load() != 0 {
+					done <- time.Now()
+					return
+				}
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := e.admin.Disable(ctx, victim.Endpoint); err != nil {
+		return 0, 0, err
+	}
+	ack := time.Now()
+	acked.Store(ack.UnixNano())
+	select {
+	case t := <-done:
+		return max(0, time.Unix(0, lastOK.Load()).Sub(ack)), t.Sub(ack), nil
+	case <-time.After(e.o.maxStale + 5*time.Second):
+		return 0, 0, errors.New("reads still served long after the disable")
+	}
+}
+
+// rssKB reads the process's resident set size (Linux).
+func rssKB() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchSmall runs the whole benchmark at a tiny scale and checks its
+// report: every operation measured without errors, micro's stats equal to
+// what was sent, a revocation measured, and the final RATIOS line.
+func TestBenchSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := options{
+		sync: "interval", clients: 3, duration: 300 * time.Millisecond, mutations: 12,
+		identities: 8, rooms: 6, members: 3, rekey: 5, workers: 2, idCache: true, keyCache: true,
+		maxStale: time.Second, ops: "echo,read,key,mine,kv,mutate,batch",
+	}
+	var out bytes.Buffer
+	if err := benchTo(ctx, o, &out); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	report := out.String()
+	t.Log("\n" + report)
+	for _, op := range []string{"echo", "read", "key", "mine", "kv", "mutate", "batch"} {
+		row := regexp.MustCompile(`(?m)^` + op + `\s+3\s+(\d+)\s+\S+\s+\S+\s+\S+\s+\S+\s+(\d+)$`).FindStringSubmatch(report)
+		if row == nil {
+			t.Errorf("no table row for %s", op)
+			continue
+		}
+		if row[1] == "0" || row[2] != "0" {
+			t.Errorf("%s: %s ops, %s errors", op, row[1], row[2])
+		}
+	}
+	if n := strings.Count(report, "STATS "); n != 4 {
+		t.Errorf("%d STATS lines, want 4 (read, key, mine, mutate)", n)
+	}
+	if strings.Contains(report, "MISMATCH") {
+		t.Error("micro stats disagree with what the benchmark sent")
+	}
+	for _, want := range []string{"REKEY room of 5 members", "REVOCATION after the disable", "MEMORY process RSS"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(report), "\n")
+	last := lines[len(lines)-1]
+	if !regexp.MustCompile(`^RATIOS read_vs_echo=\d+\.\d\d key_vs_echo=\d+\.\d\d mutate_vs_batch=\d+\.\d\d$`).MatchString(last) {
+		t.Errorf("last line %q is not the RATIOS line", last)
+	}
+	if strings.Contains(last, "=0.00") {
+		t.Errorf("a ratio is zero: %q", last)
+	}
+}

@@ -1,0 +1,121 @@
+// Command memberbench measures the membership service against the NATS
+// limits beneath it, in one run and with one client harness.
+//
+// It starts an embedded single-node nats-server with JetStream (file
+// storage in a temporary directory, --sync as membershipd) or connects to
+// --nats-url, starts a service replica in-process (unless --external),
+// seeds identities, rooms and members, then drives --clients concurrent
+// clients, each on its own connection and signing as its own identity with
+// the real client package, through:
+//
+//	echo    a plain micro echo endpoint on the same server (transport limit)
+//	read    room get                      (signed, verified, nonce claimed)
+//	key     my sealed key (room key)
+//	mine    list my rooms (first page)
+//	kv      raw KV Create with TTL         (the nonce-claim limit)
+//	mutate  add member                     (one atomic batch of 6 writes)
+//	batch   raw atomic batch of 6 writes   (the durable-write limit)
+//
+// It prints a table (ops/s, p50, p99, p99.9, errors), checks that micro's
+// own stats (the $SRV.STATS answers `nats micro stats` shows) counted
+// exactly the requests and errors the benchmark sent and saw, and ends with
+//
+//	RATIOS read_vs_echo=0.00 key_vs_echo=0.00 mutate_vs_batch=0.00
+//
+// See the README section "Benchmark" and docs/performance.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+
+	"golang.org/x/term"
+)
+
+type options struct {
+	natsURL   string
+	external  bool
+	sync      string
+	quick     bool
+	clients   int
+	duration  time.Duration
+	count     int
+	mutations int
+
+	identities int
+	rooms      int
+	members    int
+	rekey      int
+
+	workers    int
+	idCache    bool
+	keyCache   bool
+	maxStale   time.Duration
+	prefix     string
+	ops        string
+	cpuProfile string
+}
+
+func main() {
+	o := options{}
+	flag.StringVar(&o.natsURL, "nats-url", "", "connect to this deployment instead of starting an embedded server")
+	flag.BoolVar(&o.external, "external", false, "with --nats-url: benchmark the replicas already running there (no in-process service; they must not rate-limit)")
+	flag.StringVar(&o.sync, "sync", "always", "embedded server fsync policy: always (membershipd's default), interval (the NATS default, 2m) or a duration such as 1s")
+	flag.BoolVar(&o.quick, "quick", false, "small seed and short runs; finishes within a minute")
+	flag.IntVar(&o.clients, "clients", 16, "concurrent clients, each on its own connection with its own identity")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long each read-type operation runs (when --count is 0)")
+	flag.IntVar(&o.count, "count", 0, "calls per read-type operation in all clients together (0: run for --duration)")
+	flag.IntVar(&o.mutations, "mutations", 2000, "add-member calls (and raw batches) in all clients together")
+	flag.IntVar(&o.identities, "identities", 1000, "identities to seed (at least --clients + 1)")
+	flag.IntVar(&o.rooms, "rooms", 1000, "rooms to seed, owned round-robin by the clients")
+	flag.IntVar(&o.members, "members", 4, "members per seeded room, the owner included")
+	flag.IntVar(&o.rekey, "rekey", 0, "also time the rekey of a room with this many members (needs that many identities)")
+	flag.IntVar(&o.workers, "workers", 4, "in-process service: micro instances (Config.Workers)")
+	flag.BoolVar(&o.idCache, "id-cache", true, "in-process service: identity cache (Config.IdentityMaxStale)")
+	flag.DurationVar(&o.maxStale, "max-stale", 2*time.Second, "in-process service: identity cache staleness bound")
+	flag.BoolVar(&o.keyCache, "key-cache", true, "in-process service: sealed-key object cache (Config.KeyCacheBytes)")
+	flag.StringVar(&o.prefix, "prefix", "", "service subject prefix (default the service's)")
+	flag.StringVar(&o.ops, "ops", "echo,read,key,mine,kv,mutate,batch", "operations to run, in this order")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phase (service, server and clients alike) to this file")
+	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		for name, v := range map[string]any{"duration": 2 * time.Second, "mutations": 300, "identities": 64, "rooms": 64} {
+			if !set[name] {
+				switch v := v.(type) {
+				case time.Duration:
+					o.duration = v
+				case int:
+					switch name {
+					case "mutations":
+						o.mutations = v
+					case "identities":
+						o.identities = v
+					case "rooms":
+						o.rooms = v
+					}
+				}
+			}
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var progress io.Writer // only on a terminal
+	if term.IsTerminal(int(os.Stdout.Fd())) {
+		progress = os.Stdout
+	}
+	if err := bench(ctx, o, os.Stdout, progress); err != nil {
+		if errors.Is(err, context.Canceled) {
+			os.Exit(130)
+		}
+		fmt.Fprintln(os.Stderr, "memberbench:", err)
+		os.Exit(1)
+	}
+}

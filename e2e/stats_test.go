@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
+
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// TestStatsThroughNatsCLI drives every rejection reason once against two
+// replicas and reads the counters back with `nats micro stats`, as an
+// operator would; `nats micro ping` must answer from both replicas.
+func TestStatsThroughNatsCLI(t *testing.T) {
+	s := natstest.Server(t)
+	cfg := service.Config{MaxRequest: 2048, RateLimit: 5, RateBurst: 5, IdentityMaxStale: -1}
+	natstest.Service(t, s, cfg)
+	natstest.Service(t, s, cfg)
+	admin := natstest.Admin(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc := natstest.Connect(t, s)
+
+	var carolKP nkeys.KeyPair
+	xkp, _ := nkeys.CreateCurveKeys()
+	xpub, _ := xkp.PublicKey()
+	for _, name := range []string{"carol", "flood"} {
+		kp := keyPair(t)
+		pub, _ := kp.PublicKey()
+		if name == "carol" {
+			carolKP = kp
+		}
+		if _, err := admin.Register(ctx, api.PublicKeys{Endpoint: name, SignKey: pub, XKey: xpub}, false); err != nil {
+			t.Fatal(err)
+		}
+		if name == "flood" {
+			// A signer over its rate: 429 rate_limited.
+			for range 20 {
+				natstest.RequestOp(t, nc, subjects.OpWhoami, natstest.Signed(t, kp, subjects.OpWhoami, natstest.Body(t, api.Empty{})))
+			}
+		}
+	}
+	get := func(room string) []byte { return natstest.Body(t, api.RoomRequest{Room: room}) }
+	roomGet := subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet)
+	now := time.Now()
+
+	send := func(data []byte) { natstest.Request(t, nc, roomGet, data) }
+	send(nil)                                                                                                               // unsigned
+	send([]byte("hello"))                                                                                                   // malformed
+	send(make([]byte, 4096))                                                                                                // too_large
+	send(natstest.Marshal(t, natstest.Envelope(t, carolKP, roomGet, now.Add(-5*time.Minute), natstest.Nonce(t), get("r")))) // stale
+	e := natstest.Envelope(t, carolKP, roomGet, now, natstest.Nonce(t), get("r"))
+	e.Body = get("other")
+	send(natstest.Marshal(t, e)) // bad_body_hash
+	e = natstest.Envelope(t, carolKP, roomGet, now, natstest.Nonce(t), get("r"))
+	e.Sig[0] ^= 1
+	send(natstest.Marshal(t, e))                                                // bad_signature
+	send(natstest.Signed(t, keyPair(t), subjects.OpRoomGet, get("r")))          // unknown_signer
+	replayed := natstest.Signed(t, carolKP, subjects.OpRoomGet, get("nowhere")) // not_found
+	send(replayed)
+	send(replayed) // replay
+	if _, err := admin.Disable(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	send(natstest.Signed(t, carolKP, subjects.OpRoomGet, get("r"))) // disabled
+
+	out, errOut, err := natstest.RunNats(t, s, nil, "micro", "stats", subjects.ServiceName, "--json")
+	if err != nil {
+		t.Fatalf("nats micro stats: %v\n%s", err, errOut)
+	}
+	var stats []micro.Stats
+	if err := json.Unmarshal([]byte(out), &stats); err != nil {
+		t.Fatalf("decode stats: %v\n%s", err, out)
+	}
+	if len(stats) != 2 {
+		t.Fatalf("micro stats lists %d instances, want 2", len(stats))
+	}
+	got := map[string]int{}
+	for _, inst := range stats {
+		for _, ep := range inst.Endpoints {
+			if len(ep.Data) == 0 || string(ep.Data) == "null" {
+				continue
+			}
+			var d struct {
+				Rejections map[string]int `json:"rejections"`
+			}
+			if err := json.Unmarshal(ep.Data, &d); err != nil {
+				t.Fatalf("endpoint %s data: %v", ep.Name, err)
+			}
+			for reason, n := range d.Rejections {
+				got[reason] += n
+			}
+		}
+	}
+	for _, reason := range []string{"unsigned", "malformed", "too_large", "stale", "bad_body_hash",
+		"bad_signature", "unknown_signer", "replay", "disabled", "not_found"} {
+		if got[reason] != 1 {
+			t.Errorf("rejections[%s] = %d, want 1 (all: %v)", reason, got[reason], got)
+		}
+	}
+	if got["rate_limited"] < 1 {
+		t.Errorf("rejections[rate_limited] = %d, want at least 1", got["rate_limited"])
+	}
+
+	out, errOut, err = natstest.RunNats(t, s, nil, "micro", "ping", subjects.ServiceName)
+	if err != nil {
+		t.Fatalf("nats micro ping: %v\n%s", err, errOut)
+	}
+	ids := map[string]bool{}
+	for _, inst := range stats {
+		ids[inst.ID] = true
+	}
+	answered := 0
+	for id := range ids {
+		if strings.Contains(out, id) {
+			answered++
+		}
+	}
+	if answered != 2 {
+		t.Fatalf("nats micro ping answered for %d of 2 instances:\n%s", answered, out)
+	}
+}
+
+func keyPair(t *testing.T) nkeys.KeyPair {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}

@@ -1,0 +1,99 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+)
+
+// Domain labels of what the service signs. Each is distinct from the
+// request label (envelope.Label), so no signature made for one purpose
+// verifies for another.
+const (
+	ReplyLabel = "unibus-membership-reply-v1"
+	AuditLabel = "unibus-membership-audit-v1"
+)
+
+// ReplyCanonical returns the bytes the service signs for a reply
+// (docs/protocol.md §16):
+//
+//	u32be(len(ReplyLabel)) ReplyLabel
+//	u32be(len(nonce))      nonce       the request's nonce; empty if none decoded
+//	u32be(code)                        200, 208 or the error code
+//	u32be(len(reason))     reason      Unibus-Error-Reason; empty on success
+//	u32be(32)              sha256(body)
+//
+// Binding the nonce ties the reply to one request: a recorded signed reply
+// cannot answer another request. Every field carries its length. The error
+// text (Nats-Service-Error) is not covered: NATS header encoding may trim
+// it, and programs act on the code and reason, which are.
+func ReplyCanonical(nonce []byte, code int, reason string, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	b := make([]byte, 0, 4*5+len(ReplyLabel)+len(nonce)+len(reason)+len(sum))
+	b = appendField(b, []byte(ReplyLabel))
+	b = appendField(b, nonce)
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	b = appendField(b, []byte(reason))
+	b = appendField(b, sum[:])
+	return b
+}
+
+func appendField(b, f []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+	return append(b, f...)
+}
+
+// AuditEntry is one entry of a room's (or the identity registry's) audit
+// chain. The service signs [AuditEntry.Hash] with its key; Prev is the hash
+// of the entry before it (32 zero bytes for the first), so removing,
+// reordering or rewriting any entry breaks every later link.
+type AuditEntry struct {
+	Chain       string `msgpack:"chain"`        // "room.<id>" or "identities"
+	Seq         uint64 `msgpack:"seq"`          // 1, 2, 3, … within the chain
+	Op          string `msgpack:"op"`           // operation, e.g. room.add
+	Actor       string `msgpack:"actor"`        // signer's endpoint
+	ActorKey    string `msgpack:"actor_key"`    // signer's public key
+	Target      string `msgpack:"target"`       // endpoint acted on, if any
+	Room        string `msgpack:"room"`         // room id; empty for identity operations
+	Epoch       uint64 `msgpack:"epoch"`        // room epoch after the operation
+	RequestHash []byte `msgpack:"request_hash"` // digest of the signed request
+	Time        int64  `msgpack:"time"`         // Unix milliseconds, service clock
+	Prev        []byte `msgpack:"prev"`         // hash of entry Seq-1
+	ServiceKey  string `msgpack:"service_key"`  // key that signed it (informative)
+	Sig         []byte `msgpack:"sig"`          // service signature over Hash()
+}
+
+// AuditCanonical returns the bytes an entry's hash covers: every field but
+// ServiceKey and Sig, length-prefixed after [AuditLabel].
+func (e *AuditEntry) AuditCanonical() []byte {
+	b := appendField(nil, []byte(AuditLabel))
+	b = appendField(b, []byte(e.Chain))
+	b = binary.BigEndian.AppendUint64(b, e.Seq)
+	b = appendField(b, []byte(e.Op))
+	b = appendField(b, []byte(e.Actor))
+	b = appendField(b, []byte(e.ActorKey))
+	b = appendField(b, []byte(e.Target))
+	b = appendField(b, []byte(e.Room))
+	b = binary.BigEndian.AppendUint64(b, e.Epoch)
+	b = appendField(b, e.RequestHash)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Time))
+	b = appendField(b, e.Prev)
+	return b
+}
+
+// Hash is SHA-256 of the entry's canonical bytes: the next entry's Prev and
+// what the service signs.
+func (e *AuditEntry) Hash() [32]byte { return sha256.Sum256(e.AuditCanonical()) }
+
+// AuditRequest asks for a page of a room's audit entries with Seq > After.
+type AuditRequest struct {
+	Room  string `msgpack:"room"`
+	After uint64 `msgpack:"after"`
+	Limit int    `msgpack:"limit"`
+}
+
+// AuditPage is one page of audit entries in Seq order; Next is the cursor
+// for the following page, 0 on the last.
+type AuditPage struct {
+	Entries []AuditEntry `msgpack:"entries"`
+	Next    uint64       `msgpack:"next"`
+}

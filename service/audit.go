@@ -1,0 +1,152 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+)
+
+// The audit trail lives in the state bucket itself: every accepted mutation
+// adds its entry and moves its chain's head in the SAME atomic batch as the
+// state change and the nonce claim. So an entry exists if and only if the
+// mutation committed — no mutation without its entry, no entry for a
+// mutation that failed — and the head's compare-and-set keeps each chain
+// linear across replicas (two concurrent mutations of one room cannot both
+// append entry n; the loser re-plans like any other conflict).
+//
+// Key space: audit.<chain>.<seq> (seq zero-padded, so keys sort in order)
+// and audithead.<chain>, where chain is room.<id> or identities. Room ids
+// have no dots, so chains of different rooms never share a prefix, and the
+// "identities" chain cannot collide with a room.
+
+func keyAuditEntry(chain string, seq uint64) string {
+	return fmt.Sprintf("audit.%s.%012d", chain, seq)
+}
+func prefixAudit(chain string) string  { return "audit." + chain + "." }
+func keyAuditHead(chain string) string { return "audithead." + chain }
+
+// roomChain names a room's audit chain.
+func roomChain(room string) string { return "room." + room }
+
+// identitiesChain is the chain of registry operations (register, disable,
+// enable).
+const identitiesChain = "identities"
+
+// auditHead is a chain's head: the last entry's sequence and hash.
+type auditHead struct {
+	Seq  uint64 `msgpack:"seq"`
+	Hash []byte `msgpack:"hash"`
+}
+
+// auditTarget is the part of any mutation body that names who was acted on.
+type auditTarget struct {
+	Endpoint string `msgpack:"endpoint"`
+	Member   struct {
+		Endpoint string `msgpack:"endpoint"`
+	} `msgpack:"member"`
+}
+
+// auditWrites plans m's audit entry: the entry and the head move, to be
+// committed in m's batch. The chain follows from the reply: a room for the
+// room operations, an identity for the registry ones.
+func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]store.Write, error) {
+	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub}
+	if c.signer != nil {
+		e.Actor, e.ActorKey = c.signer.Endpoint, c.signer.SignKey
+	}
+	var t auditTarget
+	if c.env != nil {
+		// The operation already decoded the body strictly; this lenient
+		// pass only picks the target's name out of it.
+		_ = msgpack.Unmarshal(c.env.Body, &t)
+	}
+	e.Target = t.Endpoint
+	if e.Target == "" {
+		e.Target = t.Member.Endpoint
+	}
+	switch r := m.reply.(type) {
+	case *api.Room:
+		e.Chain, e.Room, e.Epoch = roomChain(r.ID), r.ID, r.Epoch
+	case *api.Identity:
+		e.Chain, e.Target = identitiesChain, r.Endpoint
+	default:
+		return nil, s.internal(c, "audit", fmt.Errorf("no audit chain for a %T reply", m.reply))
+	}
+	var head auditHead
+	headRev, _, err := s.get(ctx, c, keyAuditHead(e.Chain), &head)
+	if err != nil {
+		return nil, err
+	}
+	e.Seq = head.Seq + 1
+	e.Prev = head.Hash
+	if e.Prev == nil {
+		e.Prev = make([]byte, 32)
+	}
+	h := e.Hash()
+	if e.Sig, err = s.key.Sign(h[:]); err != nil {
+		return nil, s.internal(c, "sign audit entry", err)
+	}
+	return []store.Write{
+		put(keyAuditEntry(e.Chain, e.Seq), 0, &e),
+		put(keyAuditHead(e.Chain), headRev, &auditHead{Seq: e.Seq, Hash: h[:]}),
+	}, nil
+}
+
+// roomAudit serves a page of a room's audit entries to its members only
+// (H3), in chain order. Entries are returned as stored; the client checks
+// the chain and the signatures itself.
+func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
+	var req api.AuditRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	if _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
+		return nil, err
+	}
+	limit, err := api.PageLimit(req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	prefix := prefixAudit(roomChain(req.Room))
+	keys, err := s.store.Keys(ctx, prefix)
+	if err != nil {
+		return nil, s.storeErr(c, "list audit", err)
+	}
+	var seqs []uint64
+	for _, k := range keys {
+		n, err := strconv.ParseUint(strings.TrimPrefix(k, prefix), 10, 64)
+		if err == nil && n > req.After {
+			seqs = append(seqs, n)
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	out := &api.AuditPage{Entries: make([]api.AuditEntry, 0, min(len(seqs), limit))}
+	if len(seqs) > limit {
+		seqs, out.Next = seqs[:limit], seqs[limit-1]
+	}
+	for _, n := range seqs {
+		var e api.AuditEntry
+		ent, err := s.store.Get(ctx, keyAuditEntry(roomChain(req.Room), n))
+		if err != nil {
+			return nil, s.storeErr(c, "get audit", err)
+		}
+		if !ent.Exists() {
+			continue
+		}
+		// A stored entry that no longer decodes is handed on as an empty
+		// entry with its sequence: the reader's chain check then reports
+		// the break instead of the service hiding it.
+		if err := msgpack.Unmarshal(ent.Value, &e); err != nil {
+			e = api.AuditEntry{Seq: n}
+		}
+		out.Entries = append(out.Entries, e)
+	}
+	return out, nil
+}

@@ -1,0 +1,125 @@
+package service_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/service"
+)
+
+// TestIdentityCacheRevocation disables and re-enables an identity that keeps
+// sending requests: no request that starts later than IdentityMaxStale after
+// the change was acknowledged may see the old state.
+func TestIdentityCacheRevocation(t *testing.T) {
+	const maxStale = time.Second
+	e := newEnv(t, service.Config{IdentityMaxStale: maxStale, Workers: 2, RateLimit: -1})
+	id := e.register(t, "revoked")
+	c := client.New(natstest.Connect(t, e.s), id, client.WithRetries(0))
+	warm := time.Now().Add(3 * maxStale)
+	for time.Now().Before(warm) { // the cache is loaded and fresh
+		if _, err := c.Whoami(ctxT(t)); err != nil {
+			t.Fatalf("whoami while enabled: %v", err)
+		}
+	}
+	for _, step := range []struct {
+		name    string
+		change  func() error
+		refused bool
+	}{
+		{"disable", func() error { _, err := e.admin.Disable(ctxT(t), "revoked"); return err }, true},
+		{"enable", func() error { _, err := e.admin.Enable(ctxT(t), "revoked"); return err }, false},
+	} {
+		if err := step.change(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		ack := time.Now()
+		var took time.Duration
+		for {
+			start := time.Now()
+			_, err := c.Whoami(ctxT(t))
+			if err != nil && !errors.Is(err, client.ErrForbidden) {
+				t.Fatalf("%s: whoami: %v", step.name, err)
+			}
+			if (err != nil) == step.refused {
+				took = start.Sub(ack)
+				break
+			}
+			if start.Sub(ack) > maxStale {
+				t.Fatalf("%s: old state still served %s after the change was acknowledged (bound %s)", step.name, start.Sub(ack), maxStale)
+			}
+		}
+		// Once the new state shows, it stays.
+		for i := 0; i < 20; i++ {
+			if _, err := c.Whoami(ctxT(t)); (err != nil) != step.refused {
+				t.Fatalf("%s: state flapped back: %v", step.name, err)
+			}
+		}
+		t.Logf("%s took effect %s after its acknowledgement", step.name, took)
+	}
+}
+
+// TestIdentityCacheKeyRotation replaces an identity's signing key: the old
+// key is refused, the new one accepted, within the bound.
+func TestIdentityCacheKeyRotation(t *testing.T) {
+	const maxStale = time.Second
+	e := newEnv(t, service.Config{IdentityMaxStale: maxStale, RateLimit: -1})
+	old := e.register(t, "rotating")
+	oc := client.New(natstest.Connect(t, e.s), old, client.WithRetries(0))
+	if _, err := oc.Whoami(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * maxStale)
+	if _, err := oc.Whoami(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := client.NewIdentity("rotating")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := fresh.Public()
+	if _, err := e.admin.Register(ctxT(t), pub, false); err != nil {
+		t.Fatal(err)
+	}
+	ack := time.Now()
+	nc := client.New(natstest.Connect(t, e.s), fresh, client.WithRetries(0))
+	for {
+		start := time.Now()
+		_, err := oc.Whoami(ctxT(t))
+		if errors.Is(err, client.ErrUnauthenticated) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("old key: %v", err)
+		}
+		if start.Sub(ack) > maxStale {
+			t.Fatalf("old signing key still accepted %s after the rotation", start.Sub(ack))
+		}
+	}
+	if _, err := nc.Whoami(ctxT(t)); err != nil {
+		t.Fatalf("new key refused: %v", err)
+	}
+}
+
+// TestCachesDisabled runs the read paths with both caches off.
+func TestCachesDisabled(t *testing.T) {
+	e := newEnv(t, service.Config{IdentityMaxStale: -1, KeyCacheBytes: -1, RateLimit: -1})
+	id := e.register(t, "nocache")
+	c := client.New(natstest.Connect(t, e.s), id, client.WithRetries(0))
+	if _, key, err := c.CreateRoom(ctxT(t), "nocache-room", "chat.nocache", nil); err != nil {
+		t.Fatal(err)
+	} else {
+		got, _, err := c.Key(ctxT(t), "nocache-room", 0)
+		if err != nil || string(got) != string(key) {
+			t.Fatalf("key = %x, %v; want %x", got, err, key)
+		}
+	}
+	if _, err := e.admin.Disable(ctxT(t), "nocache"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Whoami(ctxT(t)); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("whoami right after disable without a cache: %v, want forbidden", err)
+	}
+}

@@ -1,0 +1,81 @@
+package service
+
+import (
+	"encoding/base64"
+	"fmt"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// checkServiceKey requires a private nkeys server key (N…). A dedicated key
+// type keeps the service key from ever being confused with an identity's
+// user key (U…): a reply signature can never pass as a request signature,
+// and the domain labels separate them a second time.
+func checkServiceKey(kp nkeys.KeyPair) error {
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return fmt.Errorf("service key: %w", err)
+	}
+	if !nkeys.IsValidPublicServerKey(pub) {
+		return fmt.Errorf("service key must be an nkeys server key (N…)")
+	}
+	if _, err := kp.Seed(); err != nil {
+		return fmt.Errorf("service key must hold its seed: %w", err)
+	}
+	return nil
+}
+
+// PublicKey is the service's public key (N…), which clients pin with
+// client.WithServiceKey and which verifies reply and audit signatures.
+func (s *Service) PublicKey() string { return s.pub }
+
+// replyHeaders signs a reply and returns its signature headers merged into
+// hdr. Every reply is signed, errors included, so a client that pins the
+// key accepts nothing a rogue responder on the same subjects says.
+func (s *Service) replyHeaders(c *call, code int, reason string, body []byte, hdr micro.Headers) micro.Headers {
+	var nonce []byte
+	if c.env != nil {
+		nonce = c.env.Nonce
+	}
+	sig, err := s.key.Sign(api.ReplyCanonical(nonce, code, reason, body))
+	if err != nil {
+		// Sending it unsigned is safe (clients that pin the key refuse
+		// it) and keeps the service answering; the log says why.
+		s.cfg.Logger.Error("sign reply", "op", c.op, "error", err)
+		return hdr
+	}
+	if hdr == nil {
+		hdr = micro.Headers{}
+	}
+	hdr[subjects.HeaderServiceKey] = []string{s.pub}
+	hdr[subjects.HeaderReplySig] = []string{base64.RawURLEncoding.EncodeToString(sig)}
+	return hdr
+}
+
+// initDefences sets up the service key, the replay cache and the rate
+// limiter from the validated configuration.
+func (s *Service) initDefences() error {
+	s.key = s.cfg.ServiceKey
+	if s.key == nil {
+		kp, err := nkeys.CreateServer()
+		if err != nil {
+			return fmt.Errorf("generate service key: %w", err)
+		}
+		s.key = kp
+		s.cfg.Logger.Warn("no service key configured: generated an ephemeral one; clients cannot pin it across restarts")
+	}
+	pub, err := s.key.PublicKey()
+	if err != nil {
+		return fmt.Errorf("service key: %w", err)
+	}
+	s.pub = pub
+	s.replays = newReplayCache(s.cfg.NonceTTL(), s.cfg.ReplayCache)
+	if s.cfg.RateLimit > 0 {
+		s.limiter = newRateLimiter(s.cfg.RateLimit, s.cfg.RateBurst)
+	}
+	return nil
+}
