@@ -105,30 +105,48 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 	if mutate != nil {
 		return s.runMutation(ctx, c, mutate)
 	}
-	if c.signer != nil {
-		// Reads claim their nonce with one Create: first sight wins
-		// cluster-wide; any store error fails closed.
-		rec, _ := msgpack.Marshal(nonceRecord{})
-		start := time.Now()
-		err := s.store.Create(ctx, c.nonce, rec, s.cfg.NonceTTL())
-		st := s.stats.of(c.op)
-		st.storeLatency(time.Since(start))
-		if err != nil {
-			if errors.Is(err, store.ErrExists) {
-				s.rememberClaim(c, nil, false)
-				c.reject = reasonReplay
-				return nil, api.E(api.KindReplay, "nonce already used")
-			}
-			return nil, s.storeErr(c, "claim nonce", err)
-		}
-		st.add(func(e *endpointStats) { e.nonceClaims++ })
-		s.rememberClaim(c, nil, false)
+	if c.signer == nil {
+		return encodeRead(read(ctx, c))
 	}
+	// The nonce claim and the read run at once: the read has no side
+	// effects and its result is only sent if the claim won, so this
+	// changes what a request costs in latency (one store round trip
+	// instead of three), not what is accepted.
+	claimed := make(chan error, 1)
+	go func() { claimed <- s.claimReadNonce(ctx, c) }()
 	out, err := read(ctx, c)
+	if cerr := <-claimed; cerr != nil {
+		return nil, cerr
+	}
+	return encodeRead(out, err)
+}
+
+func encodeRead(out any, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
 	return msgpack.Marshal(out)
+}
+
+// claimReadNonce claims a read's nonce with one Create: first sight wins
+// cluster-wide; any store error fails closed.
+func (s *Service) claimReadNonce(ctx context.Context, c *call) error {
+	rec, _ := msgpack.Marshal(nonceRecord{})
+	start := time.Now()
+	err := s.store.Create(ctx, c.nonce, rec, s.cfg.NonceTTL())
+	st := s.stats.of(c.op)
+	st.storeLatency(time.Since(start))
+	if err != nil {
+		if errors.Is(err, store.ErrExists) {
+			s.rememberClaim(c, nil, false)
+			c.reject = reasonReplay
+			return api.E(api.KindReplay, "nonce already used")
+		}
+		return s.storeErr(c, "claim nonce", err)
+	}
+	st.add(func(e *endpointStats) { e.nonceClaims++ })
+	s.rememberClaim(c, nil, false)
+	return nil
 }
 
 // authenticate runs steps 1–5 and prepares step 6 (the nonce key).

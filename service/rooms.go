@@ -48,11 +48,25 @@ func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := api.ValidateID("room", roomID); err != nil {
+		return nil, nil, err
+	}
+	// Both records are read at once; the room's answer (404) comes first.
+	type memberResult struct {
+		m   *memberRecord
+		err error
+	}
+	mc := make(chan memberResult, 1)
+	go func() {
+		m, _, err := s.member(ctx, c, roomID, me.Endpoint)
+		mc <- memberResult{m, err}
+	}()
 	r, _, err := s.room(ctx, c, roomID)
+	mr := <-mc
 	if err != nil {
 		return nil, nil, err
 	}
-	m, _, err := s.member(ctx, c, roomID, me.Endpoint)
+	m, err := mr.m, mr.err
 	if err != nil {
 		return nil, nil, err
 	}
