@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
@@ -71,15 +72,44 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	send(natstest.Signed(t, carolKP, subjects.OpRoomGet, get("r"))) // disabled
+	daveKP := keyPair(t)
+	davePub, _ := daveKP.PublicKey()
+	if _, err := admin.Register(ctx, api.PublicKeys{Endpoint: "dave", SignKey: davePub, XKey: xpub}, false); err != nil {
+		t.Fatal(err)
+	}
+	natstest.RequestOp(t, nc, subjects.OpIdentityList, natstest.Signed(t, daveKP, subjects.OpIdentityList, natstest.Body(t, api.PageRequest{}))) // forbidden
 
-	out, errOut, err := natstest.RunNats(t, s, nil, "micro", "stats", subjects.ServiceName, "--json")
-	if err != nil {
-		t.Fatalf("nats micro stats: %v\n%s", err, errOut)
+	// A room with a removed member owes a rekey; the rekey endpoint's
+	// stats count it (refreshed in the background, so poll).
+	if _, _, err := admin.CreateRoom(ctx, "r1", "chat.r1", []string{"dave"}); err != nil {
+		t.Fatal(err)
 	}
-	var stats []micro.Stats
-	if err := json.Unmarshal([]byte(out), &stats); err != nil {
-		t.Fatalf("decode stats: %v\n%s", err, out)
+	if _, err := admin.RemoveMember(ctx, "r1", "dave"); err != nil {
+		t.Fatal(err)
 	}
+	owed := -1
+	for deadline := time.Now().Add(20 * time.Second); owed != 1 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		for _, inst := range readStats(t, s) {
+			for _, ep := range inst.Endpoints {
+				var d struct {
+					Owed *int `json:"rooms_owing_rekey"`
+				}
+				if ep.Name == subjects.OpRoomRekey.EndpointName() && json.Unmarshal(ep.Data, &d) == nil && d.Owed != nil {
+					owed = *d.Owed
+				}
+			}
+		}
+	}
+	if owed != 1 {
+		t.Fatalf("rooms_owing_rekey = %d, want 1", owed)
+	}
+
+	if err := s.ShutdownJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	natstest.RequestOp(t, nc, subjects.OpIdentityList, natstest.Signed(t, daveKP, subjects.OpIdentityList, natstest.Body(t, api.PageRequest{}))) // unavailable
+
+	stats := readStats(t, s)
 	if len(stats) != 2 {
 		t.Fatalf("micro stats lists %d instances, want 2", len(stats))
 	}
@@ -101,7 +131,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 		}
 	}
 	for _, reason := range []string{"unsigned", "malformed", "too_large", "stale", "bad_body_hash",
-		"bad_signature", "unknown_signer", "replay", "disabled", "not_found"} {
+		"bad_signature", "unknown_signer", "replay", "disabled", "not_found", "forbidden", "unavailable"} {
 		if got[reason] != 1 {
 			t.Errorf("rejections[%s] = %d, want 1 (all: %v)", reason, got[reason], got)
 		}
@@ -110,7 +140,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 		t.Errorf("rejections[rate_limited] = %d, want at least 1", got["rate_limited"])
 	}
 
-	out, errOut, err = natstest.RunNats(t, s, nil, "micro", "ping", subjects.ServiceName)
+	out, errOut, err := natstest.RunNats(t, s, nil, "micro", "ping", subjects.ServiceName)
 	if err != nil {
 		t.Fatalf("nats micro ping: %v\n%s", err, errOut)
 	}
@@ -127,6 +157,20 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 	if answered != 2 {
 		t.Fatalf("nats micro ping answered for %d of 2 instances:\n%s", answered, out)
 	}
+}
+
+// readStats runs `nats micro stats membership --json`.
+func readStats(t *testing.T, s *server.Server) []micro.Stats {
+	t.Helper()
+	out, errOut, err := natstest.RunNats(t, s, nil, "micro", "stats", subjects.ServiceName, "--json")
+	if err != nil {
+		t.Fatalf("nats micro stats: %v\n%s", err, errOut)
+	}
+	var stats []micro.Stats
+	if err := json.Unmarshal([]byte(out), &stats); err != nil {
+		t.Fatalf("decode stats: %v\n%s", err, out)
+	}
+	return stats
 }
 
 func keyPair(t *testing.T) nkeys.KeyPair {

@@ -106,6 +106,8 @@ type stats struct {
 	owedMu    sync.Mutex
 	owed      int
 	owedAt    time.Time
+	owedKnown bool // a count has completed
+	owedBusy  bool // a count is running
 	countOwed func(context.Context) (int, error)
 }
 
@@ -131,21 +133,32 @@ func (s *stats) handler(ep *micro.Endpoint) any {
 	}
 	d := e.snapshot()
 	if ep.Name == subjects.OpRoomRekey.EndpointName() {
-		n := s.roomsOwingRekey()
-		d.RoomsOwingRekey = &n
+		if n, ok := s.roomsOwingRekey(); ok {
+			d.RoomsOwingRekey = &n
+		}
 	}
 	return d
 }
 
-func (s *stats) roomsOwingRekey() int {
+// roomsOwingRekey returns the last count, and starts a refresh in the
+// background when it is older than owedRefresh: the stats handler must
+// answer at once even when the store is slow or down.
+func (s *stats) roomsOwingRekey() (int, bool) {
 	s.owedMu.Lock()
 	defer s.owedMu.Unlock()
-	if time.Since(s.owedAt) > owedRefresh {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if n, err := s.countOwed(ctx); err == nil {
-			s.owed, s.owedAt = n, time.Now()
-		}
+	if time.Since(s.owedAt) > owedRefresh && !s.owedBusy {
+		s.owedBusy = true
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := s.countOwed(ctx)
+			s.owedMu.Lock()
+			defer s.owedMu.Unlock()
+			s.owedBusy = false
+			if err == nil {
+				s.owed, s.owedAt, s.owedKnown = n, time.Now(), true
+			}
+		}()
 	}
-	return s.owed
+	return s.owed, s.owedKnown
 }
