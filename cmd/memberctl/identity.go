@@ -302,6 +302,30 @@ func checkLimit(c *command, limit int) error {
 }
 
 func identityList(ctx context.Context, a *app, c *command, args []string) error {
+	return pageCommand(ctx, a, c, args, subjects.OpIdentityList, func(cl *client.Client, after string, limit int) (any, func(io.Writer), error) {
+		p, err := cl.Identities(ctx, after, limit)
+		if err != nil {
+			return nil, nil, err
+		}
+		v := identityPageJSON{Identities: make([]identityJSON, 0, len(p.Identities)), Next: p.Next}
+		for i := range p.Identities {
+			v.Identities = append(v.Identities, toIdentity(&p.Identities[i]))
+		}
+		return v, func(w io.Writer) {
+			rows := [][]string{{"ENDPOINT", "ADMIN", "DISABLED", "SIGN-KEY", "XKEY"}}
+			for _, id := range v.Identities {
+				rows = append(rows, []string{id.Endpoint, yesNo(id.Admin), yesNo(id.Disabled), id.SignKey, id.XKey})
+			}
+			table(w, rows)
+			nextText(w, v.Next)
+		}, nil
+	})
+}
+
+// pageCommand runs a command that lists one page: [--after A] [--limit N],
+// no positional arguments.
+func pageCommand(ctx context.Context, a *app, c *command, args []string, op subjects.Op,
+	fetch func(cl *client.Client, after string, limit int) (any, func(io.Writer), error)) error {
 	fset := newFlagSet(c.name)
 	a.g.register(fset)
 	var after string
@@ -317,20 +341,9 @@ func identityList(ctx context.Context, a *app, c *command, args []string) error 
 	if err != nil {
 		return err
 	}
-	p, err := cl.Identities(ctx, after, limit)
+	v, text, err := fetch(cl, after, limit)
 	if err != nil {
-		return opErr(subjects.OpIdentityList, err)
+		return opErr(op, err)
 	}
-	v := identityPageJSON{Identities: make([]identityJSON, 0, len(p.Identities)), Next: p.Next}
-	for i := range p.Identities {
-		v.Identities = append(v.Identities, toIdentity(&p.Identities[i]))
-	}
-	return a.output(v, func(w io.Writer) {
-		rows := [][]string{{"ENDPOINT", "ADMIN", "DISABLED", "SIGN-KEY", "XKEY"}}
-		for _, id := range v.Identities {
-			rows = append(rows, []string{id.Endpoint, yesNo(id.Admin), yesNo(id.Disabled), id.SignKey, id.XKey})
-		}
-		table(w, rows)
-		nextText(w, v.Next)
-	})
+	return a.output(v, text)
 }

@@ -216,35 +216,22 @@ func roomRemove(ctx context.Context, a *app, c *command, args []string) error {
 }
 
 func roomMine(ctx context.Context, a *app, c *command, args []string) error {
-	fset := newFlagSet(c.name)
-	a.g.register(fset)
-	var after string
-	var limit int
-	pageFlags(fset, &after, &limit)
-	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
-		return err
-	}
-	if err := checkLimit(c, limit); err != nil {
-		return err
-	}
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	p, err := cl.MyRooms(ctx, after, limit)
-	if err != nil {
-		return opErr(subjects.OpRoomMine, err)
-	}
-	v := roomPageJSON{Rooms: make([]roomJSON, 0, len(p.Rooms)), Next: p.Next}
-	for i := range p.Rooms {
-		v.Rooms = append(v.Rooms, toRoom(&p.Rooms[i]))
-	}
-	return a.output(v, func(w io.Writer) {
-		rows := [][]string{{"ROOM", "SUBJECT", "OWNER", "EPOCH", "MEMBERS", "REKEY-OWED"}}
-		for _, r := range v.Rooms {
-			rows = append(rows, []string{r.ID, r.Subject, r.Owner, strconv.FormatUint(r.Epoch, 10), strconv.Itoa(r.Members), yesNo(r.RekeyOwed)})
+	return pageCommand(ctx, a, c, args, subjects.OpRoomMine, func(cl *client.Client, after string, limit int) (any, func(io.Writer), error) {
+		p, err := cl.MyRooms(ctx, after, limit)
+		if err != nil {
+			return nil, nil, err
 		}
-		table(w, rows)
-		nextText(w, v.Next)
+		v := roomPageJSON{Rooms: make([]roomJSON, 0, len(p.Rooms)), Next: p.Next}
+		for i := range p.Rooms {
+			v.Rooms = append(v.Rooms, toRoom(&p.Rooms[i]))
+		}
+		return v, func(w io.Writer) {
+			rows := [][]string{{"ROOM", "SUBJECT", "OWNER", "EPOCH", "MEMBERS", "REKEY-OWED"}}
+			for _, r := range v.Rooms {
+				rows = append(rows, []string{r.ID, r.Subject, r.Owner, strconv.FormatUint(r.Epoch, 10), strconv.Itoa(r.Members), yesNo(r.RekeyOwed)})
+			}
+			table(w, rows)
+			nextText(w, v.Next)
+		}, nil
 	})
 }
