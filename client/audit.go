@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
@@ -46,7 +47,7 @@ func (c *Client) Audit(ctx context.Context, room string) ([]api.AuditEntry, erro
 // room's chain, each linked to the hash of the one before, each signed by
 // the service. It names the first entry that fails.
 func VerifyAudit(servicePub, room string, entries []api.AuditEntry) error {
-	if !nkeys.IsValidPublicServerKey(servicePub) {
+	if !envelope.IsServerKey(servicePub) {
 		return fmt.Errorf("%w: %q is not an nkeys server public key", ErrAuditChain, servicePub)
 	}
 	kp, err := nkeys.FromPublicKey(servicePub)

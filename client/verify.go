@@ -30,7 +30,7 @@ var ErrReplySignature = errors.New("client: reply not signed by the pinned servi
 func WithServiceKey(pub string) Option {
 	return func(c *Client) {
 		kp, err := nkeys.FromPublicKey(pub)
-		if err != nil || !nkeys.IsValidPublicServerKey(pub) {
+		if err != nil || !envelope.IsServerKey(pub) {
 			c.serviceKey = invalidKey{}
 			return
 		}

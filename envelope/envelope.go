@@ -191,7 +191,7 @@ func Decode(b []byte) (*Envelope, error) {
 // accepts any key type, and an account, server or curve key must never sign
 // a request.
 func checkSigner(signer string) error {
-	if !nkeys.IsValidPublicUserKey(signer) {
+	if !IsUserKey(signer) {
 		return fmt.Errorf("%w: signer must be an nkeys user public key (U…)", ErrField)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -33,7 +34,44 @@ func Unmarshal(b []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	// msgpack also fills a string field from a bin, which Check cannot
+	// hold to UTF-8: every decoded string must be text.
+	if !utf8Strings(reflect.ValueOf(v)) {
+		return malformed("a string field holds bytes that are not UTF-8")
+	}
 	return nil
+}
+
+// utf8Strings reports whether every string reachable from v is valid UTF-8.
+func utf8Strings(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.String:
+		return utf8.ValidString(v.String())
+	case reflect.Pointer, reflect.Interface:
+		return v.IsNil() || utf8Strings(v.Elem())
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() && !utf8Strings(v.Field(i)) {
+				return false
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return true // bytes, not text
+		}
+		for i := range v.Len() {
+			if !utf8Strings(v.Index(i)) {
+				return false
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if !utf8Strings(it.Key()) || !utf8Strings(it.Value()) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Check scans b as exactly one msgpack value without allocating for it. It

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
+	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
@@ -20,7 +21,7 @@ func checkServiceKey(kp nkeys.KeyPair) error {
 	if err != nil {
 		return fmt.Errorf("service key: %w", err)
 	}
-	if !nkeys.IsValidPublicServerKey(pub) {
+	if !envelope.IsServerKey(pub) {
 		return fmt.Errorf("service key must be an nkeys server key (N…)")
 	}
 	if _, err := kp.Seed(); err != nil {

@@ -13,9 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nats-io/nkeys"
-
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
@@ -217,10 +216,10 @@ func identityRegister(ctx context.Context, a *app, c *command, args []string) er
 		}
 	case *endpoint != "" && *signKey != "" && *xkey != "":
 		pub = api.PublicKeys{Endpoint: *endpoint, SignKey: *signKey, XKey: *xkey}
-		if !nkeys.IsValidPublicUserKey(pub.SignKey) {
+		if !envelope.IsUserKey(pub.SignKey) {
 			return usagef("identity register: --sign-key must be an nkeys user public key (U…), not a seed or another key type")
 		}
-		if !nkeys.IsValidPublicCurveKey(pub.XKey) {
+		if !envelope.IsCurveKey(pub.XKey) {
 			return usagef("identity register: --xkey must be an nkeys curve public key (X…), not a seed or another key type")
 		}
 	default:

@@ -3,7 +3,7 @@ package api
 import (
 	"regexp"
 
-	"github.com/nats-io/nkeys"
+	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -35,7 +35,7 @@ func ValidateID(what, id string) error {
 
 // ValidateSigningKey checks an nkeys user public key (U…).
 func ValidateSigningKey(k string) error {
-	if !nkeys.IsValidPublicUserKey(k) {
+	if !envelope.IsUserKey(k) {
 		return E(KindInvalid, "sign_key must be an nkeys user public key (U…)")
 	}
 	return nil
@@ -43,7 +43,7 @@ func ValidateSigningKey(k string) error {
 
 // ValidateXKey checks an nkeys curve public key (X…).
 func ValidateXKey(what, k string) error {
-	if !nkeys.IsValidPublicCurveKey(k) {
+	if !envelope.IsCurveKey(k) {
 		return E(KindInvalid, "%s must be an nkeys curve public key (X…)", what)
 	}
 	return nil
