@@ -240,6 +240,16 @@ func identityRegister(ctx context.Context, a *app, c *command, args []string) er
 // endpointCommand runs disable or enable.
 func endpointCommand(ctx context.Context, a *app, c *command, args []string, op subjects.Op,
 	call func(*client.Client, context.Context, string) (*api.Identity, error)) error {
+	return oneArgCommand(ctx, a, c, args, op, call, func(id *api.Identity) error {
+		v := toIdentity(id)
+		return a.output(v, func(w io.Writer) { identityText(w, v) })
+	})
+}
+
+// oneArgCommand runs a command that takes exactly one argument (an
+// endpoint or a room), makes one client call with it and shows the result.
+func oneArgCommand[T any](ctx context.Context, a *app, c *command, args []string, op subjects.Op,
+	call func(*client.Client, context.Context, string) (T, error), show func(T) error) error {
 	fset := newFlagSet(c.name)
 	a.g.register(fset)
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
@@ -250,12 +260,11 @@ func endpointCommand(ctx context.Context, a *app, c *command, args []string, op 
 	if err != nil {
 		return err
 	}
-	id, err := call(cl, ctx, pos[0])
+	v, err := call(cl, ctx, pos[0])
 	if err != nil {
 		return opErr(op, err)
 	}
-	v := toIdentity(id)
-	return a.output(v, func(w io.Writer) { identityText(w, v) })
+	return show(v)
 }
 
 func identityDisable(ctx context.Context, a *app, c *command, args []string) error {

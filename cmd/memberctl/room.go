@@ -40,21 +40,7 @@ func roomCreate(ctx context.Context, a *app, c *command, args []string) error {
 // roomCommand runs a command that takes one room and answers a room.
 func roomCommand(ctx context.Context, a *app, c *command, args []string, op subjects.Op,
 	call func(*client.Client, context.Context, string) (*api.Room, error)) error {
-	fset := newFlagSet(c.name)
-	a.g.register(fset)
-	pos, err := a.parseArgs(fset, c, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	r, err := call(cl, ctx, pos[0])
-	if err != nil {
-		return opErr(op, err)
-	}
-	return a.roomOutput(r)
+	return oneArgCommand(ctx, a, c, args, op, call, a.roomOutput)
 }
 
 func (a *app) roomOutput(r *api.Room) error {
