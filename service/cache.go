@@ -4,13 +4,11 @@ import (
 	"container/list"
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/vmihailenco/msgpack/v5"
@@ -249,28 +247,19 @@ func (oc *objectCache) put(name string, data []byte) {
 }
 
 // startCaches starts the caches the configuration asks for.
-func (s *Service) startCaches(nc *nats.Conn) error {
+// The identity cache watches the store's own bucket, so it can never watch
+// another one than the service reads.
+func (s *Service) startCaches() {
 	if s.cfg.KeyCacheBytes > 0 {
 		s.keys = newObjectCache(s.cfg.KeyCacheBytes)
 	}
 	if s.cfg.IdentityMaxStale < 0 {
-		return nil
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	octx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	kv, err := js.KeyValue(octx, s.cfg.Bucket)
-	if err != nil {
-		return fmt.Errorf("identity cache: bucket %s: %w", s.cfg.Bucket, err)
+		return
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.ids = newIdentityCache(s.cfg.IdentityMaxStale)
 	s.stopCache = stop
-	go s.ids.run(ctx, kv, s.cfg.Logger.Warn)
-	return nil
+	go s.ids.run(ctx, s.store.KV(), s.cfg.Logger.Warn)
 }
 
 func (s *Service) stopCaches() {

@@ -63,9 +63,6 @@ type Config struct {
 	// Workers is how many micro instances the replica registers, each
 	// running one request per endpoint at a time (workers.go); default 1.
 	Workers int
-	// Bucket names the store's KV bucket, watched by the identity cache;
-	// default subjects.DefaultBucket. It must be the bucket the store uses.
-	Bucket string
 	// IdentityMaxStale bounds how old the identity cache may be when it
 	// answers: a disable or key change takes effect within it (cache.go).
 	// Default 2s; negative disables the cache (every request reads the store).
@@ -118,9 +115,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers == 0 {
 		c.Workers = 1
-	}
-	if c.Bucket == "" {
-		c.Bucket = subjects.DefaultBucket
 	}
 	if c.IdentityMaxStale == 0 {
 		c.IdentityMaxStale = DefaultIdentityMaxStale

@@ -91,9 +91,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 	for k, v := range cfg.Metadata {
 		meta[k] = v
 	}
-	if err := s.startCaches(nc); err != nil {
-		return nil, err
-	}
+	s.startCaches()
 	if err := s.addInstances(nc, meta); err != nil {
 		s.stopCaches()
 		return nil, err

@@ -121,6 +121,9 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 	return nil
 }
 
+// KV is the state bucket, for watchers (the service's identity cache).
+func (s *Store) KV() jetstream.KeyValue { return s.kv }
+
 // Entry is a key's current value and the revision to compare against. A
 // missing or deleted key has a nil Value; Rev is then the sequence of its
 // delete marker, or 0 if it never existed.

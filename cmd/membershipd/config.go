@@ -188,7 +188,6 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		return nil, err
 	}
 	c.Service.Auth = mode
-	c.Service.Bucket = c.Bucket // the identity cache watches the store's bucket
 	if c.Service.RateLimit == 0 {
 		c.Service.RateLimit = -1 // the flag's 0 means off; the library's 0 means its default
 	}
