@@ -77,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("open buckets: %w", err)
 	}
 	if cfg.BootstrapAdmin != "" {
-		if err := retryUnavailable(octx, log, "bootstrap admin", func() error { return bootstrapAdmin(octx, st, cfg, log) }); err != nil {
+		if err := retry(octx, log, "bootstrap admin", unavailable, func() error { return bootstrapAdmin(octx, st, cfg, log) }); err != nil {
 			return fmt.Errorf("bootstrap admin: %w", err)
 		}
 	}
@@ -122,38 +122,38 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // openStore opens the buckets, waiting while JetStream is not ready yet (a
-// cluster that is still electing its meta leader).
+// cluster that is still electing its meta leader). A bucket with other
+// settings is final.
 func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *slog.Logger) (*store.Store, error) {
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	var st *store.Store
+	err := retry(ctx, log, "open buckets", func(err error) bool { return !errors.Is(err, store.ErrBucketConfig) }, func() error {
 		octx, cancel := context.WithTimeout(ctx, 4*time.Second)
-		st, err := store.Open(octx, js, store.Config{
+		defer cancel()
+		var err error
+		st, err = store.Open(octx, js, store.Config{
 			Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
 			MaxTTL: 2 * cfg.Service.Skew,
 		})
-		cancel()
-		if err == nil || errors.Is(err, store.ErrBucketConfig) {
-			return st, err
-		}
-		log.Info("JetStream not ready, retrying", "error", err, "in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(wait):
-		}
-	}
+		return err
+	})
+	return st, err
 }
 
-// retryUnavailable runs f again while it fails because JetStream is not
-// available yet (a cluster node that rejoins before its peers have elected
-// leaders), until ctx ends.
-func retryUnavailable(ctx context.Context, log *slog.Logger, what string, f func() error) error {
+// unavailable reports errors that mean JetStream is not available yet (a
+// cluster node that rejoins before its peers have elected leaders).
+func unavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// retry runs f again, with a growing pause, while it fails with an error
+// that again says is worth another try, until ctx ends.
+func retry(ctx context.Context, log *slog.Logger, what string, again func(error) bool, f func() error) error {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		err := f()
-		var apiErr *jetstream.APIError
-		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-			(errors.As(err, &apiErr) && apiErr.Code == 503)
-		if err == nil || !transient {
+		if err == nil || !again(err) {
 			return err
 		}
 		log.Info("JetStream not ready, retrying", "step", what, "error", err, "in", wait)
