@@ -31,12 +31,14 @@ var (
 	ErrUnavailable     = api.ErrUnavailable
 	ErrInternal        = api.ErrInternal
 	ErrRateLimited     = api.ErrRateLimited
+	ErrNonceFloor      = api.ErrNonceFloor
 )
 
 // Client calls the membership service as one identity.
 type Client struct {
 	nc      *nats.Conn
 	id      *Identity
+	signer  envelope.KeySigner // id.Sign with its Ed25519 key derived once
 	prefix  string
 	timeout time.Duration
 	retries int
@@ -46,6 +48,10 @@ type Client struct {
 
 	serviceKey nkeys.KeyPair // pinned reply signer (verify.go); nil: replies are not verified
 	badReplies atomic.Int64  // replies refused by verification (verify.go)
+
+	// floor is the service's read-nonce floor (Unix ms) last seen in a
+	// nonce_floor refusal: reads are stamped no earlier than it.
+	floor atomic.Int64
 }
 
 // Option configures a Client.
@@ -84,6 +90,12 @@ func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	if id != nil {
+		c.signer = id.Sign
+		if ks, err := envelope.NewKeySigner(id.Sign); err == nil {
+			c.signer = ks
+		}
+	}
 	return c
 }
 
@@ -115,6 +127,7 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 		}
 	}
 	wait := c.backoff
+	restamped := false
 	for attempt := 0; ; attempt++ {
 		if !mutating[op] {
 			if data, err = c.sign(subject, body); err != nil {
@@ -122,6 +135,14 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 			}
 		}
 		reply, err := c.send(ctx, subject, data)
+		if errors.Is(err, api.ErrNonceFloor) && !restamped {
+			// The service may have lost read nonces and refuses reads
+			// stamped before its floor; sign again at the floor (send
+			// learnt it), once, outside the retry budget.
+			restamped = true
+			attempt--
+			continue
+		}
 		if err == nil || errors.Is(err, api.ErrAlreadyApplied) {
 			// Already applied: the first attempt committed, reply is
 			// its original outcome.
@@ -150,7 +171,11 @@ func (c *Client) sign(subject string, body []byte) ([]byte, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	env, err := envelope.Sign(c.id.Sign, subject, time.Now(), nonce, body)
+	ts := time.Now()
+	if f := c.floor.Load(); f > ts.UnixMilli() {
+		ts = time.UnixMilli(f)
+	}
+	env, err := envelope.Sign(c.signer, subject, ts, nonce, body)
 	if err != nil {
 		return nil, err
 	}
@@ -181,14 +206,37 @@ func (c *Client) send(ctx context.Context, subject string, data []byte) ([]byte,
 	if code == "" {
 		return msg.Data, nil
 	}
-	return msg.Data, replyError(code, msg.Header.Get(subjects.HeaderError), msg.Header.Get(subjects.HeaderReason))
+	err = replyError(code, msg.Header.Get(subjects.HeaderError), msg.Header.Get(subjects.HeaderReason))
+	if errors.Is(err, api.ErrNonceFloor) {
+		c.raiseFloor(msg.Header.Get(subjects.HeaderNonceFloor))
+	}
+	return msg.Data, err
+}
+
+// maxFloorAhead bounds how far ahead of this clock a floor is believed: the
+// header is not covered by the reply signature, and the service's skew is
+// at most an hour (service.Config), so no honest floor lies further ahead.
+const maxFloorAhead = time.Hour
+
+// raiseFloor records a nonce floor from a refusal's header.
+func (c *Client) raiseFloor(h string) {
+	ms, err := strconv.ParseInt(h, 10, 64)
+	if err != nil || ms > time.Now().Add(maxFloorAhead).UnixMilli() {
+		return
+	}
+	for {
+		cur := c.floor.Load()
+		if ms <= cur || c.floor.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
 }
 
 func replyError(code, text, reason string) error {
 	kind := api.KindFromReason(reason)
 	if kind == api.KindOther {
 		n, _ := strconv.Atoi(code)
-		for k := api.KindInvalid; k <= api.KindRateLimited; k++ {
+		for k := api.KindInvalid; k <= api.KindLast; k++ {
 			if k.Code() == n {
 				kind = k
 				break

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -80,9 +81,9 @@ func appendField(b, f []byte) []byte {
 }
 
 // Sign builds an envelope for body, to be sent to subject, signed by kp (an
-// nkeys user key) at ts with the given nonce. Use [New] for a fresh nonce
-// and the current time.
-func Sign(kp nkeys.KeyPair, subject string, ts time.Time, nonce, body []byte) (*Envelope, error) {
+// nkeys user key, or a [KeySigner] from [NewKeySigner]) at ts with the given
+// nonce. Use [New] for a fresh nonce and the current time.
+func Sign(kp KeySigner, subject string, ts time.Time, nonce, body []byte) (*Envelope, error) {
 	signer, err := kp.PublicKey()
 	if err != nil {
 		return nil, err
@@ -109,7 +110,7 @@ func Sign(kp nkeys.KeyPair, subject string, ts time.Time, nonce, body []byte) (*
 }
 
 // New signs body for subject now, with a random nonce of [NonceSize] bytes.
-func New(kp nkeys.KeyPair, subject string, body []byte) (*Envelope, error) {
+func New(kp KeySigner, subject string, body []byte) (*Envelope, error) {
 	nonce := make([]byte, NonceSize)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
@@ -245,3 +246,39 @@ func (e *Envelope) Verify(subject string, now time.Time, skew time.Duration) err
 	}
 	return e.CheckSignature(subject)
 }
+
+// KeySigner is what signing needs of a key; an nkeys.KeyPair is one.
+type KeySigner interface {
+	PublicKey() (string, error)
+	Sign(input []byte) ([]byte, error)
+}
+
+// NewKeySigner returns a signer for kp's key that derives the Ed25519 private
+// key once. nkeys derives it from the seed on every Sign, a scalar
+// multiplication that costs as much as the signature itself
+// (docs/performance.md). Ed25519 signatures are deterministic, so both sign
+// alike (TestKeySignerMatchesNkeys). kp must hold its seed.
+func NewKeySigner(kp nkeys.KeyPair) (KeySigner, error) {
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	_, raw, err := nkeys.DecodeSeed(seed)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return &keySigner{pub: pub, priv: ed25519.NewKeyFromSeed(raw)}, nil
+}
+
+type keySigner struct {
+	pub  string
+	priv ed25519.PrivateKey
+}
+
+func (k *keySigner) PublicKey() (string, error) { return k.pub, nil }
+
+func (k *keySigner) Sign(input []byte) ([]byte, error) { return ed25519.Sign(k.priv, input), nil }

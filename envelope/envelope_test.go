@@ -417,3 +417,39 @@ func TestCanonicalDistinct(t *testing.T) {
 		})
 	}
 }
+
+// TestKeySignerMatchesNkeys: the signer that keeps the derived key signs
+// exactly as nkeys does, for user and server keys, and refuses a key pair
+// without a seed.
+func TestKeySignerMatchesNkeys(t *testing.T) {
+	for _, create := range []func() (nkeys.KeyPair, error){nkeys.CreateUser, nkeys.CreateServer} {
+		kp, err := create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := envelope.NewKeySigner(kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		if got, _ := ks.PublicKey(); got != pub {
+			t.Fatalf("public key %s, want %s", got, pub)
+		}
+		for _, msg := range [][]byte{nil, []byte("x"), bytes.Repeat([]byte{7}, 1000)} {
+			want, _ := kp.Sign(msg)
+			got, _ := ks.Sign(msg)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("signature of %d bytes differs from nkeys'", len(msg))
+			}
+			if err := kp.Verify(msg, got); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	pubOnly, _ := nkeys.FromPublicKey(pub)
+	if _, err := envelope.NewKeySigner(pubOnly); err == nil {
+		t.Fatal("a public-only key pair gave a signer")
+	}
+}

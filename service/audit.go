@@ -90,7 +90,7 @@ func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]stor
 		e.Prev = make([]byte, 32)
 	}
 	h := e.Hash()
-	if e.Sig, err = s.key.Sign(h[:]); err != nil {
+	if e.Sig, err = s.signer.Sign(h[:]); err != nil {
 		return nil, s.internal(c, "sign audit entry", err)
 	}
 	return []store.Write{

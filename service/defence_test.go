@@ -128,7 +128,7 @@ func TestRateLimitPerSigner(t *testing.T) {
 	for range 3 {
 		request(t, e.nc, e.subject(subjects.OpWhoami), sign(t, alice.Sign, e.subject(subjects.OpWhoami), api.Empty{}, signOpts{})).expect(t, api.KindOther)
 	}
-	nonceKeys := keyCount(t, e.st, "nonce.")
+	nonceKeys := nonceCount(t, e.st)
 	for range 5 {
 		r := request(t, e.nc, e.subject(subjects.OpWhoami), sign(t, alice.Sign, e.subject(subjects.OpWhoami), api.Empty{}, signOpts{}))
 		r.expect(t, api.KindRateLimited)
@@ -137,7 +137,7 @@ func TestRateLimitPerSigner(t *testing.T) {
 			t.Fatalf("retry hint %q", r.header.Get(subjects.HeaderRetryAfter))
 		}
 	}
-	if n := keyCount(t, e.st, "nonce."); n != nonceKeys {
+	if n := nonceCount(t, e.st); n != nonceKeys {
 		t.Fatalf("rate-limited requests claimed %d nonces", n-nonceKeys)
 	}
 	for range 3 {

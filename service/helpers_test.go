@@ -182,6 +182,17 @@ func keyCount(t *testing.T, st *store.Store, prefix string) int {
 	return len(keys)
 }
 
+// nonceCount counts the claimed nonces: mutations' keys in the state bucket
+// and reads' claims in the read-claims stream.
+func nonceCount(t *testing.T, st *store.Store) int {
+	t.Helper()
+	reads, err := st.ReadClaims(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keyCount(t, st, "nonce.") + reads
+}
+
 // replica starts another service replica in the same queue group.
 func (e *env) replica(t *testing.T) *service.Service {
 	t.Helper()

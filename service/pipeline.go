@@ -29,6 +29,7 @@ type call struct {
 	reject  string // finer rejection reason for the stats, if any
 
 	retryAfter time.Duration // on a 429: when the signer may send again (ratelimit.go)
+	floor      time.Time     // on a nonce_floor refusal: the earliest ts accepted
 	applied    []byte        // this very mutation's reply, from the replay cache
 }
 
@@ -128,12 +129,21 @@ func encodeRead(out any, err error) ([]byte, error) {
 	return msgpack.Marshal(out)
 }
 
-// claimReadNonce claims a read's nonce with one Create: first sight wins
-// cluster-wide; any store error fails closed.
+// claimReadNonce claims a read's nonce in the read-claims stream (memory,
+// no fsync; store/readclaims.go): first sight wins cluster-wide; any store
+// error fails closed. That stream may lose its claims in a crash, so a read
+// is accepted only if it is stamped at or after the floor of the claim's
+// incarnation, before which lost claims could lie (docs/security.md, "Read
+// nonces and the nonce floor"). The floor is checked before claiming too,
+// so that a refused read writes nothing.
 func (s *Service) claimReadNonce(ctx context.Context, c *call) error {
-	rec, _ := msgpack.Marshal(nonceRecord{})
+	if since, ok := s.store.ReadSince(); ok {
+		if err := s.checkFloor(c, since); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
-	err := s.store.Create(ctx, c.nonce, rec, s.cfg.NonceTTL())
+	since, err := s.store.ClaimRead(ctx, c.nonce)
 	st := s.stats.of(c.op)
 	st.storeLatency(time.Since(start))
 	if err != nil {
@@ -144,9 +154,27 @@ func (s *Service) claimReadNonce(ctx context.Context, c *call) error {
 		}
 		return s.storeErr(c, "claim nonce", err)
 	}
+	if err := s.checkFloor(c, since); err != nil {
+		return err
+	}
 	st.add(func(e *endpointStats) { e.nonceClaims++ })
 	s.rememberClaim(c, nil, false)
 	return nil
+}
+
+// checkFloor refuses a read stamped before since's floor: the start of the
+// read claims' incarnation plus the skew (none for a deployment's first).
+func (s *Service) checkFloor(c *call, since store.ReadSince) error {
+	if since.First {
+		return nil
+	}
+	floor := since.Start.Add(s.cfg.Skew)
+	if c.env.TS >= floor.UnixMilli() {
+		return nil
+	}
+	c.reject, c.floor = reasonNonceFloor, floor
+	return api.E(api.KindNonceFloor, "read stamped before the read-nonce floor (read nonces may have been lost at %s); stamp ts ≥ %d",
+		since.Start.UTC().Format(time.RFC3339), floor.UnixMilli())
 }
 
 // authenticate runs steps 1–5 and prepares step 6 (the nonce key).
@@ -377,6 +405,9 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.String()}}
 	if c.retryAfter > 0 {
 		hdr[subjects.HeaderRetryAfter] = []string{strconv.FormatInt(c.retryAfter.Milliseconds(), 10)}
+	}
+	if !c.floor.IsZero() {
+		hdr[subjects.HeaderNonceFloor] = []string{strconv.FormatInt(c.floor.UnixMilli(), 10)}
 	}
 	hdr = s.replyHeaders(c, ae.Kind.Code(), ae.Kind.String(), data, hdr)
 	if rerr := req.Error(strconv.Itoa(ae.Kind.Code()), ae.Message, data, micro.WithHeaders(hdr)); rerr != nil {

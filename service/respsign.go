@@ -42,7 +42,7 @@ func (s *Service) replyHeaders(c *call, code int, reason string, body []byte, hd
 	if c.env != nil {
 		nonce = c.env.Nonce
 	}
-	sig, err := s.key.Sign(api.ReplyCanonical(nonce, code, reason, body))
+	sig, err := s.signer.Sign(api.ReplyCanonical(nonce, code, reason, body))
 	if err != nil {
 		// Sending it unsigned is safe (clients that pin the key refuse
 		// it) and keeps the service answering; the log says why.
@@ -74,6 +74,9 @@ func (s *Service) initDefences() error {
 		return fmt.Errorf("service key: %w", err)
 	}
 	s.pub = pub
+	if s.signer, err = envelope.NewKeySigner(s.key); err != nil {
+		return fmt.Errorf("service key: %w", err)
+	}
 	s.replays = newReplayCache(s.cfg.NonceTTL(), s.cfg.ReplayCache)
 	if s.cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(s.cfg.RateLimit, s.cfg.RateBurst)

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
@@ -22,10 +23,11 @@ type Service struct {
 	micro micro.Service
 	stats *stats
 
-	key     nkeys.KeyPair // signs replies and audit entries (respsign.go)
-	pub     string        // key's public key, N…
-	replays *replayCache  // nil when disabled (replaycache.go)
-	limiter *rateLimiter  // nil when disabled (ratelimit.go)
+	key     nkeys.KeyPair      // the service key (respsign.go)
+	signer  envelope.KeySigner // key's signer: replies and audit entries
+	pub     string             // key's public key, N…
+	replays *replayCache       // nil when disabled (replaycache.go)
+	limiter *rateLimiter       // nil when disabled (ratelimit.go)
 
 	instances []micro.Service // one per worker (workers.go)
 	ids       *identityCache  // nil when disabled (cache.go)

@@ -22,6 +22,7 @@ const (
 	reasonUnknownSigner = "unknown_signer"
 	reasonDisabled      = "disabled"
 	reasonReplay        = "replay"
+	reasonNonceFloor    = "nonce_floor"
 )
 
 // latencyWindow is how many recent store calls the percentiles cover.

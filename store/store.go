@@ -26,7 +26,7 @@ var (
 
 // Config names and shapes the buckets.
 type Config struct {
-	Bucket     string                // KV bucket for state and nonces
+	Bucket     string                // KV bucket for state and mutation nonces; names the read-claims stream too
 	KeysBucket string                // object store for sealed keys
 	Replicas   int                   // 1, 3 or 5
 	Storage    jetstream.StorageType // file by default
@@ -40,6 +40,7 @@ type Store struct {
 	kv     jetstream.KeyValue
 	obj    jetstream.ObjectStore
 	prefix string // "$KV.<bucket>."
+	reads  *readClaims
 }
 
 // Open creates the buckets if they do not exist and binds to them. An
@@ -107,7 +108,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
 		return nil, err
 	}
-	return &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + "."}, nil
+	st := &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + "."}
+	if st.reads, err = openReadClaims(ctx, js, st, cfg); err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // checkShape compares an existing bucket's stream with the configuration.

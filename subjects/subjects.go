@@ -109,6 +109,10 @@ const (
 	// HeaderRetryAfter carries, on a 429, how many milliseconds to wait
 	// before the signer's next request can be accepted.
 	HeaderRetryAfter = "Unibus-Retry-After-Ms"
+	// HeaderNonceFloor carries, on a nonce_floor refusal of a read, the
+	// earliest ts (Unix milliseconds) the service accepts for reads now:
+	// read nonces claimed before may have been lost (docs/security.md).
+	HeaderNonceFloor = "Unibus-Nonce-Floor-Ms"
 	// HeaderServiceKey names the service's nkeys public key (N…) that
 	// signed the reply; informative only: clients verify against the key
 	// they were configured with, never against this header.

@@ -119,6 +119,8 @@ func serviceHint(op subjects.Op, k api.Kind) string {
 		return "the service cannot reach its store right now; nothing was accepted, retry"
 	case api.KindRateLimited:
 		return "the service is busy; retry shortly"
+	case api.KindNonceFloor:
+		return "the service may have lost recent read nonces (a restart); retry"
 	case api.KindConflict:
 		return "a concurrent change won; retry"
 	}

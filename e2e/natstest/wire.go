@@ -182,6 +182,48 @@ func NonceKeys(t testing.TB, nc *nats.Conn) []string {
 			out = append(out, k)
 		}
 	}
+	return append(out, ReadClaims(t, nc)...)
+}
+
+// ReadClaims lists the read claims held by the read-claims stream, as
+// "readclaim.<message id>", sorted.
+func ReadClaims(t testing.TB, nc *nats.Conn) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "$RN." + subjects.DefaultBucket + ".n"
+	st, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	if err != nil {
+		t.Fatalf("read claims stream: %v", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(info.State.Subjects[subject])
+	if n == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for m := range msgs.Messages() {
+		out = append(out, "readclaim."+m.Headers().Get(jetstream.MsgIDHeader))
+	}
+	if len(out) != n {
+		t.Fatalf("read %d of %d read claims", len(out), n)
+	}
+	sort.Strings(out)
 	return out
 }
 

@@ -25,7 +25,11 @@ const (
 	KindInternal             // 500
 	KindAlreadyApplied       // 208: this very signed mutation was applied before
 	KindRateLimited          // 429
+	KindNonceFloor           // 401: a read stamped before the read-nonce floor; restamp (docs/protocol.md)
 )
+
+// KindLast is the highest kind in use.
+const KindLast = KindNonceFloor
 
 var kindCodes = map[Kind]int{
 	KindInvalid:         subjects.CodeBadRequest,
@@ -40,6 +44,7 @@ var kindCodes = map[Kind]int{
 	KindInternal:        subjects.CodeInternal,
 	KindAlreadyApplied:  subjects.CodeAlreadyApplied,
 	KindRateLimited:     subjects.CodeTooMany,
+	KindNonceFloor:      subjects.CodeUnauthorized,
 }
 
 // Code is the wire code of k.
@@ -77,13 +82,15 @@ func (k Kind) String() string {
 		return "already_applied"
 	case KindRateLimited:
 		return "rate_limited"
+	case KindNonceFloor:
+		return "nonce_floor"
 	}
 	return "other"
 }
 
 // KindFromReason maps a reason token back to its kind.
 func KindFromReason(reason string) Kind {
-	for k := KindInvalid; k <= KindRateLimited; k++ {
+	for k := KindInvalid; k <= KindLast; k++ {
 		if k.String() == reason {
 			return k
 		}
@@ -126,6 +133,7 @@ var (
 	ErrInternal        = &Error{Kind: KindInternal}
 	ErrAlreadyApplied  = &Error{Kind: KindAlreadyApplied}
 	ErrRateLimited     = &Error{Kind: KindRateLimited}
+	ErrNonceFloor      = &Error{Kind: KindNonceFloor}
 )
 
 // KindOf returns the kind of err, or KindOther.

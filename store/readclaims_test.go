@@ -1,0 +1,184 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/store"
+)
+
+// claimOK claims key and fails the test unless the claim is confirmed.
+func claimOK(t *testing.T, st *store.Store, key string) store.ReadSince {
+	t.Helper()
+	since, err := st.ClaimRead(ctxT(t), key)
+	if err != nil {
+		t.Fatalf("ClaimRead(%s): %v", key, err)
+	}
+	return since
+}
+
+// claimAfterLoss claims key on a store that has not yet noticed that the
+// claims were lost: the first attempt must fail (the claim proves nothing),
+// and a retry (a read is signed anew, with another nonce) must be
+// confirmed in a new incarnation.
+func claimAfterLoss(t *testing.T, st *store.Store, key string) store.ReadSince {
+	t.Helper()
+	_, err := st.ClaimRead(ctxT(t), key)
+	if !errors.Is(err, store.ErrReadClaimsLost) {
+		t.Fatalf("first claim after the loss: %v, want ErrReadClaimsLost", err)
+	}
+	return claimOK(t, st, key+".retry")
+}
+
+func TestReadClaims(t *testing.T) {
+	st, js, _, _ := open(t)
+	ctx := ctxT(t)
+
+	t.Run("first sight wins", func(t *testing.T) {
+		since := claimOK(t, st, "nonce.U1.a")
+		if !since.First {
+			t.Fatalf("a fresh deployment's incarnation is not its first: %+v", since)
+		}
+		if _, err := st.ClaimRead(ctx, "nonce.U1.a"); !errors.Is(err, store.ErrExists) {
+			t.Fatalf("second claim: %v, want ErrExists", err)
+		}
+		claimOK(t, st, "nonce.U1.b")
+		if n, err := st.ReadClaims(ctx); err != nil || n != 2 {
+			t.Fatalf("ReadClaims = %d, %v; want 2", n, err)
+		}
+	})
+
+	t.Run("concurrent claims of one key", func(t *testing.T) {
+		var wg sync.WaitGroup
+		won := make(chan int, 16)
+		for i := range 16 {
+			wg.Go(func() {
+				if _, err := st.ClaimRead(ctx, "nonce.U1.race"); err == nil {
+					won <- i
+				} else if !errors.Is(err, store.ErrExists) {
+					t.Errorf("claim %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(won)
+		if n := len(won); n != 1 {
+			t.Fatalf("%d of 16 concurrent claims of one key won, want 1", n)
+		}
+	})
+
+	t.Run("expire after the TTL", func(t *testing.T) {
+		claimOK(t, st, "nonce.U1.ttl")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := st.ClaimRead(ctx, "nonce.U1.ttl")
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, store.ErrExists) || time.Now().After(deadline) {
+				t.Fatalf("claim after the TTL (2 s): %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
+	t.Run("a loss starts a new incarnation, seen by every replica", func(t *testing.T) {
+		other, err := store.Open(ctx, js, testConfig()) // a second replica
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := claimOK(t, st, "nonce.U1.before")
+		claimOK(t, other, "nonce.U1.other")
+		s, err := js.Stream(ctx, bucket+"-reads")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost := time.Now()
+		if err := s.Purge(ctx); err != nil { // the claims are gone, as in a crash
+			t.Fatal(err)
+		}
+		since := claimAfterLoss(t, st, "nonce.U1.after")
+		if since.First || since.Start.Before(lost.Add(-time.Second)) || !since.Start.After(before.Start) {
+			t.Fatalf("incarnation after the loss %+v (before: %+v, lost at %s): want a later, not-first one", since, before, lost)
+		}
+		// The other replica never saw the loss: its next claim must not
+		// be confirmed under the old incarnation.
+		got := claimAfterLoss(t, other, "nonce.U1.other2")
+		if got != since {
+			t.Fatalf("the other replica adopted %+v, want %+v", got, since)
+		}
+	})
+
+	t.Run("a deleted stream is recreated", func(t *testing.T) {
+		if err := js.DeleteStream(ctx, bucket+"-reads"); err != nil {
+			t.Fatal(err)
+		}
+		since := claimOK(t, st, "nonce.U1.recreated") // the stream was missing: no claim was stored in it
+		if since.First {
+			t.Fatal("a recreated stream counts as the deployment's first")
+		}
+	})
+}
+
+// TestReadClaimsStandaloneRestart: a standalone server restarted on its data
+// directory has lost the memory stream's claims; the store notices, and the
+// new incarnation starts after the restart.
+func TestReadClaimsStandaloneRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := natstest.ServerWith(t, &server.Options{StoreDir: dir})
+	js := jetStream(t, natstest.Connect(t, s))
+	st, err := store.Open(ctxT(t), js, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := claimOK(t, st, "nonce.U1.a")
+	s.Shutdown()
+	s.WaitForShutdown()
+	restarted := time.Now()
+
+	s2 := natstest.ServerWith(t, &server.Options{StoreDir: dir})
+	js2 := jetStream(t, natstest.Connect(t, s2))
+	st2, err := store.Open(ctxT(t), js2, testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := claimOK(t, st2, "nonce.U1.a")
+	if since.First || since.Start.Before(restarted) || since == before {
+		t.Fatalf("after the restart: %+v, want a new incarnation started after %s (before: %+v)", since, restarted, before)
+	}
+	if _, err := st2.ClaimRead(ctxT(t), "nonce.U1.a"); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second claim after the restart: %v", err)
+	}
+}
+
+// TestReadClaimsShape: an existing claims stream with other settings is
+// refused, never changed.
+func TestReadClaimsShape(t *testing.T) {
+	js := jetStream(t, natstest.Connect(t, natstest.Server(t)))
+	ctx := ctxT(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: bucket + "-reads", Subjects: []string{fmt.Sprintf("$RN.%s.>", bucket)}, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Open(ctx, js, testConfig()); !errors.Is(err, store.ErrBucketConfig) {
+		t.Fatalf("Open with a file-storage claims stream: %v, want ErrBucketConfig", err)
+	}
+}
+
+func jetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
