@@ -193,8 +193,15 @@ func TestDeployDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := st.CachedInfo().Config.Replicas; r != 3 {
-		t.Fatalf("KV bucket has %d replicas, want 3", r)
+	if c := st.CachedInfo().Config; c.Replicas != 3 || c.AllowDirect {
+		t.Fatalf("KV bucket has %d replicas, direct gets %v; want 3 and no direct gets (followers could answer them)", c.Replicas, c.AllowDirect)
+	}
+	reads, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := reads.CachedInfo().Config; c.Replicas != 3 || c.Storage != jetstream.MemoryStorage || c.AllowDirect {
+		t.Fatalf("read claims stream: %d replicas, %s storage, direct gets %v; want 3, memory, none", c.Replicas, c.Storage, c.AllowDirect)
 	}
 
 	// What the client user must not do.

@@ -8,6 +8,8 @@
 // why nonces share the bucket with state.
 //
 // Reads ([Store.Get]) go to the stream leader, not to a direct-get follower:
-// the bucket's stream is created with AllowDirect off, so an authorization
-// decision taken right after a membership change sees that change.
+// a replicated bucket's stream has AllowDirect off, so an authorization
+// decision taken right after a membership change sees that change. A
+// single-replica stream has no followers; it answers direct gets, which
+// cost less than API calls.
 package store

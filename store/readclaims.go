@@ -89,6 +89,7 @@ func readClaimsConfig(bucket string, replicas int, ttl time.Duration) jetstream.
 		Duplicates:  ttl,
 		AllowMsgTTL: true,
 		Discard:     jetstream.DiscardOld,
+		AllowDirect: directGets(replicas),
 	}
 }
 
@@ -185,7 +186,8 @@ func (rc *readClaims) adopt(ctx context.Context, s jetstream.Stream) (*incarnati
 		since: ReadSince{Start: m.Time, First: string(m.Data) == "first"}}, nil
 }
 
-// checkMarker confirms that inc's marker is still there (a leader read).
+// checkMarker confirms that inc's marker is still there (a leader read, or a
+// direct get from the only replica).
 func (rc *readClaims) checkMarker(ctx context.Context, inc *incarnation) (bool, error) {
 	m, err := inc.stream.GetLastMsgForSubject(ctx, inc.subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -46,7 +46,8 @@ type Store struct {
 // Open creates the buckets if they do not exist and binds to them. An
 // existing bucket with another replica count or storage type is reported
 // with [ErrBucketConfig], never silently used or changed; one that lacks
-// atomic batches, per-key TTLs or leader reads is reconfigured for them.
+// atomic batches, per-key TTLs or the direct-get setting for its replica
+// count (directGets) is reconfigured for them.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
@@ -76,8 +77,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err := checkShape("kv bucket "+cfg.Bucket, sc, cfg); err != nil {
 		return nil, err
 	}
-	if !sc.AllowAtomicPublish || !sc.AllowMsgTTL || sc.AllowDirect {
-		sc.AllowAtomicPublish, sc.AllowMsgTTL, sc.AllowDirect = true, true, false
+	direct := directGets(cfg.Replicas)
+	if !sc.AllowAtomicPublish || !sc.AllowMsgTTL || sc.AllowDirect != direct {
+		sc.AllowAtomicPublish, sc.AllowMsgTTL, sc.AllowDirect = true, true, direct
 		if stream, err = js.UpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("kv stream %s: enable atomic batches: %w", streamName, err)
 		}
@@ -114,6 +116,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	}
 	return st, nil
 }
+
+// directGets reports whether a stream with this many replicas may answer
+// gets directly. Any replica answers a direct get, so with followers a read
+// right after a membership change could miss it: replicated streams are read
+// through the leader (the JetStream API). A single replica is its own leader,
+// and a direct get costs it far less than an API call (docs/performance.md).
+func directGets(replicas int) bool { return replicas == 1 }
 
 // checkShape compares an existing bucket's stream with the configuration.
 func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {

@@ -78,8 +78,8 @@ func TestOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := stream.CachedInfo().Config
-		if !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || cfg.AllowDirect {
-			t.Fatalf("AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v, want true true false",
+		if !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || !cfg.AllowDirect {
+			t.Fatalf("AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v, want true true true (one replica: direct gets)",
 				cfg.AllowAtomicPublish, cfg.AllowMsgTTL, cfg.AllowDirect)
 		}
 		if cfg.Replicas != 1 {
@@ -99,7 +99,7 @@ func TestOpen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg := stream.CachedInfo().Config; !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || cfg.AllowDirect {
+		if cfg := stream.CachedInfo().Config; !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || !cfg.AllowDirect {
 			t.Fatalf("after second Open: %+v", cfg)
 		}
 	})
@@ -110,7 +110,7 @@ func TestOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := stream.CachedInfo().Config
-		cfg.AllowDirect = true
+		cfg.AllowDirect = false // wrong for one replica
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +119,7 @@ func TestOpen(t *testing.T) {
 			t.Fatalf("Open: %v", err)
 		}
 		stream, _ = js.Stream(ctx, "KV_"+bucket)
-		if cfg := stream.CachedInfo().Config; !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || cfg.AllowDirect {
+		if cfg := stream.CachedInfo().Config; !cfg.AllowAtomicPublish || !cfg.AllowMsgTTL || !cfg.AllowDirect {
 			t.Fatalf("after reopen: AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v",
 				cfg.AllowAtomicPublish, cfg.AllowMsgTTL, cfg.AllowDirect)
 		}
@@ -596,7 +596,7 @@ func TestReopenKeepsBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := stream.CachedInfo().Config; !c.AllowAtomicPublish || !c.AllowMsgTTL || c.AllowDirect {
+	if c := stream.CachedInfo().Config; !c.AllowAtomicPublish || !c.AllowMsgTTL || !c.AllowDirect {
 		t.Fatalf("after reopening: AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v", c.AllowAtomicPublish, c.AllowMsgTTL, c.AllowDirect)
 	}
 }
