@@ -1,5 +1,6 @@
-// Package store keeps all membership state and every nonce in one JetStream
-// KV bucket, and sealed room keys in a JetStream object store.
+// Package store keeps all membership state and mutation nonces in one
+// JetStream KV bucket, sealed room keys in a JetStream object store, and
+// read nonces in a memory stream (readclaims.go).
 //
 // A mutation is one JetStream atomic batch ([Store.Commit]): each written key
 // carries the revision it was read at (compare-and-set), and the request's
