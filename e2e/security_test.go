@@ -127,6 +127,7 @@ func TestStoreUnreachable(t *testing.T) {
 	alice = client.New(natstest.Connect(t, s), alice.Identity())
 	admin = client.New(natstest.Connect(t, s), admin.Identity())
 
+	var floor int64 // the nonce floor after the restart
 	t.Run("nothing accepted", func(t *testing.T) {
 		natstest.SameDump(t, beforeDump, natstest.Dump(t, nc))
 		// The restart lost the read claims (memory, by design); the
@@ -147,7 +148,9 @@ func TestStoreUnreachable(t *testing.T) {
 				natstest.RequestOp(t, nc, tt.op, tt.data).Expect(t, 0, "")
 				continue
 			}
-			natstest.RequestOp(t, nc, tt.op, tt.data).Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
+			r := natstest.RequestOp(t, nc, tt.op, tt.data)
+			r.Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
+			floor = r.Floor
 		}
 		if _, err := alice.Room(ctx, "r1"); err != nil {
 			t.Fatalf("read signed anew after the restart: %v", err)
@@ -169,7 +172,10 @@ func TestStoreUnreachable(t *testing.T) {
 			op   subjects.Op
 			data []byte
 		}{
-			{subjects.OpRoomGet, natstest.Signed(t, alice.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"}))},
+			// Stamped at the nonce floor the restart set, so that the
+			// read gets as far as the store.
+			{subjects.OpRoomGet, natstest.Marshal(t, natstest.Envelope(t, alice.Identity().Sign, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet),
+				time.UnixMilli(floor), natstest.Nonce(t), natstest.Body(t, api.RoomRequest{Room: "r1"})))},
 			{subjects.OpRoomAdd, addRequest(t, alice, admin, "r1", key, natstest.Nonce(t))},
 		} {
 			r := natstest.RequestOp(t, nc, tt.op, tt.data)

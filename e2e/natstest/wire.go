@@ -36,6 +36,7 @@ type Reply struct {
 	Code   int
 	Reason string
 	Text   string
+	Floor  int64 // Unibus-Nonce-Floor-Ms, on a nonce_floor refusal
 }
 
 // Body encodes v as msgpack, failing the test if it cannot.
@@ -119,6 +120,13 @@ func ReplyOf(t testing.TB, msg *nats.Msg) Reply {
 	}
 	r.Reason = msg.Header.Get(subjects.HeaderReason)
 	r.Text = msg.Header.Get(subjects.HeaderError)
+	if f := msg.Header.Get(subjects.HeaderNonceFloor); f != "" {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("nonce floor header %q is not a number", f)
+		}
+		r.Floor = n
+	}
 	return r
 }
 
