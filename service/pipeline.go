@@ -20,6 +20,7 @@ import (
 // call is one request as it moves through the pipeline.
 type call struct {
 	op      subjects.Op
+	mutates bool
 	subject string
 	env     *envelope.Envelope
 	signer  *api.Identity // nil when the request has no verified signer
@@ -89,7 +90,7 @@ func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micr
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 		defer cancel()
-		c := &call{op: op, subject: req.Subject(), now: start}
+		c := &call{op: op, subject: req.Subject(), now: start, mutates: mutate != nil}
 		reply, err := s.serve(ctx, c, req.Data(), read, mutate)
 		s.respond(req, c, reply, err, start)
 	})

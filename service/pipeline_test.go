@@ -247,10 +247,25 @@ func TestAlreadyApplied(t *testing.T) {
 		}
 	})
 	t.Run("nonce of a read", func(t *testing.T) {
+		// Reads and mutations claim nonces in separate stores
+		// (docs/protocol.md §9): each is single-use within its class, on
+		// every replica alike (the queue group spreads the copies). A
+		// captured read cannot become a mutation: the signature binds
+		// the subject.
 		n := newNonce(t)
 		whoami := e.subject(subjects.OpWhoami)
-		request(t, e.nc, whoami, sign(t, adminKP, whoami, api.Empty{}, signOpts{nonce: n})).expect(t, api.KindOther)
-		request(t, e.nc, disable, sign(t, adminKP, disable, api.EndpointRequest{Endpoint: "bob"}, signOpts{nonce: n})).expect(t, api.KindReplay)
+		read := sign(t, adminKP, whoami, api.Empty{}, signOpts{nonce: n})
+		request(t, e.nc, whoami, read).expect(t, api.KindOther)
+		mutation := sign(t, adminKP, disable, api.EndpointRequest{Endpoint: "bob"}, signOpts{nonce: n})
+		request(t, e.nc, disable, mutation).expect(t, api.KindOther)
+		for range 4 {
+			request(t, e.nc, whoami, read).expect(t, api.KindReplay)
+			request(t, e.nc, disable, mutation).expect(t, api.KindAlreadyApplied)
+			request(t, e.nc, whoami, sign(t, adminKP, whoami, api.Empty{}, signOpts{nonce: n})).expect(t, api.KindReplay)
+		}
+		enable := e.subject(subjects.OpIdentityEnable)
+		request(t, e.nc, enable, sign(t, adminKP, enable, api.EndpointRequest{Endpoint: "bob"}, signOpts{nonce: n})).expect(t, api.KindReplay)
+		request(t, e.nc, enable, sign(t, adminKP, enable, api.EndpointRequest{Endpoint: "bob"}, signOpts{})).expect(t, api.KindOther)
 	})
 	t.Run("failed mutation claims no nonce", func(t *testing.T) {
 		failing := sign(t, adminKP, disable, api.EndpointRequest{Endpoint: "nobody"}, signOpts{})

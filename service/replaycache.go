@@ -171,7 +171,7 @@ func (s *Service) checkReplayCache(c *call) error {
 	}
 	e := c.env
 	c.digest = e.Digest(c.subject)
-	hit, reply := s.replays.lookup(keyNonce(e.Signer, e.Nonce), c.digest[:], e.Sig, c.now)
+	hit, reply := s.replays.lookup(c.cacheKey(), c.digest[:], e.Sig, c.now)
 	switch hit {
 	case replayReject:
 		c.reject = reasonReplay
@@ -198,5 +198,17 @@ func (s *Service) rememberClaim(c *call, reply []byte, applied bool) {
 	if applied {
 		e = replayEntry{digest: bytes.Clone(c.digest[:]), sig: bytes.Clone(c.env.Sig), reply: reply, applied: true}
 	}
-	s.replays.insert(keyNonce(c.env.Signer, c.env.Nonce), e, c.now)
+	s.replays.insert(c.cacheKey(), e, c.now)
+}
+
+// cacheKey is the call's nonce in the replay cache. Reads and mutations
+// claim nonces in separate stores (docs/protocol.md §9), so the cache keeps
+// them apart too: a replica answers a reuse across the two the way the
+// stores would, whichever replica gets it.
+func (c *call) cacheKey() string {
+	k := keyNonce(c.env.Signer, c.env.Nonce)
+	if !c.mutates {
+		k = "read." + k
+	}
+	return k
 }
