@@ -537,6 +537,7 @@ func TestClusterFaults(t *testing.T) {
 			w.verify(t, "kill-replica", tl)
 		}},
 		{"SameRequestToAllReplicas", func(t *testing.T) { w.sameRequest(t) }},
+		{"SameReadToAllReplicas", func(t *testing.T) { w.sameRead(t) }},
 		{"RacingReplicas", func(t *testing.T) { w.race(t) }},
 		{"MinorityPartition", func(t *testing.T) { w.partition(t) }},
 		{"RestartWholeCluster", func(t *testing.T) { w.restartAll(t) }},
@@ -612,6 +613,39 @@ func (w *faultWorld) sameRequest(t *testing.T) {
 	w.mu.Unlock()
 	tl.driven, tl.acked = copies, 1
 	w.verify(t, "same-request", tl)
+}
+
+// sameRead sends one captured signed read 100 times concurrently, spread
+// over the three nodes (so over every replica): the read-claims stream (R3,
+// memory) must accept exactly one copy cluster-wide.
+func (w *faultWorld) sameRead(t *testing.T) {
+	conns := []*nats.Conn{w.c.connect(t, 0), w.c.connect(t, 1), w.c.connect(t, 2)}
+	data := signed(t, w.c.admin.Sign, subjects.OpWhoami, api.Empty{})
+	const copies = 100
+	var (
+		mu      sync.Mutex
+		reasons = map[string]int{}
+		wg      sync.WaitGroup
+	)
+	startGate := make(chan struct{})
+	for i := range copies {
+		wg.Go(func() {
+			<-startGate
+			a := sendOnce(conns[i%3], subjects.Subject(subjects.DefaultPrefix, subjects.OpWhoami), data, attemptTimeout)
+			mu.Lock()
+			reasons[fmt.Sprintf("%d %s", a.code, a.reason)]++
+			mu.Unlock()
+		})
+	}
+	close(startGate)
+	wg.Wait()
+	t.Logf("same-read: %d copies over 3 nodes: %v", copies, reasons)
+	if reasons["0 "] != 1 {
+		t.Errorf("%d copies accepted, want exactly 1", reasons["0 "])
+	}
+	if n := reasons["401 replay"]; n != copies-1 {
+		t.Errorf("%d copies refused as replays, want %d (all the others): %v", n, copies-1, reasons)
+	}
 }
 
 // raceOp is one acknowledged operation of the race test.
