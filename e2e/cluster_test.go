@@ -180,6 +180,20 @@ func tail(path string) string {
 	return strings.Join(lines, "\n")
 }
 
+// logTails is the end of every node's current log, for failure messages.
+func (c *testCluster) logTails() string {
+	var b strings.Builder
+	for _, n := range c.nodes {
+		n.mu.Lock()
+		p := n.proc
+		n.mu.Unlock()
+		if p != nil {
+			fmt.Fprintf(&b, "--- %s (%s):\n%s\n", n.name, p.logPath, tail(p.logPath))
+		}
+	}
+	return b.String()
+}
+
 // testCluster is a cluster of membershipd processes sharing one admin.
 type testCluster struct {
 	nodes     []*clusterNode

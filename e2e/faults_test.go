@@ -938,7 +938,7 @@ func (w *faultWorld) restartAll(t *testing.T) {
 	if some != nil {
 		key, _, err := client.New(nc, some, client.WithRetries(10)).Key(ctx, w.rooms[0], 0)
 		if err != nil || !bytes.Equal(key, w.keys[w.rooms[0]]) {
-			t.Errorf("%s's sealed key after restart: %v", some.Endpoint, err)
+			t.Errorf("%s's sealed key after restart: %v\n%s", some.Endpoint, err, w.c.logTails())
 		}
 	}
 	tl.driven = 1
