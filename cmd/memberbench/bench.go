@@ -37,7 +37,8 @@ type env struct {
 	out    io.Writer
 	prog   io.Writer
 	url    string
-	run    string // short random id: names of this run's identities and rooms
+	run    string // short random id: names of this run's identities and rooms (kept in --state)
+	raw    string // short random id of this run alone: the raw baselines' keys
 	prefix string
 	svc    *service.Service
 	srv    *server.Server
@@ -49,6 +50,11 @@ type env struct {
 	joiners []*client.Identity // identities the mutate op adds
 	rooms   [][]roomSeed       // rooms by owning client
 	closers []func()
+
+	st        *seedState       // scale layout (scale.go)
+	adminID   *client.Identity // nil: a new one
+	seedBase  float64          // seeding seconds of earlier runs
+	seedStart time.Time        // this run's seeding began
 }
 
 type roomSeed struct {
@@ -64,21 +70,41 @@ func benchTo(ctx context.Context, o options, out io.Writer) error {
 
 // bench runs the benchmark; prog, if not nil, gets a progress line.
 func bench(ctx context.Context, o options, out, prog io.Writer) error {
-	e := &env{o: o, out: out, prog: prog, run: randHex(3)}
+	e := &env{o: o, out: out, prog: prog, run: randHex(3), raw: randHex(3)}
 	defer func() {
 		for i := len(e.closers) - 1; i >= 0; i-- {
 			e.closers[i]()
 		}
 	}()
+	if o.scaleMode() {
+		if err := e.prepareState(); err != nil {
+			return err
+		}
+	}
 	if err := e.start(ctx); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if err := e.seed(ctx); err != nil {
-		return fmt.Errorf("seed: %w", err)
+	if o.scaleMode() {
+		if err := e.seedScale(ctx); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		fmt.Fprintf(e.out, "# scale layout: %d identities, %d rooms × %d members (each client owns %d rooms), %d-member room %q; this run's seeding %s, all seeding %.1f s\n",
+			e.st.Registered+1, e.st.Rooms, e.st.Members, e.st.RoomsPerClient, e.st.BigMembers, e.st.BigRoom,
+			time.Since(t0).Round(time.Millisecond), e.st.SeedSeconds)
+		if o.seedOnly {
+			return nil
+		}
+	} else {
+		if err := e.seed(ctx); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		fmt.Fprintf(e.out, "# seeded %d identities, %d rooms × %d members in %s\n",
+			len(e.clients)+len(e.others)+len(e.joiners)+1, e.o.rooms, e.o.members, time.Since(t0).Round(time.Millisecond))
+		if o.seedOnly {
+			return nil
+		}
 	}
-	fmt.Fprintf(e.out, "# seeded %d identities, %d rooms × %d members in %s\n",
-		len(e.clients)+len(e.others)+len(e.joiners)+1, e.o.rooms, e.o.members, time.Since(t0).Round(time.Millisecond))
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -182,9 +208,11 @@ func (e *env) start(ctx context.Context) error {
 	_ = cfg.Validate()
 	e.prefix = cfg.Prefix
 	// The admin bootstraps straight into the store, as membershipd does.
-	adm, err := client.NewIdentity("bench" + e.run + "admin")
-	if err != nil {
-		return err
+	adm := e.adminID
+	if adm == nil {
+		if adm, err = client.NewIdentity("bench" + e.run + "admin"); err != nil {
+			return err
+		}
 	}
 	pub, _ := adm.Public()
 	if _, err := service.Bootstrap(sctx, st, pub); err != nil {
@@ -400,7 +428,7 @@ func (e *env) measure(ctx context.Context) error {
 			return err
 		},
 		"kv": func(ctx context.Context, w, n int) error {
-			_, err := kvs[w].Create(ctx, fmt.Sprintf("nonce.BENCH%s.%d", e.run, uniq.Add(1)), payload[:64], jetstream.KeyTTL(nonceTTL))
+			_, err := kvs[w].Create(ctx, fmt.Sprintf("nonce.BENCH%s.%d", e.raw, uniq.Add(1)), payload[:64], jetstream.KeyTTL(nonceTTL))
 			return err
 		},
 		"mutate": func(ctx context.Context, w, n int) error {
@@ -421,7 +449,7 @@ func (e *env) measure(ctx context.Context) error {
 			// The shape of an add-member commit: the nonce record (with
 			// its reply), the room, member and directory records, the
 			// audit entry and the audit chain head, each compare-and-set.
-			base := fmt.Sprintf("$KV.%s.benchbatch.%s.%d.", subjects.DefaultBucket, e.run, uniq.Add(1))
+			base := fmt.Sprintf("$KV.%s.benchbatch.%s.%d.", subjects.DefaultBucket, e.raw, uniq.Add(1))
 			sizes := []int{300, 200, 120, 24, 350, 60}
 			msgs := make([]*nats.Msg, len(sizes))
 			for i, sz := range sizes {
@@ -448,6 +476,10 @@ func (e *env) measure(ctx context.Context) error {
 		ok                bool
 	}
 	var checks []check
+	rssBefore := 0
+	if o.pid > 0 {
+		rssBefore = rssOf(o.pid)
+	}
 	for _, name := range strings.Split(o.ops, ",") {
 		name = strings.TrimSpace(name)
 		op, ok := ops[name]
@@ -500,6 +532,13 @@ func (e *env) measure(ctx context.Context) error {
 		}
 		fmt.Fprintln(e.out)
 	}
+	if err := e.measurePages(ctx); err != nil {
+		fmt.Fprintf(e.out, "PAGES failed: %v\n", err)
+	}
+	if o.pid > 0 {
+		fmt.Fprintf(e.out, "MEMORY pid %d RSS %.1f MB before the measured load, %.1f MB after it\n",
+			o.pid, float64(rssBefore)/1024, float64(rssOf(o.pid))/1024)
+	}
 	if o.rekey > 0 {
 		if err := e.rekeyTiming(ctx); err != nil {
 			fmt.Fprintf(e.out, "REKEY failed: %v\n", err)
@@ -509,6 +548,9 @@ func (e *env) measure(ctx context.Context) error {
 		if served, refused, err := e.revocation(ctx); err != nil {
 			fmt.Fprintf(e.out, "REVOCATION failed: %v\n", err)
 		} else {
+			if e.st != nil { // the state outlives this run: enable the victim again
+				_, _ = e.admin.Enable(ctx, e.others[0].Endpoint)
+			}
 			fmt.Fprintf(e.out, "REVOCATION after the disable was acknowledged: last read served at +%s, first refused at +%s (bound %s)\n",
 				served.Round(10*time.Microsecond), refused.Round(10*time.Microsecond), o.maxStale)
 		}

@@ -22,6 +22,15 @@
 //
 //	RATIOS read_vs_echo=0.00 key_vs_echo=0.00 mutate_vs_batch=0.00
 //
+// Scale runs (scale.go): --rooms-per-client N seeds a layout in which every
+// client belongs to exactly N rooms whatever --rooms is, the other rooms
+// being owned and filled by the other identities; --state FILE keeps what
+// was seeded (identity seeds, rooms) so that a deployment seeded once
+// against --nats-url (--seed-only) can be measured again after a restart,
+// or seeded further; --big-room times member-list pages of a large room
+// against --small-room's; --pid reports an external daemon's RSS; and
+// --probe-ready times a daemon's startup to its first signed answer.
+//
 // See the README section "Benchmark" and docs/performance.md.
 package main
 
@@ -60,6 +69,18 @@ type options struct {
 	prefix     string
 	ops        string
 	cpuProfile string
+
+	// scale layout (scale.go)
+	roomsPerClient int
+	state          string
+	seedOnly       bool
+	seedWorkers    int
+	bigRoom        int
+	smallRoom      int
+	pid            int
+	probe          bool
+	pages          bool
+	adminFile      string
 }
 
 func main() {
@@ -83,6 +104,16 @@ func main() {
 	flag.StringVar(&o.prefix, "prefix", "", "service subject prefix (default the service's)")
 	flag.StringVar(&o.ops, "ops", "echo,read,key,mine,kv,mutate,batch", "operations to run, in this order")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phase (service, server and clients alike) to this file")
+	flag.IntVar(&o.roomsPerClient, "rooms-per-client", 0, "scale layout: each client owns exactly this many rooms and belongs to no other; the other rooms are owned and filled by the non-client identities (0: rooms owned round-robin by the clients; with --state: 20 or the state's)")
+	flag.StringVar(&o.state, "state", "", "scale layout: file keeping the seeded deployment (identity seeds, rooms) so that a later run against the same data measures it again, or seeds it further, instead of seeding anew (use with --nats-url; keep it private)")
+	flag.BoolVar(&o.seedOnly, "seed-only", false, "stop after seeding (with --state: to measure in later runs)")
+	flag.IntVar(&o.seedWorkers, "seed-workers", 32, "scale layout: concurrent room creations while seeding")
+	flag.IntVar(&o.bigRoom, "big-room", 0, "scale layout: also seed one room with this many members and compare its member-list pages with --small-room's")
+	flag.IntVar(&o.smallRoom, "small-room", 500, "scale layout, with --big-room: members of the room whose pages are the reference")
+	flag.IntVar(&o.pid, "pid", 0, "also report this process's resident size (e.g. an external membershipd) before and after the measured load")
+	flag.BoolVar(&o.pages, "pages", true, "scale layout with --big-room: time member-list pages of the large and the small room")
+	flag.BoolVar(&o.probe, "probe-ready", false, "only wait until the service at --nats-url answers a signed whoami (admin of --state or --admin-identity), print READY with the time, and exit; start it with membershipd to time startup")
+	flag.StringVar(&o.adminFile, "admin-identity", "", "with --probe-ready: admin identity file (e.g. <data-dir>/admin.identity)")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -110,6 +141,13 @@ func main() {
 	var progress io.Writer // only on a terminal
 	if term.IsTerminal(int(os.Stdout.Fd())) {
 		progress = os.Stdout
+	}
+	if o.probe {
+		if err := probeReady(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "memberbench:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := bench(ctx, o, os.Stdout, progress); err != nil {
 		if errors.Is(err, context.Canceled) {
