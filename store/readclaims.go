@@ -122,9 +122,17 @@ func (rc *readClaims) stream(ctx context.Context) (jetstream.Stream, error) {
 		return nil, fmt.Errorf("read claims stream %s: %w", rc.cfg.Name, err)
 	}
 	sc := s.CachedInfo().Config
-	if sc.Replicas != rc.cfg.Replicas || sc.Storage != jetstream.MemoryStorage || sc.Duplicates < rc.ttl || !sc.AllowMsgTTL {
-		return nil, fmt.Errorf("%w: stream %s has %d replicas, %s storage, duplicate window %s; want %d, memory, at least %s, per-message TTLs",
-			ErrBucketConfig, rc.cfg.Name, sc.Replicas, sc.Storage, sc.Duplicates, rc.cfg.Replicas, rc.ttl)
+	if sc.Replicas != rc.cfg.Replicas || sc.Storage != jetstream.MemoryStorage {
+		return nil, fmt.Errorf("%w: stream %s has %d replicas and %s storage; want %d and memory",
+			ErrBucketConfig, rc.cfg.Name, sc.Replicas, sc.Storage, rc.cfg.Replicas)
+	}
+	if sc.Duplicates < rc.ttl || !sc.AllowMsgTTL {
+		// A larger skew needs a longer duplicate window: widening it
+		// forgets nothing.
+		sc.Duplicates, sc.AllowMsgTTL = max(sc.Duplicates, rc.ttl), true
+		if s, err = rc.js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("read claims stream %s: widen the duplicate window: %w", rc.cfg.Name, err)
+		}
 	}
 	return s, nil
 }

@@ -159,6 +159,26 @@ func TestReadClaimsStandaloneRestart(t *testing.T) {
 	}
 }
 
+// TestReadClaimsWiderWindow: a larger claim TTL (a larger skew) widens an
+// existing stream's duplicate window.
+func TestReadClaimsWiderWindow(t *testing.T) {
+	_, js, _, _ := open(t) // claim TTL 2 s
+	cfg := testConfig()
+	cfg.MaxTTL = time.Minute
+	st, err := store.Open(ctxT(t), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctxT(t), bucket+"-reads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := s.CachedInfo().Config.Duplicates; d != time.Minute {
+		t.Fatalf("duplicate window %s, want 1m", d)
+	}
+	claimOK(t, st, "nonce.U1.wide")
+}
+
 // TestReadClaimsShape: an existing claims stream with other settings is
 // refused, never changed.
 func TestReadClaimsShape(t *testing.T) {
