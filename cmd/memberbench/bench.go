@@ -307,26 +307,8 @@ func (e *env) seed(ctx context.Context) error {
 		return err
 	}
 	all := append(append(append([]*client.Identity{}, cids...), e.others...), e.joiners...)
-	// A few admin connections, so registering is not one connection's
-	// round trips in a row.
-	admins := []*client.Client{e.admin}
-	for i := 1; i < 4; i++ {
-		admins = append(admins, client.New(e.conns[i%len(e.conns)], e.admin.Identity(), client.WithPrefix(e.prefix)))
-	}
-	// Registry operations share one audit chain, so concurrent ones
-	// mostly conflict: a little parallelism is the fastest.
-	if err := parallel(ctx, len(all), 3, func(i int) error {
-		pub, _ := all[i].Public()
-		for {
-			// Registry operations share one audit chain: concurrent
-			// ones lose its compare-and-set now and then.
-			_, err := admins[i%len(admins)].Register(ctx, pub, false)
-			if !errors.Is(err, client.ErrConflict) {
-				return err
-			}
-		}
-	}); err != nil {
-		return fmt.Errorf("register: %w", err)
+	if err := e.register(ctx, all); err != nil {
+		return err
 	}
 	for i, id := range cids {
 		e.clients = append(e.clients, client.New(e.conns[i], id, client.WithPrefix(e.prefix), client.WithRetries(0)))
