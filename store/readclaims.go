@@ -72,6 +72,7 @@ type readClaims struct {
 	claim   string // subject of claims
 	markers string // marker subject prefix, "<…>.inc."
 	ttl     time.Duration
+	ttlHdr  string // ttl as a Nats-TTL header value
 
 	mu  sync.Mutex // serialises ensure
 	cur *incarnation
@@ -96,7 +97,7 @@ func readClaimsConfig(bucket string, replicas int, ttl time.Duration) jetstream.
 func openReadClaims(ctx context.Context, js jetstream.JetStream, st *Store, cfg Config) (*readClaims, error) {
 	ttl := max(cfg.MaxTTL, time.Second)
 	rc := &readClaims{
-		js: js, st: st, ttl: ttl,
+		js: js, st: st, ttl: ttl, ttlHdr: strconv.FormatInt(int64(ttl/time.Second), 10) + "s",
 		cfg:     readClaimsConfig(cfg.Bucket, cfg.Replicas, ttl),
 		claim:   "$RN." + cfg.Bucket + ".n",
 		markers: "$RN." + cfg.Bucket + ".inc.",
@@ -259,7 +260,7 @@ func (rc *readClaims) publish(ctx context.Context, key string) error {
 	sum := sha256.Sum256([]byte(key))
 	m := nats.NewMsg(rc.claim)
 	m.Header.Set(jetstream.MsgIDHeader, base64.RawURLEncoding.EncodeToString(sum[:]))
-	m.Header.Set(jetstream.MsgTTLHeader, strconv.FormatInt(int64(rc.ttl/time.Second), 10)+"s")
+	m.Header.Set(jetstream.MsgTTLHeader, rc.ttlHdr)
 	ack, err := rc.js.PublishMsg(ctx, m)
 	var apiErr *jetstream.APIError
 	switch {
