@@ -611,6 +611,13 @@ func (w *faultWorld) sameRequest(t *testing.T) {
 	w.mu.Lock()
 	w.added[room][id.Endpoint] = true
 	w.mu.Unlock()
+	// Every copy wrote or found the same sealed-key object; the one the
+	// committed copy references must be whole.
+	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
+	defer cancel()
+	if key, _, err := client.New(conns[0], id, client.WithRetries(5)).Key(ctx, room, 0); err != nil || !bytes.Equal(key, w.keys[room]) {
+		t.Errorf("the added member's sealed key after %d concurrent copies: %v", copies, err)
+	}
 	tl.driven, tl.acked = copies, 1
 	w.verify(t, "same-request", tl)
 }

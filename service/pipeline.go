@@ -275,15 +275,14 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			}
 			return nil, err
 		}
+		// On the failures below the objects stay: see removeObjects.
 		aw, err := s.auditWrites(ctx, c, m) // committed in the same batch (audit.go)
 		if err != nil {
-			s.removeObjects(c, m.objects)
 			return nil, err
 		}
 		m.writes = append(m.writes, aw...)
 		reply, err := msgpack.Marshal(m.reply)
 		if err != nil {
-			s.removeObjects(c, m.objects)
 			return nil, s.internal(c, "encode reply", err)
 		}
 		rec, _ := msgpack.Marshal(nonceRecord{Digest: c.digest[:], Reply: reply})
@@ -313,10 +312,14 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		if done != nil {
 			return done, aerr // same request applied: its objects are in use
 		}
-		s.removeObjects(c, m.objects)
 		if aerr != nil {
+			if api.KindOf(aerr) == api.KindReplay {
+				s.removeObjects(c, m.objects)
+			}
 			return nil, aerr
 		}
+		// The nonce is free: a concurrent change to the state won. The
+		// next plan finds its objects written already (store.PutObject).
 		if attempt+1 >= maxConflictRetries {
 			return nil, api.E(api.KindConflict, "concurrent changes to the same state; retry")
 		}
@@ -345,6 +348,14 @@ func (s *Service) checkApplied(ctx context.Context, c *call) ([]byte, error) {
 	return nil, api.E(api.KindReplay, "nonce already used")
 }
 
+// removeObjects removes the sealed-key objects of an attempt that cannot
+// commit. Object names carry the request's digest, so every copy of one
+// signed request (a client's resend, the same bytes on another replica)
+// writes and references the same objects: removing them while some copy
+// may still commit would leave that copy's state pointing at nothing. So
+// only a nonce taken by another request — no copy can ever commit — lets
+// them go; otherwise they stay, and the sweep removes them once they are
+// unreferenced and older than its grace period (sweep.go).
 func (s *Service) removeObjects(c *call, names []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()

@@ -243,7 +243,18 @@ func (s *Store) Commit(ctx context.Context, writes []Write) error {
 }
 
 // PutObject stores a sealed-key object.
+//
+// Objects are immutable: a name carries the digest of the request that
+// wrote it, so an existing live object already holds these bytes and is left as
+// it is. Writing it again would replace its chunks under the feet of the
+// copies of that request that reference it (the object store purges the
+// old chunks after each put).
 func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
+	if info, err := s.obj.GetInfo(ctx, name); err == nil && !info.Deleted {
+		return nil
+	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return err
+	}
 	_, err := s.obj.PutBytes(ctx, name, data)
 	return err
 }

@@ -486,6 +486,32 @@ func TestObjects(t *testing.T) {
 	}
 }
 
+// TestPutObjectImmutable: putting an existing object again leaves it as it
+// is (names carry the digest of their content's request), and a deleted
+// one can be written anew.
+func TestPutObjectImmutable(t *testing.T) {
+	st, _, _, _ := open(t)
+	ctx := ctxT(t)
+	if err := st.PutObject(ctx, "r1/k", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutObject(ctx, "r1/k", []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := st.GetObject(ctx, "r1/k"); err != nil || string(b) != "first" {
+		t.Fatalf("GetObject = %q, %v; want the first bytes", b, err)
+	}
+	if err := st.DeleteObject(ctx, "r1/k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutObject(ctx, "r1/k", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := st.GetObject(ctx, "r1/k"); err != nil || string(b) != "again" {
+		t.Fatalf("GetObject after delete and put = %q, %v", b, err)
+	}
+}
+
 // TestUnavailable checks that a store that cannot be reached never answers
 // with the errors that mean "decided": a caller must fail closed.
 func TestUnavailable(t *testing.T) {
