@@ -711,16 +711,4 @@ func (e *env) revocation(ctx context.Context) (lastServed, firstRefused time.Dur
 }
 
 // rssKB reads the process's resident set size (Linux).
-func rssKB() int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
-}
+func rssKB() int { return rssOf(os.Getpid()) }
