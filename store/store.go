@@ -184,7 +184,8 @@ func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
 }
 
 // Create writes key only if it holds no value, expiring after ttl (0: never).
-// It is how a read claims its nonce: first writer wins, cluster-wide.
+// First writer wins, cluster-wide (readclaims.go records with it that read
+// claims exist).
 func (s *Store) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	var opts []jetstream.KVCreateOpt
 	if ttl > 0 {

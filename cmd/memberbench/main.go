@@ -12,7 +12,7 @@
 //	read    room get                      (signed, verified, nonce claimed)
 //	key     my sealed key (room key)
 //	mine    list my rooms (first page)
-//	kv      raw KV Create with TTL         (the nonce-claim limit)
+//	kv      raw KV Create with TTL         (a durable claim; reads claim in memory)
 //	mutate  add member                     (one atomic batch of 6 writes)
 //	batch   raw atomic batch of 6 writes   (the durable-write limit)
 //
