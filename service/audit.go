@@ -107,7 +107,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	if _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
+	if _, _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
 		return nil, err
 	}
 	limit, err := api.PageLimit(req.Limit)

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,19 +46,55 @@ const probeKeyPrefix = "cachefresh."
 // probeTTL is how long a probe key lives; the watch needs it only once.
 const probeTTL = 10 * time.Second
 
+// freshness says whether a watch-fed cache may answer: its initial load is
+// complete and it has seen one of this replica's probes written less than
+// maxStale ago. mu guards it and the cache that embeds it.
+type freshness struct {
+	mu       sync.RWMutex
+	maxStale time.Duration
+	loaded   bool
+	freshAt  time.Time // write time of the newest probe the watch delivered
+}
+
+// markLoaded records that the watch delivered every current value.
+func (f *freshness) markLoaded() {
+	f.mu.Lock()
+	f.loaded = true
+	f.mu.Unlock()
+}
+
+// forget marks the cache unloaded; the caller holds mu.
+func (f *freshness) forget() { f.loaded, f.freshAt = false, time.Time{} }
+
+func (f *freshness) fresh(now time.Time) bool {
+	return f.loaded && now.Sub(f.freshAt) < f.maxStale
+}
+
+// sawProbe folds in one of this replica's probe keys; true if e was one.
+func (f *freshness) sawProbe(e jetstream.KeyValueEntry, probePrefix string) bool {
+	if !strings.HasPrefix(e.Key(), probePrefix) {
+		return false
+	}
+	if e.Operation() != jetstream.KeyValuePut || !f.loaded {
+		return true
+	}
+	if ns, err := strconv.ParseInt(string(e.Value()), 10, 64); err == nil {
+		if w := time.Unix(0, ns); w.After(f.freshAt) {
+			f.freshAt = w
+		}
+	}
+	return true
+}
+
 // identityCache maps signing keys to identities.
 type identityCache struct {
-	maxStale time.Duration
-
-	mu         sync.RWMutex
+	freshness
 	bySigner   map[string]string // signing key → endpoint
 	byEndpoint map[string]*api.Identity
-	loaded     bool
-	freshAt    time.Time // write time of the newest probe the watch delivered
 }
 
 func newIdentityCache(maxStale time.Duration) *identityCache {
-	return &identityCache{maxStale: maxStale, bySigner: map[string]string{}, byEndpoint: map[string]*api.Identity{}}
+	return &identityCache{freshness: freshness{maxStale: maxStale}, bySigner: map[string]string{}, byEndpoint: map[string]*api.Identity{}}
 }
 
 // lookup returns a copy of the identity signing with pub, if the cache is
@@ -68,7 +105,7 @@ func (ic *identityCache) lookup(pub string, now time.Time) (id *api.Identity, ok
 	}
 	ic.mu.RLock()
 	defer ic.mu.RUnlock()
-	if !ic.loaded || now.Sub(ic.freshAt) >= ic.maxStale {
+	if !ic.fresh(now) {
 		return nil, false
 	}
 	ep, found := ic.bySigner[pub]
@@ -83,11 +120,27 @@ func (ic *identityCache) lookup(pub string, now time.Time) (id *api.Identity, ok
 	return &cp, true
 }
 
+// byEndpointLookup returns a copy of endpoint's identity, if the cache is
+// fresh and holds it.
+func (ic *identityCache) byEndpointLookup(endpoint string, now time.Time) (*api.Identity, bool) {
+	if ic == nil {
+		return nil, false
+	}
+	ic.mu.RLock()
+	defer ic.mu.RUnlock()
+	cached := ic.byEndpoint[endpoint]
+	if !ic.fresh(now) || cached == nil {
+		return nil, false
+	}
+	cp := *cached
+	return &cp, true
+}
+
 // reset forgets everything (the watch is restarting).
 func (ic *identityCache) reset() {
 	ic.mu.Lock()
 	ic.bySigner, ic.byEndpoint = map[string]string{}, map[string]*api.Identity{}
-	ic.loaded, ic.freshAt = false, time.Time{}
+	ic.forget()
 	ic.mu.Unlock()
 }
 
@@ -98,17 +151,7 @@ func (ic *identityCache) apply(e jetstream.KeyValueEntry, probePrefix string) {
 	ic.mu.Lock()
 	defer ic.mu.Unlock()
 	switch {
-	case strings.HasPrefix(key, probePrefix):
-		if deleted || !ic.loaded {
-			return
-		}
-		ns, err := strconv.ParseInt(string(e.Value()), 10, 64)
-		if err != nil {
-			return
-		}
-		if w := time.Unix(0, ns); w.After(ic.freshAt) {
-			ic.freshAt = w
-		}
+	case ic.sawProbe(e, probePrefix):
 	case strings.HasPrefix(key, "signer."):
 		pub := key[len("signer."):]
 		var ep string
@@ -128,18 +171,27 @@ func (ic *identityCache) apply(e jetstream.KeyValueEntry, probePrefix string) {
 	}
 }
 
-// run keeps the cache current until ctx ends: a watch, restarted after any
-// failure, and the freshness probes.
-func (ic *identityCache) run(ctx context.Context, kv jetstream.KeyValue, log func(msg string, args ...any)) {
-	probe := probeKeyPrefix + nuid.Next() + "."
-	go ic.probe(ctx, kv, probe)
+// watchedCache is a cache that one KV watch keeps current.
+type watchedCache interface {
+	apply(e jetstream.KeyValueEntry, probePrefix string)
+	markLoaded()
+	reset()
+}
+
+// keepCurrent feeds cache from a watch on filters and this replica's probe
+// keys until ctx ends, restarting the watch after any failure; the cache is
+// reset (and answers nothing) until the new watch has loaded.
+func keepCurrent(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, probe, name string, log *slog.Logger) {
+	filters = append(filters, probe+">")
 	for ctx.Err() == nil {
-		err := ic.watch(ctx, kv, probe)
-		ic.reset()
+		err := watchInto(ctx, kv, cache, filters, probe, func(d time.Duration, n int) {
+			log.Info(name+" loaded", "took", d.Round(time.Millisecond), "keys", n)
+		})
+		cache.reset()
 		if ctx.Err() != nil {
 			return
 		}
-		log("identity cache watch ended; serving from the store until it is back", "error", err)
+		log.Warn(name+" watch ended; serving from the store until it is back", "error", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -148,13 +200,14 @@ func (ic *identityCache) run(ctx context.Context, kv jetstream.KeyValue, log fun
 	}
 }
 
-func (ic *identityCache) watch(ctx context.Context, kv jetstream.KeyValue, probe string) error {
-	w, err := kv.WatchFiltered(ctx, []string{"id.>", "signer.>", probe + ">"})
+func watchInto(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, probe string, loaded func(time.Duration, int)) error {
+	start := time.Now()
+	w, err := kv.WatchFiltered(ctx, filters)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -163,23 +216,22 @@ func (ic *identityCache) watch(ctx context.Context, kv jetstream.KeyValue, probe
 				return errors.New("watch closed")
 			}
 			if e == nil {
-				ic.mu.Lock()
-				ic.loaded = true
-				ic.mu.Unlock()
+				cache.markLoaded()
+				loaded(time.Since(start), n)
 				continue
 			}
-			ic.apply(e, probe)
+			cache.apply(e, probe)
 		}
 	}
 }
 
-// probe writes a probe key every maxStale/4.
-func (ic *identityCache) probe(ctx context.Context, kv jetstream.KeyValue, prefix string) {
-	t := time.NewTicker(max(ic.maxStale/4, 10*time.Millisecond))
+// writeProbes writes a probe key every interval, holding its write time.
+func writeProbes(ctx context.Context, kv jetstream.KeyValue, prefix string, interval time.Duration) {
+	t := time.NewTicker(max(interval, 10*time.Millisecond))
 	defer t.Stop()
 	for n := 0; ; n++ {
 		w := time.Now()
-		pctx, cancel := context.WithTimeout(ctx, ic.maxStale)
+		pctx, cancel := context.WithTimeout(ctx, 4*interval)
 		_, _ = kv.Create(pctx, prefix+strconv.Itoa(n), []byte(strconv.FormatInt(w.UnixNano(), 10)), jetstream.KeyTTL(probeTTL))
 		cancel()
 		select {
@@ -246,20 +298,31 @@ func (oc *objectCache) put(name string, data []byte) {
 	}
 }
 
-// startCaches starts the caches the configuration asks for.
-// The identity cache watches the store's own bucket, so it can never watch
-// another one than the service reads.
+// startCaches starts the caches the configuration asks for. The watched
+// caches watch the store's own bucket, so they can never watch another one
+// than the service reads, and share one probe writer.
 func (s *Service) startCaches() {
 	if s.cfg.KeyCacheBytes > 0 {
 		s.keys = newObjectCache(s.cfg.KeyCacheBytes)
 	}
-	if s.cfg.IdentityMaxStale < 0 {
-		return
-	}
 	ctx, stop := context.WithCancel(context.Background())
-	s.ids = newIdentityCache(s.cfg.IdentityMaxStale)
 	s.stopCache = stop
-	go s.ids.run(ctx, s.store.KV(), s.cfg.Logger.Warn)
+	kv, probe, interval := s.store.KV(), probeKeyPrefix+nuid.Next()+".", time.Duration(0)
+	if d := s.cfg.IdentityMaxStale; d > 0 {
+		s.ids = newIdentityCache(d)
+		go keepCurrent(ctx, kv, s.ids, []string{"id.>", "signer.>"}, probe, "identity cache", s.cfg.Logger)
+		interval = d / 4
+	}
+	if d := s.cfg.RoomIndexMaxStale; d > 0 {
+		s.index = newRoomIndex(d)
+		go keepCurrent(ctx, kv, s.index, []string{"room.>", "member.>"}, probe, "room index", s.cfg.Logger)
+		if interval == 0 || d/4 < interval {
+			interval = d / 4
+		}
+	}
+	if interval > 0 {
+		go writeProbes(ctx, kv, probe, interval)
+	}
 }
 
 func (s *Service) stopCaches() {

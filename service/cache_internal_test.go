@@ -52,7 +52,7 @@ func TestIdentityCacheFreshness(t *testing.T) {
 	if _, ok := ic.lookup("UALICE", now); ok {
 		t.Fatal("hit before the initial load completed")
 	}
-	ic.loaded = true
+	ic.markLoaded()
 	if _, ok := ic.lookup("UALICE", now); ok {
 		t.Fatal("hit before any probe was seen")
 	}
@@ -85,7 +85,7 @@ func TestIdentityCacheUpdates(t *testing.T) {
 	now := time.Now()
 	fresh := func() *identityCache {
 		ic := newIdentityCache(time.Minute)
-		ic.loaded = true
+		ic.markLoaded()
 		ic.apply(probeEntry(probe, now), probe)
 		ic.apply(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), probe)
 		ic.apply(putEntry(t, "signer.UBOB", "bob"), probe)

@@ -145,16 +145,20 @@ func (s *Service) whoami(ctx context.Context, c *call) (any, error) {
 	return c.requireSigner()
 }
 
+// pageArgs checks a page request's cursor and returns its limit.
+func pageArgs(after string, limit int) (int, error) {
+	limit, err := api.PageLimit(limit)
+	if err == nil && after != "" {
+		err = api.ValidateID("after", after)
+	}
+	return limit, err
+}
+
 // page lists the last key tokens under prefix, sorted, after `after`, at
 // most limit of them; next is the cursor for the following page.
 func (s *Service) page(ctx context.Context, c *call, prefix, after string, limit int) (ids []string, next string, err error) {
-	if limit, err = api.PageLimit(limit); err != nil {
+	if limit, err = pageArgs(after, limit); err != nil {
 		return nil, "", err
-	}
-	if after != "" {
-		if err := api.ValidateID("after", after); err != nil {
-			return nil, "", err
-		}
 	}
 	keys, err := s.store.Keys(ctx, prefix)
 	if err != nil {

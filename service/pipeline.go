@@ -2,10 +2,13 @@ package service
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -276,6 +279,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			return nil, err
 		}
 		// On the failures below the objects stay: see removeObjects.
+		roomRecordLast(m.writes)
 		aw, err := s.auditWrites(ctx, c, m) // committed in the same batch (audit.go)
 		if err != nil {
 			return nil, err
@@ -324,6 +328,22 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			return nil, api.E(api.KindConflict, "concurrent changes to the same state; retry")
 		}
 	}
+}
+
+// roomRecordLast moves the room record to the end of a mutation's state
+// writes (keeping the others' order), so that a watcher that has seen it has
+// seen the batch's member writes: the room index relies on this (roomindex.go).
+func roomRecordLast(writes []store.Write) {
+	slices.SortStableFunc(writes, func(a, b store.Write) int {
+		return cmp.Compare(isRoomRecord(a.Key), isRoomRecord(b.Key))
+	})
+}
+
+func isRoomRecord(key string) int {
+	if strings.HasPrefix(key, "room.") {
+		return 1
+	}
+	return 0
 }
 
 // checkApplied looks up the mutation's nonce. It returns the original reply

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -41,15 +42,16 @@ func (s *Service) member(ctx context.Context, c *call, room, endpoint string) (*
 	return &m, rev, nil
 }
 
-// memberRoom loads a room the signer is a member of: 403 for anyone else
-// (H3: being registered is not enough to read a room).
-func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.Room, *memberRecord, error) {
+// memberRoom loads a room the signer is a member of, with the room record's
+// revision: 403 for anyone else (H3: being registered is not enough to read
+// a room).
+func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.Room, uint64, *memberRecord, error) {
 	me, err := c.requireSigner()
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	if err := api.ValidateID("room", roomID); err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	// Both records are read at once; the room's answer (404) comes first.
 	type memberResult struct {
@@ -61,19 +63,18 @@ func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.
 		m, _, err := s.member(ctx, c, roomID, me.Endpoint)
 		mc <- memberResult{m, err}
 	}()
-	r, _, err := s.room(ctx, c, roomID)
+	r, rev, err := s.room(ctx, c, roomID)
 	mr := <-mc
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
-	m, err := mr.m, mr.err
-	if err != nil {
-		return nil, nil, err
+	if mr.err != nil {
+		return nil, 0, nil, mr.err
 	}
-	if m == nil {
-		return nil, nil, api.E(api.KindForbidden, "only members of room %s may read it", roomID)
+	if mr.m == nil {
+		return nil, 0, nil, api.E(api.KindForbidden, "only members of room %s may read it", roomID)
 	}
-	return r, m, nil
+	return r, rev, mr.m, nil
 }
 
 // ownedRoom loads a room the signer owns: the owner is the endpoint and the
@@ -232,7 +233,7 @@ func (s *Service) getRoom(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, _, err := s.memberRoom(ctx, c, req.Room)
+	r, _, _, err := s.memberRoom(ctx, c, req.Room)
 	return r, err
 }
 
@@ -242,29 +243,52 @@ func (s *Service) roomMembers(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	if _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
-		return nil, err
-	}
-	ids, next, err := s.page(ctx, c, prefixMembers(req.Room), req.After, req.Limit)
+	r, rev, _, err := s.memberRoom(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
-	out := &api.MembersPage{Members: make([]api.Member, 0, len(ids)), Next: next}
-	for _, e := range ids {
-		m, _, err := s.member(ctx, c, req.Room, e)
+	limit, err := pageArgs(req.After, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	members, next, ok := s.index.members(r.ID, rev, req.After, limit) // as current as r (roomindex.go)
+	s.stats.of(c.op).page(ok)
+	if !ok {
+		if members, next, err = s.storedMembers(ctx, c, r.ID, req.After, limit); err != nil {
+			return nil, err
+		}
+	}
+	out := &api.MembersPage{Members: make([]api.Member, 0, len(members)), Next: next}
+	for _, m := range members {
+		id, err := s.publicKeys(ctx, c, m.endpoint)
 		if err != nil {
 			return nil, err
 		}
-		id, _, err := s.identity(ctx, c, e)
-		if err != nil {
-			return nil, err
+		if id == nil {
+			continue // unregistered since: no keys to give
 		}
-		if m == nil || id == nil {
-			continue // removed while we listed
-		}
-		out.Members = append(out.Members, api.Member{Endpoint: e, SignKey: id.SignKey, XKey: id.XKey, Since: m.Since})
+		out.Members = append(out.Members, api.Member{Endpoint: m.endpoint, SignKey: id.SignKey, XKey: id.XKey, Since: m.since})
 	}
 	return out, nil
+}
+
+// storedMembers reads a page of members from the store.
+func (s *Service) storedMembers(ctx context.Context, c *call, room, after string, limit int) ([]indexedMember, string, error) {
+	ids, next, err := s.page(ctx, c, prefixMembers(room), after, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]indexedMember, 0, len(ids))
+	for _, e := range ids {
+		m, _, err := s.member(ctx, c, room, e)
+		if err != nil {
+			return nil, "", err
+		}
+		if m != nil { // nil: removed while we listed
+			out = append(out, indexedMember{e, m.Since})
+		}
+	}
+	return out, next, nil
 }
 
 // roomKey serves the caller's own sealed key, only for an epoch at which it
@@ -274,7 +298,7 @@ func (s *Service) roomKey(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, m, err := s.memberRoom(ctx, c, req.Room)
+	r, _, m, err := s.memberRoom(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -601,7 +625,16 @@ func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	ids, next, err := s.page(ctx, c, prefixEpRooms(me.Endpoint), req.After, req.Limit)
+	limit, err := pageArgs(req.After, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	rooms, next, ok := s.index.roomsOf(me.Endpoint, time.Now(), req.After, limit)
+	s.stats.of(c.op).page(ok)
+	if ok {
+		return &api.RoomPage{Rooms: rooms, Next: next}, nil // fresh within RoomIndexMaxStale (roomindex.go)
+	}
+	ids, next, err := s.page(ctx, c, prefixEpRooms(me.Endpoint), req.After, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ type Service struct {
 
 	instances []micro.Service // one per worker (workers.go)
 	ids       *identityCache  // nil when disabled (cache.go)
+	index     *roomIndex      // nil when disabled (roomindex.go)
 	keys      *objectCache    // nil when disabled (cache.go)
 	stopCache context.CancelFunc
 }
@@ -153,6 +154,16 @@ func (s *Service) identityBySigner(ctx context.Context, c *call, pub string) (*a
 		return nil, err
 	}
 	return id, nil
+}
+
+// publicKeys returns endpoint's identity for its public keys, from the
+// identity cache while it is fresh; nil if not registered.
+func (s *Service) publicKeys(ctx context.Context, c *call, endpoint string) (*api.Identity, error) {
+	if id, ok := s.ids.byEndpointLookup(endpoint, time.Now()); ok {
+		return id, nil
+	}
+	id, _, err := s.identity(ctx, c, endpoint)
+	return id, err
 }
 
 // identity reads an identity and its revision; nil if not registered.

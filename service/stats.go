@@ -36,6 +36,8 @@ type endpointStats struct {
 	alreadyApplied int
 	commits        int
 	conflicts      int // compare-and-set lost, re-planned
+	indexPages     int // pages served from the room index
+	storePages     int // pages listed from the store
 	latencies      []time.Duration
 	next           int
 }
@@ -49,6 +51,8 @@ type statsData struct {
 	BatchCommits    int                `json:"batch_commits"`
 	BatchConflicts  int                `json:"batch_conflicts"`
 	StoreLatencyMS  map[string]float64 `json:"store_latency_ms"`
+	IndexPages      int                `json:"index_pages,omitempty"`
+	StorePages      int                `json:"store_pages,omitempty"`
 	RoomsOwingRekey *int               `json:"rooms_owing_rekey,omitempty"`
 }
 
@@ -61,6 +65,17 @@ func (e *endpointStats) reject(reason string) {
 func (e *endpointStats) add(f func(e *endpointStats)) {
 	e.mu.Lock()
 	f(e)
+	e.mu.Unlock()
+}
+
+// page counts one page by where it came from.
+func (e *endpointStats) page(fromIndex bool) {
+	e.mu.Lock()
+	if fromIndex {
+		e.indexPages++
+	} else {
+		e.storePages++
+	}
 	e.mu.Unlock()
 }
 
@@ -82,6 +97,7 @@ func (e *endpointStats) snapshot() statsData {
 	d := statsData{
 		Rejections: make(map[string]int, len(e.rejections)), NonceClaims: e.nonceClaims,
 		AlreadyApplied: e.alreadyApplied, BatchCommits: e.commits, BatchConflicts: e.conflicts,
+		IndexPages: e.indexPages, StorePages: e.storePages,
 		StoreLatencyMS: map[string]float64{},
 	}
 	for k, v := range e.rejections {

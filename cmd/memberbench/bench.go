@@ -458,6 +458,14 @@ func (e *env) measure(ctx context.Context) error {
 		ok                bool
 	}
 	var checks []check
+	// After a restart the service refuses each client's first read once
+	// (nonce_floor) and the client signs it again: two requests for one
+	// call. One whoami per client learns the floor before counts are taken.
+	for _, c := range e.clients {
+		if _, err := c.Whoami(ctx); err != nil {
+			return fmt.Errorf("prime client: %w", err)
+		}
+	}
 	rssBefore := 0
 	if o.pid > 0 {
 		rssBefore = rssOf(o.pid)

@@ -1,0 +1,239 @@
+package service
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+)
+
+// revEntry is a watched entry with a revision.
+type revEntry struct {
+	entry
+	rev uint64
+}
+
+func (e revEntry) Revision() uint64 { return e.rev }
+
+const indexProbe = "cachefresh.idx."
+
+// loadedIndex is an index whose initial load is done and which has seen a
+// probe written at now.
+func loadedIndex(t *testing.T, now time.Time) *roomIndex {
+	t.Helper()
+	ri := newRoomIndex(time.Second)
+	ri.markLoaded()
+	ri.apply(probeEntry(indexProbe, now), indexProbe)
+	return ri
+}
+
+func roomEntry(t *testing.T, rev uint64, r api.Room) revEntry {
+	t.Helper()
+	return revEntry{putEntry(t, keyRoom(r.ID), &r), rev}
+}
+
+func memberEntry(t *testing.T, room, endpoint string, since uint64) revEntry {
+	t.Helper()
+	return revEntry{putEntry(t, keyMember(room, endpoint), &memberRecord{Since: since}), 1}
+}
+
+func memberGone(room, endpoint string) revEntry {
+	return revEntry{entry{key: keyMember(room, endpoint), op: jetstream.KeyValueDelete}, 1}
+}
+
+// pageOf is the reference: a page of a sorted list, as the store path cuts it.
+func pageOf(sorted []string, after string, limit int) ([]string, string) {
+	var out []string
+	for _, s := range sorted {
+		if s > after {
+			out = append(out, s)
+		}
+	}
+	if len(out) > limit {
+		return out[:limit], out[limit-1]
+	}
+	return out, ""
+}
+
+// TestRoomIndexPagesMatchReference applies random joins and leaves and
+// checks every page of every list against the reference paging.
+func TestRoomIndexPagesMatchReference(t *testing.T) {
+	now := time.Now()
+	ri := loadedIndex(t, now)
+	rng := rand.New(rand.NewPCG(1, 2))
+	rooms, endpoints := 6, 40
+	truth := map[string]map[string]uint64{} // room → endpoint → since
+	for r := 0; r < rooms; r++ {
+		id := fmt.Sprintf("r%d", r)
+		truth[id] = map[string]uint64{}
+		ri.apply(roomEntry(t, uint64(r+1), api.Room{ID: id, Owner: "e0", Epoch: 1}), indexProbe)
+	}
+	for step := 0; step < 2000; step++ {
+		room := fmt.Sprintf("r%d", rng.IntN(rooms))
+		ep := fmt.Sprintf("e%d", rng.IntN(endpoints))
+		if rng.IntN(3) == 0 {
+			delete(truth[room], ep)
+			ri.apply(memberGone(room, ep), indexProbe)
+		} else {
+			since := uint64(rng.IntN(5) + 1)
+			truth[room][ep] = since
+			ri.apply(memberEntry(t, room, ep, since), indexProbe)
+		}
+	}
+	for room, members := range truth {
+		sorted := slices.Sorted(func(yield func(string) bool) {
+			for e := range members {
+				if !yield(e) {
+					return
+				}
+			}
+		})
+		for _, limit := range []int{1, 3, 7, 100} {
+			for _, after := range append([]string{"", "e", "e5", "zzz"}, sorted...) {
+				want, wantNext := pageOf(sorted, after, limit)
+				got, next, ok := ri.members(room, 0, after, limit)
+				if !ok {
+					t.Fatalf("%s: index did not answer", room)
+				}
+				gotIDs := make([]string, len(got))
+				for i, m := range got {
+					gotIDs[i] = m.endpoint
+					if m.since != members[m.endpoint] {
+						t.Fatalf("%s/%s since %d, want %d", room, m.endpoint, m.since, members[m.endpoint])
+					}
+				}
+				if !slices.Equal(gotIDs, want) || next != wantNext {
+					t.Fatalf("%s after %q limit %d: %v next %q, want %v next %q", room, after, limit, gotIDs, next, want, wantNext)
+				}
+			}
+		}
+	}
+	for e := 0; e < endpoints; e++ {
+		ep := fmt.Sprintf("e%d", e)
+		var sorted []string
+		for room, members := range truth {
+			if _, ok := members[ep]; ok {
+				sorted = append(sorted, room)
+			}
+		}
+		slices.Sort(sorted)
+		for _, limit := range []int{1, 2, 100} {
+			for _, after := range append([]string{""}, sorted...) {
+				want, wantNext := pageOf(sorted, after, limit)
+				got, next, ok := ri.roomsOf(ep, now, after, limit)
+				if !ok {
+					t.Fatal("fresh index did not answer")
+				}
+				var gotIDs []string
+				for _, r := range got {
+					gotIDs = append(gotIDs, r.ID)
+				}
+				if !slices.Equal(gotIDs, want) || next != wantNext {
+					t.Fatalf("rooms of %s after %q limit %d: %v next %q, want %v next %q", ep, after, limit, gotIDs, next, want, wantNext)
+				}
+			}
+		}
+	}
+}
+
+// TestRoomIndexAnswersOnlyWhenCurrent covers every case in which the index
+// must send the request to the store.
+func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
+	now := time.Now()
+	t.Run("not loaded", func(t *testing.T) {
+		ri := newRoomIndex(time.Second)
+		ri.apply(roomEntry(t, 5, api.Room{ID: "r"}), indexProbe)
+		ri.apply(probeEntry(indexProbe, now), indexProbe)
+		if _, _, ok := ri.members("r", 5, "", 10); ok {
+			t.Fatal("members answered before the initial load completed")
+		}
+		if _, _, ok := ri.roomsOf("a", now, "", 10); ok {
+			t.Fatal("rooms answered before the initial load completed")
+		}
+	})
+	t.Run("room revision", func(t *testing.T) {
+		ri := loadedIndex(t, now)
+		ri.apply(roomEntry(t, 5, api.Room{ID: "r"}), indexProbe)
+		for rev, want := range map[uint64]bool{4: true, 5: true, 6: false} {
+			if _, _, ok := ri.members("r", rev, "", 10); ok != want {
+				t.Fatalf("record at 5, request read %d: answered %v, want %v", rev, ok, want)
+			}
+		}
+		if _, _, ok := ri.members("unknown", 1, "", 10); ok {
+			t.Fatal("answered for a room it has never seen")
+		}
+		// A record that does not decode is forgotten.
+		ri.apply(revEntry{entry{key: "room.r", value: []byte{0xc1}, op: jetstream.KeyValuePut}, 7}, indexProbe)
+		if _, _, ok := ri.members("r", 5, "", 10); ok {
+			t.Fatal("answered from an undecodable room record")
+		}
+	})
+	t.Run("freshness", func(t *testing.T) {
+		ri := loadedIndex(t, now)
+		if _, _, ok := ri.roomsOf("a", now.Add(999*time.Millisecond), "", 10); !ok {
+			t.Fatal("a fresh index did not answer")
+		}
+		if _, _, ok := ri.roomsOf("a", now.Add(time.Second), "", 10); ok {
+			t.Fatal("answered with its newest probe max-stale old")
+		}
+		ri.apply(probeEntry("cachefresh.other.", now.Add(time.Hour)), indexProbe)
+		if _, _, ok := ri.roomsOf("a", now.Add(2*time.Second), "", 10); ok {
+			t.Fatal("another replica's probe counted")
+		}
+		ri.apply(probeEntry(indexProbe, now.Add(2*time.Second)), indexProbe)
+		if _, _, ok := ri.roomsOf("a", now.Add(2*time.Second), "", 10); !ok {
+			t.Fatal("a new probe did not make it fresh again")
+		}
+		ri.reset()
+		if _, _, ok := ri.roomsOf("a", now.Add(2*time.Second), "", 10); ok {
+			t.Fatal("answered after a reset")
+		}
+	})
+	t.Run("rooms listed", func(t *testing.T) {
+		ri := loadedIndex(t, now)
+		ri.apply(roomEntry(t, 1, api.Room{ID: "live"}), indexProbe)
+		ri.apply(roomEntry(t, 2, api.Room{ID: "gone", Deleted: true}), indexProbe)
+		for _, r := range []string{"live", "gone", "pending"} { // pending: members seen before the record
+			ri.apply(memberEntry(t, r, "a", 1), indexProbe)
+		}
+		got, _, _ := ri.roomsOf("a", now, "", 10)
+		if len(got) != 1 || got[0].ID != "live" {
+			t.Fatalf("rooms of a = %v, want only live", got)
+		}
+		got[0].Epoch = 99 // a caller's copy must not change the index
+		if again, _, _ := ri.roomsOf("a", now, "", 10); again[0].Epoch == 99 {
+			t.Fatal("roomsOf returned the index's own record")
+		}
+		ri.apply(memberGone("live", "a"), indexProbe)
+		if got, _, _ := ri.roomsOf("a", now, "", 10); len(got) != 0 {
+			t.Fatalf("rooms of a after leaving = %v", got)
+		}
+	})
+	var nilIndex *roomIndex
+	if _, _, ok := nilIndex.members("r", 0, "", 1); ok {
+		t.Fatal("a disabled (nil) index answered")
+	}
+	if _, _, ok := nilIndex.roomsOf("a", now, "", 1); ok {
+		t.Fatal("a disabled (nil) index answered")
+	}
+}
+
+// TestRoomRecordLast: the room record moves behind the other state writes,
+// whose order is kept.
+func TestRoomRecordLast(t *testing.T) {
+	writes := []store.Write{{Key: "room.r"}, {Key: "member.r.a"}, {Key: "eprooms.a.r"}, {Key: "subject.x"}}
+	roomRecordLast(writes)
+	var keys []string
+	for _, w := range writes {
+		keys = append(keys, w.Key)
+	}
+	if want := []string{"member.r.a", "eprooms.a.r", "subject.x", "room.r"}; !slices.Equal(keys, want) {
+		t.Fatalf("order %v, want %v", keys, want)
+	}
+}
