@@ -178,11 +178,11 @@ type watchedCache interface {
 	reset()
 }
 
-// keepCurrent feeds cache from a watch on filters and this replica's probe
-// keys until ctx ends, restarting the watch after any failure; the cache is
-// reset (and answers nothing) until the new watch has loaded.
+// keepCurrent feeds cache from a watch on filters, which must include this
+// replica's probe keys, until ctx ends, restarting the watch after any
+// failure; the cache is reset (and answers nothing) until the new watch has
+// loaded.
 func keepCurrent(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, probe, name string, log *slog.Logger) {
-	filters = append(filters, probe+">")
 	for ctx.Err() == nil {
 		err := watchInto(ctx, kv, cache, filters, probe, func(d time.Duration, n int) {
 			log.Info(name+" loaded", "took", d.Round(time.Millisecond), "keys", n)
@@ -310,12 +310,17 @@ func (s *Service) startCaches() {
 	kv, probe, interval := s.store.KV(), probeKeyPrefix+nuid.Next()+".", time.Duration(0)
 	if d := s.cfg.IdentityMaxStale; d > 0 {
 		s.ids = newIdentityCache(d)
-		go keepCurrent(ctx, kv, s.ids, []string{"id.>", "signer.>"}, probe, "identity cache", s.cfg.Logger)
+		go keepCurrent(ctx, kv, s.ids, []string{"id.>", "signer.>", probe + ">"}, probe, "identity cache", s.cfg.Logger)
 		interval = d / 4
 	}
 	if d := s.cfg.RoomIndexMaxStale; d > 0 {
 		s.index = newRoomIndex(d)
-		go keepCurrent(ctx, kv, s.index, []string{"room.>", "member.>"}, probe, "room index", s.cfg.Logger)
+		// Every key, in one ordered watch: what the index relies on is the
+		// order of room and member records within the one stream. One
+		// filter, because nats-server delivers a consumer with several
+		// filters ~7× slower (docs/performance.md); the index skips the
+		// other keys.
+		go keepCurrent(ctx, kv, s.index, []string{">"}, probe, "room index", s.cfg.Logger)
 		if interval == 0 || d/4 < interval {
 			interval = d / 4
 		}

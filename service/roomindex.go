@@ -14,7 +14,7 @@ import (
 // The room index holds every room record and membership in memory, sorted,
 // so that member lists and an endpoint's own rooms are served a page at a
 // time without listing keys in the store (docs/performance.md, "Scale").
-// One KV watch on room.> and member.> keeps it current (cache.go).
+// One KV watch on the whole bucket keeps it current (cache.go).
 //
 // When it may answer:
 //
