@@ -37,14 +37,27 @@ import (
 // Authorization never reads the index: every read of a room by name checks
 // the caller's membership in the store.
 
+// The layout is compact because every replica holds it for the whole
+// deployment: at 100k rooms and 1M memberships the first layout (strings
+// everywhere) took 83 MB of live heap, this one about half (docs/
+// performance.md). Endpoints are numbered; a membership is a number and an
+// epoch; an endpoint's rooms are pointers.
+
 // indexedRoom is a room as the index holds it.
 type indexedRoom struct {
+	id      string
 	record  api.Room
-	rev     uint64 // revision of record; 0 until the record is seen
-	members []indexedMember
+	rev     uint64       // revision of record; 0 until the record is seen
+	members []membership // sorted by endpoint name
 }
 
-// indexedMember is one membership: the endpoint and its first epoch.
+// membership is one member of a room: its endpoint's number and first epoch.
+type membership struct {
+	endpoint uint32
+	since    uint64
+}
+
+// indexedMember is a membership as a page returns it.
 type indexedMember struct {
 	endpoint string
 	since    uint64
@@ -53,9 +66,11 @@ type indexedMember struct {
 // roomIndex is the in-memory index of rooms and memberships.
 type roomIndex struct {
 	freshness
-	rooms map[string]*indexedRoom
-	mine  map[string][]string // endpoint → its room ids, sorted
-	names map[string]string   // interned ids and keys: each is held once
+	rooms     map[string]*indexedRoom
+	endpoints map[string]uint32 // endpoint → its number
+	names     []string          // number → endpoint
+	mine      [][]*indexedRoom  // number → its rooms, sorted by id
+	keys      map[string]string // owners' signing keys, each held once
 }
 
 func newRoomIndex(maxStale time.Duration) *roomIndex {
@@ -65,7 +80,7 @@ func newRoomIndex(maxStale time.Duration) *roomIndex {
 }
 
 func (ri *roomIndex) clear() {
-	ri.rooms, ri.mine, ri.names = map[string]*indexedRoom{}, map[string][]string{}, map[string]string{}
+	ri.rooms, ri.endpoints, ri.names, ri.mine, ri.keys = map[string]*indexedRoom{}, map[string]uint32{}, nil, nil, map[string]string{}
 }
 
 func (ri *roomIndex) reset() {
@@ -75,25 +90,50 @@ func (ri *roomIndex) reset() {
 	ri.mu.Unlock()
 }
 
-// intern returns the index's own copy of s, so that the many records naming
-// the same endpoint or room share one string (and no watched key is kept
-// alive by a substring of it).
-func (ri *roomIndex) intern(s string) string {
-	if v, ok := ri.names[s]; ok {
-		return v
+// markLoaded completes the initial load. The lists grew one insert at a
+// time, with up to half their capacity unused: they are copied to their
+// exact size.
+func (ri *roomIndex) markLoaded() {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	for _, r := range ri.rooms {
+		r.members = slices.Clone(r.members)
 	}
-	s = strings.Clone(s)
-	ri.names[s] = s
-	return s
+	for n, rooms := range ri.mine {
+		ri.mine[n] = slices.Clone(rooms)
+	}
+	ri.loaded = true
+}
+
+// endpoint returns name's number, numbering it if it is new. The index keeps
+// its own copy: no watched key stays alive through a substring of it.
+func (ri *roomIndex) endpoint(name string) uint32 {
+	if n, ok := ri.endpoints[name]; ok {
+		return n
+	}
+	n := uint32(len(ri.names))
+	name = strings.Clone(name)
+	ri.endpoints[name] = n
+	ri.names = append(ri.names, name)
+	ri.mine = append(ri.mine, nil)
+	return n
 }
 
 func (ri *roomIndex) room(id string) *indexedRoom {
 	r := ri.rooms[id]
 	if r == nil {
-		r = &indexedRoom{}
-		ri.rooms[ri.intern(id)] = r
+		r = &indexedRoom{id: strings.Clone(id)}
+		ri.rooms[r.id] = r
 	}
 	return r
+}
+
+func (ri *roomIndex) ownerKey(k string) string {
+	if v, ok := ri.keys[k]; ok {
+		return v
+	}
+	ri.keys[k] = k
+	return k
 }
 
 // apply folds one watched entry into the index. Ids never hold dots
@@ -115,8 +155,8 @@ func (ri *roomIndex) apply(e jetstream.KeyValueEntry, probePrefix string) {
 			}
 			return
 		}
-		rec.ID, rec.Owner, rec.OwnerKey = ri.intern(rec.ID), ri.intern(rec.Owner), ri.intern(rec.OwnerKey)
 		r := ri.room(id)
+		rec.ID, rec.Owner, rec.OwnerKey = r.id, ri.names[ri.endpoint(rec.Owner)], ri.ownerKey(rec.OwnerKey)
 		r.record, r.rev = rec, e.Revision()
 	case strings.HasPrefix(key, "member."):
 		room, endpoint, ok := strings.Cut(key[len("member."):], ".")
@@ -132,34 +172,43 @@ func (ri *roomIndex) apply(e jetstream.KeyValueEntry, probePrefix string) {
 	}
 }
 
+// findMember finds endpoint among r's members, or where it belongs.
+func (ri *roomIndex) findMember(r *indexedRoom, endpoint string) (int, bool) {
+	return slices.BinarySearchFunc(r.members, endpoint, func(m membership, e string) int { return strings.Compare(ri.names[m.endpoint], e) })
+}
+
+// findRoom finds room among rooms, or where it belongs.
+func findRoom(rooms []*indexedRoom, id string) (int, bool) {
+	return slices.BinarySearchFunc(rooms, id, func(r *indexedRoom, id string) int { return strings.Compare(r.id, id) })
+}
+
 func (ri *roomIndex) addMember(room, endpoint string, since uint64) {
 	r := ri.room(room)
-	endpoint = ri.intern(endpoint)
-	i, found := slices.BinarySearchFunc(r.members, endpoint, func(m indexedMember, e string) int { return strings.Compare(m.endpoint, e) })
+	i, found := ri.findMember(r, endpoint)
 	if found {
 		r.members[i].since = since
 		return
 	}
-	r.members = slices.Insert(r.members, i, indexedMember{endpoint, since})
-	rooms := ri.mine[endpoint]
-	if j, found := slices.BinarySearch(rooms, room); !found {
-		ri.mine[endpoint] = slices.Insert(rooms, j, ri.intern(room))
+	n := ri.endpoint(endpoint)
+	r.members = slices.Insert(r.members, i, membership{n, since})
+	if j, found := findRoom(ri.mine[n], room); !found {
+		ri.mine[n] = slices.Insert(ri.mine[n], j, r)
 	}
 }
 
 func (ri *roomIndex) dropMember(room, endpoint string) {
-	if r := ri.rooms[room]; r != nil {
-		if i, found := slices.BinarySearchFunc(r.members, endpoint, func(m indexedMember, e string) int { return strings.Compare(m.endpoint, e) }); found {
-			r.members = slices.Delete(r.members, i, i+1)
-		}
+	r := ri.rooms[room]
+	if r == nil {
+		return
 	}
-	rooms := ri.mine[endpoint]
-	if j, found := slices.BinarySearch(rooms, room); found {
-		if rooms = slices.Delete(rooms, j, j+1); len(rooms) == 0 {
-			delete(ri.mine, endpoint)
-		} else {
-			ri.mine[endpoint] = rooms
-		}
+	i, found := ri.findMember(r, endpoint)
+	if !found {
+		return
+	}
+	n := r.members[i].endpoint
+	r.members = slices.Delete(r.members, i, i+1)
+	if j, found := findRoom(ri.mine[n], room); found {
+		ri.mine[n] = slices.Delete(ri.mine[n], j, j+1)
 	}
 }
 
@@ -176,15 +225,19 @@ func (ri *roomIndex) members(room string, rev uint64, after string, limit int) (
 	if !ri.loaded || r == nil || r.rev < rev {
 		return nil, "", false
 	}
-	i, _ := slices.BinarySearchFunc(r.members, after, func(m indexedMember, e string) int { return strings.Compare(m.endpoint, e) })
-	if i < len(r.members) && r.members[i].endpoint == after {
+	i, found := ri.findMember(r, after)
+	if found {
 		i++
 	}
 	rest := r.members[i:]
 	if len(rest) > limit {
-		rest, next = rest[:limit], rest[limit-1].endpoint
+		rest, next = rest[:limit], ri.names[rest[limit-1].endpoint]
 	}
-	return slices.Clone(rest), next, true
+	page = make([]indexedMember, len(rest))
+	for k, m := range rest {
+		page[k] = indexedMember{ri.names[m.endpoint], m.since}
+	}
+	return page, next, true
 }
 
 // roomsOf returns a page of endpoint's rooms (sorted by id, after the
@@ -199,18 +252,22 @@ func (ri *roomIndex) roomsOf(endpoint string, now time.Time, after string, limit
 	if !ri.fresh(now) {
 		return nil, "", false
 	}
-	ids := ri.mine[endpoint]
-	i, found := slices.BinarySearch(ids, after)
+	n, known := ri.endpoints[endpoint]
+	if !known {
+		return []api.Room{}, "", true
+	}
+	rooms := ri.mine[n]
+	i, found := findRoom(rooms, after)
 	if found {
 		i++
 	}
-	ids = ids[i:]
-	if len(ids) > limit {
-		ids, next = ids[:limit], ids[limit-1]
+	rooms = rooms[i:]
+	if len(rooms) > limit {
+		rooms, next = rooms[:limit], rooms[limit-1].id
 	}
-	page = make([]api.Room, 0, len(ids))
-	for _, id := range ids {
-		if r := ri.rooms[id]; r != nil && r.rev != 0 && !r.record.Deleted {
+	page = make([]api.Room, 0, len(rooms))
+	for _, r := range rooms {
+		if r.rev != 0 && !r.record.Deleted {
 			page = append(page, r.record)
 		}
 	}

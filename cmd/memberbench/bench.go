@@ -197,6 +197,9 @@ func (e *env) start(ctx context.Context) error {
 	if !o.keyCache {
 		cfg.KeyCacheBytes = -1
 	}
+	if !o.roomIndex {
+		cfg.RoomIndexMaxStale = -1
+	}
 	if !o.external {
 		svc, err := service.Start(snc, st, cfg)
 		if err != nil {
@@ -507,8 +510,8 @@ func (e *env) measure(ctx context.Context) error {
 			checks = append(checks, ck)
 		}
 	}
-	fmt.Fprintf(e.out, "# %d clients, sync=%s, workers=%d, id-cache=%v, key-cache=%v, GOMAXPROCS=%d\n",
-		o.clients, e.syncName(), o.workers, o.idCache, o.keyCache, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(e.out, "# %d clients, sync=%s, workers=%d, id-cache=%v, key-cache=%v, room-index=%v, GOMAXPROCS=%d\n",
+		o.clients, e.syncName(), o.workers, o.idCache, o.keyCache, o.roomIndex, runtime.GOMAXPROCS(0))
 	printTable(e.out, results)
 	for _, ck := range checks {
 		verdict := "MISMATCH"
