@@ -104,6 +104,38 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 		t.Fatalf("rooms_owing_rekey = %d, want 1", owed)
 	}
 
+	// Member pages count where they came from: the room index once its
+	// watch has loaded, the store before. Every page is counted once.
+	pages := map[string]int{}
+	for calls := 1; ; calls++ {
+		if _, err := admin.Members(ctx, "r1", "", 0); err != nil {
+			t.Fatal(err)
+		}
+		pages = map[string]int{}
+		for _, inst := range readStats(t, s) {
+			for _, ep := range inst.Endpoints {
+				var c struct {
+					Index int `json:"index_pages"`
+					Store int `json:"store_pages"`
+				}
+				if ep.Name == subjects.OpRoomMembers.EndpointName() && json.Unmarshal(ep.Data, &c) == nil {
+					pages["index"] += c.Index
+					pages["store"] += c.Store
+				}
+			}
+		}
+		if pages["index"]+pages["store"] != calls {
+			t.Fatalf("room_members stats count %v pages after %d calls", pages, calls)
+		}
+		if pages["index"] > 0 {
+			break
+		}
+		if calls == 100 {
+			t.Fatalf("no member page served from the room index in %d calls: %v", calls, pages)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	if err := s.ShutdownJetStream(); err != nil {
 		t.Fatal(err)
 	}
