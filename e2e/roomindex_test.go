@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/subjects"
+)
+
+// TestClusterMemberPagesAcrossReplicas: on a 3-node cluster (R3 buckets, a
+// replica per node), a member added or removed through one node's replica
+// shows in the very next member page from another node's replica, and those
+// pages come from that replica's room index (its stats say so).
+func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
+	nodes, adminFile := startCluster(t, 3)
+	adminID, err := client.LoadIdentity(adminFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := clientAt(t, nodes[0].clientURL, adminID)
+	ids := map[string]*client.Identity{}
+	for _, name := range []string{"own", "guest"} {
+		id, _ := client.NewIdentity(name)
+		pub, _ := id.Public()
+		if _, err := admin.Register(ctx, pub, false); err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+		ids[name] = id
+	}
+	writer := clientAt(t, nodes[0].clientURL, ids["own"])
+	reader := clientAt(t, nodes[2].clientURL, ids["own"])
+	if _, _, err := writer.CreateRoom(ctx, "pages", "chat.pages", nil); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		p, err := reader.Members(ctx, "pages", "", 0)
+		if err != nil {
+			t.Fatalf("members: %v", err)
+		}
+		return len(p.Members)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := writer.AddMember(ctx, "pages", "guest"); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != 2 {
+			t.Fatalf("round %d: %d members right after the add on another node, want 2", i, n)
+		}
+		if _, err := writer.RemoveMember(ctx, "pages", "guest"); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != 1 {
+			t.Fatalf("round %d: %d members right after the removal on another node, want 1", i, n)
+		}
+	}
+	// The pages were served; at least some from an index (the replica's
+	// watch has loaded well within the test), the rest from the store.
+	index, store := memberPages(t, nodes[2].clientURL)
+	if index+store < 40 || index == 0 {
+		t.Fatalf("room_members stats: %d pages from the index, %d from the store; want 40 or more, some from the index", index, store)
+	}
+	t.Logf("member pages: %d from the index, %d from the store", index, store)
+}
+
+// memberPages sums the room_members page counters of every replica.
+func memberPages(t *testing.T, url string) (index, store int) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest("$SRV.STATS."+subjects.ServiceName, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := sub.NextMsg(time.Second)
+		if err != nil {
+			return index, store
+		}
+		var st micro.Stats
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			t.Fatalf("stats: %v", err)
+		}
+		for _, ep := range st.Endpoints {
+			var c struct {
+				Index int `json:"index_pages"`
+				Store int `json:"store_pages"`
+			}
+			if ep.Name == subjects.OpRoomMembers.EndpointName() && json.Unmarshal(ep.Data, &c) == nil {
+				index += c.Index
+				store += c.Store
+			}
+		}
+	}
+}
