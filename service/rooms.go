@@ -629,23 +629,30 @@ func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rooms, next, ok := s.index.roomsOf(me.Endpoint, time.Now(), req.After, limit)
+	rooms, next, ok := s.index.roomsOf(me.Endpoint, time.Now(), req.After, limit) // fresh within RoomIndexMaxStale (roomindex.go)
 	s.stats.of(c.op).page(ok)
-	if ok {
-		return &api.RoomPage{Rooms: rooms, Next: next}, nil // fresh within RoomIndexMaxStale (roomindex.go)
+	if !ok {
+		if rooms, next, err = s.storedRooms(ctx, c, me.Endpoint, req.After, limit); err != nil {
+			return nil, err
+		}
 	}
-	ids, next, err := s.page(ctx, c, prefixEpRooms(me.Endpoint), req.After, limit)
+	return &api.RoomPage{Rooms: rooms, Next: next}, nil
+}
+
+// storedRooms reads a page of endpoint's live rooms from the store.
+func (s *Service) storedRooms(ctx context.Context, c *call, endpoint, after string, limit int) ([]api.Room, string, error) {
+	ids, next, err := s.page(ctx, c, prefixEpRooms(endpoint), after, limit)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	out := &api.RoomPage{Rooms: make([]api.Room, 0, len(ids)), Next: next}
+	rooms := make([]api.Room, 0, len(ids))
 	for _, id := range ids {
 		var r api.Room
 		if _, ok, err := s.get(ctx, c, keyRoom(id), &r); err != nil {
-			return nil, err
+			return nil, "", err
 		} else if ok && !r.Deleted {
-			out.Rooms = append(out.Rooms, r)
+			rooms = append(rooms, r)
 		}
 	}
-	return out, nil
+	return rooms, next, nil
 }
