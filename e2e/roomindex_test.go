@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -63,47 +64,22 @@ func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
 	}
 	// The pages were served; at least some from an index (the replica's
 	// watch has loaded well within the test), the rest from the store.
-	index, store := memberPages(t, nodes[2].clientURL)
-	if index+store < 40 || index == 0 {
-		t.Fatalf("room_members stats: %d pages from the index, %d from the store; want 40 or more, some from the index", index, store)
-	}
-	t.Logf("member pages: %d from the index, %d from the store", index, store)
-}
-
-// memberPages sums the room_members page counters of every replica.
-func memberPages(t *testing.T, url string) (index, store int) {
-	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(nodes[2].clientURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.PublishRequest("$SRV.STATS."+subjects.ServiceName, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		m, err := sub.NextMsg(time.Second)
-		if err != nil {
-			return index, store
-		}
+	var stats []micro.Stats
+	for _, a := range natstest.Gather(t, nc, "$SRV.STATS."+subjects.ServiceName, time.Second) {
 		var st micro.Stats
-		if err := json.Unmarshal(m.Data, &st); err != nil {
+		if err := json.Unmarshal(a, &st); err != nil {
 			t.Fatalf("stats: %v", err)
 		}
-		for _, ep := range st.Endpoints {
-			var c struct {
-				Index int `json:"index_pages"`
-				Store int `json:"store_pages"`
-			}
-			if ep.Name == subjects.OpRoomMembers.EndpointName() && json.Unmarshal(ep.Data, &c) == nil {
-				index += c.Index
-				store += c.Store
-			}
-		}
+		stats = append(stats, st)
 	}
+	index, store := memberPageCounts(stats)
+	if index+store < 40 || index == 0 {
+		t.Fatalf("room_members stats: %d pages from the index, %d from the store; want 40 or more, some from the index", index, store)
+	}
+	t.Logf("member pages: %d from the index, %d from the store", index, store)
 }

@@ -418,6 +418,30 @@ func (p *Proxy) Release() {
 	p.mu.Unlock()
 }
 
+// Gather sends an empty request to subject (a $SRV.… discovery subject
+// that every micro instance answers) and returns the answers, collected
+// until none has come for quiet.
+func Gather(t testing.TB, nc *nats.Conn, subject string, quiet time.Duration) [][]byte {
+	t.Helper()
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	var answers [][]byte
+	for {
+		msg, err := sub.NextMsg(quiet)
+		if err != nil {
+			return answers
+		}
+		answers = append(answers, msg.Data)
+	}
+}
+
 // WaitGone waits until the micro instance id no longer answers
 // $SRV.PING.<service>. micro's Stop drains its subscriptions and returns
 // before the server has removed them; the ping subscription goes last, so
@@ -426,25 +450,12 @@ func WaitGone(t testing.TB, nc *nats.Conn, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		inbox := nc.NewRespInbox()
-		sub, err := nc.SubscribeSync(inbox)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.PublishRequest("$SRV.PING."+subjects.ServiceName, inbox, nil); err != nil {
-			t.Fatal(err)
-		}
 		seen := false
-		for {
-			msg, err := sub.NextMsg(100 * time.Millisecond)
-			if err != nil {
-				break
-			}
-			if bytes.Contains(msg.Data, []byte(`"id":"`+id+`"`)) {
+		for _, a := range Gather(t, nc, "$SRV.PING."+subjects.ServiceName, 100*time.Millisecond) {
+			if bytes.Contains(a, []byte(`"id":"`+id+`"`)) {
 				seen = true
 			}
 		}
-		_ = sub.Unsubscribe()
 		if !seen {
 			return
 		}
