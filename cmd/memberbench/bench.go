@@ -357,6 +357,19 @@ func createRoom(ctx context.Context, c *client.Client, id, subject string, key [
 	return c.Call(ctx, subjects.OpRoomCreate, &req, nil)
 }
 
+// addMember adds m to a room at epoch 1, sealing the key locally (the
+// client's AddMember fetches the room key and m's keys first).
+func addMember(ctx context.Context, c *client.Client, room string, key []byte, m *client.Identity) error {
+	sealer, _ := c.Identity().XKey.PublicKey()
+	x, _ := m.XKey.PublicKey()
+	sealed, err := c.Identity().XKey.Seal(key, x)
+	if err != nil {
+		return err
+	}
+	return c.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: room, Epoch: 1, Sealer: sealer,
+		Member: api.SealedKey{Endpoint: m.Endpoint, Sealed: sealed}}, nil)
+}
+
 // measure runs every operation and its baseline and prints the results.
 func (e *env) measure(ctx context.Context) error {
 	o := e.o
@@ -419,16 +432,7 @@ func (e *env) measure(ctx context.Context) error {
 		"mutate": func(ctx context.Context, w, n int) error {
 			rs := e.rooms[w]
 			r := rs[n%len(rs)]
-			j := e.joiners[n/len(rs)]
-			c := e.clients[w]
-			x, _ := j.XKey.PublicKey()
-			sealed, err := c.Identity().XKey.Seal(r.key, x)
-			if err != nil {
-				return err
-			}
-			sealer, _ := c.Identity().XKey.PublicKey()
-			return c.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: r.id, Epoch: 1, Sealer: sealer,
-				Member: api.SealedKey{Endpoint: j.Endpoint, Sealed: sealed}}, nil)
+			return addMember(ctx, e.clients[w], r.id, r.key, e.joiners[n/len(rs)])
 		},
 		"batch": func(ctx context.Context, w, n int) error {
 			// The shape of an add-member commit: the nonce record (with
@@ -625,16 +629,8 @@ func (e *env) rekeyTiming(ctx context.Context) error {
 	if err := createRoom(ctx, c, rid, "bench."+e.run+".rekey", key, members); err != nil {
 		return err
 	}
-	sealer, _ := c.Identity().XKey.PublicKey()
 	for i := len(members) - 1; i < n-1; i++ {
-		j := e.others[i]
-		x, _ := j.XKey.PublicKey()
-		s, err := c.Identity().XKey.Seal(key, x)
-		if err != nil {
-			return err
-		}
-		if err := c.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: rid, Epoch: 1, Sealer: sealer,
-			Member: api.SealedKey{Endpoint: j.Endpoint, Sealed: s}}, nil); err != nil {
+		if err := addMember(ctx, c, rid, key, e.others[i]); err != nil {
 			return fmt.Errorf("add member %d: %w", i, err)
 		}
 	}

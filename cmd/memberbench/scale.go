@@ -375,15 +375,8 @@ func (e *env) buildRoom(ctx context.Context, rid string, ms []*client.Identity) 
 	if err := createRoom(ctx, owner, rid, "bench."+e.run+"."+rid, key, first); err != nil {
 		return fmt.Errorf("create room %s: %w", rid, err)
 	}
-	sealer, _ := owner.Identity().XKey.PublicKey()
 	for i, j := range ms[len(first):] {
-		x, _ := j.XKey.PublicKey()
-		s, err := owner.Identity().XKey.Seal(key, x)
-		if err != nil {
-			return err
-		}
-		if err := owner.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: rid, Epoch: 1, Sealer: sealer,
-			Member: api.SealedKey{Endpoint: j.Endpoint, Sealed: s}}, nil); err != nil {
+		if err := addMember(ctx, owner, rid, key, j); err != nil {
 			return fmt.Errorf("room %s: add member %d: %w", rid, len(first)+i, err)
 		}
 		if (i+1)%1000 == 0 {
