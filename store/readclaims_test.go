@@ -133,23 +133,21 @@ func TestReadClaims(t *testing.T) {
 // new incarnation starts after the restart.
 func TestReadClaimsStandaloneRestart(t *testing.T) {
 	dir := t.TempDir()
-	s := natstest.ServerWith(t, &server.Options{StoreDir: dir})
-	js := jetStream(t, natstest.Connect(t, s))
-	st, err := store.Open(ctxT(t), js, testConfig())
-	if err != nil {
-		t.Fatal(err)
+	open := func() (*server.Server, *store.Store) {
+		s := natstest.ServerWith(t, &server.Options{StoreDir: dir})
+		st, err := store.Open(ctxT(t), jetStream(t, natstest.Connect(t, s)), testConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, st
 	}
+	s, st := open()
 	before := claimOK(t, st, "nonce.U1.a")
 	s.Shutdown()
 	s.WaitForShutdown()
 	restarted := time.Now()
 
-	s2 := natstest.ServerWith(t, &server.Options{StoreDir: dir})
-	js2 := jetStream(t, natstest.Connect(t, s2))
-	st2, err := store.Open(ctxT(t), js2, testConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, st2 := open()
 	since := claimOK(t, st2, "nonce.U1.a")
 	if since.First || since.Start.Before(restarted) || since == before {
 		t.Fatalf("after the restart: %+v, want a new incarnation started after %s (before: %+v)", since, restarted, before)
