@@ -345,6 +345,25 @@ func clientAt(t *testing.T, url string, id *client.Identity) *client.Client {
 	return client.New(nc, id, client.WithRetries(10), client.WithBackoff(200*time.Millisecond))
 }
 
+// registerNew creates identities with these names and registers them
+// through admin.
+func registerNew(ctx context.Context, t *testing.T, admin *client.Client, names ...string) map[string]*client.Identity {
+	t.Helper()
+	ids := map[string]*client.Identity{}
+	for _, name := range names {
+		id, err := client.NewIdentity(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := id.Public()
+		if _, err := admin.Register(ctx, pub, false); err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+		ids[name] = id
+	}
+	return ids
+}
+
 // TestClusterQuickstart forms a 3-node cluster of membershipd processes,
 // runs the quickstart across nodes, kills one node and keeps going.
 func TestClusterQuickstart(t *testing.T) {
@@ -359,15 +378,7 @@ func TestClusterQuickstart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := clientAt(t, nodes[0].clientURL, adminID)
-	ids := map[string]*client.Identity{}
-	for _, name := range []string{"alice", "bob"} {
-		id, _ := client.NewIdentity(name)
-		pub, _ := id.Public()
-		if _, err := admin.Register(ctx, pub, false); err != nil {
-			t.Fatalf("register %s: %v", name, err)
-		}
-		ids[name] = id
-	}
+	ids := registerNew(ctx, t, admin, "alice", "bob")
 	alice := clientAt(t, nodes[1].clientURL, ids["alice"])
 	_, key, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
 	if err != nil {

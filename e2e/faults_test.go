@@ -215,16 +215,8 @@ func setupWorld(t *testing.T, c *testCluster) *faultWorld {
 	ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
 	defer cancel()
 	admin := client.New(c.connect(t, 0), c.admin, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
-	w := &faultWorld{c: c, keys: map[string][]byte{}, registered: map[string]*client.Identity{},
+	w := &faultWorld{c: c, keys: map[string][]byte{}, registered: registerNew(ctx, t, admin, "owner", "reader"),
 		added: map[string]map[string]bool{}, attempted: map[string]map[string]bool{}}
-	for _, name := range []string{"owner", "reader"} {
-		id, _ := client.NewIdentity(name)
-		pub, _ := id.Public()
-		if _, err := admin.Register(ctx, pub, false); err != nil {
-			t.Fatalf("register %s: %v", name, err)
-		}
-		w.registered[name] = id
-	}
 	w.owner, w.reader = w.registered["owner"], w.registered["reader"]
 	owner := w.ownerClient(t, 1)
 	for i := range 3 {

@@ -26,16 +26,7 @@ func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	admin := clientAt(t, nodes[0].clientURL, adminID)
-	ids := map[string]*client.Identity{}
-	for _, name := range []string{"own", "guest"} {
-		id, _ := client.NewIdentity(name)
-		pub, _ := id.Public()
-		if _, err := admin.Register(ctx, pub, false); err != nil {
-			t.Fatalf("register %s: %v", name, err)
-		}
-		ids[name] = id
-	}
+	ids := registerNew(ctx, t, clientAt(t, nodes[0].clientURL, adminID), "own", "guest")
 	writer := clientAt(t, nodes[0].clientURL, ids["own"])
 	reader := clientAt(t, nodes[2].clientURL, ids["own"])
 	if _, _, err := writer.CreateRoom(ctx, "pages", "chat.pages", nil); err != nil {
