@@ -300,33 +300,26 @@ func (oc *objectCache) put(name string, data []byte) {
 
 // startCaches starts the caches the configuration asks for. The watched
 // caches watch the store's own bucket, so they can never watch another one
-// than the service reads, and share one probe writer.
+// than the service reads.
 func (s *Service) startCaches() {
 	if s.cfg.KeyCacheBytes > 0 {
 		s.keys = newObjectCache(s.cfg.KeyCacheBytes)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stopCache = stop
-	kv, probe, interval := s.store.KV(), probeKeyPrefix+nuid.Next()+".", time.Duration(0)
+	kv, probe := s.store.KV(), probeKeyPrefix+nuid.Next()+"."
 	if d := s.cfg.IdentityMaxStale; d > 0 {
 		s.ids = newIdentityCache(d)
 		go keepCurrent(ctx, kv, s.ids, []string{"id.>", "signer.>", probe + ">"}, probe, "identity cache", s.cfg.Logger)
-		interval = d / 4
+		go writeProbes(ctx, kv, probe, d/4)
 	}
-	if d := s.cfg.RoomIndexMaxStale; d > 0 {
-		s.index = newRoomIndex(d)
+	if s.cfg.RoomIndexWait > 0 {
+		s.index = newRoomIndex()
 		// Every key, in one ordered watch: what the index relies on is the
-		// order of room and member records within the one stream. One
-		// filter, because nats-server delivers a consumer with several
-		// filters ~7× slower (docs/performance.md); the index skips the
-		// other keys.
-		go keepCurrent(ctx, kv, s.index, []string{">"}, probe, "room index", s.cfg.Logger)
-		if interval == 0 || d/4 < interval {
-			interval = d / 4
-		}
-	}
-	if interval > 0 {
-		go writeProbes(ctx, kv, probe, interval)
+		// order of the stream (roomindex.go). One filter, because
+		// nats-server delivers a consumer with several filters ~7× slower
+		// (docs/performance.md); the index skips the keys it does not hold.
+		go keepCurrent(ctx, kv, s.index, []string{">"}, "", "room index", s.cfg.Logger)
 	}
 }
 

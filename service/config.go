@@ -67,11 +67,10 @@ type Config struct {
 	// answers: a disable or key change takes effect within it (cache.go).
 	// Default 2s; negative disables the cache (every request reads the store).
 	IdentityMaxStale time.Duration
-	// RoomIndexMaxStale bounds how old the room index may be when it lists
-	// an endpoint's own rooms (roomindex.go); member pages are served from
-	// it only when it is as current as the room record just read. Default
-	// 2s; negative disables the index (pages list keys in the store).
-	RoomIndexMaxStale time.Duration
+	// RoomIndexWait is how long a page may wait for the room index to
+	// catch up with the store before it is listed from the store instead
+	// (roomindex.go). Default 100ms; negative disables the index.
+	RoomIndexWait time.Duration
 	// KeyCacheBytes bounds the cache of immutable sealed-key objects.
 	// Default 32 MiB; negative disables it.
 	KeyCacheBytes int
@@ -87,10 +86,10 @@ const (
 	DefaultRateBurst      = 200
 	DefaultReplayCache    = 65536
 
-	DefaultIdentityMaxStale  = 2 * time.Second
-	DefaultRoomIndexMaxStale = 2 * time.Second
-	DefaultKeyCacheBytes     = 32 << 20
-	MaxWorkers               = 256
+	DefaultIdentityMaxStale = 2 * time.Second
+	DefaultRoomIndexWait    = 100 * time.Millisecond
+	DefaultKeyCacheBytes    = 32 << 20
+	MaxWorkers              = 256
 )
 
 // Validate fills in defaults and rejects settings that cannot work.
@@ -125,8 +124,8 @@ func (c *Config) Validate() error {
 	if c.IdentityMaxStale == 0 {
 		c.IdentityMaxStale = DefaultIdentityMaxStale
 	}
-	if c.RoomIndexMaxStale == 0 {
-		c.RoomIndexMaxStale = DefaultRoomIndexMaxStale
+	if c.RoomIndexWait == 0 {
+		c.RoomIndexWait = DefaultRoomIndexWait
 	}
 	if c.KeyCacheBytes == 0 {
 		c.KeyCacheBytes = DefaultKeyCacheBytes

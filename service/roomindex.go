@@ -3,7 +3,7 @@ package service
 import (
 	"slices"
 	"strings"
-	"time"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
@@ -28,11 +28,14 @@ import (
 //     on every replica, and a member added through another replica is listed
 //     as soon as the room record that counts it is read. Otherwise (the watch
 //     is behind, restarting or still loading) the page is read from the store.
-//   - An endpoint's own rooms: while the index is fresh, like the identity
-//     cache: at most RoomIndexMaxStale behind the store, normally the watch's
-//     delivery delay. The directory is the caller's own (H3), so staleness
-//     can only show a room the caller just left or miss one it just joined,
-//     never another endpoint's rooms.
+//   - An endpoint's own rooms: when the watch has delivered the bucket's
+//     newest revision as the stream leader gave it after the request
+//     arrived (Store.LastSeq). The watch sees every key, so the index then
+//     holds every write acknowledged before the request: the caller sees
+//     its own join or leave at once, whichever replica made it.
+//
+// Either way a page waits up to Config.RoomIndexWait for the watch to catch
+// up, then is read from the store.
 //
 // Authorization never reads the index: every read of a room by name checks
 // the caller's membership in the store.
@@ -65,7 +68,9 @@ type indexedMember struct {
 
 // roomIndex is the in-memory index of rooms and memberships.
 type roomIndex struct {
-	freshness
+	mu        sync.RWMutex
+	loaded    bool   // the watch delivered every current value
+	applied   uint64 // revision of the newest entry applied
 	rooms     map[string]*indexedRoom
 	endpoints map[string]uint32 // endpoint → its number
 	names     []string          // number → endpoint
@@ -73,8 +78,8 @@ type roomIndex struct {
 	keys      map[string]string // owners' signing keys, each held once
 }
 
-func newRoomIndex(maxStale time.Duration) *roomIndex {
-	ri := &roomIndex{freshness: freshness{maxStale: maxStale}}
+func newRoomIndex() *roomIndex {
+	ri := &roomIndex{}
 	ri.clear()
 	return ri
 }
@@ -86,7 +91,7 @@ func (ri *roomIndex) clear() {
 func (ri *roomIndex) reset() {
 	ri.mu.Lock()
 	ri.clear()
-	ri.forget()
+	ri.loaded, ri.applied = false, 0
 	ri.mu.Unlock()
 }
 
@@ -139,13 +144,13 @@ func (ri *roomIndex) ownerKey(k string) string {
 // apply folds one watched entry into the index. Ids never hold dots
 // (api.ValidateID), so member.<room>.<endpoint> splits one way only. A record
 // that does not decode drops what the index knew, so requests read the store.
-func (ri *roomIndex) apply(e jetstream.KeyValueEntry, probePrefix string) {
+func (ri *roomIndex) apply(e jetstream.KeyValueEntry, _ string) {
 	key := e.Key()
 	put := e.Operation() == jetstream.KeyValuePut
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
+	ri.applied = max(ri.applied, e.Revision())
 	switch {
-	case ri.sawProbe(e, probePrefix):
 	case strings.HasPrefix(key, "room."):
 		id := key[len("room."):]
 		var rec api.Room
@@ -214,7 +219,7 @@ func (ri *roomIndex) dropMember(room, endpoint string) {
 
 // members returns a page of room's members (sorted by endpoint, after the
 // cursor), if the index holds the room at revision rev or later. ok false
-// means: read the store.
+// means: not yet.
 func (ri *roomIndex) members(room string, rev uint64, after string, limit int) (page []indexedMember, next string, ok bool) {
 	if ri == nil {
 		return nil, "", false
@@ -241,15 +246,15 @@ func (ri *roomIndex) members(room string, rev uint64, after string, limit int) (
 }
 
 // roomsOf returns a page of endpoint's rooms (sorted by id, after the
-// cursor; deleted rooms left out), if the index is fresh. ok false means:
-// read the store.
-func (ri *roomIndex) roomsOf(endpoint string, now time.Time, after string, limit int) (page []api.Room, next string, ok bool) {
+// cursor; deleted rooms left out), if the index has applied revision seq.
+// ok false means: not yet.
+func (ri *roomIndex) roomsOf(endpoint string, seq uint64, after string, limit int) (page []api.Room, next string, ok bool) {
 	if ri == nil {
 		return nil, "", false
 	}
 	ri.mu.RLock()
 	defer ri.mu.RUnlock()
-	if !ri.fresh(now) {
+	if !ri.loaded || ri.applied < seq {
 		return nil, "", false
 	}
 	n, known := ri.endpoints[endpoint]

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
-	"time"
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
@@ -26,7 +25,7 @@ type twoPaths struct {
 func newTwoPaths(t *testing.T, endpoints []string) *twoPaths {
 	t.Helper()
 	e := newEnv(t, service.Config{RateLimit: -1})
-	natstest.Service(t, e.s, service.Config{Prefix: "kv", RoomIndexMaxStale: -1, RateLimit: -1})
+	natstest.Service(t, e.s, service.Config{Prefix: "kv", RoomIndexWait: -1, RateLimit: -1})
 	tp := &twoPaths{e: e, viaIdx: map[string]*client.Client{}, viaKV: map[string]*client.Client{}}
 	for _, ep := range endpoints {
 		id := e.register(t, ep)
@@ -101,17 +100,9 @@ func TestRoomIndexServesWhatTheStoreHolds(t *testing.T) {
 			}
 		}
 		for _, ep := range endpoints {
-			// The directory is fresh within the bound, not exact: wait for it.
-			deadline := time.Now().Add(2 * service.DefaultRoomIndexMaxStale)
-			for {
-				a, b := walkRooms(t, tp.viaIdx[ep], 1+rng.IntN(2)), walkRooms(t, tp.viaKV[ep], 2)
-				if reflect.DeepEqual(a, b) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("step %d: rooms of %s: index %v, store %v", step, ep, a, b)
-				}
-				time.Sleep(5 * time.Millisecond)
+			a, b := walkRooms(t, tp.viaIdx[ep], 1+rng.IntN(2)), walkRooms(t, tp.viaKV[ep], 2)
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("step %d: rooms of %s: index %v, store %v", step, ep, a, b)
 			}
 		}
 	}

@@ -251,8 +251,12 @@ func (s *Service) roomMembers(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	members, next, ok := s.index.members(r.ID, rev, req.After, limit) // as current as r (roomindex.go)
-	s.stats.of(c.op).page(ok)
+	var members []indexedMember
+	var next string
+	ok := s.fromIndex(c, func() (ok bool) {
+		members, next, ok = s.index.members(r.ID, rev, req.After, limit) // as current as r (roomindex.go)
+		return ok
+	})
 	if !ok {
 		if members, next, err = s.storedMembers(ctx, c, r.ID, req.After, limit); err != nil {
 			return nil, err
@@ -270,6 +274,19 @@ func (s *Service) roomMembers(ctx context.Context, c *call) (any, error) {
 		out.Members = append(out.Members, api.Member{Endpoint: m.endpoint, SignKey: id.SignKey, XKey: id.XKey, Since: m.since})
 	}
 	return out, nil
+}
+
+// fromIndex runs page until the room index can answer it, for at most
+// Config.RoomIndexWait (the watch is normally a millisecond behind), and
+// counts where the page came from. false: read the store.
+func (s *Service) fromIndex(c *call, page func() bool) bool {
+	ok := s.index != nil && page()
+	for deadline := time.Now().Add(s.cfg.RoomIndexWait); s.index != nil && !ok && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Microsecond)
+		ok = page()
+	}
+	s.stats.of(c.op).page(ok)
+	return ok
 }
 
 // storedMembers reads a page of members from the store.
@@ -629,8 +646,20 @@ func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rooms, next, ok := s.index.roomsOf(me.Endpoint, time.Now(), req.After, limit) // fresh within RoomIndexMaxStale (roomindex.go)
-	s.stats.of(c.op).page(ok)
+	var rooms []api.Room
+	var next string
+	ok := false
+	if s.index != nil {
+		// As current as the store when the request arrived (roomindex.go).
+		seq, err := s.store.LastSeq(ctx)
+		if err != nil {
+			return nil, s.storeErr(c, "last revision", err)
+		}
+		ok = s.fromIndex(c, func() (ok bool) {
+			rooms, next, ok = s.index.roomsOf(me.Endpoint, seq, req.After, limit)
+			return ok
+		})
+	}
 	if !ok {
 		if rooms, next, err = s.storedRooms(ctx, c, me.Endpoint, req.After, limit); err != nil {
 			return nil, err

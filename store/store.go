@@ -168,6 +168,16 @@ func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 	return Entry{Value: v, Rev: m.Sequence}, nil
 }
 
+// LastSeq is the state bucket's newest revision, from the stream leader:
+// every write acknowledged before the call is at or below it.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
 // Keys lists the live keys that start with prefix (a dot-terminated token
 // prefix such as "member.room1.").
 func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {

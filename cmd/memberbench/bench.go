@@ -198,7 +198,7 @@ func (e *env) start(ctx context.Context) error {
 		cfg.KeyCacheBytes = -1
 	}
 	if !o.roomIndex {
-		cfg.RoomIndexMaxStale = -1
+		cfg.RoomIndexWait = -1
 	}
 	if !o.external {
 		svc, err := service.Start(snc, st, cfg)

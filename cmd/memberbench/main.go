@@ -102,7 +102,7 @@ func main() {
 	flag.BoolVar(&o.idCache, "id-cache", true, "in-process service: identity cache (Config.IdentityMaxStale)")
 	flag.DurationVar(&o.maxStale, "max-stale", 2*time.Second, "in-process service: identity cache staleness bound")
 	flag.BoolVar(&o.keyCache, "key-cache", true, "in-process service: sealed-key object cache (Config.KeyCacheBytes)")
-	flag.BoolVar(&o.roomIndex, "room-index", true, "in-process service: room index for member pages and my rooms (Config.RoomIndexMaxStale)")
+	flag.BoolVar(&o.roomIndex, "room-index", true, "in-process service: room index for member pages and my rooms (Config.RoomIndexWait)")
 	flag.StringVar(&o.prefix, "prefix", "", "service subject prefix (default the service's)")
 	flag.StringVar(&o.ops, "ops", "echo,read,key,mine,kv,mutate,batch", "operations to run, in this order")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phase (service, server and clients alike) to this file")
