@@ -78,4 +78,7 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
-tool github.com/nats-io/natscli/nats
+tool (
+	github.com/nats-io/nats-server/v2
+	github.com/nats-io/natscli/nats
+)

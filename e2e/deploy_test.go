@@ -250,3 +250,19 @@ func (d *deployment) serviceConn(t *testing.T) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// writeServiceKey writes a fresh service key (an nkeys server seed, mode
+// 0600) into dir and returns its path, for replicas that must share it.
+func writeServiceKey(t *testing.T, dir string) string {
+	t.Helper()
+	kp, err := nkeys.CreateServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	path := filepath.Join(dir, "service-signing.nk")
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -83,10 +83,17 @@ var commands = []command{
 }
 
 const globalHelp = `Global flags (before or after the command; flags win over the environment):
-  --server URL       NATS server URLs, comma separated (env NATS_URL; default ` + defaultServer + `)
+  -s, --server URL   NATS server URLs, comma separated (env NATS_URL)
+  --context NAME     nats CLI context (env NATS_CONTEXT); the options below override it. With no
+                     connection option at all, the context chosen with 'nats context select' is
+                     used, else nats://127.0.0.1:4222
+  --user U, --password P, --token T   NATS user and password, or token (env NATS_USER,
+                     NATS_PASSWORD, NATS_TOKEN)
   --creds FILE       NATS user credentials file (env NATS_CREDS)
   --nkey FILE        NATS user nkey seed file (env NATS_NKEY)
-  --context NAME     NATS context of the nats CLI; wins over --server/--creds (env NATS_CONTEXT)
+  --inbox-prefix P   reply inbox prefix the NATS user may subscribe to (env NATS_INBOX_PREFIX)
+  --tlscert FILE, --tlskey FILE, --tlsca FILE   client certificate and key, CA to verify the
+                     servers with (env NATS_CERT, NATS_KEY, NATS_CA)
   --identity FILE    identity file written by keygen; signs every request (env MEMBERCTL_IDENTITY;
                      default ~/.config/unibus/identity.id if it exists)
   --prefix PREFIX    subject prefix of the service (env MEMBERCTL_PREFIX; default ` + subjects.DefaultPrefix + `)

@@ -18,13 +18,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/synadia-io/orbit.go/natscontext"
-
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -38,16 +39,10 @@ const (
 
 // Environment variables read for global flags.
 const (
-	envServer   = "NATS_URL"
-	envCreds    = "NATS_CREDS"
-	envNKey     = "NATS_NKEY"
-	envContext  = "NATS_CONTEXT"
 	envIdentity = "MEMBERCTL_IDENTITY"
 	envPrefix   = "MEMBERCTL_PREFIX"
 	envTimeout  = "MEMBERCTL_TIMEOUT"
 )
-
-const defaultServer = "nats://127.0.0.1:4222"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,10 +53,7 @@ func main() {
 
 // globals are the flags every command accepts.
 type globals struct {
-	server   string
-	creds    string
-	nkey     string
-	context  string
+	conn     natsconn.Options // as the nats CLI: flags, environment, selected context
 	identity string
 	prefix   string
 	timeout  time.Duration
@@ -78,6 +70,7 @@ type app struct {
 	cl     *client.Client
 
 	progressShown bool
+	inboxDenied   atomic.Bool // the server refused a subscription (reply inbox)
 }
 
 // run executes one command line and returns the process exit code.
@@ -104,10 +97,9 @@ func (g *globals) defaults() error {
 		}
 		return def
 	}
-	g.server = env(envServer, defaultServer)
-	g.creds = env(envCreds, "")
-	g.nkey = env(envNKey, "")
-	g.context = env(envContext, "")
+	for _, f := range g.conn.Flags() {
+		*f.Value = env(f.Env, "")
+	}
 	g.identity = env(envIdentity, "")
 	g.prefix = env(envPrefix, subjects.DefaultPrefix)
 	g.timeout = 5 * time.Second
@@ -129,8 +121,8 @@ func (g *globals) check() error {
 	if err := subjects.ValidatePrefix(g.prefix); err != nil {
 		return usagef("--prefix: %v", err)
 	}
-	if g.creds != "" && g.nkey != "" {
-		return usagef("--creds and --nkey exclude each other")
+	if err := g.conn.Validate(); err != nil {
+		return usagef("%v", err)
 	}
 	return nil
 }
@@ -150,32 +142,24 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, localErr("load identity", err)
 	}
-	opts := []nats.Option{nats.Name("memberctl"), nats.Timeout(a.g.timeout)}
-	if a.g.creds != "" {
-		opts = append(opts, nats.UserCredentials(a.g.creds))
-	}
-	if a.g.nkey != "" {
-		o, err := nats.NkeyOptionFromSeed(a.g.nkey)
-		if err != nil {
-			return nil, localErr("read --nkey", err)
-		}
-		opts = append(opts, o)
-	}
-	var nc *nats.Conn
-	if a.g.context != "" {
-		// The context supplies servers and credentials, as in the nats CLI.
-		nc, _, err = natscontext.Connect(a.g.context, opts...)
-		if err != nil {
-			return nil, localErr("connect with NATS context "+a.g.context, err)
-		}
-	} else if nc, err = nats.Connect(a.g.server, opts...); err != nil {
-		return nil, localErr("connect "+a.g.server, err)
+	nc, err := a.g.conn.Connect(nats.Name("memberctl"), nats.Timeout(a.g.timeout),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
+				a.inboxDenied.Store(true)
+			}
+		}))
+	if err != nil {
+		return nil, localErr("connect to "+a.g.conn.Describe(), err)
 	}
 	a.nc = nc
 	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
 		client.WithProgress(a.progress()))
 	return a.cl, nil
 }
+
+// inboxRefused reports whether the server refused a subscription: memberctl
+// subscribes only to its reply inbox.
+func (a *app) inboxRefused() bool { return a.inboxDenied.Load() }
 
 // defaultIdentity is ~/.config/unibus/identity.id (under $XDG_CONFIG_HOME
 // when set) if that file exists.

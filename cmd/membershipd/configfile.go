@@ -85,7 +85,11 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 func printConfig(w io.Writer, fs *flag.FlagSet) error {
 	out := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "config" || f.Name == "print-config" {
+		switch {
+		case f.Name == "config" || f.Name == "print-config" || isAlias(f):
+			return
+		case (f.Name == "password" || f.Name == "token") && f.Value.String() != "":
+			out[f.Name] = "xxxxx"
 			return
 		}
 		out[f.Name] = maskURLs(f.Value.String())
