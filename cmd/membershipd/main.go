@@ -54,6 +54,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	embeddedMode := cfg.Embedded()
 	if embeddedMode {
+		lock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
 		embedded, err := startEmbedded(cfg, log)
 		if err != nil {
 			return err
