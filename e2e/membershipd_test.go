@@ -21,7 +21,7 @@ import (
 
 const membershipdPkg = "github.com/unibus/membership/cmd/membershipd"
 
-var readyLine = regexp.MustCompile(`membershipd ready on (nats://\S+)`)
+var readyLine = regexp.MustCompile(`membershipd ready on ((?:nats|tls)://\S+)`)
 
 // daemon is a running membershipd process.
 type daemon struct {
