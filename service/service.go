@@ -91,6 +91,9 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		"max_request": strconv.Itoa(cfg.MaxRequest),
 		"service_key": s.pub,
 	}
+	for k, v := range processIdentity() {
+		meta[k] = v
+	}
 	for k, v := range cfg.Metadata {
 		meta[k] = v
 	}

@@ -2,6 +2,8 @@ package service
 
 import (
 	"fmt"
+	"os"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -22,9 +24,11 @@ import (
 // still counts exactly the requests it answered. `nats micro ls` therefore
 // lists Workers instances per process; their request and error counts add
 // up to the process's. Each instance carries the metadata keys "worker"
-// (its index) and "workers" (the count); the custom stats data (rejections,
-// nonce claims, commits, store latency) is process-wide and reported by
-// worker 0 only, so that summing over instances stays true.
+// (its index) and "workers" (the count), and "host", "pid" and "version"
+// name its process. The custom stats data (rejections, nonce claims,
+// commits, store latency) is process-wide: every instance reports it, so
+// that any one answer shows it, and a sum over instances counts one
+// instance per host and pid (docs/operations.md).
 
 // addInstances registers the service's micro instances on nc. On error the
 // instances already added are stopped.
@@ -44,9 +48,7 @@ func (s *Service) addInstances(nc *nats.Conn, meta map[string]string) error {
 			Metadata:    m,
 			QueueGroup:  s.cfg.QueueGroup,
 		}
-		if i == 0 {
-			cfg.StatsHandler = s.stats.handler
-		}
+		cfg.StatsHandler = s.stats.handler
 		svc, err := micro.AddService(nc, cfg)
 		if err != nil {
 			s.stopInstances()
@@ -100,4 +102,30 @@ func (s *Service) EndpointCounts() map[string][2]int {
 		}
 	}
 	return out
+}
+
+// processIdentity is the metadata that tells the processes of a deployment
+// apart: host, pid and the build's version.
+func processIdentity() map[string]string {
+	host, _ := os.Hostname()
+	return map[string]string{"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildVersion()}
+}
+
+// buildVersion is the main module's version with its VCS revision when the
+// build recorded one ("(devel)" for go run and tests).
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			v += " " + s.Value[:min(12, len(s.Value))]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			v += "+dirty"
+		}
+	}
+	return v
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
-	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -90,34 +88,8 @@ func withTimeout(ctx context.Context, d time.Duration) context.Context {
 	return c
 }
 
-// processMetadata is this process's micro metadata beside the service's
-// own: which host and process an instance belongs to and which build it
-// runs, so that `nats micro info/stats` output can be grouped by process.
+// processMetadata is the daemon's micro metadata beside the service's own
+// (which adds host, pid and version).
 func processMetadata(cfg *Config) map[string]string {
-	host, _ := os.Hostname()
-	return map[string]string{
-		"bucket": cfg.Bucket, "keys_bucket": cfg.KeysBucket, "replicas": strconv.Itoa(cfg.Replicas),
-		"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildVersion(),
-	}
-}
-
-// buildVersion is the module version of the binary, with its VCS revision
-// when the build recorded one.
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v += " " + s.Value[:min(12, len(s.Value))]
-		case "vcs.modified":
-			if s.Value == "true" {
-				v += "+dirty"
-			}
-		}
-	}
-	return v
+	return map[string]string{"bucket": cfg.Bucket, "keys_bucket": cfg.KeysBucket, "replicas": strconv.Itoa(cfg.Replicas)}
 }
