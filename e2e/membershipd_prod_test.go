@@ -178,3 +178,21 @@ func TestMembershipdWaitsForNATS(t *testing.T) {
 	natstest.ServerWith(t, &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir()})
 	waitLine("ready line", func(l string) bool { return strings.Contains(l, "membershipd ready") })
 }
+
+// TestVersionFlags: both binaries print their build's version with
+// --version and exit 0, whatever else the command line holds.
+func TestVersionFlags(t *testing.T) {
+	for _, tc := range []struct {
+		pkg  string
+		args []string
+	}{
+		{membershipdPkg, []string{"--version", "--server", "nats://127.0.0.1:1"}},
+		{memberctlPkg, []string{"--version"}},
+	} {
+		name := filepath.Base(tc.pkg)
+		out, err := exec.Command(natstest.Build(t, tc.pkg), tc.args...).Output()
+		if err != nil || !strings.HasPrefix(string(out), name+" ") {
+			t.Errorf("%s %v: %v, output %q", name, tc.args, err, out)
+		}
+	}
+}

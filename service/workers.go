@@ -3,12 +3,12 @@ package service
 import (
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -108,24 +108,5 @@ func (s *Service) EndpointCounts() map[string][2]int {
 // apart: host, pid and the build's version.
 func processIdentity() map[string]string {
 	host, _ := os.Hostname()
-	return map[string]string{"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildVersion()}
-}
-
-// buildVersion is the main module's version with its VCS revision when the
-// build recorded one ("(devel)" for go run and tests).
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		switch {
-		case s.Key == "vcs.revision":
-			v += " " + s.Value[:min(12, len(s.Value))]
-		case s.Key == "vcs.modified" && s.Value == "true":
-			v += "+dirty"
-		}
-	}
-	return v
+	return map[string]string{"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildinfo.Version()}
 }

@@ -100,6 +100,7 @@ const globalHelp = `Global flags (before or after the command; flags win over th
   --timeout DUR      wait for each reply; a request that times out is resent up to 3 times
                      (env MEMBERCTL_TIMEOUT; default 5s)
   --json             machine output: one JSON document on stdout, snake_case field names
+  --version          print the build's version and exit (before the command)
 `
 
 const exitHelp = `Errors are one line on stderr, "memberctl: <op>: <code> <reason>: <message>", then a hint

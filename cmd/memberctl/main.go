@@ -25,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/subjects"
 )
@@ -182,12 +183,17 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 	}
 	fs := newFlagSet("memberctl")
 	a.g.register(fs)
+	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, errHelp) {
 			a.help(nil)
 			return nil
 		}
 		return usagef("%v", err)
+	}
+	if *version {
+		fmt.Fprintln(a.stdout, "memberctl", buildinfo.Version())
+		return nil
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {

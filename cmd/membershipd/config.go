@@ -53,8 +53,9 @@ type Config struct {
 
 	Service service.Config
 
-	PrintConfig bool          // print the effective settings and exit
-	flags       *flag.FlagSet // for --print-config
+	PrintConfig  bool          // print the effective settings and exit
+	PrintVersion bool          // print the build's version and exit
+	flags        *flag.FlagSet // for --print-config
 }
 
 // Embedded reports whether to start an in-process nats-server.
@@ -165,6 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Service.RoomIndexWait, "room-index-wait", envDuration("MEMBERSHIPD_ROOM_INDEX_WAIT", service.DefaultRoomIndexWait, &envErrs), "room index: how long a page waits for the index to catch up before it is read from the store; negative disables the index (env MEMBERSHIPD_ROOM_INDEX_WAIT)")
 	fs.IntVar(&c.Service.KeyCacheBytes, "key-cache-bytes", envInt("MEMBERSHIPD_KEY_CACHE_BYTES", service.DefaultKeyCacheBytes, &envErrs), "bytes of immutable sealed-key objects cached in memory; negative disables the cache (env MEMBERSHIPD_KEY_CACHE_BYTES)")
 	fs.String("config", "", "JSON file of settings by flag name, e.g. {\"replicas\": 3}; flags and environment win over it (env MEMBERSHIPD_CONFIG)")
+	fs.BoolVar(&c.PrintVersion, "version", false, "print the build's version and exit")
 	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective settings (flags > env > config file > defaults) as JSON and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: membershipd [flags]\n\n"+
@@ -185,6 +187,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		return nil, err
 	}
 	c.flags = fs
+	if c.PrintVersion {
+		return c, nil
+	}
 	if err := errors.Join(envErrs...); err != nil {
 		return nil, err
 	}

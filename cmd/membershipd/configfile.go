@@ -60,7 +60,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	sort.Strings(keys)
 	for _, name := range keys {
 		f := fs.Lookup(name)
-		if f == nil || name == "config" || name == "print-config" {
+		if f == nil || name == "config" || name == "print-config" || name == "version" {
 			return fmt.Errorf("config file %s: unknown setting %q", path, name)
 		}
 		if m := envOfFlag.FindStringSubmatch(f.Usage); m != nil {
@@ -86,7 +86,7 @@ func printConfig(w io.Writer, fs *flag.FlagSet) error {
 	out := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
 		switch {
-		case f.Name == "config" || f.Name == "print-config" || isAlias(f):
+		case f.Name == "config" || f.Name == "print-config" || f.Name == "version" || isAlias(f):
 			return
 		case (f.Name == "password" || f.Name == "token") && f.Value.String() != "":
 			out[f.Name] = "xxxxx"

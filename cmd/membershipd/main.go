@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 )
@@ -40,6 +41,10 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if cfg.PrintVersion {
+		_, err := fmt.Fprintln(stdout, "membershipd", buildinfo.Version())
 		return err
 	}
 	if cfg.PrintConfig {
