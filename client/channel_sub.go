@@ -1,0 +1,84 @@
+package client
+
+import (
+	"context"
+	"iter"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ChannelSubscription receives a channel's messages, from a handler
+// ([Channel.Subscribe]) or one at a time ([Channel.SubscribeSync]). Only
+// messages that verified and opened reach the caller; the others are
+// counted by [Channel.Refused] and told to [WithRefusals].
+type ChannelSubscription struct {
+	ch   *Channel
+	sub  *nats.Subscription
+	stop func() bool
+}
+
+// Subscribe calls handler, one message at a time, for every message on the
+// room's subject that verifies and opens, until ctx ends or Unsubscribe.
+// A request's handler answers it with [Message.Respond].
+func (ch *Channel) Subscribe(ctx context.Context, handler func(*Message)) (*ChannelSubscription, error) {
+	sub, err := ch.c.nc.Subscribe(ch.subject, func(raw *nats.Msg) {
+		m, err := ch.open(ctx, raw, channelKindMessage, nil)
+		if err != nil {
+			ch.refuse(raw, err)
+			return
+		}
+		handler(m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ch.subscription(ctx, sub), nil
+}
+
+// SubscribeSync subscribes to the room's subject for [ChannelSubscription.Next]
+// until ctx ends or Unsubscribe.
+func (ch *Channel) SubscribeSync(ctx context.Context) (*ChannelSubscription, error) {
+	sub, err := ch.c.nc.SubscribeSync(ch.subject)
+	if err != nil {
+		return nil, err
+	}
+	return ch.subscription(ctx, sub), nil
+}
+
+func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription) *ChannelSubscription {
+	return &ChannelSubscription{ch: ch, sub: sub, stop: context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })}
+}
+
+// Next waits for the next message that verifies and opens.
+func (s *ChannelSubscription) Next(ctx context.Context) (*Message, error) {
+	for {
+		raw, err := s.sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, err := s.ch.open(ctx, raw, channelKindMessage, nil)
+		if err == nil {
+			return m, nil
+		}
+		s.ch.refuse(raw, err)
+	}
+}
+
+// Messages iterates over Next until ctx ends or the subscription stops;
+// the error that ended it is the last value.
+func (s *ChannelSubscription) Messages(ctx context.Context) iter.Seq2[*Message, error] {
+	return func(yield func(*Message, error) bool) {
+		for {
+			m, err := s.Next(ctx)
+			if !yield(m, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Unsubscribe stops the subscription.
+func (s *ChannelSubscription) Unsubscribe() error {
+	s.stop()
+	return s.sub.Unsubscribe()
+}
