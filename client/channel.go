@@ -232,12 +232,9 @@ func (ch *Channel) open(ctx context.Context, raw *nats.Msg, kind byte, re []byte
 	if err != nil {
 		return nil, err
 	}
-	if m.room != ch.room || m.kind != kind || string(m.re) != string(re) {
-		return nil, ErrChannelMisplaced
-	}
 	now := time.Now()
-	if d := now.Sub(time.UnixMilli(m.ts)); d > ch.window || d < -ch.window {
-		return nil, fmt.Errorf("%w: %s off", ErrChannelStale, d.Round(time.Millisecond))
+	if err := m.placed(ch.room, kind, re, now, ch.window); err != nil {
+		return nil, err
 	}
 	if err := ch.checkSender(ctx, m, raw.Reply); err != nil {
 		return nil, err
@@ -284,21 +281,28 @@ func (ch *Channel) checkSender(ctx context.Context, m *channelMsg, reply string)
 		if st, err = ch.refresh(ctx, st.read); err != nil {
 			return err
 		}
-		if again, ok := st.members[m.sender]; !ok {
-			return fmt.Errorf("%w: %s", ErrChannelNotMember, m.sender)
-		} else if !again.key.Equal(mem.key) {
+		if again, ok := st.members[m.sender]; ok && !again.key.Equal(mem.key) {
 			return ErrChannelSignature // re-registered with another key since
-		} else {
-			mem = again
 		}
 	}
-	if m.epoch > st.epoch {
-		return fmt.Errorf("%w: %d (room is at %d)", ErrChannelUnknown, m.epoch, st.epoch)
+	_, err = st.admit(m)
+	return err
+}
+
+// admit applies the membership rule: m's sender is a member, m's epoch is
+// not beyond the room's, and the sender was a member at it (Since ≤ epoch;
+// a member's list entry means continuous membership since then).
+func (st *channelState) admit(m *channelMsg) (channelMember, error) {
+	mem, ok := st.members[m.sender]
+	switch {
+	case !ok:
+		return mem, fmt.Errorf("%w: %s", ErrChannelNotMember, m.sender)
+	case m.epoch > st.epoch:
+		return mem, fmt.Errorf("%w: %d (room is at %d)", ErrChannelUnknown, m.epoch, st.epoch)
+	case m.epoch < mem.since:
+		return mem, fmt.Errorf("%w: %s joined at epoch %d, message is of epoch %d", ErrChannelEpoch, m.sender, mem.since, m.epoch)
 	}
-	if m.epoch < mem.since {
-		return fmt.Errorf("%w: %s joined at epoch %d, message is of epoch %d", ErrChannelEpoch, m.sender, mem.since, m.epoch)
-	}
-	return nil
+	return mem, nil
 }
 
 // current returns the channel's state, read again first if it is older
@@ -380,6 +384,18 @@ func (ch *Channel) key(ctx context.Context, epoch uint64) (cipher.AEAD, error) {
 	}
 	ch.keys.Store(epoch, e)
 	return e.aead, e.err
+}
+
+// placed checks that m belongs where it was received (room, kind, the
+// request it answers) and that its time is within window of now.
+func (m *channelMsg) placed(room string, kind byte, re []byte, now time.Time, window time.Duration) error {
+	if m.room != room || m.kind != kind || string(m.re) != string(re) {
+		return ErrChannelMisplaced
+	}
+	if d := now.Sub(time.UnixMilli(m.ts)); d > window || d < -window {
+		return fmt.Errorf("%w: %s off", ErrChannelStale, d.Round(time.Millisecond))
+	}
+	return nil
 }
 
 func (ch *Channel) refuse(raw *nats.Msg, err error) {

@@ -109,11 +109,15 @@ func appendField(b, f []byte) []byte {
 // HKDF-SHA256 (no salt, info ChannelKeyLabel), so the room key itself is
 // never used directly as a cipher key and can serve other purposes later.
 func channelAEAD(roomKey []byte) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, roomKey, nil, ChannelKeyLabel, chacha20poly1305.KeySize)
+	k, err := channelKey(roomKey)
 	if err != nil {
 		return nil, err
 	}
 	return chacha20poly1305.NewX(k)
+}
+
+func channelKey(roomKey []byte) ([]byte, error) {
+	return hkdf.Key(sha256.New, roomKey, nil, ChannelKeyLabel, chacha20poly1305.KeySize)
 }
 
 // sealChannel encrypts plaintext into m, signs it for reply and returns the
