@@ -80,7 +80,6 @@ type Channel struct {
 	refreshAfter time.Duration
 	onRefused    func(*nats.Msg, error)
 	refused      atomic.Int64
-	seen         *replayWindow
 
 	state     atomic.Pointer[channelState]
 	refreshMu sync.Mutex // one refresh at a time
@@ -138,7 +137,6 @@ func (c *Client) Channel(ctx context.Context, room string, opts ...ChannelOption
 	for _, o := range opts {
 		o(ch)
 	}
-	ch.seen = newReplayWindow(2 * ch.window)
 	r, err := c.Room(ctx, room)
 	if err != nil {
 		return nil, err
@@ -186,6 +184,7 @@ func (ch *Channel) Request(ctx context.Context, data []byte) (*Message, error) {
 	if err != nil {
 		return nil, err
 	}
+	seen := ch.newReplayWindow()
 	for {
 		raw, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
@@ -194,7 +193,7 @@ func (ch *Channel) Request(ctx context.Context, data []byte) (*Message, error) {
 		if len(raw.Data) == 0 && raw.Header.Get("Status") == "503" {
 			return nil, nats.ErrNoResponders
 		}
-		if m, err := ch.open(ctx, raw, channelKindReply, id[:]); err == nil {
+		if m, err := ch.open(ctx, seen, raw, channelKindReply, id[:]); err == nil {
 			return m, nil
 		} else {
 			ch.refuse(raw, err)
@@ -227,7 +226,9 @@ func (ch *Channel) publish(ctx context.Context, subject string, kind byte, re []
 // outsider can send before anything that costs a request or a cache entry:
 // format, room and kind, time, sender's membership and signature, epoch,
 // decryption, and only then the replay window.
-func (ch *Channel) open(ctx context.Context, raw *nats.Msg, kind byte, re []byte) (*Message, error) {
+// seen is the receiving subscription's replay window: every subscription
+// receives each message once, so each keeps its own.
+func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, kind byte, re []byte) (*Message, error) {
 	m, err := parseChannel(raw.Data)
 	if err != nil {
 		return nil, err
@@ -247,7 +248,7 @@ func (ch *Channel) open(ctx context.Context, raw *nats.Msg, kind byte, re []byte
 	if err != nil {
 		return nil, err
 	}
-	if !ch.seen.claim(m.nonce, now) {
+	if !seen.claim(m.nonce, now) {
 		return nil, ErrChannelReplay
 	}
 	return &Message{Room: m.room, Epoch: m.epoch, Sender: m.sender, ID: MessageID(m.nonce),

@@ -24,8 +24,8 @@ type seenID struct {
 	expires time.Time
 }
 
-func newReplayWindow(keep time.Duration) *replayWindow {
-	return &replayWindow{keep: keep, seen: make(map[MessageID]struct{})}
+func (ch *Channel) newReplayWindow() *replayWindow {
+	return &replayWindow{keep: 2 * ch.window, seen: make(map[MessageID]struct{})}
 }
 
 // claim records id and reports whether it was new.

@@ -13,6 +13,7 @@ import (
 // counted by [Channel.Refused] and told to [WithRefusals].
 type ChannelSubscription struct {
 	ch   *Channel
+	seen *replayWindow
 	sub  *nats.Subscription
 	stop func() bool
 }
@@ -21,8 +22,9 @@ type ChannelSubscription struct {
 // room's subject that verifies and opens, until ctx ends or Unsubscribe.
 // A request's handler answers it with [Message.Respond].
 func (ch *Channel) Subscribe(ctx context.Context, handler func(*Message)) (*ChannelSubscription, error) {
+	seen := ch.newReplayWindow()
 	sub, err := ch.c.nc.Subscribe(ch.subject, func(raw *nats.Msg) {
-		m, err := ch.open(ctx, raw, channelKindMessage, nil)
+		m, err := ch.open(ctx, seen, raw, channelKindMessage, nil)
 		if err != nil {
 			ch.refuse(raw, err)
 			return
@@ -32,7 +34,7 @@ func (ch *Channel) Subscribe(ctx context.Context, handler func(*Message)) (*Chan
 	if err != nil {
 		return nil, err
 	}
-	return ch.subscription(ctx, sub), nil
+	return ch.subscription(ctx, sub, seen)
 }
 
 // SubscribeSync subscribes to the room's subject for [ChannelSubscription.Next]
@@ -42,11 +44,17 @@ func (ch *Channel) SubscribeSync(ctx context.Context) (*ChannelSubscription, err
 	if err != nil {
 		return nil, err
 	}
-	return ch.subscription(ctx, sub), nil
+	return ch.subscription(ctx, sub, ch.newReplayWindow())
 }
 
-func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription) *ChannelSubscription {
-	return &ChannelSubscription{ch: ch, sub: sub, stop: context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })}
+// subscription makes sure the server has sub before returning it, so a
+// message published after Subscribe returns is received.
+func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription, seen *replayWindow) (*ChannelSubscription, error) {
+	if err := ch.c.nc.FlushWithContext(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return &ChannelSubscription{ch: ch, seen: seen, sub: sub, stop: context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })}, nil
 }
 
 // Next waits for the next message that verifies and opens.
@@ -56,7 +64,7 @@ func (s *ChannelSubscription) Next(ctx context.Context) (*Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		m, err := s.ch.open(ctx, raw, channelKindMessage, nil)
+		m, err := s.ch.open(ctx, s.seen, raw, channelKindMessage, nil)
 		if err == nil {
 			return m, nil
 		}

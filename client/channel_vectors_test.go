@@ -328,11 +328,14 @@ func generateChannelVectors(t *testing.T) []byte {
 		v.Expect = "malformed"
 	})
 	f.Vectors = vs
-	out, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(f); err != nil {
 		t.Fatal(err)
 	}
-	return append(out, '\n')
+	return out.Bytes()
 }
 
 // seq returns n bytes start, start+1, …
