@@ -50,7 +50,9 @@ func (ch *Channel) SubscribeSync(ctx context.Context) (*ChannelSubscription, err
 // subscription makes sure the server has sub before returning it, so a
 // message published after Subscribe returns is received.
 func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription, seen *replayWindow) (*ChannelSubscription, error) {
-	if err := ch.c.nc.FlushWithContext(ctx); err != nil {
+	fctx, cancel := context.WithTimeout(ctx, ch.c.timeout) // FlushWithContext needs a deadline
+	defer cancel()
+	if err := ch.c.nc.FlushWithContext(fctx); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/cipher"
@@ -8,7 +9,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -497,4 +504,136 @@ func newWire(room string, epoch uint64, sender string) *wireMsg {
 	m := &wireMsg{room: room, epoch: epoch, sender: sender, ts: time.Now().UnixMilli()}
 	_, _ = rand.Read(m.nonce[:])
 	return m
+}
+
+// TestMemberctlChannel: `memberctl room sub` streams what `memberctl room
+// pub` sends, as JSON lines, including after a rekey, stops after --count
+// or on SIGINT with exit 0, and refuses to run without a pinned service key.
+func TestMemberctlChannel(t *testing.T) {
+	skp, err := nkeys.CreateServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spub, _ := skp.PublicKey()
+	s := natstest.Server(t)
+	natstest.Service(t, s, service.Config{ServiceKey: skp})
+	c := &ctl{t: t, bin: natstest.Build(t, memberctlPkg), dir: t.TempDir(), server: s.ClientURL()}
+	id, err := client.NewIdentity("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WriteIdentity(c.path("admin.id"), id); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := id.Public()
+	ctx, cancel := context.WithTimeout(context.Background(), channelWait)
+	defer cancel()
+	if _, err := service.Bootstrap(ctx, natstest.Store(t, natstest.Connect(t, s)), pub); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"alice", "bob"} {
+		c.keygen(name)
+		c.ok(nil, "--identity", "admin.id", "identity register", "--pub", name+".pub")
+	}
+	c.ok(nil, "--identity", "alice.id", "room", "create", "ops", "--subject", "chat.ops", "--member", "bob")
+	key := []string{"--service-key", spub}
+
+	sub := c.start(ctx, append([]string{"--identity", "bob.id", "room", "sub", "ops", "--json", "--count", "3"}, key...)...)
+	var out channelLine
+	for i, msg := range []string{"hello", "wörld"} {
+		c.ok(&out, append([]string{"--identity", "alice.id", "room", "pub", "ops", msg, "--json"}, key...)...)
+		if out.Room != "ops" || out.Epoch != 1 || len(out.ID) != 48 {
+			t.Fatalf("pub %d printed %+v", i, out)
+		}
+	}
+	c.ok(nil, "--identity", "alice.id", "room", "rekey", "ops")
+	c.ok(&out, append([]string{"--identity", "alice.id", "room", "pub", "ops", "after rekey", "--json"}, key...)...)
+	lines := sub.wait(t, 0)
+	want := []channelLine{{Room: "ops", Epoch: 1, Sender: "alice", Data: "hello"}, {Room: "ops", Epoch: 1, Sender: "alice", Data: "wörld"},
+		{Room: "ops", Epoch: 2, Sender: "alice", Data: "after rekey"}}
+	if len(lines) != len(want) {
+		t.Fatalf("room sub printed %d lines: %q", len(lines), lines)
+	}
+	for i, l := range lines {
+		var got channelLine
+		if err := json.Unmarshal([]byte(l), &got); err != nil {
+			t.Fatalf("line %d is not JSON: %q", i, l)
+		}
+		if got.Room != want[i].Room || got.Epoch != want[i].Epoch || got.Sender != want[i].Sender || got.Data != want[i].Data || got.Time == "" || len(got.ID) != 48 {
+			t.Fatalf("line %d: %+v, want %+v", i, got, want[i])
+		}
+	}
+
+	// Ctrl-C stops a subscription without --count, with exit 0.
+	sub = c.start(ctx, append([]string{"--identity", "bob.id", "room", "sub", "ops"}, key...)...)
+	if err := sub.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	sub.wait(t, 0)
+
+	c.fails(exitUsage, regexp.MustCompile(`^memberctl: room sub: --service-key N… \(or MEMBERCTL_SERVICE_KEY\) is required`),
+		"--identity", "bob.id", "room", "sub", "ops")
+}
+
+// channelLine is one line of `room sub --json`.
+type channelLine struct {
+	Room   string `json:"room"`
+	Epoch  uint64 `json:"epoch"`
+	Sender string `json:"sender"`
+	ID     string `json:"id"`
+	Time   string `json:"time"`
+	Data   string `json:"data"`
+}
+
+// ctlProc is a memberctl run in the background.
+type ctlProc struct {
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	done   chan error
+}
+
+// start runs memberctl in the background and returns once it printed its
+// "listening on" note on stderr.
+func (c *ctl) start(ctx context.Context, args ...string) *ctlProc {
+	c.t.Helper()
+	p := &ctlProc{cmd: exec.CommandContext(ctx, c.bin, append([]string{"--server", c.server}, args...)...), done: make(chan error, 1)}
+	p.cmd.Dir = c.dir
+	p.cmd.Env = append(os.Environ(), "NATS_URL=", "MEMBERCTL_IDENTITY=", "MEMBERCTL_SERVICE_KEY=", "XDG_CONFIG_HOME="+c.path("xdg"))
+	p.cmd.Stdout = &p.stdout
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var said []string
+	for sc.Scan() {
+		said = append(said, sc.Text())
+		if strings.Contains(sc.Text(), "listening on") {
+			go func() { _, _ = io.Copy(io.Discard, stderr); p.done <- p.cmd.Wait() }()
+			return p
+		}
+	}
+	c.t.Fatalf("memberctl %v ended without listening: %v\n%s", args, p.cmd.Wait(), strings.Join(said, "\n"))
+	return nil
+}
+
+// wait waits for the run to end with exit code want and returns its
+// stdout lines.
+func (p *ctlProc) wait(t *testing.T, want int) []string {
+	t.Helper()
+	err := <-p.done
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != want {
+		t.Fatalf("memberctl exited %d, want %d; stdout: %s", code, want, p.stdout.String())
+	}
+	return strings.Split(strings.TrimSpace(p.stdout.String()), "\n")
 }
