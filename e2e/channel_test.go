@@ -159,6 +159,17 @@ func TestChannelExchange(t *testing.T) {
 	if m, err := next.Next(w.ctx); err != nil || !bytes.Equal(m.Data, secret) {
 		t.Fatalf("alice's Next: %v %v", m, err)
 	}
+	// The iterator form, on bob's message.
+	if _, err := bch.Publish(w.ctx, []byte("from bob")); err != nil {
+		t.Fatal(err)
+	}
+	for m, err := range next.Messages(w.ctx) {
+		if err != nil || string(m.Data) != "from bob" || m.Sender != "bob" {
+			t.Fatalf("alice's iterator: %+v, %v", m, err)
+		}
+		break
+	}
+	<-got // bob's own message reaches his handler too
 
 	// Request/reply: bob answers on the room subject, alice gets the reply.
 	if _, err := bch.Subscribe(w.ctx, func(m *client.Message) {
@@ -540,11 +551,14 @@ func TestMemberctlChannel(t *testing.T) {
 
 	sub := c.start(ctx, append([]string{"--identity", "bob.id", "room", "sub", "ops", "--json", "--count", "3"}, key...)...)
 	var out channelLine
-	for i, msg := range []string{"hello", "wörld"} {
-		c.ok(&out, append([]string{"--identity", "alice.id", "room", "pub", "ops", msg, "--json"}, key...)...)
-		if out.Room != "ops" || out.Epoch != 1 || len(out.ID) != 48 {
-			t.Fatalf("pub %d printed %+v", i, out)
-		}
+	// As in the README: the key from the environment.
+	if r := c.runEnv([]string{"MEMBERCTL_SERVICE_KEY=" + spub}, "--identity", "alice.id", "room", "pub", "ops", "hello"); r.code != 0 ||
+		!strings.Contains(r.stdout, "epoch") {
+		t.Fatalf("room pub: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	c.ok(&out, append([]string{"--identity", "alice.id", "room", "pub", "ops", "wörld", "--json"}, key...)...)
+	if out.Room != "ops" || out.Epoch != 1 || len(out.ID) != 48 {
+		t.Fatalf("pub printed %+v", out)
 	}
 	c.ok(nil, "--identity", "alice.id", "room", "rekey", "ops")
 	c.ok(&out, append([]string{"--identity", "alice.id", "room", "pub", "ops", "after rekey", "--json"}, key...)...)
