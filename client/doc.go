@@ -4,6 +4,9 @@
 // whose reply was lost as the very same signed request, which the service
 // answers "already applied" if the first attempt committed.
 //
+// [Client.Channel] talks in a room: messages on the room's subject sealed
+// under the epoch's room key and signed by the sender (docs/protocol.md §19).
+//
 // Errors from the service are *api.Error values; match them with errors.Is
 // and the sentinels re-exported here ([ErrForbidden], [ErrReplay], …).
 package client
