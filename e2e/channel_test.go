@@ -61,7 +61,13 @@ func newChannelWorld(t *testing.T) *channelWorld {
 func (w *channelWorld) member(name string) *client.Client {
 	c := natstest.Member(w.t, w.s, w.admin, name)
 	w.ids[name] = c.Identity()
-	return client.New(natstest.Connect(w.t, w.s), c.Identity(), w.pin)
+	return w.pinned(name)
+}
+
+// pinned is another pinned client, on its own connection, of a registered
+// member.
+func (w *channelWorld) pinned(name string) *client.Client {
+	return client.New(natstest.Connect(w.t, w.s), w.ids[name], w.pin)
 }
 
 func (w *channelWorld) channel(c *client.Client, room string, opts ...client.ChannelOption) *client.Channel {
@@ -411,6 +417,21 @@ func TestChannelRefusals(t *testing.T) {
 	if n := bch.Refused() + bdev.Refused(); n != int64(len(cases)) {
 		t.Fatalf("refused %d, want %d", n, len(cases))
 	}
+
+	// An older epoch: bob (member since 1) fetches his epoch-1 key and
+	// opens a late epoch-1 message; dave (since 2) has no epoch-1 key.
+	daveRefs := newRefusals()
+	dch := w.channel(w.pinned("dave"), "ops", daveRefs.option())
+	if _, err := dch.Subscribe(w.ctx, func(m *client.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	key1, _, err := alice.Key(w.ctx, "ops", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub("chat.ops", newWire("ops", 1, "alice").seal(key1, []byte("late, epoch 1")).sign(t, kp("alice"), "").bytes())
+	delivered("bob opens an epoch-1 message", []byte("late, epoch 1"))
+	daveRefs.next(t, w.ctx, "dave, no epoch-1 key", client.ErrChannelUnknown)
 }
 
 // wireMsg is a channel message written from docs/protocol.md §19 alone,
