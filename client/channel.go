@@ -193,11 +193,11 @@ func (ch *Channel) Request(ctx context.Context, data []byte) (*Message, error) {
 		if len(raw.Data) == 0 && raw.Header.Get("Status") == "503" {
 			return nil, nats.ErrNoResponders
 		}
-		if m, err := ch.open(ctx, seen, raw, channelKindReply, id[:]); err == nil {
+		m, err := ch.open(ctx, seen, raw, channelKindReply, id[:])
+		if err == nil {
 			return m, nil
-		} else {
-			ch.refuse(raw, err)
 		}
+		ch.refuse(raw, err)
 	}
 }
 
@@ -225,9 +225,9 @@ func (ch *Channel) publish(ctx context.Context, subject string, kind byte, re []
 // open checks a received message, cheapest first and everything an
 // outsider can send before anything that costs a request or a cache entry:
 // format, room and kind, time, sender's membership and signature, epoch,
-// decryption, and only then the replay window.
-// seen is the receiving subscription's replay window: every subscription
-// receives each message once, so each keeps its own.
+// decryption, and only then the replay window. seen is the receiving
+// subscription's replay window: every subscription receives each message
+// once, so each keeps its own.
 func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, kind byte, re []byte) (*Message, error) {
 	m, err := parseChannel(raw.Data)
 	if err != nil {
