@@ -79,6 +79,7 @@ type Channel struct {
 	window       time.Duration
 	refreshAfter time.Duration
 	onRefused    func(*nats.Msg, error)
+	verifiers    int // WithVerifiers (channel_parallel.go)
 	refused      atomic.Int64
 
 	state     atomic.Pointer[channelState]

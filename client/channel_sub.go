@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"iter"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -16,6 +17,9 @@ type ChannelSubscription struct {
 	seen *replayWindow
 	sub  *nats.Subscription
 	stop func() bool
+
+	stopWorkers func() // WithVerifiers' pipeline, or nil
+	once        sync.Once
 }
 
 // Subscribe calls handler, one message at a time, for every message on the
@@ -23,18 +27,26 @@ type ChannelSubscription struct {
 // A request's handler answers it with [Message.Respond].
 func (ch *Channel) Subscribe(ctx context.Context, handler func(*Message)) (*ChannelSubscription, error) {
 	seen := ch.newReplayWindow()
-	sub, err := ch.c.nc.Subscribe(ch.subject, func(raw *nats.Msg) {
+	callback := func(raw *nats.Msg) {
 		m, err := ch.open(ctx, seen, raw, channelKindMessage, nil)
 		if err != nil {
 			ch.refuse(raw, err)
 			return
 		}
 		handler(m)
-	})
+	}
+	var stopWorkers func()
+	if ch.verifiers > 1 {
+		callback, stopWorkers = ch.parallelHandler(ctx, seen, handler)
+	}
+	sub, err := ch.c.nc.Subscribe(ch.subject, callback)
 	if err != nil {
+		if stopWorkers != nil {
+			stopWorkers()
+		}
 		return nil, err
 	}
-	return ch.subscription(ctx, sub, seen)
+	return ch.subscription(ctx, sub, seen, stopWorkers)
 }
 
 // SubscribeSync subscribes to the room's subject for [ChannelSubscription.Next]
@@ -44,19 +56,21 @@ func (ch *Channel) SubscribeSync(ctx context.Context) (*ChannelSubscription, err
 	if err != nil {
 		return nil, err
 	}
-	return ch.subscription(ctx, sub, ch.newReplayWindow())
+	return ch.subscription(ctx, sub, ch.newReplayWindow(), nil)
 }
 
 // subscription makes sure the server has sub before returning it, so a
 // message published after Subscribe returns is received.
-func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription, seen *replayWindow) (*ChannelSubscription, error) {
+func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription, seen *replayWindow, stopWorkers func()) (*ChannelSubscription, error) {
+	s := &ChannelSubscription{ch: ch, seen: seen, sub: sub, stopWorkers: stopWorkers}
 	fctx, cancel := context.WithTimeout(ctx, ch.c.timeout) // FlushWithContext needs a deadline
 	defer cancel()
 	if err := ch.c.nc.FlushWithContext(fctx); err != nil {
-		_ = sub.Unsubscribe()
+		s.end()
 		return nil, err
 	}
-	return &ChannelSubscription{ch: ch, seen: seen, sub: sub, stop: context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })}, nil
+	s.stop = context.AfterFunc(ctx, s.end)
+	return s, nil
 }
 
 // Next waits for the next message that verifies and opens.
@@ -90,5 +104,18 @@ func (s *ChannelSubscription) Messages(ctx context.Context) iter.Seq2[*Message, 
 // Unsubscribe stops the subscription.
 func (s *ChannelSubscription) Unsubscribe() error {
 	s.stop()
-	return s.sub.Unsubscribe()
+	err := s.sub.Unsubscribe()
+	s.end()
+	return err
+}
+
+// end unsubscribes and stops the verifiers, once, on Unsubscribe or when
+// the subscription's context ends.
+func (s *ChannelSubscription) end() {
+	s.once.Do(func() {
+		_ = s.sub.Unsubscribe()
+		if s.stopWorkers != nil {
+			s.stopWorkers()
+		}
+	})
 }

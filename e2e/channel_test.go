@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -440,6 +441,47 @@ func TestChannelRefusals(t *testing.T) {
 	pub("chat.ops", newWire("ops", 1, "alice").seal(key1, []byte("late, epoch 1")).sign(t, kp("alice"), "").bytes())
 	delivered("bob opens an epoch-1 message", []byte("late, epoch 1"))
 	daveRefs.next(t, w.ctx, "dave, no epoch-1 key", client.ErrChannelUnknown)
+}
+
+// TestChannelVerifiers: with parallel verifiers the handler still gets
+// every message once, in publish order, and a copy is still refused.
+func TestChannelVerifiers(t *testing.T) {
+	w := newChannelWorld(t)
+	alice, bob := w.member("alice"), w.member("bob")
+	if _, _, err := alice.CreateRoom(w.ctx, "ops", "chat.ops", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	ach := w.channel(alice, "ops")
+	refs := newRefusals()
+	bch := w.channel(bob, "ops", client.WithVerifiers(4), refs.option())
+	const n = 300
+	got := make(chan *client.Message, n+1)
+	sub, err := bch.Subscribe(w.ctx, func(m *client.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := w.raw(natstest.Connect(t, w.s), "chat.ops")
+	for i := range n {
+		if _, err := ach.Publish(w.ctx, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if m := recv(t, w.ctx, got); string(m.Data) != strconv.Itoa(i) {
+			t.Fatalf("message %d is %q: out of order", i, m.Data)
+		}
+	}
+	first, err := raw.NextMsg(channelWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natstest.Connect(t, w.s).Publish("chat.ops", first.Data); err != nil {
+		t.Fatal(err)
+	}
+	refs.next(t, w.ctx, "copy", client.ErrChannelReplay)
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // wireMsg is a channel message written from docs/protocol.md §19 alone,

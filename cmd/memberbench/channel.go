@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"time"
 
@@ -80,13 +81,22 @@ func (e *env) channelRow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("channel: %w", err)
 	}
+	nv := runtime.GOMAXPROCS(0)
+	pchv, err := sub.c.Channel(ctx, room, client.WithVerifiers(nv))
+	if err != nil {
+		return err
+	}
+	sealedPar, err := channelThroughput(ctx, pch, pchv, payload, n)
+	if err != nil {
+		return fmt.Errorf("channel, %d verifiers: %w", nv, err)
+	}
 	first, plainLat, err := rekeyDelay(ctx, pub, pch, sch, room, "bench."+e.run+".plain", sub.nc)
 	if err != nil {
 		return fmt.Errorf("rekey: %w", err)
 	}
 	extra := first - plainLat
-	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber: plain %.0f msg/s, channel %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
-		prefix, n, channelPayload, plain, sealed, sch.Refused(), msF(first), msF(plainLat))
+	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber: plain %.0f msg/s, channel %.0f msg/s, channel with %d verifiers %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
+		prefix, n, channelPayload, plain, sealed, nv, sealedPar, sch.Refused()+pchv.Refused(), msF(first), msF(plainLat))
 	fmt.Fprintf(e.out, "CHANNEL channel_vs_plain=%.2f rekey_extra_ms=%.1f\n", sealed/plain, msF(extra))
 	return nil
 }
