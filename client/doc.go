@@ -53,6 +53,9 @@
 // of the service clock ([api.Room].Created: use time.UnixMilli); epochs
 // count from 1.
 //
+// [Client.Channel] talks in a room: messages on the room's subject sealed
+// under the epoch's room key and signed by the sender (docs/protocol.md §19).
+//
 // Errors from the service are *api.Error values; match them with errors.Is
 // and the sentinels re-exported here ([ErrForbidden], [ErrReplay], …).
 package client

@@ -15,7 +15,7 @@ import (
 // The config file is one JSON object whose keys are flag names without the
 // dashes and whose values are strings, numbers or booleans:
 //
-//	{"nats-url": "nats://n1:4222,nats://n2:4222", "replicas": 3, "log-format": "json"}
+//	{"server": "nats://n1:4222,nats://n2:4222", "replicas": 3, "log-format": "json"}
 //
 // Precedence, highest first: command-line flags, environment variables (an
 // empty one counts as unset), the config file, built-in defaults.

@@ -2,7 +2,7 @@
 //
 // With no NATS URL or context it starts an embedded nats-server with
 // JetStream on loopback, keeping its data in --data-dir, and bootstraps a
-// first admin identity file there. Given --nats-url or --context it joins an
+// first admin identity file there. Given --server or --context it joins an
 // existing deployment. Every flag can also be set through the environment
 // variable named in --help; flags win over the environment.
 package main
