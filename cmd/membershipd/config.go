@@ -124,7 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		usage := f.Usage
 		switch f.Name {
 		case "server":
-			usage += " of an existing deployment; without --server or --context an embedded server starts"
+			usage = "NATS server URLs of an existing deployment, comma-separated; without --server or --context an embedded server starts"
 		case "context":
 			usage = "nats CLI context of an existing deployment (the selected context is not used: without --server or --context an embedded server starts)"
 		}
