@@ -57,10 +57,6 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 	if c.serviceKey == nil {
 		return c.nc.RequestWithContext(ctx, subject, data)
 	}
-	var nonce []byte
-	if env, err := envelope.Decode(data); err == nil {
-		nonce = env.Nonce
-	}
 	inbox := c.nc.NewInbox()
 	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -87,7 +83,7 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 			}
 			return nil, nats.ErrNoResponders
 		}
-		if VerifyReply(c.serviceKey, nonce, msg) == nil {
+		if VerifyReplyTo(c.serviceKey, data, msg) == nil {
 			return msg, nil
 		}
 		refused++
@@ -95,9 +91,30 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 	}
 }
 
+// VerifyReplyTo checks that msg is a reply signed by key to the request
+// whose bytes were request: bound to the request's nonce, or, when the
+// service could not read one, to the request's SHA-256 (docs/protocol.md
+// §16). A reply bound to anything else is refused.
+func VerifyReplyTo(key nkeys.KeyPair, request []byte, msg *nats.Msg) error {
+	if nonce := envelope.RequestNonce(request); nonce != nil && VerifyReply(key, nonce, msg) == nil {
+		return nil
+	}
+	return verifyReply(key, msg, func(code int, reason string) []byte {
+		return api.ReplyToRequestCanonical(request, code, reason, msg.Data)
+	})
+}
+
 // VerifyReply checks msg's reply signature by key for a request that
 // carried nonce (docs/protocol.md §16).
 func VerifyReply(key nkeys.KeyPair, nonce []byte, msg *nats.Msg) error {
+	return verifyReply(key, msg, func(code int, reason string) []byte {
+		return api.ReplyCanonical(nonce, code, reason, msg.Data)
+	})
+}
+
+// verifyReply checks msg's signature by key over the bytes canonical makes
+// of its code and reason.
+func verifyReply(key nkeys.KeyPair, msg *nats.Msg, canonical func(code int, reason string) []byte) error {
 	if msg.Header == nil {
 		return fmt.Errorf("%w: unsigned", ErrReplySignature)
 	}
@@ -113,7 +130,7 @@ func VerifyReply(key nkeys.KeyPair, nonce []byte, msg *nats.Msg) error {
 		}
 		reason = msg.Header.Get(subjects.HeaderReason)
 	}
-	if err := key.Verify(api.ReplyCanonical(nonce, code, reason, msg.Data), sig); err != nil {
+	if err := key.Verify(canonical(code, reason), sig); err != nil {
 		return fmt.Errorf("%w: bad signature", ErrReplySignature)
 	}
 	return nil

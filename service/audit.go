@@ -45,32 +45,19 @@ type auditHead struct {
 	Hash []byte `msgpack:"hash"`
 }
 
-// auditTarget is the part of any mutation body that names who was acted on.
-type auditTarget struct {
-	Endpoint string `msgpack:"endpoint"`
-	Member   struct {
-		Endpoint string `msgpack:"endpoint"`
-	} `msgpack:"member"`
-}
-
 // auditWrites plans m's audit entry: the entry and the head move, to be
 // committed in m's batch. The chain follows from the reply: a room for the
-// room operations, an identity for the registry ones.
+// room operations, an identity for the registry ones (whose target is the
+// identity itself).
 func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]store.Write, error) {
 	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub}
 	if c.signer != nil {
 		e.Actor, e.ActorKey = c.signer.Endpoint, c.signer.SignKey
 	}
-	var t auditTarget
-	if c.env != nil {
-		// The operation already decoded the body strictly; this lenient
-		// pass only picks the target's name out of it.
-		_ = msgpack.Unmarshal(c.env.Body, &t)
-	}
-	e.Target = t.Endpoint
-	if e.Target == "" {
-		e.Target = t.Member.Endpoint
-	}
+	// The target comes from the operation's own strictly decoded request
+	// (m.target), never from a second decode of the body: a second,
+	// lenient decoder could read another target than the one acted on.
+	e.Target = m.target
 	switch r := m.reply.(type) {
 	case *api.Room:
 		e.Chain, e.Room, e.Epoch = roomChain(r.ID), r.ID, r.Epoch

@@ -38,11 +38,7 @@ func (s *Service) PublicKey() string { return s.pub }
 // hdr. Every reply is signed, errors included, so a client that pins the
 // key accepts nothing a rogue responder on the same subjects says.
 func (s *Service) replyHeaders(c *call, code int, reason string, body []byte, hdr micro.Headers) micro.Headers {
-	var nonce []byte
-	if c.env != nil {
-		nonce = c.env.Nonce
-	}
-	sig, err := s.signer.Sign(api.ReplyCanonical(nonce, code, reason, body))
+	sig, err := s.signer.Sign(s.replyCanonical(c, code, reason, body))
 	if err != nil {
 		// Sending it unsigned is safe (clients that pin the key refuse
 		// it) and keeps the service answering; the log says why.
@@ -55,6 +51,26 @@ func (s *Service) replyHeaders(c *call, code int, reason string, body []byte, hd
 	hdr[subjects.HeaderServiceKey] = []string{s.pub}
 	hdr[subjects.HeaderReplySig] = []string{base64.RawURLEncoding.EncodeToString(sig)}
 	return hdr
+}
+
+// replyCanonical binds a reply to its request (docs/protocol.md §16): to
+// the nonce where one was read, even from a request refused later in step 1
+// (bad version, sizes, ts), otherwise to SHA-256 of the request's bytes. A
+// signed reply bound to nothing could be replayed against any request.
+func (s *Service) replyCanonical(c *call, code int, reason string, body []byte) []byte {
+	nonce := []byte(nil)
+	switch {
+	case c.env != nil:
+		nonce = c.env.Nonce
+	case len(c.raw) <= s.cfg.MaxRequest:
+		// The request did not decode as a valid envelope: this re-reads
+		// it on the error path only, with the same bounded decoder.
+		nonce = envelope.RequestNonce(c.raw)
+	}
+	if nonce == nil {
+		return api.ReplyToRequestCanonical(c.raw, code, reason, body)
+	}
+	return api.ReplyCanonical(nonce, code, reason, body)
 }
 
 // initDefences sets up the service key, the replay cache and the rate
