@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/envelope"
@@ -46,8 +45,10 @@ type Client struct {
 
 	progress func(stage string, done, total int)
 
-	serviceKey nkeys.KeyPair // pinned reply signer (verify.go); nil: replies are not verified
-	badReplies atomic.Int64  // replies refused by verification (verify.go)
+	pin        atomic.Pointer[pinnedKey] // reply signer (verify.go); nil until learnt on first use
+	unverified bool                      // WithUnverifiedReplies: replies are not verified
+	onPin      func(old, new string)     // told when a key is pinned on first use or rotated to
+	badReplies atomic.Int64              // replies refused by verification (verify.go)
 
 	// floor is the service's read-nonce floor (Unix ms) last seen in a
 	// nonce_floor refusal: reads are stamped no earlier than it.
@@ -84,7 +85,10 @@ func (c *Client) report(stage string, done, total int) {
 	}
 }
 
-// New returns a client that signs as id over nc.
+// New returns a client that signs as id over nc. It verifies every reply's
+// signature: against the key given with [WithServiceKey], else against the
+// key the first verified reply names, pinned from then on (trust on first
+// use); [WithUnverifiedReplies] is the explicit opt-out.
 func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
 	c := &Client{nc: nc, id: id, prefix: subjects.DefaultPrefix, timeout: 5 * time.Second, retries: 3, backoff: 100 * time.Millisecond}
 	for _, o := range opts {

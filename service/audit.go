@@ -97,11 +97,29 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	if _, _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
 		return nil, err
 	}
-	limit, err := api.PageLimit(req.Limit)
+	return s.auditPage(ctx, c, roomChain(req.Room), req.After, req.Limit)
+}
+
+// identityAudit serves a page of the identities chain (register, disable,
+// enable) to admins only: it names every identity and its keys' changes.
+func (s *Service) identityAudit(ctx context.Context, c *call) (any, error) {
+	if _, err := c.requireAdmin(); err != nil {
+		return nil, err
+	}
+	var req api.IdentityAuditRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	return s.auditPage(ctx, c, identitiesChain, req.After, req.Limit)
+}
+
+// auditPage reads the entries of chain with seq > after, at most limit.
+func (s *Service) auditPage(ctx context.Context, c *call, chain string, after uint64, reqLimit int) (any, error) {
+	limit, err := api.PageLimit(reqLimit)
 	if err != nil {
 		return nil, err
 	}
-	prefix := prefixAudit(roomChain(req.Room))
+	prefix := prefixAudit(chain)
 	keys, err := s.store.Keys(ctx, prefix)
 	if err != nil {
 		return nil, s.storeErr(c, "list audit", err)
@@ -109,7 +127,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	var seqs []uint64
 	for _, k := range keys {
 		n, err := strconv.ParseUint(strings.TrimPrefix(k, prefix), 10, 64)
-		if err == nil && n > req.After {
+		if err == nil && n > after {
 			seqs = append(seqs, n)
 		}
 	}
@@ -120,7 +138,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	}
 	for _, n := range seqs {
 		var e api.AuditEntry
-		ent, err := s.store.Get(ctx, keyAuditEntry(roomChain(req.Room), n))
+		ent, err := s.store.Get(ctx, keyAuditEntry(chain, n))
 		if err != nil {
 			return nil, s.storeErr(c, "get audit", err)
 		}

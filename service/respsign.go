@@ -73,6 +73,29 @@ func (s *Service) replyCanonical(c *call, code int, reason string, body []byte) 
 	return api.ReplyCanonical(nonce, code, reason, body)
 }
 
+// signRotation signs, with the previous key, the statement that hands over
+// to the current one, for the micro info metadata. The previous seed is
+// used once here and not kept.
+func (s *Service) signRotation() error {
+	prev := s.cfg.PreviousServiceKey
+	if prev == nil {
+		return nil
+	}
+	old, err := prev.PublicKey()
+	if err != nil {
+		return fmt.Errorf("previous service key: %w", err)
+	}
+	sig, err := prev.Sign(api.RotationCanonical(old, s.pub))
+	if err != nil {
+		return fmt.Errorf("previous service key: %w", err)
+	}
+	s.rotation = map[string]string{
+		api.MetaPreviousKey: old,
+		api.MetaRotationSig: base64.RawURLEncoding.EncodeToString(sig),
+	}
+	return nil
+}
+
 // initDefences sets up the service key, the replay cache and the rate
 // limiter from the validated configuration.
 func (s *Service) initDefences() error {
@@ -92,6 +115,9 @@ func (s *Service) initDefences() error {
 	s.pub = pub
 	if s.signer, err = envelope.NewKeySigner(s.key); err != nil {
 		return fmt.Errorf("service key: %w", err)
+	}
+	if err := s.signRotation(); err != nil {
+		return err
 	}
 	s.replays = newReplayCache(s.cfg.NonceTTL(), s.cfg.ReplayCache)
 	if s.cfg.RateLimit > 0 {

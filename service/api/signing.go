@@ -109,9 +109,39 @@ type AuditRequest struct {
 	Limit int    `msgpack:"limit"`
 }
 
+// IdentityAuditRequest asks for a page of the identities chain's entries
+// with Seq > After (admins only).
+type IdentityAuditRequest struct {
+	After uint64 `msgpack:"after"`
+	Limit int    `msgpack:"limit"`
+}
+
 // AuditPage is one page of audit entries in Seq order; Next is the cursor
 // for the following page, 0 on the last.
 type AuditPage struct {
 	Entries []AuditEntry `msgpack:"entries"`
 	Next    uint64       `msgpack:"next"`
 }
+
+// RotationCanonical returns the bytes of a key-rotation statement
+// (docs/protocol.md §16): the old service key, signing them, names the new
+// one.
+//
+//	u32be(len(RotationLabel)) RotationLabel
+//	u32be(56)                 old   the N… key that signs
+//	u32be(56)                 new   the N… key it hands over to
+//
+// A client that pinned old moves its pin to new only through this
+// statement; the label keeps it apart from every other signature.
+func RotationCanonical(old, new string) []byte {
+	b := appendField(nil, []byte(RotationLabel))
+	b = appendField(b, []byte(old))
+	return appendField(b, []byte(new))
+}
+
+// Metadata keys of a rotation statement in the service's micro info.
+const (
+	MetaServiceKey  = "service_key"
+	MetaPreviousKey = "previous_service_key"
+	MetaRotationSig = "key_rotation_sig"
+)
