@@ -66,6 +66,9 @@ type globals struct {
 	prefix   string
 	timeout  time.Duration
 	json     bool
+
+	serviceKey string // --service-key: the service key to pin (pin.go)
+	noVerify   bool   // --insecure-no-verify: replies are not verified (pin.go)
 }
 
 // app is one invocation: its flags, its output and, once a command needs
@@ -76,6 +79,7 @@ type app struct {
 	stderr io.Writer
 	nc     *nats.Conn
 	cl     *client.Client
+	pins   *pinStore // the pin store, once a client verifies replies (pin.go)
 
 	progressShown bool
 }
@@ -85,6 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	defer a.close()
 	err := a.dispatch(ctx, args)
+	a.keepPin(err)
 	a.endProgress()
 	return a.report(err)
 }
@@ -110,6 +115,8 @@ func (g *globals) defaults() error {
 	g.context = env(envContext, "")
 	g.identity = env(envIdentity, "")
 	g.prefix = env(envPrefix, subjects.DefaultPrefix)
+	g.serviceKey = env(envServiceKey, "")
+	g.noVerify = env(envNoVerify, "") != ""
 	g.timeout = 5 * time.Second
 	if v := os.Getenv(envTimeout); v != "" {
 		d, err := time.ParseDuration(v)
@@ -171,9 +178,14 @@ func (a *app) client() (*client.Client, error) {
 	} else if nc, err = nats.Connect(a.g.server, opts...); err != nil {
 		return nil, localErr("connect "+a.g.server, err)
 	}
+	pinning, err := a.pinOptions()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	a.nc = nc
-	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
-		client.WithProgress(a.progress()))
+	a.cl = client.New(nc, id, append(pinning, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
+		client.WithProgress(a.progress()))...)
 	return a.cl, nil
 }
 
