@@ -228,6 +228,7 @@ func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 	for i := range n {
 		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
 	}
+	serviceKey := documentedServiceKey(t, dir) // every node signs with the same key
 	nodes := make([]*clusterNode, n)
 	for i := range n {
 		var routes []string
@@ -246,6 +247,7 @@ func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 				"--routes", strings.Join(routes, ","),
 				"--replicas", "3",
 				"--bootstrap-admin", adminFile,
+				"--service-key", serviceKey,
 			}, extra...)}
 	}
 	c := &testCluster{nodes: nodes, adminFile: adminFile, admin: id, dir: dir}

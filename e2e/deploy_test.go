@@ -32,6 +32,7 @@ type deployment struct {
 	servers     []*server.Server
 	urls        string
 	serviceSeed string // file, for membershipd --nkey
+	serviceKey  string // file, for membershipd --service-key (made on first use)
 	clientKey   nkeys.KeyPair
 }
 
@@ -127,8 +128,11 @@ func (d *deployment) clientConn(t *testing.T) (*nats.Conn, <-chan error) {
 // service user.
 func (d *deployment) replica(t *testing.T, adminFile, logPath string) *clusterNode {
 	t.Helper()
+	if d.serviceKey == "" {
+		d.serviceKey = documentedServiceKey(t, filepath.Dir(d.serviceSeed)) // one for every replica
+	}
 	n := &clusterNode{name: filepath.Base(logPath), root: t, logPath: logPath, args: []string{
-		"--nats-url", d.urls, "--nkey", d.serviceSeed, "--replicas", "3", "--bootstrap-admin", adminFile,
+		"--nats-url", d.urls, "--nkey", d.serviceSeed, "--service-key", d.serviceKey, "--replicas", "3", "--bootstrap-admin", adminFile,
 	}}
 	n.start(t)
 	return n

@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,4 +92,54 @@ func TestServiceKeyPinning(t *testing.T) {
 	if _, err := unverified.Whoami(ctx); err != nil || unverified.ServiceKey() != "" {
 		t.Fatalf("opt-out: %v, key %q", err, unverified.ServiceKey())
 	}
+}
+
+// documentedServiceKey makes the service key file in dir by running the
+// commands of docs/deploy.md §3 (nats auth nkey gen server, chmod 600), so
+// that the replicas of a deployment share one key, as the document says.
+func documentedServiceKey(t *testing.T, dir string) string {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gen, mode []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		switch f := strings.Fields(line); {
+		case len(f) > 4 && strings.Join(f[:4], " ") == "nats auth nkey gen" && f[4] == "server":
+			gen = f[1:]
+		case len(f) == 3 && f[0] == "chmod":
+			mode = f[1:]
+		}
+	}
+	if gen == nil || mode == nil || mode[0] != "600" {
+		t.Fatalf("docs/deploy.md has no service key commands (gen %q, chmod %q)", gen, mode)
+	}
+	cmd := exec.Command(natstest.NatsCLI(t), gen...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nats %s: %v\n%s", strings.Join(gen, " "), err, out)
+	}
+	path := filepath.Join(dir, mode[1])
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kp, err := nkeys.FromSeed(bytes.TrimSpace(seed)); err != nil || !strings.HasPrefix(publicOf(t, kp), "N") {
+		t.Fatalf("%s is not a server seed: %v", path, err)
+	}
+	return path
+}
+
+func publicOf(t *testing.T, kp nkeys.KeyPair) string {
+	t.Helper()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
