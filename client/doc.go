@@ -11,6 +11,9 @@
 // rotation statement signed by it; [WithUnverifiedReplies] opts out), bound
 // to the request it answers (docs/protocol.md §16).
 //
+// [Client.Channel] talks in a room: messages on the room's subject sealed
+// under the epoch's room key and signed by the sender (docs/protocol.md §19).
+//
 // Errors from the service are *api.Error values; match them with errors.Is
 // and the sentinels re-exported here ([ErrForbidden], [ErrReplay], …).
 package client
