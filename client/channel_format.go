@@ -58,7 +58,7 @@ var (
 	ErrChannelUnknown   = errors.New("channel: unknown epoch")
 	ErrChannelOpen      = errors.New("channel: ciphertext does not open under the epoch key")
 	ErrChannelReplay    = errors.New("channel: message id seen before")
-	ErrChannelUnpinned  = errors.New("channel: the client must pin the service key (WithServiceKey): sender membership is checked against replies the service signed")
+	ErrChannelUnpinned  = errors.New("channel: the client must verify replies (not WithUnverifiedReplies): sender membership is checked against replies the service signed")
 )
 
 // channelMsg is one decoded message. header aliases the wire bytes it was

@@ -53,6 +53,13 @@
 // of the service clock ([api.Room].Created: use time.UnixMilli); epochs
 // count from 1.
 //
+// The client trusts nothing it reads from NATS: every reply is decoded with the
+// protocol's strict, bounded decoder ([ErrMalformedReply]), and its
+// signature verified against the pinned service key ([WithServiceKey]; by
+// default the key of the first verified reply, moved only through a
+// rotation statement signed by it; [WithUnverifiedReplies] opts out), bound
+// to the request it answers (docs/protocol.md §16).
+//
 // [Client.Channel] talks in a room: messages on the room's subject sealed
 // under the epoch's room key and signed by the sender (docs/protocol.md §19).
 //

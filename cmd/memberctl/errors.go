@@ -129,6 +129,9 @@ func serviceHint(op subjects.Op, k api.Kind) string {
 
 // localHint suggests what to check for connection and file errors.
 func (a *app) localHint(err error) string {
+	if h := a.pinHint(err); h != "" {
+		return h
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Sprintf("no membership service answers under prefix %s at %s; is membershipd running, with the same --prefix?", a.g.prefix, a.g.conn.Describe())

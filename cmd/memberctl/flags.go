@@ -36,6 +36,8 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "")
 	fs.BoolVar(&g.json, "json", g.json, "")
+	fs.StringVar(&g.serviceKey, "service-key", g.serviceKey, "")
+	fs.BoolVar(&g.noVerify, "insecure-no-verify", g.noVerify, "")
 }
 
 // parseArgs parses a command's flags wherever they appear among its

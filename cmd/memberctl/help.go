@@ -75,11 +75,13 @@ var commands = []command{
 		summary: "delete a room (owner)"},
 	{name: "room mine", args: "[--after ROOM] [--limit N]", run: roomMine,
 		summary: "list the rooms you are a member of, one page"},
-	{name: "audit", args: "ROOM --service-key N…", run: audit,
-		summary: "show a room's audit trail and verify its chain and signatures (members)",
+	{name: "audit", args: "ROOM | --identities", run: audit,
+		summary: "show a room's (or, admins, the identity registry's) audit trail and verify it",
 		help: "Every accepted change of the room is one entry, signed by the service and linked to the one\n" +
-			"before. --service-key (or MEMBERCTL_SERVICE_KEY) is the service's public key, from the\n" +
-			"operator; replies and entries must be signed by it. Exits 3 if the trail does not verify."},
+			"before; --identities reads the registry's chain (register, disable, enable; admins only).\n" +
+			"Entries must be signed by the pinned service key (see --service-key) or a key it rotated\n" +
+			"from. The last verified entry of each chain is remembered in known_services.json: a trail\n" +
+			"that later ends before it, or differs at it, is a rollback. Exits 3 if the trail does not verify."},
 }
 
 const globalHelp = `Global flags (before or after the command; flags win over the environment):
@@ -100,6 +102,12 @@ const globalHelp = `Global flags (before or after the command; flags win over th
   --timeout DUR      wait for each reply; a request that times out is resent up to 3 times
                      (env MEMBERCTL_TIMEOUT; default 5s)
   --json             machine output: one JSON document on stdout, snake_case field names
+  --service-key N…   the service's public key: every reply must be signed by it (env
+                     MEMBERCTL_SERVICE_KEY). Without it the key of the first verified reply is
+                     trusted and stored in known_services.json beside the identity file, per
+                     server set and prefix; a later key is accepted only through a rotation
+                     statement signed by the stored one, or by giving it here
+  --insecure-no-verify  do not verify replies (env MEMBERCTL_INSECURE_NO_VERIFY=1); said on stderr
   --version          print the build's version and exit (before the command)
 `
 

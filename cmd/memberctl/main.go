@@ -59,6 +59,9 @@ type globals struct {
 	prefix   string
 	timeout  time.Duration
 	json     bool
+
+	serviceKey string // --service-key: the service key to pin (pin.go)
+	noVerify   bool   // --insecure-no-verify: replies are not verified (pin.go)
 }
 
 // app is one invocation: its flags, its output and, once a command needs
@@ -69,6 +72,7 @@ type app struct {
 	stderr io.Writer
 	nc     *nats.Conn
 	cl     *client.Client
+	pins   *pinStore // the pin store, once a client verifies replies (pin.go)
 
 	progressShown bool
 	inboxDenied   atomic.Bool // the server refused a subscription (reply inbox)
@@ -79,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	defer a.close()
 	err := a.dispatch(ctx, args)
+	a.keepPin(err)
 	a.endProgress()
 	return a.report(err)
 }
@@ -103,6 +108,8 @@ func (g *globals) defaults() error {
 	}
 	g.identity = env(envIdentity, "")
 	g.prefix = env(envPrefix, subjects.DefaultPrefix)
+	g.serviceKey = env(envServiceKey, "")
+	g.noVerify = env(envNoVerify, "") != ""
 	g.timeout = 5 * time.Second
 	if v := os.Getenv(envTimeout); v != "" {
 		d, err := time.ParseDuration(v)
@@ -152,9 +159,14 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, localErr("connect to "+a.g.conn.Describe(), err)
 	}
+	pinning, err := a.pinOptions()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	a.nc = nc
-	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
-		client.WithProgress(a.progress()))
+	a.cl = client.New(nc, id, append(pinning, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
+		client.WithProgress(a.progress()))...)
 	return a.cl, nil
 }
 

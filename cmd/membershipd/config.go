@@ -50,6 +50,9 @@ type Config struct {
 	// ServiceKey is the nkeys server seed file that signs replies and audit
 	// entries (embedded default: <data-dir>/service.nk, generated).
 	ServiceKey string
+	// PreviousServiceKey is, during a key rotation, the seed file of the
+	// key ServiceKey replaces (docs/protocol.md §16).
+	PreviousServiceKey string
 
 	Service service.Config
 
@@ -151,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
+	str(&c.PreviousServiceKey, "previous-service-key", "MEMBERSHIPD_PREVIOUS_SERVICE_KEY", "", "during a key rotation: the seed file of the key --service-key replaces; it signs the statement that moves pinned clients to the new key (docs/protocol.md §16)")
 	str(&c.ServiceKey, "service-key", "MEMBERSHIPD_SERVICE_KEY", "", "nkeys server seed file (SN…) signing replies and audit entries; clients pin its public key. Embedded default: <data-dir>/service.nk, generated if missing; every replica of a deployment needs the same file")
 	var envErrs []error
 	fs.Float64Var(&c.Service.RateLimit, "rate-limit", envFloat("MEMBERSHIPD_RATE_LIMIT", service.DefaultRateLimit, &envErrs), "requests per second each identity may sustain; 0 disables the limit (env MEMBERSHIPD_RATE_LIMIT)")

@@ -9,6 +9,10 @@ package natsconn
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -150,4 +154,44 @@ func (o *Options) natsOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.RootCAs(o.TLSCA))
 	}
 	return opts, nil
+}
+
+// Target names the deployment Connect reaches, stably across invocations:
+// the sorted server list when --server is given, else "context:NAME" of the
+// named or selected context, else the default URL.
+func (o *Options) Target() string {
+	if o.Server != "" {
+		list := strings.Split(o.Server, ",")
+		for i := range list {
+			list[i] = strings.TrimSpace(list[i])
+		}
+		sort.Strings(list)
+		return strings.Join(list, ",")
+	}
+	if o.Context != "" {
+		return "context:" + o.Context
+	}
+	if name := selectedContext(); name != "" && !o.explicit() {
+		return "context:" + name
+	}
+	return nats.DefaultURL
+}
+
+// selectedContext is the name `nats context select` stored, read where
+// natscontext reads it: $XDG_CONFIG_HOME/nats/context.txt, else under the
+// user's ~/.config.
+func selectedContext() string {
+	dir := os.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		u, err := user.Current()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(u.HomeDir, ".config")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nats", "context.txt"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
