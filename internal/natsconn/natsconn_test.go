@@ -1,6 +1,10 @@
 package natsconn
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
@@ -34,6 +38,35 @@ func TestDescribe(t *testing.T) {
 	} {
 		if got := tc.o.Describe(); got != tc.want {
 			t.Errorf("%+v: Describe() = %q, want %q", tc.o, got, tc.want)
+		}
+	}
+}
+
+func TestTarget(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	if got := (&Options{Server: "nats://b:4222, nats://a:4222"}).Target(); got != "nats://a:4222,nats://b:4222" {
+		t.Errorf("servers: %q, want them sorted", got)
+	}
+	if got := (&Options{}).Target(); got != "nats://127.0.0.1:4222" {
+		t.Errorf("nothing selected: %q", got)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "nats"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nats", "context.txt"), []byte("prod\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{}, "context:prod"},
+		{Options{Context: "staging"}, "context:staging"},
+		{Options{NKey: "u.nk"}, "nats://127.0.0.1:4222"}, // an option given: the selected context is not used
+	} {
+		if got := tc.o.Target(); got != tc.want {
+			t.Errorf("%+v: Target() = %q, want %q", tc.o, got, tc.want)
 		}
 	}
 }
