@@ -161,18 +161,41 @@ func TestMembershipdJoin(t *testing.T) {
 	d.stop(t)
 }
 
-// TestMembershipdFlags checks --help and that bad settings fail clearly
-// before anything starts.
+// TestMembershipdFlags checks --help and -h (on stdout, exit 0, rendered
+// without stray words), --version, a suggestion for a misspelt flag, and
+// that bad settings fail clearly before anything starts.
 func TestMembershipdFlags(t *testing.T) {
 	bin := natstest.Build(t, membershipdPkg)
-	out, err := exec.Command(bin, "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("--help: %v", err)
-	}
-	for _, want := range []string{"--server", "NATS_URL", "--connect-wait", "--inbox-prefix", "--data-dir", "--auth", "SIGTERM"} {
-		if !strings.Contains(strings.ReplaceAll(string(out), "  -", "  --"), want) {
-			t.Errorf("--help lacks %q", want)
+	for _, flag := range []string{"--help", "-h"} {
+		cmd := exec.Command(bin, flag)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil || stderr.Len() > 0 {
+			t.Fatalf("%s: %v, stderr %q", flag, err, stderr.String())
 		}
+		for _, want := range []string{"--server", "NATS_URL", "--connect-wait", "--inbox-prefix", "--data-dir", "--auth", "SIGTERM", "--workers=4", "'nats micro ls' lists each"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%s lacks %q", flag, want)
+			}
+		}
+		// Go's flag package took back-quoted words for the value's name.
+		if strings.Contains(string(out), "-workers nats micro ls") {
+			t.Errorf("%s renders a back-quoted word as a value name:\n%s", flag, out)
+		}
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "membershipd ") {
+		t.Fatalf("--version: %v: %q", err, out)
+	}
+	out, err = exec.Command(bin, "--wrokers", "3").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `did you mean "--workers"`) {
+		t.Fatalf("a misspelt flag gets no suggestion: %v\n%s", err, out)
+	}
+	// --nats-url, the old name of --server, still sets it.
+	out, err = exec.Command(bin, "--nats-url", "nats://127.0.0.1:1", "--service-key", "k.nk", "--print-config").Output()
+	if err != nil || !strings.Contains(string(out), `"server": "nats://127.0.0.1:1"`) {
+		t.Fatalf("--nats-url: %v\n%s", err, out)
 	}
 	for _, tc := range []struct {
 		args []string

@@ -2,15 +2,15 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"time"
 
+	"github.com/choria-io/fisk"
+
+	"github.com/unibus/membership/internal/cli"
 	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
@@ -56,9 +56,8 @@ type Config struct {
 
 	Service service.Config
 
-	PrintConfig  bool          // print the effective settings and exit
-	PrintVersion bool          // print the build's version and exit
-	flags        *flag.FlagSet // for --print-config
+	PrintConfig bool              // print the effective settings and exit
+	app         *fisk.Application // for --print-config
 }
 
 // Embedded reports whether to start an in-process nats-server.
@@ -111,33 +110,35 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// parseFlags reads flags and their environment variables.
-func parseFlags(args []string, stderr io.Writer) (*Config, error) {
-	c := &Config{}
-	fs := flag.NewFlagSet("membershipd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var auth string
-	str := func(p *string, name, env, def, usage string) {
-		if v := os.Getenv(env); v != "" { // an empty variable counts as unset
-			def = v
-		}
-		fs.StringVar(p, name, def, usage+" (env "+env+")")
-	}
-	for _, f := range c.Conn.Flags() {
-		usage := f.Usage
-		switch f.Name {
-		case "server":
-			usage = "NATS server URLs of an existing deployment, comma-separated; without --server or --context an embedded server starts"
-		case "context":
-			usage = "nats CLI context of an existing deployment (the selected context is not used: without --server or --context an embedded server starts)"
-		}
-		str(f.Value, f.Name, f.Env, "", usage)
-		if f.Short != "" {
-			fs.Var(alias{fs.Lookup(f.Name)}, f.Short, "short for --"+f.Name)
-		}
-	}
+// usage is membershipd's help text above its flags.
+const usage = `Serves the unibus membership service as NATS micro endpoints (inspect with 'nats micro ls').
+
+Without --server or --context it runs an embedded nats-server with JetStream on --listen, storing
+data in --data-dir, and writes the first admin identity to <data-dir>/admin.identity. With --routes
+and --cluster-listen the embedded server is one node of a JetStream cluster (give every node the
+same --bootstrap-admin file). SIGINT or SIGTERM drains in-flight requests and stops.
+
+Every flag can be set through the environment variable shown with it (an empty one counts as
+unset), or in the --config file; flags win over the environment, which wins over the file.`
+
+// newApp defines membershipd's flags on a fisk application, bound to c.
+func newApp(c *Config, auth *string, stdout io.Writer) *fisk.Application {
+	app := cli.New("membershipd", usage, stdout)
+	c.Conn.Register(app)
+	app.GetFlag("server").Help("NATS server URLs of an existing deployment, comma-separated; without --server or --context an embedded server starts")
+	app.GetFlag("context").Help("nats CLI context of an existing deployment (the selected context is not used: without --server or --context an embedded server starts)")
 	// --nats-url was the flag's name before it matched the nats CLI's.
-	fs.Var(alias{fs.Lookup("server")}, "nats-url", "old name of --server")
+	app.Flag("nats-url", "old name of --server").Hidden().PlaceHolder("URL").StringVar(&c.Conn.Server)
+	// Flags without a default show what their value is.
+	placeholders := map[string]string{"server-name": "NAME", "cluster-listen": "ADDR", "routes": "URLS",
+		"bootstrap-admin": "FILE", "previous-service-key": "FILE", "service-key": "FILE"}
+	str := func(p *string, name, env, def, help string) {
+		f := app.Flag(name, help).Envar(env).PlaceHolder(placeholders[name])
+		if def != "" {
+			f.Default(def)
+		}
+		f.StringVar(p)
+	}
 	str(&c.DataDir, "data-dir", "MEMBERSHIPD_DATA_DIR", "membership-data", "embedded server: JetStream data directory")
 	str(&c.Listen, "listen", "MEMBERSHIPD_LISTEN", "127.0.0.1:4222", "embedded server: client listen address (loopback by default)")
 	str(&c.Sync, "sync", "MEMBERSHIPD_SYNC", "always", "embedded server: JetStream fsync policy, always or an interval such as 1s")
@@ -151,130 +152,66 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&c.AdminEndpoint, "admin-endpoint", "MEMBERSHIPD_ADMIN_ENDPOINT", "admin", "endpoint id for a generated admin identity")
 	str(&c.Service.Prefix, "prefix", "MEMBERSHIPD_PREFIX", subjects.DefaultPrefix, "subject prefix of the operations")
 	str(&c.Service.QueueGroup, "queue", "MEMBERSHIPD_QUEUE", subjects.DefaultQueue, "queue group shared by all replicas")
-	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
+	str(auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
 	str(&c.PreviousServiceKey, "previous-service-key", "MEMBERSHIPD_PREVIOUS_SERVICE_KEY", "", "during a key rotation: the seed file of the key --service-key replaces; it signs the statement that moves pinned clients to the new key (docs/protocol.md §16)")
 	str(&c.ServiceKey, "service-key", "MEMBERSHIPD_SERVICE_KEY", "", "nkeys server seed file (SN…) signing replies and audit entries; clients pin its public key. Embedded default: <data-dir>/service.nk, generated if missing; every replica of a deployment needs the same file")
-	var envErrs []error
-	fs.Float64Var(&c.Service.RateLimit, "rate-limit", envFloat("MEMBERSHIPD_RATE_LIMIT", service.DefaultRateLimit, &envErrs), "requests per second each identity may sustain; 0 disables the limit (env MEMBERSHIPD_RATE_LIMIT)")
-	fs.IntVar(&c.Service.RateBurst, "rate-burst", envInt("MEMBERSHIPD_RATE_BURST", service.DefaultRateBurst, &envErrs), "requests an identity may send at once above its rate (env MEMBERSHIPD_RATE_BURST)")
-	fs.DurationVar(&c.SweepInterval, "sweep-interval", envDuration("MEMBERSHIPD_SWEEP_INTERVAL", service.DefaultSweepInterval, &envErrs), "how often to remove orphaned sealed-key objects; 0 disables the sweep (env MEMBERSHIPD_SWEEP_INTERVAL)")
-	fs.DurationVar(&c.SweepGrace, "sweep-grace", envDuration("MEMBERSHIPD_SWEEP_GRACE", service.DefaultSweepGrace, &envErrs), "age below which an unreferenced sealed-key object is kept: it may belong to a mutation in flight (env MEMBERSHIPD_SWEEP_GRACE)")
-	fs.DurationVar(&c.ConnectWait, "connect-wait", envDuration("MEMBERSHIPD_CONNECT_WAIT", defaultConnectWait, &envErrs), "how long start-up retries to reach NATS before giving up, so that replicas may start before the servers (env MEMBERSHIPD_CONNECT_WAIT)")
-	fs.IntVar(&c.Replicas, "replicas", envInt("MEMBERSHIPD_REPLICAS", 1, &envErrs), "bucket replicas: 1 embedded, 3 recommended on a cluster (env MEMBERSHIPD_REPLICAS)")
-	fs.DurationVar(&c.Service.Skew, "skew", envDuration("MEMBERSHIPD_SKEW", service.DefaultSkew, &envErrs), "accepted clock skew of a request's ts; nonces live twice as long (env MEMBERSHIPD_SKEW)")
-	fs.IntVar(&c.Service.MaxRequest, "max-request", envInt("MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest, &envErrs), "largest accepted request in bytes (env MEMBERSHIPD_MAX_REQUEST)")
-	fs.IntVar(&c.Service.Workers, "workers", envInt("MEMBERSHIPD_WORKERS", max(4, 2*runtime.GOMAXPROCS(0)), &envErrs), "micro service instances in this process, each serving one request per endpoint at a time; `nats micro ls` lists each (env MEMBERSHIPD_WORKERS)")
-	fs.DurationVar(&c.Service.IdentityMaxStale, "identity-max-stale", envDuration("MEMBERSHIPD_IDENTITY_MAX_STALE", service.DefaultIdentityMaxStale, &envErrs), "identity cache: a disable or key change takes effect within this; negative disables the cache (env MEMBERSHIPD_IDENTITY_MAX_STALE)")
-	fs.DurationVar(&c.Service.RoomIndexWait, "room-index-wait", envDuration("MEMBERSHIPD_ROOM_INDEX_WAIT", service.DefaultRoomIndexWait, &envErrs), "room index: how long a page waits for the index to catch up before it is read from the store; negative disables the index (env MEMBERSHIPD_ROOM_INDEX_WAIT)")
-	fs.IntVar(&c.Service.KeyCacheBytes, "key-cache-bytes", envInt("MEMBERSHIPD_KEY_CACHE_BYTES", service.DefaultKeyCacheBytes, &envErrs), "bytes of immutable sealed-key objects cached in memory; negative disables the cache (env MEMBERSHIPD_KEY_CACHE_BYTES)")
-	fs.String("config", "", "JSON file of settings by flag name, e.g. {\"replicas\": 3}; flags and environment win over it (env MEMBERSHIPD_CONFIG)")
-	fs.BoolVar(&c.PrintVersion, "version", false, "print the build's version and exit")
-	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective settings (flags > env > config file > defaults) as JSON and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: membershipd [flags]\n\n"+
-			"Serves the unibus membership service as NATS micro endpoints (inspect with `nats micro ls`).\n"+
-			"Without --server or --context it runs an embedded nats-server with JetStream on --listen,\n"+
-			"storing data in --data-dir, and writes the first admin identity to <data-dir>/admin.identity.\n"+
-			"With --routes and --cluster-listen the embedded server is one node of a JetStream cluster\n"+
-			"(give every node the same --bootstrap-admin file).\n"+
-			"SIGINT or SIGTERM drains in-flight requests and stops.\n\nFlags:\n")
-		fs.PrintDefaults()
+	num := func(name, env string, def any, help string) *fisk.FlagClause {
+		return app.Flag(name, help).Envar(env).Default(fmt.Sprint(def))
+	}
+	num("rate-limit", "MEMBERSHIPD_RATE_LIMIT", service.DefaultRateLimit, "requests per second each identity may sustain; 0 disables the limit").Float64Var(&c.Service.RateLimit)
+	num("rate-burst", "MEMBERSHIPD_RATE_BURST", service.DefaultRateBurst, "requests an identity may send at once above its rate").IntVar(&c.Service.RateBurst)
+	num("sweep-interval", "MEMBERSHIPD_SWEEP_INTERVAL", service.DefaultSweepInterval, "how often to remove orphaned sealed-key objects; 0 disables the sweep").DurationVar(&c.SweepInterval)
+	num("sweep-grace", "MEMBERSHIPD_SWEEP_GRACE", service.DefaultSweepGrace, "age below which an unreferenced sealed-key object is kept: it may belong to a mutation in flight").DurationVar(&c.SweepGrace)
+	num("connect-wait", "MEMBERSHIPD_CONNECT_WAIT", defaultConnectWait, "how long start-up retries to reach NATS before giving up, so that replicas may start before the servers").DurationVar(&c.ConnectWait)
+	num("replicas", "MEMBERSHIPD_REPLICAS", 1, "bucket replicas: 1 embedded, 3 recommended on a cluster").IntVar(&c.Replicas)
+	num("skew", "MEMBERSHIPD_SKEW", service.DefaultSkew, "accepted clock skew of a request's ts; nonces live twice as long").DurationVar(&c.Service.Skew)
+	num("max-request", "MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest, "largest accepted request in bytes").IntVar(&c.Service.MaxRequest)
+	num("workers", "MEMBERSHIPD_WORKERS", max(4, 2*runtime.GOMAXPROCS(0)), "micro service instances in this process, each serving one request per endpoint at a time; 'nats micro ls' lists each").IntVar(&c.Service.Workers)
+	num("identity-max-stale", "MEMBERSHIPD_IDENTITY_MAX_STALE", service.DefaultIdentityMaxStale, "identity cache: a disable or key change takes effect within this; negative disables the cache").DurationVar(&c.Service.IdentityMaxStale)
+	num("room-index-wait", "MEMBERSHIPD_ROOM_INDEX_WAIT", service.DefaultRoomIndexWait, "room index: how long a page waits for the index to catch up before it is read from the store; negative disables the index").DurationVar(&c.Service.RoomIndexWait)
+	num("key-cache-bytes", "MEMBERSHIPD_KEY_CACHE_BYTES", service.DefaultKeyCacheBytes, "bytes of immutable sealed-key objects cached in memory; negative disables the cache").IntVar(&c.Service.KeyCacheBytes)
+	app.Flag("config", "JSON file of settings by flag name, e.g. {\"replicas\": 3}; flags and environment win over it").Envar("MEMBERSHIPD_CONFIG").PlaceHolder("FILE").String()
+	app.Flag("print-config", "print the effective settings (flags > env > config file > defaults) as JSON and exit").UnNegatableBoolVar(&c.PrintConfig)
+	return app
+}
+
+// parseFlags reads flags, their environment variables and the config file.
+// done is true when the command line was answered already (--help,
+// --version, a completion script).
+func parseFlags(args []string, stdout io.Writer) (c *Config, done bool, err error) {
+	c = &Config{}
+	var auth string
+	app := newApp(c, &auth, stdout)
+	c.app = app
+	if err := cli.CheckEnv(app); err != nil {
+		return nil, false, err
 	}
 	if path := configFileArg(args); path != "" {
-		if err := applyConfigFile(fs, path); err != nil {
-			return nil, err
+		if err := applyConfigFile(app, path); err != nil {
+			return nil, false, err
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	c.flags = fs
-	if c.PrintVersion {
-		return c, nil
-	}
-	if err := errors.Join(envErrs...); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	if _, done, _, err := cli.Parse(app, args); done || err != nil {
+		return nil, done, err
 	}
 	mode, err := service.ParseAuthMode(auth)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c.Service.Auth = mode
 	if c.Service.RateLimit == 0 {
 		c.Service.RateLimit = -1 // the flag's 0 means off; the library's 0 means its default
 	}
 	if c.Service.RateLimit < 0 && c.Service.RateLimit != -1 {
-		return nil, fmt.Errorf("--rate-limit %v: want 0 (off) or a positive rate", c.Service.RateLimit)
+		return nil, false, fmt.Errorf("--rate-limit %v: want 0 (off) or a positive rate", c.Service.RateLimit)
 	}
 	if c.Embedded() && c.Routes == "" && c.BootstrapAdmin == "" {
 		c.BootstrapAdmin = filepath.Join(c.DataDir, "admin.identity")
 	}
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return c, nil
+	return c, false, nil
 }
-
-// envInt reads an integer default from the environment, recording a value
-// that does not parse.
-func envInt(name string, def int, errs *[]error) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("%s=%q: not an integer", name, v))
-		return def
-	}
-	return n
-}
-
-// envFloat reads a number default from the environment, recording a value
-// that does not parse.
-func envFloat(name string, def float64, errs *[]error) float64 {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("%s=%q: not a number", name, v))
-		return def
-	}
-	return f
-}
-
-// envDuration reads a duration default from the environment, recording a
-// value that does not parse.
-func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		*errs = append(*errs, fmt.Errorf("%s=%q: not a duration such as 30s", name, v))
-		return def
-	}
-	return d
-}
-
-// alias is a second name of a flag: setting it sets the flag.
-type alias struct{ f *flag.Flag }
-
-func (a alias) String() string {
-	if a.f == nil {
-		return ""
-	}
-	return a.f.Value.String()
-}
-func (a alias) Set(v string) error { return a.f.Value.Set(v) }
-
-// isAlias reports whether a flag is another name of one printed already.
-func isAlias(f *flag.Flag) bool { _, ok := f.Value.(alias); return ok }

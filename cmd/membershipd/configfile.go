@@ -2,14 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/choria-io/fisk"
 )
 
 // The config file is one JSON object whose keys are flag names without the
@@ -19,9 +19,6 @@ import (
 //
 // Precedence, highest first: command-line flags, environment variables (an
 // empty one counts as unset), the config file, built-in defaults.
-
-// envOfFlag finds the environment variable a flag's usage names.
-var envOfFlag = regexp.MustCompile(`\(env ([A-Z0-9_]+)\)`)
 
 // configFileArg finds --config in args (or MEMBERSHIPD_CONFIG) before the
 // flags are parsed, so that the file can sit below flags and environment.
@@ -42,9 +39,13 @@ func configFileArg(args []string) string {
 	return path
 }
 
-// applyConfigFile sets every flag named in the file whose environment
-// variable is not set; flags parsed afterwards override it again.
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+// notInFile are flags a config file cannot set.
+var notInFile = map[string]bool{"config": true, "print-config": true, "version": true, "help": true, "nats-url": true}
+
+// applyConfigFile makes every setting in the file the default of its flag:
+// the environment and the command line still win over it. Each value is
+// checked at once, so that an error names the file and the setting.
+func applyConfigFile(app *fisk.Application, path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
@@ -59,41 +60,37 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	}
 	sort.Strings(keys)
 	for _, name := range keys {
-		f := fs.Lookup(name)
-		if f == nil || name == "config" || name == "print-config" || name == "version" {
+		f := app.GetFlag(name)
+		if f == nil || notInFile[name] || f.Model().Hidden {
 			return fmt.Errorf("config file %s: unknown setting %q", path, name)
-		}
-		if m := envOfFlag.FindStringSubmatch(f.Usage); m != nil {
-			if os.Getenv(m[1]) != "" {
-				continue // the environment wins over the file
-			}
 		}
 		v := values[name]
 		s, ok := v.(string)
 		if !ok {
 			s = strings.TrimSpace(fmt.Sprint(v))
 		}
-		if err := fs.Set(name, s); err != nil {
+		if err := f.Model().Value.Set(s); err != nil {
 			return fmt.Errorf("config file %s: %s: %w", path, name, err)
 		}
+		f.Default(s)
 	}
 	return nil
 }
 
 // printConfig writes the effective settings as a config file would hold
 // them, with passwords in URLs masked.
-func printConfig(w io.Writer, fs *flag.FlagSet) error {
+func printConfig(w io.Writer, app *fisk.Application) error {
 	out := map[string]string{}
-	fs.VisitAll(func(f *flag.Flag) {
+	for _, f := range app.Model().Flags {
 		switch {
-		case f.Name == "config" || f.Name == "print-config" || f.Name == "version" || isAlias(f):
-			return
+		case f.Hidden || notInFile[f.Name]:
+			continue
 		case (f.Name == "password" || f.Name == "token") && f.Value.String() != "":
 			out[f.Name] = "xxxxx"
-			return
+			continue
 		}
 		out[f.Name] = maskURLs(f.Value.String())
-	})
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)

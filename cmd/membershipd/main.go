@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,32 +22,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 )
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
 		fmt.Fprintln(os.Stderr, "membershipd:", err)
 		os.Exit(1)
 	}
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseFlags(args, stderr)
-	if err != nil {
-		return err
-	}
-	if cfg.PrintVersion {
-		_, err := fmt.Fprintln(stdout, "membershipd", buildinfo.Version())
+	cfg, done, err := parseFlags(args, stdout)
+	if done || err != nil {
 		return err
 	}
 	if cfg.PrintConfig {
-		return printConfig(stdout, cfg.flags)
+		return printConfig(stdout, cfg.app)
 	}
 	log, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {

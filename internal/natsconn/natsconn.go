@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/choria-io/fisk"
 	"github.com/nats-io/nats.go"
 	"github.com/synadia-io/orbit.go/natscontext"
 )
@@ -41,22 +42,42 @@ type Flag struct {
 	Env   string // environment variable, named as by the nats CLI
 	Usage string
 	Value *string
+	// Placeholder names the value in help, as the nats CLI does.
+	Placeholder string
 }
 
 // Flags lists the connection flags bound to o's fields.
 func (o *Options) Flags() []Flag {
 	return []Flag{
-		{"server", "s", "NATS_URL", "NATS server URLs, comma-separated", &o.Server},
-		{"context", "", "NATS_CONTEXT", "nats CLI context to connect with (default: the one chosen with 'nats context select', when no other connection option is given)", &o.Context},
-		{"user", "", "NATS_USER", "NATS user name (or token)", &o.User},
-		{"password", "", "NATS_PASSWORD", "NATS password", &o.Password},
-		{"token", "", "NATS_TOKEN", "NATS token", &o.Token},
-		{"creds", "", "NATS_CREDS", "NATS user credentials file (JWT deployments)", &o.Creds},
-		{"nkey", "", "NATS_NKEY", "NATS user nkey seed file (SU…)", &o.NKey},
-		{"inbox-prefix", "", "NATS_INBOX_PREFIX", "inbox prefix for replies, e.g. _INBOX_client when the user may subscribe to that prefix only", &o.InboxPrefix},
-		{"tlscert", "", "NATS_CERT", "client TLS certificate file (with --tlskey)", &o.TLSCert},
-		{"tlskey", "", "NATS_KEY", "client TLS private key file", &o.TLSKey},
-		{"tlsca", "", "NATS_CA", "CA certificate file to verify the NATS servers with", &o.TLSCA},
+		{"server", "s", "NATS_URL", "NATS server URLs, comma-separated", &o.Server, "URL"},
+		{"context", "", "NATS_CONTEXT", "nats CLI context to connect with (default: the one chosen with 'nats context select', when no other connection option is given)", &o.Context, "NAME"},
+		{"user", "", "NATS_USER", "NATS user name (or token)", &o.User, "USER"},
+		{"password", "", "NATS_PASSWORD", "NATS password", &o.Password, "PASSWORD"},
+		{"token", "", "NATS_TOKEN", "NATS token", &o.Token, "TOKEN"},
+		{"creds", "", "NATS_CREDS", "NATS user credentials file (JWT deployments)", &o.Creds, "FILE"},
+		{"nkey", "", "NATS_NKEY", "NATS user nkey seed file (SU…)", &o.NKey, "FILE"},
+		{"inbox-prefix", "", "NATS_INBOX_PREFIX", "inbox prefix for replies, e.g. _INBOX_client when the user may subscribe to that prefix only", &o.InboxPrefix, "PREFIX"},
+		{"tlscert", "", "NATS_CERT", "client TLS certificate file (with --tlskey)", &o.TLSCert, "FILE"},
+		{"tlskey", "", "NATS_KEY", "client TLS private key file", &o.TLSKey, "FILE"},
+		{"tlsca", "", "NATS_CA", "CA certificate file to verify the NATS servers with", &o.TLSCA, "FILE"},
+	}
+}
+
+// FlagAdder is where connection flags are registered: a fisk application
+// or command.
+type FlagAdder interface {
+	Flag(name, help string) *fisk.FlagClause
+}
+
+// Register defines the connection flags on app, bound to o's fields, with
+// their environment variables; an empty variable counts as unset.
+func (o *Options) Register(app FlagAdder) {
+	for _, f := range o.Flags() {
+		c := app.Flag(f.Name, f.Usage).Envar(f.Env).PlaceHolder(f.Placeholder)
+		if f.Short != "" {
+			c.Short(rune(f.Short[0]))
+		}
+		c.StringVar(f.Value)
 	}
 }
 
