@@ -615,7 +615,7 @@ func TestMemberctlChannel(t *testing.T) {
 	}
 	for _, name := range []string{"alice", "bob"} {
 		c.keygen(name)
-		c.ok(nil, "--identity", "admin.id", "identity register", "--pub", name+".pub")
+		c.ok(nil, "--identity", "admin.id", "identity", "register", "--pub", name+".pub")
 	}
 	c.ok(nil, "--identity", "alice.id", "room", "create", "ops", "--subject", "chat.ops", "--member", "bob")
 	key := []string{"--service-key", spub}

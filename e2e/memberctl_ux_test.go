@@ -92,7 +92,9 @@ func TestMemberctlContextAndDefaultIdentity(t *testing.T) {
 }
 
 // TestMemberctlCompletion loads the generated bash completion into a real
-// bash and completes a command and a subcommand.
+// bash and completes a command, a subcommand and a command's own flag
+// (bash asks memberctl, as fisk's scripts do); the zsh script is fisk's,
+// and the fish script lists every command's flags.
 func TestMemberctlCompletion(t *testing.T) {
 	c, _ := newCtl(t)
 	r := c.run("completion", "bash")
@@ -107,12 +109,15 @@ func TestMemberctlCompletion(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"memberctl", "ro"}, "room"},
-		{[]string{"memberctl", "room", "rek"}, "rekey"},
-		{[]string{"memberctl", "--identity", "a.id", "identity", "dis"}, "disable"},
+		{[]string{"ro"}, "room"},
+		{[]string{"room", "rek"}, "rekey"},
+		{[]string{"--identity", "a.id", "identity", "dis"}, "disable"},
+		{[]string{"room", "create", "--subj"}, "--subject"},
+		{[]string{"room", "remove", "--no-r"}, "--no-rekey"},
 	} {
-		probe := "source " + script + "; COMP_WORDS=(" + strings.Join(tc.words, " ") + "); COMP_CWORD=" +
-			strconv.Itoa(len(tc.words)-1) + "; _memberctl; echo \"${COMPREPLY[*]}\""
+		words := append([]string{c.bin}, tc.words...)
+		probe := "source " + script + "; COMP_WORDS=(" + strings.Join(words, " ") + "); COMP_CWORD=" +
+			strconv.Itoa(len(words)-1) + "; _memberctl_bash_autocomplete; echo \"${COMPREPLY[*]}\""
 		out, err := exec.Command("bash", "-c", probe).CombinedOutput()
 		if err != nil {
 			t.Fatalf("bash: %v\n%s", err, out)
@@ -121,11 +126,67 @@ func TestMemberctlCompletion(t *testing.T) {
 			t.Errorf("completing %v = %q, want %q", tc.words, strings.TrimSpace(string(out)), tc.want)
 		}
 	}
-	if r := c.run("completion", "fish"); r.code != exitUsage {
-		t.Fatalf("completion fish: exit %d, want %d", r.code, exitUsage)
+	if r := c.run("completion", "tcsh"); r.code != exitUsage {
+		t.Fatalf("completion tcsh: exit %d, want %d", r.code, exitUsage)
 	}
-	if r := c.run("completion", "zsh"); r.code != 0 || !strings.Contains(r.stdout, "bashcompinit") {
-		t.Fatalf("completion zsh: exit %d", r.code)
+	if r := c.run("completion", "zsh"); r.code != 0 || !strings.Contains(r.stdout, "#compdef memberctl") {
+		t.Fatalf("completion zsh: exit %d\n%s", r.code, r.stdout)
+	}
+	// What the zsh script asks for: a command's own flags.
+	if r := c.run("--completion-zsh-menu", "room", "key", "--"); r.code != 0 || !strings.Contains(r.stdout, "F\tepoch\t") {
+		t.Fatalf("zsh menu data for room key: exit %d\n%s", r.code, r.stdout)
+	}
+	r = c.run("completion", "fish")
+	for _, want := range []string{
+		"-n '__fish_seen_subcommand_from create' -l subject -r -F",
+		"-n '__fish_seen_subcommand_from members' -l all -d",
+		"-n '__fish_seen_subcommand_from room; and not __fish_seen_subcommand_from create get members key add remove rekey leave delete mine",
+		"-l identity -r -F",
+	} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("completion fish (exit %d) lacks %q", r.code, want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("fish script:\n%s", r.stdout)
+	}
+}
+
+// TestMemberctlHelp checks -h and --help at every level (the program, a
+// group, a command): exit 0, help on stdout, nothing on stderr; a
+// suggestion for a misspelt command or flag; --version.
+func TestMemberctlHelp(t *testing.T) {
+	c, _ := newCtl(t)
+	for _, level := range [][]string{nil, {"room"}, {"identity"}, {"room", "create"}, {"identity", "list"}, {"audit"}, {"completion"}} {
+		for _, flag := range []string{"-h", "--help"} {
+			args := append(append([]string{}, level...), flag)
+			r := c.run(args...)
+			if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "usage: memberctl") {
+				t.Errorf("%v: exit %d, stderr %q, stdout:\n%s", args, r.code, r.stderr, r.stdout)
+			}
+			if len(level) == 2 && !strings.Contains(r.stdout, "usage: memberctl "+strings.Join(level, " ")) {
+				t.Errorf("%v does not show the command's usage:\n%s", args, r.stdout)
+			}
+		}
+	}
+	if r := c.run("help", "room", "create"); r.code != 0 || !strings.Contains(r.stdout, "--subject") {
+		t.Errorf("help room create: exit %d\n%s", r.code, r.stdout)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"romo"}, `did you mean "room"`},
+		{[]string{"room", "ceate"}, `did you mean "create"`},
+		{[]string{"room", "create", "ops", "--subjet", "s"}, `did you mean "--subject"`},
+		{[]string{"--identiy", "a.id", "whoami"}, `did you mean "--identity"`},
+	} {
+		if r := c.run(tc.args...); r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if r := c.run("--version"); r.code != 0 || !strings.HasPrefix(r.stdout, "memberctl ") {
+		t.Errorf("--version: exit %d: %q", r.code, r.stdout)
 	}
 }
 

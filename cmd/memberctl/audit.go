@@ -40,7 +40,6 @@ type auditJSON struct {
 // printed (so it can be inspected) and the command fails.
 func audit(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	identities := fset.Bool("identities", false, "")
 	pos, err := a.parseArgs(fset, c, args, 0, 1)
 	if err != nil {

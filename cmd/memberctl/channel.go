@@ -68,7 +68,6 @@ func (a *app) openChannel(ctx context.Context, c *command, room string, opts ...
 
 func roomPub(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	pos, err := a.parseArgs(fset, c, args, 2, 2)
 	if err != nil {
 		return err
@@ -92,7 +91,6 @@ func roomPub(ctx context.Context, a *app, c *command, args []string) error {
 
 func roomSub(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	count := fset.Int("count", 0, "")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {

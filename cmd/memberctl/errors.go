@@ -17,6 +17,9 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// errUsageShown is a bad command line fisk reported already.
+var errUsageShown = errors.New("usage error shown")
+
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
@@ -52,8 +55,8 @@ func (a *app) report(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	if errors.Is(err, errHelpShown) {
-		return exitOK
+	if errors.Is(err, errUsageShown) {
+		return exitUsage
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {

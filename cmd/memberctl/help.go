@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"strings"
 
+	"github.com/choria-io/fisk"
+
+	"github.com/unibus/membership/internal/cli"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -84,35 +87,60 @@ var commands = []command{
 			"that later ends before it, or differs at it, is a rollback. Exits 3 if the trail does not verify."},
 }
 
-const globalHelp = `Global flags (before or after the command; flags win over the environment):
-  -s, --server URL   NATS server URLs, comma separated (env NATS_URL)
-  --context NAME     nats CLI context (env NATS_CONTEXT); the options below override it. With no
-                     connection option at all, the context chosen with 'nats context select' is
-                     used, else nats://127.0.0.1:4222
-  --user U, --password P, --token T   NATS user and password, or token (env NATS_USER,
-                     NATS_PASSWORD, NATS_TOKEN)
-  --creds FILE       NATS user credentials file (env NATS_CREDS)
-  --nkey FILE        NATS user nkey seed file (env NATS_NKEY)
-  --inbox-prefix P   reply inbox prefix the NATS user may subscribe to (env NATS_INBOX_PREFIX)
-  --tlscert FILE, --tlskey FILE, --tlsca FILE   client certificate and key, CA to verify the
-                     servers with (env NATS_CERT, NATS_KEY, NATS_CA)
-  --identity FILE    identity file written by keygen; signs every request (env MEMBERCTL_IDENTITY;
-                     default ~/.config/unibus/identity.id if it exists)
-  --prefix PREFIX    subject prefix of the service (env MEMBERCTL_PREFIX; default ` + subjects.DefaultPrefix + `)
-  --timeout DUR      wait for each reply; a request that times out is resent up to 3 times
-                     (env MEMBERCTL_TIMEOUT; default 5s)
-  --json             machine output: one JSON document on stdout, snake_case field names
-  --service-key N…   the service's public key: every reply must be signed by it (env
-                     MEMBERCTL_SERVICE_KEY). Without it the key of the first verified reply is
-                     trusted and stored in known_services.json beside the identity file, per
-                     server set and prefix; a later key is accepted only through a rotation
-                     statement signed by the stored one, or by giving it here
-  --insecure-no-verify  do not verify replies (env MEMBERCTL_INSECURE_NO_VERIFY=1); said on stderr
-  --version          print the build's version and exit (before the command)
-`
+// globalFlags defines the flags every command accepts on the application,
+// bound to g, with their environment variables (flags win; an empty
+// variable counts as unset).
+func (g *globals) globalFlags(app *fisk.Application) {
+	g.conn.Register(app)
+	app.GetFlag("context").Help("nats CLI context; the connection options override it. With no connection option at all, the context chosen with 'nats context select' is used, else nats://127.0.0.1:4222")
+	app.Flag("identity", "identity file written by keygen; signs every request (default ~/.config/unibus/identity.id if it exists)").
+		Envar(envIdentity).PlaceHolder("FILE").StringVar(&g.identity)
+	app.Flag("prefix", "subject prefix of the service").Envar(envPrefix).Default(subjects.DefaultPrefix).StringVar(&g.prefix)
+	app.Flag("timeout", "wait for each reply; a request that times out is resent up to 3 times").
+		Envar(envTimeout).Default("5s").PlaceHolder("DUR").DurationVar(&g.timeout)
+	app.Flag("json", "machine output: one JSON document on stdout, snake_case field names").UnNegatableBoolVar(&g.json)
+	app.Flag("service-key", "the service's public key: every reply must be signed by it. Without it the key of the first "+
+		"verified reply is trusted and stored in known_services.json beside the identity file, per server set and prefix; "+
+		"a later key is accepted only through a rotation statement signed by the stored one, or by giving it here").
+		Envar(envServiceKey).PlaceHolder("N…").StringVar(&g.serviceKey)
+	app.Flag("insecure-no-verify", "do not verify replies (said on stderr)").Envar(envNoVerify).UnNegatableBoolVar(&g.noVerify)
+}
 
-const exitHelp = `Errors are one line on stderr, "memberctl: <op>: <code> <reason>: <message>", then a hint
-where one helps (401: check --identity and the clock; 403: who may do this; 503: retry).
+// build makes the fisk application: the global flags, and each command
+// with the flags and arguments it declares (flags.go).
+func (a *app) build(ctx context.Context) *fisk.Application {
+	app := cli.New("memberctl", overview, a.stdout, a.stderr)
+	a.fisk = app
+	app.UsageTemplate(usageTemplate)
+	a.g.globalFlags(app)
+	parents := map[string]*fisk.CmdClause{}
+	for name, list := range groups {
+		parents[name] = app.Command(name, name+" commands: "+list)
+	}
+	for i := range commands {
+		c := &commands[i]
+		var cc *fisk.CmdClause
+		if group, word, two := strings.Cut(c.name, " "); two {
+			cc = parents[group].Command(word, commandHelp(c))
+		} else {
+			cc = app.Command(c.name, commandHelp(c))
+		}
+		a.bindings[c.name] = &binding{cmd: cc}
+		if err := c.run(ctx, a, c, nil); !errors.Is(err, errDeclared) {
+			panic("memberctl: command " + c.name + " ran before parseArgs: " + fmt.Sprint(err))
+		}
+	}
+	return app
+}
+
+// overview is the help of memberctl itself.
+const overview = `Command-line client of the unibus membership service.
+
+Global flags go before or after the command; each can be set through the environment variable shown
+with it (flags win). 'memberctl help COMMAND' or 'memberctl COMMAND -h' shows one command.
+
+Errors are one line on stderr, "memberctl: <op>: <code> <reason>: <message>", then a hint where one
+helps (401: check --identity and the clock; 403: who may do this; 503: retry).
 
 Exit codes:
   0  success
@@ -120,62 +148,28 @@ Exit codes:
   2  usage error: unknown command, bad flag or missing argument
   3  connection or local error: NATS unreachable or no service answering, identity file
      unreadable or readable by group/others, a file that exists, a key that cannot be opened
-`
 
-// help prints the overview of every command.
-func (a *app) help(w io.Writer) {
-	if w == nil {
-		w = a.stdout
-	}
-	fmt.Fprint(w, "memberctl: command-line client of the unibus membership service.\n\n")
-	fmt.Fprint(w, "Usage: memberctl [global flags] <command> [arguments] [flags]\n\nCommands:\n")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
-	}
-	fmt.Fprint(w, "  help [COMMAND]\n      this text, or one command's (also: memberctl COMMAND -h)\n")
-	fmt.Fprint(w, "\n"+globalHelp+"\n"+exitHelp)
-	fmt.Fprint(w, `
 Quickstart:
   memberctl keygen --endpoint alice                     # alice.id (secret), alice.pub
   memberctl --identity admin.id identity register --pub alice.pub
   memberctl --identity alice.id room create ops --subject chat.ops --member bob
   memberctl --identity bob.id room key ops
   memberctl --identity alice.id room remove ops bob     # and rekeys
-`)
-}
 
-// helpCommand serves `memberctl help [COMMAND]`.
-func (a *app) helpCommand(args []string) error {
-	if len(args) == 0 {
-		a.help(nil)
-		return nil
-	}
-	name := strings.Join(args, " ")
-	for i := range commands {
-		if commands[i].name == name {
-			a.commandHelp(a.stdout, &commands[i])
-			return nil
-		}
-	}
-	if list, ok := groups[name]; ok {
-		fmt.Fprintf(a.stdout, "memberctl %s <subcommand>: %s\n\n", name, list)
-		for _, c := range commands {
-			if strings.HasPrefix(c.name, name+" ") {
-				fmt.Fprintf(a.stdout, "  %s %s\n      %s\n", c.name, c.args, c.summary)
-			}
-		}
-		return nil
-	}
-	return usagef("unknown command %q", name)
-}
+Completion: source <(memberctl completion bash), or zsh, or 'memberctl completion fish | source'.`
 
-// commandHelp prints one command's help.
-func (a *app) commandHelp(w io.Writer, c *command) {
-	fmt.Fprintf(w, "Usage: memberctl [global flags] %s\n\n%s.\n", strings.TrimSpace(c.name+" "+c.args), upperFirst(c.summary))
+// usageTemplate is fisk's (kingpin's) default: every command with its
+// flags and arguments, and the flags; a command's first line only in lists.
+var usageTemplate = strings.Replace(fisk.KingpinDefaultUsageTemplate,
+	"{{.Help|Wrap 4}}", "{{.Help|FirstLine|Wrap 4}}", 1)
+
+// commandHelp is a command's summary, then its details.
+func commandHelp(c *command) string {
+	h := upperFirst(c.summary) + "."
 	if c.help != "" {
-		fmt.Fprintf(w, "\n%s\n", c.help)
+		h += "\n\n" + c.help
 	}
-	fmt.Fprint(w, "\n"+globalHelp)
+	return h
 }
 
 func upperFirst(s string) string {

@@ -86,7 +86,6 @@ func shellQuote(s string) string {
 
 func keygen(_ context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	endpoint := fset.String("endpoint", "", "")
 	out := fset.String("out", "", "")
 	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
@@ -178,7 +177,6 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 
 func whoami(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
 		return err
 	}
@@ -196,7 +194,6 @@ func whoami(ctx context.Context, a *app, c *command, args []string) error {
 
 func identityRegister(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	pubFile := fset.String("pub", "", "")
 	endpoint := fset.String("endpoint", "", "")
 	signKey := fset.String("sign-key", "", "")
@@ -254,7 +251,6 @@ func endpointCommand(ctx context.Context, a *app, c *command, args []string, op 
 func oneArgCommand[T any](ctx context.Context, a *app, c *command, args []string, op subjects.Op,
 	call func(*client.Client, context.Context, string) (T, error), show func(T) error) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
 		return err
@@ -280,7 +276,6 @@ func identityEnable(ctx context.Context, a *app, c *command, args []string) erro
 
 func identityGet(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
 		return err
@@ -338,7 +333,6 @@ func identityList(ctx context.Context, a *app, c *command, args []string) error 
 func pageCommand(ctx context.Context, a *app, c *command, args []string, op subjects.Op,
 	fetch func(cl *client.Client, after string, limit int) (any, func(io.Writer), error)) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	var after string
 	var limit int
 	pageFlags(fset, &after, &limit)

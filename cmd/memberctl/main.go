@@ -23,9 +23,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/choria-io/fisk"
 	"github.com/nats-io/nats.go"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/internal/buildinfo"
+	"github.com/unibus/membership/internal/cli"
 	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/subjects"
 )
@@ -74,13 +75,16 @@ type app struct {
 	cl     *client.Client
 	pins   *pinStore // the pin store, once a client verifies replies (pin.go)
 
+	bindings map[string]*binding // per command: its flags and arguments (flags.go)
+	fisk     *fisk.Application   // the parser, once built (help.go)
+
 	progressShown bool
 	inboxDenied   atomic.Bool // the server refused a subscription (reply inbox)
 }
 
 // run executes one command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr}
+	a := &app{stdout: stdout, stderr: stderr, bindings: map[string]*binding{}}
 	defer a.close()
 	err := a.dispatch(ctx, args)
 	a.keepPin(err)
@@ -92,33 +96,6 @@ func (a *app) close() {
 	if a.nc != nil {
 		a.nc.Close()
 	}
-}
-
-// defaults fills the global flags from the environment; an empty variable
-// counts as unset.
-func (g *globals) defaults() error {
-	env := func(name, def string) string {
-		if v := os.Getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	for _, f := range g.conn.Flags() {
-		*f.Value = env(f.Env, "")
-	}
-	g.identity = env(envIdentity, "")
-	g.prefix = env(envPrefix, subjects.DefaultPrefix)
-	g.serviceKey = env(envServiceKey, "")
-	g.noVerify = env(envNoVerify, "") != ""
-	g.timeout = 5 * time.Second
-	if v := os.Getenv(envTimeout); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return usagef("%s=%q is not a positive duration such as 5s", envTimeout, v)
-		}
-		g.timeout = d
-	}
-	return nil
 }
 
 // check validates the global flags after parsing.
@@ -188,58 +165,84 @@ func defaultIdentity() string {
 	return p
 }
 
-// dispatch parses the global flags up to the command and runs it.
+// dispatch parses the command line with fisk and runs the command.
 func (a *app) dispatch(ctx context.Context, args []string) error {
-	if err := a.g.defaults(); err != nil {
-		return err
-	}
-	fs := newFlagSet("memberctl")
-	a.g.register(fs)
-	version := fs.Bool("version", false, "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, errHelp) {
-			a.help(nil)
-			return nil
-		}
+	fa := a.build(ctx)
+	if err := cli.CheckEnv(fa); err != nil {
 		return usagef("%v", err)
 	}
-	if *version {
-		fmt.Fprintln(a.stdout, "memberctl", buildinfo.Version())
-		return nil
-	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		a.help(a.stderr)
+	if pc, err := fa.ParseContext(args); err == nil && pc.SelectedCommand == nil && !answered(pc) {
+		fa.UsageWriter(a.stderr)
+		fa.Usage(nil)
 		return usagef("no command given")
 	}
-	if rest[0] == "help" {
-		return a.helpCommand(rest[1:])
+	name, done, code, err := cli.Parse(fa, args)
+	switch {
+	case done && code != 0:
+		return errUsageShown
+	case done:
+		return nil
+	case err != nil:
+		return parseError(fa, args, err)
 	}
-	cmd, args, err := lookup(rest)
-	if err != nil {
-		return err
+	c := lookup(name)
+	if c == nil {
+		return usagef("%s needs a subcommand: %s", name, groups[name])
 	}
-	return cmd.run(ctx, a, cmd, args)
+	return c.run(ctx, a, c, nil)
 }
 
-// lookup finds the command named by the first one or two words of args.
-func lookup(args []string) (*command, []string, error) {
-	name := args[0]
-	if _, ok := groups[name]; ok {
-		if len(args) < 2 || args[1] == "-h" || args[1] == "--help" || args[1] == "-help" {
-			return nil, nil, usagef("%s needs a subcommand: %s", name, groups[name])
-		}
-		name += " " + args[1]
-		args = args[2:]
-	} else {
-		args = args[1:]
+// parseError words an error of fisk's parser as memberctl always has:
+// "unknown command", or the command's name and what is wrong, with its
+// synopsis.
+func parseError(fa *fisk.Application, args []string, err error) error {
+	if errors.Is(err, fisk.ErrExpectedKnownCommand) {
+		word := strings.TrimPrefix(err.Error(), fisk.ErrExpectedKnownCommand.Error()+" but got ")
+		return usagef("unknown command %s", word)
 	}
+	pc, _ := fa.ParseContext(args)
+	if pc == nil || pc.SelectedCommand == nil {
+		return usagef("%v", err)
+	}
+	if errors.Is(err, fisk.ErrSubCommandRequired) {
+		name := pc.SelectedCommand.FullCommand()
+		return usagef("%s needs a subcommand: %s", name, groups[name])
+	}
+	c := lookup(pc.SelectedCommand.FullCommand())
+	if c == nil {
+		return usagef("%v", err)
+	}
+	switch {
+	case errors.Is(err, fisk.ErrRequiredArgument):
+		err = errors.New("missing arguments")
+	case errors.Is(err, fisk.ErrUnexpectedArgument):
+		err = errors.New("too many arguments")
+	}
+	return usagef("%s: %v\nusage: memberctl %s %s", c.name, err, c.name, c.args)
+}
+
+// answered reports whether a command line without a command is answered
+// by fisk: help, --version, a completion script.
+func answered(pc *fisk.ParseContext) bool {
+	for _, e := range pc.Elements {
+		if f, ok := e.Clause.(*fisk.FlagClause); ok {
+			m := f.Model()
+			if m.Name == "help" || m.Name == "version" || m.Hidden {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lookup finds a command by its full name (nil for a group).
+func lookup(name string) *command {
 	for i := range commands {
 		if commands[i].name == name {
-			return &commands[i], args, nil
+			return &commands[i]
 		}
 	}
-	return nil, nil, usagef("unknown command %q", name)
+	return nil
 }
 
 // output writes v as JSON with --json, else calls text.

@@ -3,18 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/cli"
 )
 
-// TestParseArgs checks that flags are found anywhere among the arguments,
+// TestParseArgs checks that fisk finds flags anywhere among the arguments,
 // that "--" ends them and that argument counts are enforced as usage errors.
 func TestParseArgs(t *testing.T) {
-	c := &command{name: "room create", args: "ROOM --subject S"}
 	tests := []struct {
 		name    string
 		args    []string
@@ -32,21 +31,20 @@ func TestParseArgs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &app{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
-			if err := a.g.defaults(); err != nil {
-				t.Fatal(err)
-			}
-			fs := newFlagSet(c.name)
-			a.g.register(fs)
-			subject := fs.String("subject", "", "")
-			pos, err := a.parseArgs(fs, c, tc.args, 1, 1)
-			var ue *usageError
+			a := &app{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, bindings: map[string]*binding{}}
+			name, _, _, err := cli.Parse(a.build(context.Background()), append([]string{"room", "create"}, tc.args...))
 			if tc.usage {
-				if !errors.As(err, &ue) {
-					t.Fatalf("err = %v, want a usage error", err)
+				if err == nil {
+					t.Fatalf("parsed %v", tc.args)
 				}
 				return
 			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			fs := newFlagSet(name)
+			subject := fs.String("subject", "", "")
+			pos, err := a.parseArgs(fs, lookup(name), nil, 1, 1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -15,7 +15,6 @@ import (
 
 func roomCreate(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	subject := fset.String("subject", "", "")
 	var members listFlag
 	fset.Var(&members, "member", "")
@@ -69,7 +68,6 @@ func roomRekey(ctx context.Context, a *app, c *command, args []string) error {
 
 func roomMembers(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	var after string
 	var limit int
 	pageFlags(fset, &after, &limit)
@@ -124,7 +122,6 @@ func isSet(fset *flag.FlagSet, name string) bool {
 
 func roomKey(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	var epoch epochFlag
 	fset.Var(&epoch, "epoch", "")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
@@ -147,7 +144,6 @@ func roomKey(ctx context.Context, a *app, c *command, args []string) error {
 
 func roomAdd(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	pos, err := a.parseArgs(fset, c, args, 2, 2)
 	if err != nil {
 		return err
@@ -165,7 +161,6 @@ func roomAdd(ctx context.Context, a *app, c *command, args []string) error {
 
 func roomRemove(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	a.g.register(fset)
 	noRekey := fset.Bool("no-rekey", false, "")
 	pos, err := a.parseArgs(fset, c, args, 2, 2)
 	if err != nil {

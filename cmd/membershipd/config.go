@@ -122,8 +122,8 @@ Every flag can be set through the environment variable shown with it (an empty o
 unset), or in the --config file; flags win over the environment, which wins over the file.`
 
 // newApp defines membershipd's flags on a fisk application, bound to c.
-func newApp(c *Config, auth *string, stdout io.Writer) *fisk.Application {
-	app := cli.New("membershipd", usage, stdout)
+func newApp(c *Config, auth *string, stdout, stderr io.Writer) *fisk.Application {
+	app := cli.New("membershipd", usage, stdout, stderr)
 	c.Conn.Register(app)
 	app.GetFlag("server").Help("NATS server URLs of an existing deployment, comma-separated; without --server or --context an embedded server starts")
 	app.GetFlag("context").Help("nats CLI context of an existing deployment (the selected context is not used: without --server or --context an embedded server starts)")
@@ -180,10 +180,10 @@ func newApp(c *Config, auth *string, stdout io.Writer) *fisk.Application {
 // parseFlags reads flags, their environment variables and the config file.
 // done is true when the command line was answered already (--help,
 // --version, a completion script).
-func parseFlags(args []string, stdout io.Writer) (c *Config, done bool, err error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (c *Config, done bool, err error) {
 	c = &Config{}
 	var auth string
-	app := newApp(c, &auth, stdout)
+	app := newApp(c, &auth, stdout, stderr)
 	c.app = app
 	if err := cli.CheckEnv(app); err != nil {
 		return nil, false, err

@@ -34,7 +34,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
-	cfg, done, err := parseFlags(args, stdout)
+	cfg, done, err := parseFlags(args, stdout, stderr)
 	if done || err != nil {
 		return err
 	}

@@ -20,11 +20,11 @@ import (
 )
 
 // New returns an application named name, printing help and the version
-// ("NAME VERSION") on stdout.
-func New(name, help string, stdout io.Writer) *fisk.Application {
+// ("NAME VERSION") on stdout, and its own errors on stderr.
+func New(name, help string, stdout, stderr io.Writer) *fisk.Application {
 	app := fisk.New(name, help)
 	app.UsageWriter(stdout)
-	app.ErrorWriter(stdout)
+	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
 	app.Version(name + " " + buildinfo.Version())
 	return app
@@ -37,7 +37,7 @@ type exit struct{ code int }
 // Parse parses args with app. done is true when fisk already answered the
 // command line itself (help, version, completion) and the program should
 // exit with code; else err is a usage error (with a suggestion when a word
-// is misspelt) or nil, and command is the selected command.
+// is misspelt: see [Suggest]) or nil, and command is the selected command.
 func Parse(app *fisk.Application, args []string) (command string, done bool, code int, err error) {
 	app.Terminate(func(c int) { panic(exit{c}) })
 	defer func() {
@@ -51,7 +51,10 @@ func Parse(app *fisk.Application, args []string) (command string, done bool, cod
 	}()
 	command, err = app.Parse(args)
 	if err != nil {
-		return "", false, 0, suggest(app.Model(), err)
+		if s := Suggest(app, args, err); s != "" {
+			err = fmt.Errorf("%w; did you mean %q?", err, s)
+		}
+		return "", false, 0, err
 	}
 	return command, false, 0, nil
 }
@@ -59,32 +62,47 @@ func Parse(app *fisk.Application, args []string) (command string, done bool, cod
 // quoted finds the word an error names: fisk quotes it.
 var quoted = regexp.MustCompile(`['"]([^'"]+)['"]`)
 
-// suggest adds "did you mean" to an error naming an unknown command or flag.
-func suggest(m *fisk.ApplicationModel, err error) error {
+// Suggest is the command or flag nearest to the one an error of fisk
+// names as unknown in args, or "": a flag of the application or of the
+// command args select.
+func Suggest(app *fisk.Application, args []string, err error) string {
+	m := app.Model()
 	var candidates []string
 	switch {
 	case errors.Is(err, fisk.ErrExpectedKnownCommand):
-		for _, c := range m.FlattenedCommands() {
-			if !c.Hidden {
-				candidates = append(candidates, c.Name)
+		candidates = commandNames(m.CmdGroupModel)
+	case errors.Is(err, fisk.ErrUnknownLongFlag):
+		groups := []*fisk.FlagGroupModel{m.FlagGroupModel}
+		if pc, _ := app.ParseContext(args); pc != nil && pc.SelectedCommand != nil {
+			groups = append(groups, pc.SelectedCommand.Model().FlagGroupModel)
+		}
+		for _, g := range groups {
+			for _, f := range g.Flags {
+				if !f.Hidden {
+					candidates = append(candidates, "--"+f.Name)
+				}
 			}
 		}
-	case errors.Is(err, fisk.ErrUnknownLongFlag):
-		for _, f := range allFlags(m) {
-			candidates = append(candidates, "--"+f.Name)
-		}
 	default:
-		return err
+		return ""
 	}
 	match := quoted.FindAllStringSubmatch(err.Error(), -1)
 	if len(match) == 0 {
-		return err
+		return ""
 	}
-	word := match[len(match)-1][1]
-	if best := closest(word, candidates); best != "" {
-		return fmt.Errorf("%w; did you mean %q?", err, best)
+	return closest(match[len(match)-1][1], candidates)
+}
+
+// commandNames lists the visible commands at every level, groups included.
+func commandNames(g *fisk.CmdGroupModel) []string {
+	var out []string
+	for _, c := range g.Commands {
+		if !c.Hidden {
+			out = append(out, c.Name)
+			out = append(out, commandNames(c.CmdGroupModel)...)
+		}
 	}
-	return err
+	return out
 }
 
 // allFlags lists the visible flags of the application and of every command.
@@ -105,9 +123,9 @@ func allFlags(m *fisk.ApplicationModel) []*fisk.FlagModel {
 }
 
 // closest is the candidate nearest to word by edit distance, if it is near
-// enough to be a typo (at most a third of the word's letters).
+// enough to be a typo (fewer edits than half its letters, plus one).
 func closest(word string, candidates []string) string {
-	best, bestDist := "", len(word)/3+1
+	best, bestDist := "", len(word)/2+1
 	sort.Strings(candidates)
 	for _, c := range candidates {
 		if d := distance(word, c); d < bestDist {
@@ -231,4 +249,28 @@ func CheckEnv(app *fisk.Application) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// CompletionScript writes the completion script of shell (bash, zsh or
+// fish) for app to w. bash's and zsh's are fisk's: they call the program
+// with --completion-bash or --completion-zsh-menu as the user types.
+func CompletionScript(app *fisk.Application, shell string, w io.Writer) error {
+	var tmpl string
+	switch shell {
+	case "bash":
+		tmpl = fisk.BashCompletionTemplate
+	case "zsh":
+		tmpl = fisk.ZshCompletionTemplate
+	case "fish":
+		_, err := io.WriteString(w, FishCompletion(app))
+		return err
+	default:
+		return fmt.Errorf("unknown shell %q (bash, zsh or fish)", shell)
+	}
+	pc, err := app.ParseContext(nil)
+	if err != nil {
+		return err
+	}
+	app.UsageWriter(w)
+	return app.UsageForContextWithTemplate(pc, 2, tmpl)
 }
