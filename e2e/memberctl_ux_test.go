@@ -126,6 +126,25 @@ func TestMemberctlCompletion(t *testing.T) {
 			t.Errorf("completing %v = %q, want %q", tc.words, strings.TrimSpace(string(out)), tc.want)
 		}
 	}
+	// The bash line of docs/operations.md, as written, with memberctl on PATH.
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(doc), "\n") {
+		if l = strings.TrimSpace(l); strings.HasSuffix(l, "# bash") {
+			line = strings.TrimSpace(strings.TrimSuffix(l, "# bash"))
+		}
+	}
+	if line == "" {
+		t.Fatal("docs/operations.md has no bash completion line")
+	}
+	sh := exec.Command("bash", "-c", line+" && complete -p memberctl && _memberctl_bash_autocomplete")
+	sh.Env = append(os.Environ(), "PATH="+filepath.Dir(c.bin)+":"+os.Getenv("PATH"))
+	if out, err := sh.CombinedOutput(); err != nil || !strings.Contains(string(out), "_memberctl_bash_autocomplete") {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
 	if r := c.run("completion", "tcsh"); r.code != exitUsage {
 		t.Fatalf("completion tcsh: exit %d, want %d", r.code, exitUsage)
 	}
