@@ -40,7 +40,7 @@ type auditJSON struct {
 // printed (so it can be inspected) and the command fails.
 func audit(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	identities := fset.Bool("identities", false, "")
+	identities := fset.Bool("identities", false, "the identity registry's chain instead of a room's (admins)")
 	pos, err := a.parseArgs(fset, c, args, 0, 1)
 	if err != nil {
 		return err

@@ -91,7 +91,7 @@ func roomPub(ctx context.Context, a *app, c *command, args []string) error {
 
 func roomSub(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	count := fset.Int("count", 0, "")
+	count := fset.Int("count", 0, "exit after N messages (0: until Ctrl-C)")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
 		return err

@@ -86,8 +86,8 @@ func shellQuote(s string) string {
 
 func keygen(_ context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	endpoint := fset.String("endpoint", "", "")
-	out := fset.String("out", "", "")
+	endpoint := fset.String("endpoint", "", "endpoint id of the new identity")
+	out := fset.String("out", "", "identity file to write (default NAME.id; never overwritten)")
 	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
 		return err
 	}
@@ -194,11 +194,11 @@ func whoami(ctx context.Context, a *app, c *command, args []string) error {
 
 func identityRegister(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	pubFile := fset.String("pub", "", "")
-	endpoint := fset.String("endpoint", "", "")
-	signKey := fset.String("sign-key", "", "")
-	xkey := fset.String("xkey", "", "")
-	admin := fset.Bool("admin", false, "")
+	pubFile := fset.String("pub", "", "public file written by keygen")
+	endpoint := fset.String("endpoint", "", "endpoint id (without --pub)")
+	signKey := fset.String("sign-key", "", "nkeys user public key U… (without --pub)")
+	xkey := fset.String("xkey", "", "nkeys curve public key X… (without --pub)")
+	admin := fset.Bool("admin", false, "grant the admin role")
 	if _, err := a.parseArgs(fset, c, args, 0, 0); err != nil {
 		return err
 	}
@@ -296,8 +296,8 @@ func identityGet(ctx context.Context, a *app, c *command, args []string) error {
 
 // pageFlags adds --after and --limit to fs.
 func pageFlags(fset *flag.FlagSet, after *string, limit *int) {
-	fset.StringVar(after, "after", "", "")
-	fset.IntVar(limit, "limit", 0, "")
+	fset.StringVar(after, "after", "", "start after this entry: the next value printed by the page before")
+	fset.IntVar(limit, "limit", 0, "entries per page (default the service's, 100; at most 500)")
 }
 
 func checkLimit(c *command, limit int) error {

@@ -15,9 +15,9 @@ import (
 
 func roomCreate(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	subject := fset.String("subject", "", "")
+	subject := fset.String("subject", "", "NATS subject of the room (required)")
 	var members listFlag
-	fset.Var(&members, "member", "")
+	fset.Var(&members, "member", "member to add with the room (repeatable, or comma separated)")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
 		return err
@@ -71,7 +71,7 @@ func roomMembers(ctx context.Context, a *app, c *command, args []string) error {
 	var after string
 	var limit int
 	pageFlags(fset, &after, &limit)
-	all := fset.Bool("all", false, "")
+	all := fset.Bool("all", false, "every member, all pages (not with --after or --limit)")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
 		return err
@@ -123,7 +123,7 @@ func isSet(fset *flag.FlagSet, name string) bool {
 func roomKey(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
 	var epoch epochFlag
-	fset.Var(&epoch, "epoch", "")
+	fset.Var(&epoch, "epoch", "the key of this epoch (default the current one)")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
 		return err
@@ -161,7 +161,7 @@ func roomAdd(ctx context.Context, a *app, c *command, args []string) error {
 
 func roomRemove(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
-	noRekey := fset.Bool("no-rekey", false, "")
+	noRekey := fset.Bool("no-rekey", false, "do not rekey after the removal: the room then owes a rekey")
 	pos, err := a.parseArgs(fset, c, args, 2, 2)
 	if err != nil {
 		return err
