@@ -25,16 +25,17 @@ const (
 
 // channelVectorFile is the layout of testdata/channel_vectors.json.
 type channelVectorFile struct {
-	Comment   []string              `json:"comment"`
-	SignLabel string                `json:"sign_label"`
-	KeyLabel  string                `json:"key_label"`
-	Room      string                `json:"room"`
-	Epoch     uint64                `json:"current_epoch"`
-	RoomKeys  map[string]string     `json:"room_keys_hex"`    // epoch → room key
-	MsgKeys   map[string]string     `json:"message_keys_hex"` // epoch → HKDF output
-	Members   []channelVectorMember `json:"members"`
-	WindowMS  int64                 `json:"window_ms"`
-	Vectors   []channelVector       `json:"vectors"`
+	Comment    []string              `json:"comment"`
+	SignLabel  string                `json:"sign_label"`
+	FrameLabel string                `json:"frame_sign_label"`
+	KeyLabel   string                `json:"key_label"`
+	Room       string                `json:"room"`
+	Epoch      uint64                `json:"current_epoch"`
+	RoomKeys   map[string]string     `json:"room_keys_hex"`    // epoch → room key
+	MsgKeys    map[string]string     `json:"message_keys_hex"` // epoch → HKDF output
+	Members    []channelVectorMember `json:"members"`
+	WindowMS   int64                 `json:"window_ms"`
+	Vectors    []channelVector       `json:"vectors"`
 }
 
 type channelVectorMember struct {
@@ -208,9 +209,9 @@ func generateChannelVectors(t *testing.T) []byte {
 			"sender..sig_hex describe what was sealed and signed; message_hex is what is received (a vector may alter it afterwards).",
 			"Check message_hex as check_kind (0 message, 1 reply; check_re_hex: the request id a reply must answer) on check_room, received with NATS reply subject check_reply, at check_now_ms, with members and current_epoch as the service lists them.",
 			"Order: parse strictly (malformed), room/kind/re and no reply subject on a frame (misplaced), |check_now_ms - ts| <= window_ms (stale), sender in members (not_member), epoch <= current_epoch (unknown_epoch), since <= epoch (other_epoch), signature (bad_signature), AEAD open (bad_ciphertext), a frame's entries (malformed), ids distinct and unseen, starting from an empty replay window (replay), then ok with plaintext_hex (a frame: messages_hex).",
-			"A frame (version 2) carries ids_hex (its message ids; the first is the AEAD nonce, nonce_hex); its plaintext_hex is the entries u32be(len) || message, and messages_hex the messages delivered in order.",
+			"A frame (version 2) carries ids_hex (its message ids; the first is the AEAD nonce, nonce_hex); its plaintext_hex is the entries u32be(len) || message, and messages_hex the messages delivered in order. Its canonical_hex has frame_sign_label and SHA-256(ct) in place of sign_label and ct.",
 		},
-		SignLabel: ChannelSignLabel, KeyLabel: ChannelKeyLabel, Room: room, Epoch: 2, WindowMS: windowMS,
+		SignLabel: ChannelSignLabel, FrameLabel: ChannelFrameSignLabel, KeyLabel: ChannelKeyLabel, Room: room, Epoch: 2, WindowMS: windowMS,
 		RoomKeys: map[string]string{}, MsgKeys: map[string]string{},
 	}
 	keys := map[uint64][]byte{1: seq(0x40, 32), 2: seq(0x80, 32), 3: seq(0xc0, 32)}

@@ -642,7 +642,12 @@ func (m *wireMsg) bytes() []byte {
 func field(b, f []byte) []byte { return append(binary.BigEndian.AppendUint32(b, uint32(len(f))), f...) }
 
 func (m *wireMsg) sign(t *testing.T, kp nkeys.KeyPair, reply string) *wireMsg {
-	c := field(field(field(field(nil, []byte("unibus-channel-message-v1")), m.header()), []byte(reply)), m.ct)
+	label, ct := "unibus-channel-message-v1", m.ct
+	if m.ids != nil { // a frame signs the ciphertext's SHA-256
+		sum := sha256.Sum256(m.ct)
+		label, ct = "unibus-channel-frame-v2", sum[:]
+	}
+	c := field(field(field(field(nil, []byte(label)), m.header()), []byte(reply)), ct)
 	var err error
 	if m.sig, err = kp.Sign(c); err != nil {
 		t.Fatal(err)
