@@ -220,26 +220,28 @@ func (ch *Channel) publish(ctx context.Context, subject string, kind byte, re []
 	if _, err := rand.Read(m.nonce[:]); err != nil {
 		return MessageID{}, err
 	}
-	return MessageID(m.nonce), ch.send(ctx, subject, m, reply, data)
+	_, err := ch.send(ctx, nil, subject, m, reply, data)
+	return MessageID(m.nonce), err
 }
 
 // send seals plaintext into m (kind, nonce or ids, re already set) under
-// the current epoch, signs it and publishes it on subject.
-func (ch *Channel) send(ctx context.Context, subject string, m *channelMsg, reply string, plaintext []byte) error {
+// the current epoch, signs it and publishes it on subject. The wire bytes
+// are built in buf, returned for reuse.
+func (ch *Channel) send(ctx context.Context, buf []byte, subject string, m *channelMsg, reply string, plaintext []byte) ([]byte, error) {
 	st, err := ch.current(ctx)
 	if err != nil {
-		return err
+		return buf, err
 	}
 	aead, err := ch.key(ctx, st.epoch)
 	if err != nil {
-		return err
+		return buf, err
 	}
 	m.room, m.epoch, m.sender, m.ts = ch.room, st.epoch, ch.c.id.Endpoint, time.Now().UnixMilli()
-	wire, err := sealChannel(m, aead, ch.c.signer.Sign, reply, plaintext)
+	wire, err := sealChannel(buf, m, aead, ch.c.signer.Sign, reply, plaintext)
 	if err != nil {
-		return err
+		return buf, err
 	}
-	return ch.c.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: wire})
+	return wire, ch.c.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: wire})
 }
 
 // open checks a received message or frame, cheapest first and everything
@@ -273,10 +275,12 @@ func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, 
 	if !seen.claim(ids, now) {
 		return nil, ErrChannelReplay
 	}
+	msgs := make([]Message, len(ids)) // one allocation for a frame
 	out := make([]*Message, len(ids))
 	for i, id := range ids {
-		out[i] = &Message{Room: m.room, Epoch: m.epoch, Sender: m.sender, ID: id,
+		msgs[i] = Message{Room: m.room, Epoch: m.epoch, Sender: m.sender, ID: id,
 			Time: time.UnixMilli(m.ts), Data: datas[i], reply: raw.Reply, ch: ch}
+		out[i] = &msgs[i]
 	}
 	return out, nil
 }

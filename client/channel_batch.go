@@ -43,6 +43,7 @@ type batcher struct {
 	n     int    // messages queued
 	ids   []byte // their ids, n×24
 	plain []byte // their frame entries
+	wire  []byte // the last frame's bytes, reused
 	gen   uint64 // frames sent: a linger timer flushes only its own frame
 	err   error  // first failure not yet reported
 }
@@ -105,7 +106,8 @@ func (b *batcher) flushLocked(ctx context.Context, ch *Channel) {
 	} else {
 		m.ids = b.ids
 	}
-	if err := ch.send(ctx, ch.subject, m, "", plaintext); err != nil && b.err == nil {
+	var err error
+	if b.wire, err = ch.send(ctx, b.wire, ch.subject, m, "", plaintext); err != nil && b.err == nil {
 		b.err = err
 	}
 	b.n, b.ids, b.plain = 0, b.ids[:0], b.plain[:0]

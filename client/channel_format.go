@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -156,10 +157,11 @@ func channelKey(roomKey []byte) ([]byte, error) {
 }
 
 // sealChannel encrypts plaintext into m, signs it for reply and returns the
-// wire bytes.
-func sealChannel(m *channelMsg, aead cipher.AEAD, sign func([]byte) ([]byte, error), reply string, plaintext []byte) ([]byte, error) {
+// wire bytes, appended to dst[:0] (a buffer the caller may reuse once the
+// bytes are published: nats.go copies them).
+func sealChannel(dst []byte, m *channelMsg, aead cipher.AEAD, sign func([]byte) ([]byte, error), reply string, plaintext []byte) ([]byte, error) {
 	header := m.appendHeader(make([]byte, 0, 64+len(m.room)+len(m.sender)+len(m.ids)))
-	out := make([]byte, 0, len(header)+4+len(plaintext)+channelTagSize+channelSigSize)
+	out := slices.Grow(dst[:0], len(header)+4+len(plaintext)+channelTagSize+channelSigSize)
 	out = append(out, header...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(plaintext)+channelTagSize))
 	ctStart := len(out)

@@ -91,7 +91,7 @@ func sealFrameVector(t *testing.T, roomKey []byte, kp nkeys.KeyPair, sender stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	wire, err := sealChannel(m, aead, kp.Sign, "", plaintext)
+	wire, err := sealChannel(nil, m, aead, kp.Sign, "", plaintext)
 	if err != nil {
 		t.Fatal(err)
 	}

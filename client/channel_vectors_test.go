@@ -251,7 +251,7 @@ func generateChannelVectors(t *testing.T) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wire, err := sealChannel(m, aead, signers[sender].Sign, reply, plain)
+		wire, err := sealChannel(nil, m, aead, signers[sender].Sign, reply, plain)
 		if err != nil {
 			t.Fatal(err)
 		}
