@@ -44,18 +44,19 @@ type batcher struct {
 	ids   []byte // their ids, n×24
 	plain []byte // their frame entries
 	wire  []byte // the last frame's bytes, reused
+	rnd   []byte // random bytes for the next ids, drawn a frame's worth at a time
 	gen   uint64 // frames sent: a linger timer flushes only its own frame
 	err   error  // first failure not yet reported
 }
 
 // add queues data for the next frame.
 func (b *batcher) add(ctx context.Context, ch *Channel, data []byte) (MessageID, error) {
-	var id MessageID
-	if _, err := rand.Read(id[:]); err != nil {
-		return MessageID{}, err
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	id, err := b.newID()
+	if err != nil {
+		return MessageID{}, err
+	}
 	limit := int(ch.c.nc.MaxPayload())
 	if b.n > 0 && frameSize(ch.room, ch.c.id.Endpoint, b.n+1, len(b.plain)+channelEntryLen+len(data)) > limit {
 		b.flushLocked(ctx, ch)
@@ -71,6 +72,23 @@ func (b *batcher) add(ctx context.Context, ch *Channel, data []byte) (MessageID,
 		time.AfterFunc(b.linger, func() { b.lingered(ch, gen) })
 	}
 	return id, b.report()
+}
+
+// newID draws a random message id from rnd, refilled from crypto/rand a
+// frame's worth at a time: one call instead of one per message, the same
+// randomness.
+func (b *batcher) newID() (MessageID, error) {
+	var id MessageID
+	if len(b.rnd) < len(id) {
+		b.rnd = make([]byte, b.max*len(id))
+		if _, err := rand.Read(b.rnd); err != nil {
+			return id, err
+		}
+	}
+	copy(id[:], b.rnd)
+	clear(b.rnd[:len(id)])
+	b.rnd = b.rnd[len(id):]
+	return id, nil
 }
 
 // lingered sends frame gen if it is still being filled.

@@ -29,10 +29,11 @@ const (
 	channelPayload = 1024
 	channelLatRuns = 5 // single-message latencies, median of
 	// channelBatch and channelLinger are the batching the row measures:
-	// 64 messages of 1 KiB make a 66 KB frame, well under the default
-	// max_payload, and a signature per 64 messages is no longer the
-	// dominant cost (docs/performance.md).
-	channelBatch  = 64
+	// 256 messages of 1 KiB make a 263 KB frame, under the default 1 MB
+	// max_payload; per-frame costs (signature, verification, allocations)
+	// then fall below the per-byte ones (docs/performance.md: 64 measured
+	// about half the rate).
+	channelBatch  = 256
 	channelLinger = time.Millisecond
 	// channelRounds: plain and batched runs alternate this many times and
 	// each rate is the median of its runs, so that load from elsewhere on
