@@ -497,7 +497,7 @@ func TestChannelVerifiers(t *testing.T) {
 // TestChannelBatching: with WithBatching alice's messages travel as
 // frames (fewer NATS messages than channel messages) that the document's
 // decoder opens; bob receives every message once, in publish order, by
-// handler and by Next; a frame replayed whole is refused, and so is a
+// handler, by Next and with 3 parallel verifiers; a frame replayed whole is refused, and so is a
 // frame alice built with a wrong entry (delivered whole or not at all).
 // Close flushes and ends publishing.
 func TestChannelBatching(t *testing.T) {
@@ -522,6 +522,10 @@ func TestChannelBatching(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	par := make(chan *client.Message, n+10)
+	if _, err := w.channel(w.pinned("bob"), "ops", client.WithVerifiers(3)).Subscribe(w.ctx, func(m *client.Message) { par <- m }); err != nil {
+		t.Fatal(err)
+	}
 	raw := w.raw(natstest.Connect(t, w.s), "chat.ops")
 	ids := make([]client.MessageID, n)
 	for i := range n {
@@ -539,6 +543,9 @@ func TestChannelBatching(t *testing.T) {
 		}
 		if m, err := next.Next(w.ctx); err != nil || string(m.Data) != strconv.Itoa(i) {
 			t.Fatalf("Next: message %d is %v, %v", i, m, err)
+		}
+		if m := recv(t, w.ctx, par); string(m.Data) != strconv.Itoa(i) {
+			t.Fatalf("3 verifiers: message %d is %q: out of order", i, m.Data)
 		}
 	}
 	frames, carried := 0, 0

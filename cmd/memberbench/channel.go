@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,6 +90,12 @@ func (e *env) channelRow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var frames atomic.Int64 // NATS messages on the room subject while batching
+	count, err := sub.nc.Subscribe(pch.Subject(), func(*nats.Msg) { frames.Add(1) })
+	if err != nil {
+		return err
+	}
+	_ = count.SetPendingLimits(-1, -1)
 	var plains, batches []float64
 	for range channelRounds {
 		plain, err := plainThroughput(ctx, pub.nc, sub.nc, "bench."+e.run+".plain", payload, n)
@@ -101,6 +108,8 @@ func (e *env) channelRow(ctx context.Context) error {
 		}
 		plains, batches = append(plains, plain), append(batches, batched)
 	}
+	_ = count.Unsubscribe()
+	perFrame := float64(channelRounds*n) / float64(max(frames.Load(), 1))
 	plain, batched := median(plains), median(batches)
 	sealed, err := channelThroughput(ctx, pch, sch, payload, n)
 	if err != nil {
@@ -120,8 +129,8 @@ func (e *env) channelRow(ctx context.Context) error {
 		return fmt.Errorf("rekey: %w", err)
 	}
 	extra := first - plainLat
-	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber, medians of %d alternating runs: plain %.0f msg/s, channel batched (%d, %s) %.0f msg/s, unbatched %.0f msg/s (%.2f× plain), unbatched with %d verifiers %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
-		prefix, n, channelPayload, channelRounds, plain, channelBatch, channelLinger, batched, sealed, sealed/plain, nv, sealedPar, sch.Refused()+pchv.Refused(), msF(first), msF(plainLat))
+	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber, medians of %d alternating runs: plain %.0f msg/s, channel batched (%d, %s) %.0f msg/s in frames of %.0f messages on average, unbatched %.0f msg/s (%.2f× plain), unbatched with %d verifiers %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
+		prefix, n, channelPayload, channelRounds, plain, channelBatch, channelLinger, batched, perFrame, sealed, sealed/plain, nv, sealedPar, sch.Refused()+pchv.Refused(), msF(first), msF(plainLat))
 	fmt.Fprintf(e.out, "CHANNEL channel_vs_plain=%.2f rekey_extra_ms=%.1f\n", batched/plain, msF(extra))
 	return nil
 }
