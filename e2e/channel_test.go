@@ -603,6 +603,52 @@ func TestChannelBatching(t *testing.T) {
 	}
 }
 
+// TestChannelBatchingMaxPayload: a frame is sent before the next message
+// would take it past the server's max_payload, and the rest waits for
+// Flush when neither max nor linger is reached.
+func TestChannelBatchingMaxPayload(t *testing.T) {
+	w := newChannelWorld(t)
+	alice, bob := w.member("alice"), w.member("bob")
+	if _, _, err := alice.CreateRoom(w.ctx, "ops", "chat.ops", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	ach := w.channel(alice, "ops", client.WithBatching(100, time.Hour))
+	got := make(chan *client.Message, 10)
+	if _, err := w.channel(bob, "ops").Subscribe(w.ctx, func(m *client.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	nc := natstest.Connect(t, w.s)
+	raw := w.raw(nc, "chat.ops")
+	size := int(nc.MaxPayload()) * 2 / 5 // two fit in a frame, three do not
+	for i := range 3 {
+		if _, err := ach.Publish(w.ctx, bytes.Repeat([]byte{byte('a' + i)}, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := raw.NextMsg(channelWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := parseWire(first.Data); err != nil || len(f.ids) != 2 {
+		t.Fatalf("first frame: %v, %d ids", err, len(f.ids))
+	}
+	if err := ach.Flush(w.ctx); err != nil { // linger is an hour: only Flush sends the third
+		t.Fatal(err)
+	}
+	second, err := raw.NextMsg(channelWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := parseWire(second.Data); err != nil || f.ids != nil {
+		t.Fatalf("the third message alone is no single message: %v", err)
+	}
+	for i := range 3 {
+		if m := recv(t, w.ctx, got); len(m.Data) != size || m.Data[0] != byte('a'+i) {
+			t.Fatalf("message %d: %d bytes of %q", i, len(m.Data), m.Data[:1])
+		}
+	}
+}
+
 // wireMsg is a channel message written from docs/protocol.md §19 alone,
 // independently of the client package: the tests forge, alter and open
 // messages with it, and a message it builds must be accepted.
