@@ -129,11 +129,11 @@ func WithRefusals(f func(msg *nats.Msg, err error)) ChannelOption {
 	return func(ch *Channel) { ch.onRefused = f }
 }
 
-// Channel opens the channel of room. The client must pin the service key
-// ([WithServiceKey]), else [ErrChannelUnpinned]; the caller must be a
-// member of the room.
+// Channel opens the channel of room. The client must verify replies (the
+// default: a pinned key, [WithServiceKey], or one pinned on first use), else
+// [ErrChannelUnpinned]; the caller must be a member of the room.
 func (c *Client) Channel(ctx context.Context, room string, opts ...ChannelOption) (*Channel, error) {
-	if c.serviceKey == nil {
+	if c.unverified {
 		return nil, ErrChannelUnpinned
 	}
 	ch := &Channel{c: c, room: room, window: DefaultReplayWindow, refreshAfter: DefaultRefreshAfter}

@@ -68,7 +68,7 @@ var (
 	ErrChannelOpen      = errors.New("channel: ciphertext does not open under the epoch key")
 	ErrChannelReplay    = errors.New("channel: message id seen before")
 	ErrChannelClosed    = errors.New("channel: closed for publishing")
-	ErrChannelUnpinned  = errors.New("channel: the client must pin the service key (WithServiceKey): sender membership is checked against replies the service signed")
+	ErrChannelUnpinned  = errors.New("channel: the client must verify replies (not WithUnverifiedReplies): sender membership is checked against replies the service signed")
 )
 
 // channelMsg is one decoded message. header aliases the wire bytes it was

@@ -217,8 +217,8 @@ func TestChannelExchange(t *testing.T) {
 	if bytes.Contains(m.Data, secret) || bytes.Contains(m.Data, []byte("launch")) {
 		t.Fatal("the raw message carries the plaintext")
 	}
-	// Without a pinned service key there is no channel.
-	if _, err := client.New(natstest.Connect(t, w.s), w.ids["bob"]).Channel(w.ctx, "ops"); !errors.Is(err, client.ErrChannelUnpinned) {
+	// Without reply verification there is no channel.
+	if _, err := client.New(natstest.Connect(t, w.s), w.ids["bob"], client.WithUnverifiedReplies()).Channel(w.ctx, "ops"); !errors.Is(err, client.ErrChannelUnpinned) {
 		t.Fatalf("unpinned: %v", err)
 	}
 }
@@ -888,8 +888,8 @@ func TestMemberctlChannel(t *testing.T) {
 	}
 	sub.wait(t, 0)
 
-	c.fails(exitUsage, regexp.MustCompile(`^memberctl: room sub: --service-key N… \(or MEMBERCTL_SERVICE_KEY\) is required`),
-		"--identity", "bob.id", "room", "sub", "ops")
+	c.fails(exitUsage, regexp.MustCompile(`^memberctl: room sub: cannot run with --insecure-no-verify`),
+		"--identity", "bob.id", "room", "sub", "ops", "--insecure-no-verify")
 }
 
 // channelLine is one line of `room sub --json`.

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/subjects"
 )
 
 // The channel commands, listed after "room mine" in help.
@@ -24,13 +21,13 @@ func init() {
 	groups["room"] += ", pub, sub"
 	at := slices.IndexFunc(commands, func(c command) bool { return c.name == "room mine" }) + 1
 	commands = slices.Insert(commands, at,
-		command{name: "room pub", args: "ROOM MESSAGE --service-key N…", run: roomPub,
+		command{name: "room pub", args: "ROOM MESSAGE", run: roomPub,
 			summary: "publish an encrypted, signed message on a room's subject (members)",
 			help: "Seals MESSAGE under the room's current epoch key and signs it with your identity\n" +
-				"(docs/protocol.md §19). --service-key (or " + envServiceKey + ") pins the service key: the\n" +
-				"member list that decides who may send is read from replies signed by it.\n" +
+				"(docs/protocol.md §19). The member list that decides who may send is read from replies\n" +
+				"signed by the pinned service key (see --service-key); not with --insecure-no-verify.\n" +
 				"JSON: {\"room\", \"epoch\", \"id\"}."},
-		command{name: "room sub", args: "ROOM --service-key N… [--count N]", run: roomSub,
+		command{name: "room sub", args: "ROOM [--count N]", run: roomSub,
 			summary: "print the room's messages as they arrive, verified and decrypted (members); Ctrl-C stops",
 			help: "Prints one line per message that verifies and opens: time, sender, epoch and the text.\n" +
 				"With --json, one JSON object per line: {\"room\", \"epoch\", \"sender\", \"id\", \"time\",\n" +
@@ -51,23 +48,17 @@ type channelJSON struct {
 	DataBase64 []byte `json:"data_base64,omitempty"`
 }
 
-// channelFlags registers --service-key on fset.
-func channelFlags(fset *flag.FlagSet) *string {
-	return fset.String("service-key", os.Getenv(envServiceKey), "")
-}
-
-// openChannel opens ROOM's channel with the service key pinned.
-func (a *app) openChannel(ctx context.Context, c *command, room, key string, opts ...client.ChannelOption) (*client.Channel, error) {
-	if key == "" {
-		return nil, usagef("%s: --service-key N… (or %s) is required: who may send is checked against replies it signed.\n"+
-			"Take it from the operator (membershipd's ready log, or service_key in `nats micro info %s`)",
-			c.name, envServiceKey, subjects.ServiceName)
+// openChannel opens ROOM's channel. Who may send is checked against
+// member lists in replies the service signed, so replies must be verified:
+// under the pinned key (pin.go), never with --insecure-no-verify.
+func (a *app) openChannel(ctx context.Context, c *command, room string, opts ...client.ChannelOption) (*client.Channel, error) {
+	if a.g.noVerify {
+		return nil, usagef("%s: cannot run with --insecure-no-verify: who may send is checked against replies the service signed", c.name)
 	}
 	cl, err := a.client()
 	if err != nil {
 		return nil, err
 	}
-	cl = client.New(a.nc, cl.Identity(), client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout), client.WithServiceKey(key))
 	ch, err := cl.Channel(ctx, room, opts...)
 	if err != nil {
 		return nil, &cmdError{op: "open channel of " + room, err: err}
@@ -78,12 +69,11 @@ func (a *app) openChannel(ctx context.Context, c *command, room, key string, opt
 func roomPub(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
 	a.g.register(fset)
-	key := channelFlags(fset)
 	pos, err := a.parseArgs(fset, c, args, 2, 2)
 	if err != nil {
 		return err
 	}
-	ch, err := a.openChannel(ctx, c, pos[0], *key)
+	ch, err := a.openChannel(ctx, c, pos[0])
 	if err != nil {
 		return err
 	}
@@ -103,7 +93,6 @@ func roomPub(ctx context.Context, a *app, c *command, args []string) error {
 func roomSub(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
 	a.g.register(fset)
-	key := channelFlags(fset)
 	count := fset.Int("count", 0, "")
 	pos, err := a.parseArgs(fset, c, args, 1, 1)
 	if err != nil {
@@ -112,7 +101,7 @@ func roomSub(ctx context.Context, a *app, c *command, args []string) error {
 	if *count < 0 {
 		return usagef("room sub: --count must not be negative")
 	}
-	ch, err := a.openChannel(ctx, c, pos[0], *key, client.WithRefusals(func(_ *nats.Msg, err error) {
+	ch, err := a.openChannel(ctx, c, pos[0], client.WithRefusals(func(_ *nats.Msg, err error) {
 		a.note("refused a message: %v", err)
 	}))
 	if err != nil {
