@@ -192,6 +192,20 @@ func TestMembershipdFlags(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), `did you mean "--workers"`) {
 		t.Fatalf("a misspelt flag gets no suggestion: %v\n%s", err, out)
 	}
+	// Completion as the nats CLI offers it, and fish's.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--completion-script-bash"}, "_membershipd_bash_autocomplete"},
+		{[]string{"--completion-script-zsh"}, "#compdef membershipd"},
+		{[]string{"--completion-script-fish"}, "complete -c membershipd -l workers -r -F"},
+		{[]string{"--completion-bash", "--s"}, "--service-key"}, // what the bash script asks
+	} {
+		if out, err := exec.Command(bin, tc.args...).Output(); err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v: %v; want %q in\n%s", tc.args, err, tc.want, out)
+		}
+	}
 	// --nats-url, the old name of --server, still sets it.
 	out, err = exec.Command(bin, "--nats-url", "nats://127.0.0.1:1", "--service-key", "k.nk", "--print-config").Output()
 	if err != nil || !strings.Contains(string(out), `"server": "nats://127.0.0.1:1"`) {

@@ -18,7 +18,9 @@ type command struct {
 	args    string // synopsis of its arguments
 	summary string // one line
 	help    string // more detail for `memberctl help <command>`
-	run     func(ctx context.Context, a *app, c *command, args []string) error
+	// run declares the command's flags, gets its arguments from
+	// a.parseArgs (flags.go) and runs it; args is nil: fisk holds the line.
+	run func(ctx context.Context, a *app, c *command, args []string) error
 }
 
 // groups are the first words of two-word commands.

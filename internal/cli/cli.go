@@ -27,6 +27,14 @@ func New(name, help string, stdout, stderr io.Writer) *fisk.Application {
 	app.ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
 	app.Version(name + " " + buildinfo.Version())
+	// fisk has --completion-script-bash and -zsh; fish's is ours.
+	app.Flag("completion-script-fish", "Generate completion script for fish.").Hidden().
+		PreAction(func(*fisk.ParseContext) error {
+			if _, err := io.WriteString(stdout, FishCompletion(app)); err != nil {
+				return err
+			}
+			panic(exit{0}) // as fisk's terminate(0), caught by Parse
+		}).UnNegatableBool()
 	return app
 }
 
@@ -161,7 +169,7 @@ func distance(a, b string) int {
 func FishCompletion(app *fisk.Application) string {
 	m := app.Model()
 	var b strings.Builder
-	fmt.Fprintf(&b, "# fish completion for %s; load with: %s completion fish | source\n", m.Name, m.Name)
+	fmt.Fprintf(&b, "# fish completion for %s; load with: %s --completion-script-fish | source\n", m.Name, m.Name)
 	fmt.Fprintf(&b, "complete -c %s -f\n", m.Name)
 	fishFlags(&b, m.Name, "", m.FlagGroupModel)
 	fishCommands(&b, m.Name, nil, m.CmdGroupModel)

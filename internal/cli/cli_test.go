@@ -50,6 +50,18 @@ func TestParseHelpAndVersion(t *testing.T) {
 	}
 }
 
+// TestFishFlag checks --completion-script-fish prints the script and ends
+// parsing with exit 0.
+func TestFishFlag(t *testing.T) {
+	var stdout bytes.Buffer
+	app := New("demo", "", &stdout, &bytes.Buffer{})
+	app.Flag("wait", "how long").Duration()
+	_, done, code, err := Parse(app, []string{"--completion-script-fish"})
+	if !done || code != 0 || err != nil || !strings.Contains(stdout.String(), "complete -c demo -l wait -r -F -d 'how long'") {
+		t.Fatalf("done %v code %d err %v\n%s", done, code, err, stdout.String())
+	}
+}
+
 // TestCheckEnv checks a bad environment value is named by its variable.
 func TestCheckEnv(t *testing.T) {
 	t.Setenv("DEMO_WAIT", "soon")
