@@ -160,10 +160,56 @@ Quickstart:
 
 Completion: source <(memberctl completion bash), or zsh, or 'memberctl completion fish | source'.`
 
-// usageTemplate is fisk's (kingpin's) default: every command with its
-// flags and arguments, and the flags; a command's first line only in lists.
-var usageTemplate = strings.Replace(fisk.KingpinDefaultUsageTemplate,
-	"{{.Help|Wrap 4}}", "{{.Help|FirstLine|Wrap 4}}", 1)
+// usageTemplate is fisk's (kingpin's) default, with a command's own flags
+// apart from the global ones, only the first line of each command's help
+// in lists, and no list of arguments (the usage line names them).
+const usageTemplate = `{{define "FormatCommand" -}}
+{{if .FlagSummary}} {{.FlagSummary}}{{end -}}
+{{range .Args}}{{if not .Hidden}} {{if not .Required}}[{{end}}{{if .PlaceHolder}}{{.PlaceHolder}}{{else}}<{{.Name}}>{{end}}{{if .Value|IsCumulative}}...{{end}}{{if not .Required}}]{{end}}{{end}}{{end -}}
+{{end -}}
+
+{{define "FormatCommands" -}}
+{{range .FlattenedCommands -}}
+{{if not .Hidden -}}
+  {{.FullCommand}}{{template "FormatCommand" .}}
+{{.Help|FirstLine|Wrap 4}}
+{{end -}}
+{{end -}}
+{{end -}}
+
+{{define "FormatUsage" -}}
+{{template "FormatCommand" .}}{{if .Commands}} <command> [<args> ...]{{end}}
+{{if .Help}}
+{{.Help|Wrap 0 -}}
+{{end -}}
+
+{{end -}}
+
+{{if .Context.SelectedCommand -}}
+usage: {{.App.Name}} {{.Context.SelectedCommand}}{{template "FormatUsage" .Context.SelectedCommand}}
+{{else -}}
+usage: {{.App.Name}}{{template "FormatUsage" .App}}
+{{end -}}
+{{if .Context.SelectedCommand -}}
+{{if .Context.SelectedCommand.Flags|VisibleFlags -}}
+Flags:
+{{.Context.SelectedCommand.Flags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}
+{{end -}}
+{{if .Context.SelectedCommand -}}
+{{if len .Context.SelectedCommand.Commands -}}
+Subcommands:
+{{template "FormatCommands" .Context.SelectedCommand}}
+{{end -}}
+{{else if .App.Commands -}}
+Commands:
+{{template "FormatCommands" .App}}
+{{end -}}
+{{if GlobalFlags .Context|VisibleFlags -}}
+Global flags (before or after the command):
+{{GlobalFlags .Context|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}
+`
 
 // commandHelp is a command's summary, then its details.
 func commandHelp(c *command) string {
