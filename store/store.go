@@ -17,6 +17,11 @@ import (
 // not be used, and the caller must fail closed.
 var (
 	ErrConflict = errors.New("store: revision conflict")
+	// ErrInFlight is an [ErrConflict] against a write the stream leader
+	// has proposed but not yet applied (on a replicated stream, until a
+	// quorum stored it): reads do not show that write yet, so a caller
+	// that wants to know what won waits for it ([Store.AwaitApplied]).
+	ErrInFlight = fmt.Errorf("%w: a write to the same key is not applied yet", ErrConflict)
 	ErrExists   = errors.New("store: key exists")
 	ErrNotFound = errors.New("store: not found")
 	// ErrBucketConfig reports an existing bucket whose settings conflict
@@ -224,7 +229,8 @@ type Write struct {
 }
 
 // Commit applies writes as one atomic batch. If any key's revision moved,
-// nothing is written and the error is [ErrConflict]. A timeout does not tell
+// nothing is written and the error is [ErrConflict] ([ErrInFlight] when the
+// write it lost to is not applied yet). A timeout does not tell
 // whether the batch committed; callers make their batches recognisable (the
 // nonce key) so that a retry can find out.
 func (s *Store) Commit(ctx context.Context, writes []Write) error {
@@ -246,8 +252,15 @@ func (s *Store) Commit(ctx context.Context, writes []Write) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		case jetstream.JSErrCodeStreamWrongLastSequence:
 			return ErrConflict
+		case jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			// nats-server answers this constant form when a key of the
+			// batch is in process (jetstream_batching.go: inflight,
+			// expectedPerSubjectInProcess); our batches write each key
+			// once and set only per-subject expectations, so that is
+			// its only cause here.
+			return ErrInFlight
 		}
 	}
 	return err

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -46,7 +45,7 @@ func ServerWith(t testing.TB, opts *server.Options) *server.Server {
 		t.Fatalf("nats-server: %v", err)
 	}
 	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(Patience) {
 		t.Fatal("nats-server not ready")
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
@@ -71,7 +70,7 @@ func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	st, err := store.Open(ctx, js, store.Config{
 		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * service.DefaultSkew,
@@ -107,7 +106,7 @@ func Admin(t testing.TB, s *server.Server) *client.Client {
 	}
 	pub, _ := id.Public()
 	nc := Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	if _, err := service.Bootstrap(ctx, Store(t, nc), pub); err != nil {
 		t.Fatalf("bootstrap admin: %v", err)
@@ -124,7 +123,7 @@ func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint strin
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	if _, err := admin.Register(ctx, pub, false); err != nil {
 		t.Fatalf("register %s: %v", endpoint, err)
