@@ -39,7 +39,7 @@ func freePort(t *testing.T) int {
 // become ready. It is generous: on a contended machine a node that rejoins
 // a cluster waits for the JetStream meta leader and its streams to catch up.
 // Nothing is measured against it.
-const nodeReadyTimeout = 3 * time.Minute
+var nodeReadyTimeout = natstest.Within(18)
 
 // clusterNode is one membershipd process in cluster-node mode: a nats-server
 // node of the JetStream cluster and a service replica connected to it. It
@@ -312,7 +312,7 @@ func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	}
 	deadline := time.Now().Add(nodeReadyTimeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))
 		var leader string
 		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
 		if err == nil {
@@ -375,7 +375,7 @@ func TestClusterQuickstart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	admin := clientAt(t, nodes[0].clientURL, adminID)
 	ids := registerNew(ctx, t, admin, "alice", "bob")

@@ -107,7 +107,7 @@ func flood(t *testing.T, conns []*nats.Conn, workers, copies int, subject string
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= int64(copies) {
-					m, err := nc.Request(subject, data, 30*time.Second)
+					m, err := nc.Request(subject, data, natstest.Within(3))
 					mu.Lock()
 					if err != nil {
 						failed = err
@@ -154,7 +154,7 @@ func TestReplayFlood(t *testing.T) {
 	bob := natstest.Member(t, s, admin, "bob")
 	carol := natstest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
@@ -238,7 +238,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 			defer wg.Done()
 			for range 25 {
 				data := natstest.Signed(t, greedy.Identity().Sign, subjects.OpWhoami, natstest.Body(t, api.Empty{}))
-				m, err := nc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpWhoami), data, 30*time.Second)
+				m, err := nc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpWhoami), data, natstest.Within(3))
 				if err != nil {
 					continue
 				}
@@ -254,7 +254,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 			}
 		}()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	for i := range 10 {
 		if _, err := polite.Whoami(ctx); err != nil {
@@ -325,7 +325,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	alice := natstest.Member(t, s, admin, "alice")
 	bob := natstest.Member(t, s, admin, "bob")
 	carol := natstest.Member(t, s, admin, "carol")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 
 	var errTexts []string

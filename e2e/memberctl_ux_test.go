@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -109,7 +108,7 @@ const exitUsage = 2
 // the progress lines of a rekey and of listing all members, then the result.
 func TestMemberctlTerminal(t *testing.T) {
 	c, s := newCtl(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	admin := clientFromFile(t, s, c.path("admin.id"))
 	alice, err := client.NewIdentity("alice")

@@ -26,7 +26,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 	natstest.Service(t, s, cfg)
 	natstest.Service(t, s, cfg)
 	admin := natstest.Admin(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	nc := natstest.Connect(t, s)
 

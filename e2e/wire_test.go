@@ -38,7 +38,7 @@ func newWireFixture(t *testing.T) *wireFixture {
 		alice: natstest.Member(t, s, admin, "alice"),
 		bob:   natstest.Member(t, s, admin, "bob"),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	if _, _, err := f.alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatalf("create r1: %v", err)
