@@ -2,7 +2,6 @@ package service
 
 import (
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
@@ -38,25 +37,28 @@ func putEntry(t *testing.T, key string, v any) entry {
 	return entry{key: key, value: b, op: jetstream.KeyValuePut}
 }
 
-func probeEntry(prefix string, w time.Time) entry {
-	return entry{key: prefix + "0", value: []byte(strconv.FormatInt(w.UnixNano(), 10)), op: jetstream.KeyValuePut}
-}
+// at is e as the watch delivers it at revision rev.
+func at(e entry, rev uint64) revEntry { return revEntry{e, rev} }
 
+// TestIdentityCacheFreshness: the cache answers only within maxStale of a
+// proof that it held every identity change committed before the proof's
+// start: the watch delivered the newest identity revision read after it,
+// or the bucket did not move since the last proof. Proofs write nothing.
 func TestIdentityCacheFreshness(t *testing.T) {
-	const probe = "cachefresh.test."
 	ic := newIdentityCache(time.Second)
 	id := api.Identity{Endpoint: "alice", SignKey: "UALICE"}
 	now := time.Now()
-	ic.apply(putEntry(t, "id.alice", &id), probe)
-	ic.apply(putEntry(t, "signer.UALICE", "alice"), probe)
+	ic.apply(at(putEntry(t, "id.alice", &id), 1))
+	ic.apply(at(putEntry(t, "signer.UALICE", "alice"), 2))
+	ic.offer(proof{at: now, last: 2, need: 2})
 	if _, ok := ic.lookup("UALICE", now); ok {
 		t.Fatal("hit before the initial load completed")
 	}
 	ic.markLoaded()
 	if _, ok := ic.lookup("UALICE", now); ok {
-		t.Fatal("hit before any probe was seen")
+		t.Fatal("hit before any proof held")
 	}
-	ic.apply(probeEntry(probe, now), probe)
+	ic.offer(proof{at: now, last: 5, need: 2})
 	got, ok := ic.lookup("UALICE", now.Add(500*time.Millisecond))
 	if !ok || got.Endpoint != "alice" {
 		t.Fatalf("lookup = %v %v, want alice", got, ok)
@@ -66,29 +68,47 @@ func TestIdentityCacheFreshness(t *testing.T) {
 		t.Fatal("lookup returned the cached record itself")
 	}
 	if _, ok := ic.lookup("UALICE", now.Add(time.Second)); ok {
-		t.Fatal("hit when the newest probe is max-stale old")
+		t.Fatal("hit when the newest proof is max-stale old")
 	}
-	// An older probe arriving late does not move freshness back.
-	ic.apply(probeEntry(probe, now.Add(-time.Hour)), probe)
-	if _, ok := ic.lookup("UALICE", now.Add(900*time.Millisecond)); !ok {
-		t.Fatal("an older probe made the cache stale")
+	// A proof whose identity revision the watch has not delivered waits.
+	ic.offer(proof{at: now.Add(2 * time.Second), last: 7, need: 7})
+	if _, ok := ic.lookup("UALICE", now.Add(2500*time.Millisecond)); ok {
+		t.Fatal("hit on a proof the watch has not caught up with")
 	}
-	// Another replica's probe keys are not ours.
-	ic.apply(probeEntry("cachefresh.other.", now.Add(10*time.Second)), probe)
-	if _, ok := ic.lookup("UALICE", now.Add(5*time.Second)); ok {
-		t.Fatal("another replica's probe counted as ours")
+	ic.apply(at(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), 7))
+	if _, ok := ic.lookup("UALICE", now.Add(2500*time.Millisecond)); !ok {
+		t.Fatal("miss once the watch delivered the proof's revision")
+	}
+	// An unmoved bucket renews freshness without reading any key; a moved
+	// one does not.
+	if !ic.unmoved(now.Add(4*time.Second), 7) || ic.unmoved(now.Add(5*time.Second), 8) {
+		t.Fatal("unmoved: want true for the proven revision 7 only")
+	}
+	if _, ok := ic.lookup("UALICE", now.Add(4900*time.Millisecond)); !ok {
+		t.Fatal("miss after an unmoved bucket renewed freshness")
+	}
+	// An older proof arriving late does not move freshness back.
+	ic.offer(proof{at: now.Add(-time.Hour), last: 1, need: 1})
+	if _, ok := ic.lookup("UALICE", now.Add(4900*time.Millisecond)); !ok {
+		t.Fatal("an older proof made the cache stale")
+	}
+	// After a reset (the watch restarts) no proof counts until it reloads.
+	ic.reset()
+	ic.offer(proof{at: now.Add(6 * time.Second), last: 7, need: 0})
+	ic.markLoaded()
+	if _, ok := ic.lookup("UALICE", now.Add(6*time.Second)); ok || ic.unmoved(now.Add(6*time.Second), 7) {
+		t.Fatal("a proof offered before the reload counted")
 	}
 }
 
 func TestIdentityCacheUpdates(t *testing.T) {
-	const probe = "cachefresh.test."
 	now := time.Now()
 	fresh := func() *identityCache {
 		ic := newIdentityCache(time.Minute)
 		ic.markLoaded()
-		ic.apply(probeEntry(probe, now), probe)
-		ic.apply(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), probe)
-		ic.apply(putEntry(t, "signer.UBOB", "bob"), probe)
+		ic.offer(proof{at: now})
+		ic.apply(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}))
+		ic.apply(putEntry(t, "signer.UBOB", "bob"))
 		return ic
 	}
 	for _, tc := range []struct {
@@ -112,7 +132,7 @@ func TestIdentityCacheUpdates(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ic := fresh()
 			for _, e := range tc.change {
-				ic.apply(e, probe)
+				ic.apply(e)
 			}
 			got, ok := ic.lookup(tc.pub, now)
 			if ok != tc.hit {

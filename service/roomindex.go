@@ -144,7 +144,7 @@ func (ri *roomIndex) ownerKey(k string) string {
 // apply folds one watched entry into the index. Ids never hold dots
 // (api.ValidateID), so member.<room>.<endpoint> splits one way only. A record
 // that does not decode drops what the index knew, so requests read the store.
-func (ri *roomIndex) apply(e jetstream.KeyValueEntry, _ string) {
+func (ri *roomIndex) apply(e jetstream.KeyValueEntry) {
 	key := e.Key()
 	put := e.Operation() == jetstream.KeyValuePut
 	ri.mu.Lock()

@@ -183,6 +183,25 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// LastRevision is the newest revision of a key under any of prefixes
+// (dot-terminated token prefixes such as "id."), deleted keys included, or
+// 0 if there is none, read from the stream leader: every write under them
+// acknowledged before the call is at or below it. It writes nothing.
+func (s *Store) LastRevision(ctx context.Context, prefixes ...string) (uint64, error) {
+	var last uint64
+	for _, p := range prefixes {
+		m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+p+">")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
+}
+
 // Keys lists the live keys that start with prefix (a dot-terminated token
 // prefix such as "member.room1.").
 func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {

@@ -236,9 +236,8 @@ func ReadClaims(t testing.TB, nc *nats.Conn) []string {
 	return out
 }
 
-// Bookkeeping keys that are not state: nonce claims, and the freshness
-// probes each replica writes on a timer for its identity cache.
-var bookkeeping = []string{"nonce.", "cachefresh."}
+// Bookkeeping keys that are not state: nonce claims.
+var bookkeeping = []string{"nonce."}
 
 func isBookkeeping(key string) bool {
 	for _, p := range bookkeeping {
