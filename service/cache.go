@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
 )
 
 // Caches on the request path (docs/performance.md).
@@ -53,6 +54,10 @@ type freshness struct {
 	maxStale time.Duration
 	loaded   bool
 	freshAt  time.Time // the cache held every change committed before it
+	// wrote is when this replica last committed an identity change: the
+	// cache answers only from a proof started after it, so a replica's own
+	// disable is never answered from the cache's older view.
+	wrote time.Time
 	seen     uint64    // revision of the newest entry applied
 	proven   uint64    // the bucket's last revision at the newest proof
 	pending  *proof    // a proof waiting for the watch to deliver its revision
@@ -79,7 +84,32 @@ func (f *freshness) forget() {
 }
 
 func (f *freshness) fresh(now time.Time) bool {
-	return f.loaded && now.Sub(f.freshAt) < f.maxStale
+	return f.loaded && now.Sub(f.freshAt) < f.maxStale && f.freshAt.After(f.wrote)
+}
+
+// committed records that this replica committed an identity change at t.
+func (f *freshness) committed(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t.After(f.wrote) {
+		f.wrote = t
+	}
+}
+
+// noteCommit tells the identity cache that writes committed now, if any of
+// them is an identity key.
+func (s *Service) noteCommit(writes []store.Write) {
+	if s.ids == nil {
+		return
+	}
+	for _, w := range writes {
+		for _, p := range identityPrefixes {
+			if strings.HasPrefix(w.Key, p) {
+				s.ids.committed(time.Now())
+				return
+			}
+		}
+	}
 }
 
 // unmoved reports whether the bucket's last revision is the one the newest

@@ -101,6 +101,28 @@ func TestIdentityCacheFreshness(t *testing.T) {
 	}
 }
 
+// TestIdentityCacheOwnCommit: after this replica commits an identity
+// change, the cache answers only from a proof started after the commit,
+// so the replica never answers its own disable from the older view
+// (client ExampleClient_Disable failed on a loaded machine before).
+func TestIdentityCacheOwnCommit(t *testing.T) {
+	ic := newIdentityCache(time.Minute)
+	now := time.Now()
+	ic.apply(at(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), 1))
+	ic.apply(at(putEntry(t, "signer.UBOB", "bob"), 2))
+	ic.markLoaded()
+	ic.offer(proof{at: now, last: 2, need: 2})
+	ic.committed(now.Add(time.Second))
+	if _, ok := ic.lookup("UBOB", now.Add(2*time.Second)); ok {
+		t.Fatal("hit from a proof older than this replica's commit")
+	}
+	ic.offer(proof{at: now.Add(3 * time.Second), last: 3, need: 3})
+	ic.apply(at(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB", Disabled: true}), 3))
+	if got, ok := ic.lookup("UBOB", now.Add(4*time.Second)); !ok || !got.Disabled {
+		t.Fatalf("lookup = %v %v, want the disabled record", got, ok)
+	}
+}
+
 func TestIdentityCacheUpdates(t *testing.T) {
 	now := time.Now()
 	fresh := func() *identityCache {

@@ -297,6 +297,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		st := s.stats.of(c.op)
 		st.storeLatency(time.Since(start))
 		if err == nil {
+			s.noteCommit(writes)
 			st.add(func(e *endpointStats) { e.commits++; e.nonceClaims++ })
 			s.rememberClaim(c, reply, true)
 			if m.after != nil {
