@@ -1,3 +1,7 @@
+//go:build long
+
+// A cluster-process test: it runs with the long tests (README, "Long tests").
+
 package e2e
 
 import (
