@@ -323,6 +323,12 @@ type freshnessSource interface {
 	LastRevision(ctx context.Context, prefixes ...string) (uint64, error)
 }
 
+var (
+	_ watchedCache    = (*identityCache)(nil)
+	_ watchedCache    = (*roomIndex)(nil)
+	_ freshnessSource = (*store.Store)(nil)
+)
+
 // objectCache is a least-recently-used cache of immutable objects, bounded
 // by the bytes it holds.
 type objectCache struct {

@@ -76,6 +76,28 @@ type roomIndex struct {
 	names     []string          // number → endpoint
 	mine      [][]*indexedRoom  // number → its rooms, sorted by id
 	keys      map[string]string // owners' signing keys, each held once
+	// next is closed at the index's next change, for the pages waiting
+	// for it (nil while none waits: the watch's hot path allocates nothing).
+	next chan struct{}
+}
+
+// changed returns a channel closed at the index's next change: a page that
+// cannot answer yet takes it before looking, then waits on it.
+func (ri *roomIndex) changed() <-chan struct{} {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	if ri.next == nil {
+		ri.next = make(chan struct{})
+	}
+	return ri.next
+}
+
+// notifyLocked wakes the waiting pages; the caller holds mu.
+func (ri *roomIndex) notifyLocked() {
+	if ri.next != nil {
+		close(ri.next)
+		ri.next = nil
+	}
 }
 
 func newRoomIndex() *roomIndex {
@@ -92,6 +114,7 @@ func (ri *roomIndex) reset() {
 	ri.mu.Lock()
 	ri.clear()
 	ri.loaded, ri.applied = false, 0
+	ri.notifyLocked()
 	ri.mu.Unlock()
 }
 
@@ -108,6 +131,7 @@ func (ri *roomIndex) markLoaded() {
 		ri.mine[n] = slices.Clone(rooms)
 	}
 	ri.loaded = true
+	ri.notifyLocked()
 }
 
 // endpoint returns name's number, numbering it if it is new. The index keeps
@@ -149,6 +173,7 @@ func (ri *roomIndex) apply(e jetstream.KeyValueEntry) {
 	put := e.Operation() == jetstream.KeyValuePut
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
+	defer ri.notifyLocked()
 	ri.applied = max(ri.applied, e.Revision())
 	switch {
 	case strings.HasPrefix(key, "room."):

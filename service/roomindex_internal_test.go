@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -220,5 +221,25 @@ func TestRoomRecordLast(t *testing.T) {
 	}
 	if want := []string{"member.r.a", "eprooms.a.r", "subject.x", "room.r"}; !slices.Equal(keys, want) {
 		t.Fatalf("order %v, want %v", keys, want)
+	}
+}
+
+// TestRoomIndexWakesWaitingPages: a page that the index cannot answer yet
+// waits for the index's next change, not for a timer (RoomIndexWait is an
+// hour here: only the change can end the wait).
+func TestRoomIndexWakesWaitingPages(t *testing.T) {
+	ri := newRoomIndex()
+	ri.markLoaded()
+	s := &Service{index: ri, cfg: Config{RoomIndexWait: time.Hour}}
+	done := make(chan bool)
+	go func() {
+		done <- s.waitIndex(func() bool {
+			_, _, ok := ri.members("r", 5, "", 10)
+			return ok
+		})
+	}()
+	ri.apply(roomEntry(t, 5, api.Room{ID: "r"}))
+	if !<-done {
+		t.Fatal("the page did not answer after the index caught up")
 	}
 }

@@ -113,7 +113,8 @@ func (s *Service) Stop() error {
 // Micro exposes the micro service (info, stats).
 func (s *Service) Micro() micro.Service { return s.micro }
 
-// getJSON reads key into v; found is false if the key holds no value.
+// get reads key and decodes its msgpack value into v; found is false if
+// the key holds no value.
 func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
 	start := time.Now()
 	ent, err := s.store.Get(ctx, key)
