@@ -57,10 +57,10 @@ type freshness struct {
 	// wrote is when this replica last committed an identity change: the
 	// cache answers only from a proof started after it, so a replica's own
 	// disable is never answered from the cache's older view.
-	wrote time.Time
-	seen     uint64    // revision of the newest entry applied
-	proven   uint64    // the bucket's last revision at the newest proof
-	pending  *proof    // a proof waiting for the watch to deliver its revision
+	wrote   time.Time
+	seen    uint64 // revision of the newest entry applied
+	proven  uint64 // the bucket's last revision at the newest proof
+	pending *proof // a proof waiting for the watch to deliver its revision
 }
 
 // proof is one freshness check: at is when it started, last the bucket's
