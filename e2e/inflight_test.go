@@ -119,7 +119,7 @@ func conflictsOf(t *testing.T, svc *service.Service, op subjects.Op) int {
 func openR3(t *testing.T, js jetstream.JetStream) *store.Store {
 	t.Helper()
 	st, err := store.Open(natstest.Ctx(t, 3), js, store.Config{
-		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, Replicas: 3, MaxTTL: 2 * service.DefaultSkew,
+		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, Replicas: 3, MaxTTL: service.NonceTTL(service.DefaultSkew),
 	})
 	if err != nil {
 		t.Fatalf("open R3 store: %v", err)

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -74,6 +75,12 @@ func (s *Service) operations() []operation {
 func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if st.MaxTTL() < cfg.NonceTTL() {
+		// Claims that expire before their requests stop being accepted
+		// would let a captured request be replayed.
+		return nil, fmt.Errorf("store keeps nonces for %s, shorter than the %s that a skew of %s needs: open it with MaxTTL service.NonceTTL(skew)",
+			st.MaxTTL(), cfg.NonceTTL(), cfg.Skew)
 	}
 	s := &Service{cfg: cfg, store: st}
 	if err := s.initDefences(); err != nil {

@@ -46,7 +46,12 @@ type Store struct {
 	obj    jetstream.ObjectStore
 	prefix string // "$KV.<bucket>."
 	reads  *readClaims
+	maxTTL time.Duration
 }
+
+// MaxTTL is the longest per-key lifetime the store was opened for
+// (Config.MaxTTL, at least a second).
+func (s *Store) MaxTTL() time.Duration { return s.maxTTL }
 
 // Open creates the buckets if they do not exist and binds to them. An
 // existing bucket with another replica count or storage type is reported
@@ -115,7 +120,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
 		return nil, err
 	}
-	st := &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + "."}
+	st := &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + ".", maxTTL: max(cfg.MaxTTL, time.Second)}
 	if st.reads, err = openReadClaims(ctx, js, st, cfg); err != nil {
 		return nil, err
 	}

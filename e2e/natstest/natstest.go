@@ -73,7 +73,7 @@ func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	st, err := store.Open(ctx, js, store.Config{
-		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * service.DefaultSkew,
+		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(service.DefaultSkew),
 	})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
