@@ -198,7 +198,7 @@ func TestDeployDocs(t *testing.T) {
 	if c := st.CachedInfo().Config; c.Replicas != 3 || c.AllowDirect {
 		t.Fatalf("KV bucket has %d replicas, direct gets %v; want 3 and no direct gets (followers could answer them)", c.Replicas, c.AllowDirect)
 	}
-	reads, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	reads, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
 		t.Fatal(err)
 	}

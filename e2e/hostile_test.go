@@ -179,7 +179,7 @@ func TestReplayFlood(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			writes := countSubject(t, mon, "$KV."+subjects.DefaultBucket+".>")
-			claims := countSubject(t, mon, "$RN."+subjects.DefaultBucket+".>") // read claims
+			claims := countSubject(t, mon, subjects.ReadClaims(subjects.DefaultBucket)) // read claims
 			apiCalls := countSubject(t, mon, "$JS.API.>")
 			before := natstest.Dump(t, nc)
 			nonces := len(natstest.NonceKeys(t, nc))
@@ -453,7 +453,7 @@ func TestReplayFloodWithoutCache(t *testing.T) {
 		conns[i] = natstest.Connect(t, s)
 	}
 	mon := natstest.Connect(t, s)
-	writes := countSubject(t, mon, "$RN."+subjects.DefaultBucket+".>") // read claims
+	writes := countSubject(t, mon, subjects.ReadClaims(subjects.DefaultBucket)) // read claims
 	w0 := writes.settle(t, mon)
 	const copies = 3000
 	codes, took := flood(t, conns, 4, copies, subjects.Subject(subjects.DefaultPrefix, subjects.OpWhoami), read)

@@ -204,8 +204,8 @@ func ReadClaims(t testing.TB, nc *nats.Conn) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := "$RN." + subjects.DefaultBucket + ".n"
-	st, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	subject := subjects.ReadClaim(subjects.DefaultBucket)
+	st, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
 		t.Fatalf("read claims stream: %v", err)
 	}
