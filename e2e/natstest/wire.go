@@ -295,10 +295,25 @@ func SameDump(t testing.TB, before, after map[string]string) {
 	}
 }
 
-// NatsCLI builds the nats CLI once per test binary and returns its path.
+// NatsCLI returns the path of the executable that `go tool nats` runs. The
+// go command builds it once and keeps it in its build cache, so test
+// binaries and later runs share it instead of linking the CLI again (that
+// link took 45 s of the suite on a loaded machine).
 func NatsCLI(t testing.TB) string {
 	t.Helper()
-	return Build(t, NatsCLIPkg)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	const key = "go tool nats"
+	if p, ok := builtPaths[key]; ok {
+		return p
+	}
+	out, err := exec.Command("go", "tool", "-n", "nats").Output()
+	if err != nil {
+		t.Fatalf("go tool -n nats: %v", err)
+	}
+	p := strings.TrimSpace(string(out))
+	builtPaths[key] = p
+	return p
 }
 
 // RunNats runs the nats CLI against s with args and stdin (nil: none),
