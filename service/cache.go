@@ -3,13 +3,11 @@ package service
 import (
 	"container/list"
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
@@ -214,17 +212,16 @@ func (ic *identityCache) reset() {
 }
 
 // apply folds one watched KV entry into the cache.
-func (ic *identityCache) apply(e jetstream.KeyValueEntry) {
-	key := e.Key()
-	deleted := e.Operation() != jetstream.KeyValuePut
+func (ic *identityCache) apply(e store.Change) {
+	key, deleted := e.Key, e.Deleted
 	ic.mu.Lock()
 	defer ic.mu.Unlock()
-	defer ic.saw(e.Revision())
+	defer ic.saw(e.Rev)
 	switch {
 	case strings.HasPrefix(key, "signer."):
 		pub := key[len("signer."):]
 		var ep string
-		if deleted || msgpack.Unmarshal(e.Value(), &ep) != nil {
+		if deleted || msgpack.Unmarshal(e.Value, &ep) != nil {
 			delete(ic.bySigner, pub)
 			return
 		}
@@ -232,7 +229,7 @@ func (ic *identityCache) apply(e jetstream.KeyValueEntry) {
 	case strings.HasPrefix(key, "id."):
 		ep := key[len("id."):]
 		var id api.Identity
-		if deleted || msgpack.Unmarshal(e.Value(), &id) != nil {
+		if deleted || msgpack.Unmarshal(e.Value, &id) != nil {
 			delete(ic.byEndpoint, ep)
 			return
 		}
@@ -242,18 +239,20 @@ func (ic *identityCache) apply(e jetstream.KeyValueEntry) {
 
 // watchedCache is a cache that one KV watch keeps current.
 type watchedCache interface {
-	apply(e jetstream.KeyValueEntry)
+	apply(c store.Change)
 	markLoaded()
 	reset()
 }
 
-// keepCurrent feeds cache from a watch on filters until ctx ends, restarting the watch after any
-// failure; the cache is reset (and answers nothing) until the new watch has
-// loaded.
-func keepCurrent(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, name string, log *slog.Logger) {
+// keepCurrent feeds cache from a watch on prefixes until ctx ends,
+// restarting the watch after any failure; the cache is reset (and answers
+// nothing) until the new watch has loaded.
+func keepCurrent(ctx context.Context, st *store.Store, cache watchedCache, prefixes []string, name string, log *slog.Logger) {
 	for ctx.Err() == nil {
-		err := watchInto(ctx, kv, cache, filters, func(d time.Duration, n int) {
-			log.Info(name+" loaded", "took", d.Round(time.Millisecond), "keys", n)
+		start, n := time.Now(), 0
+		err := st.Watch(ctx, prefixes, func(c store.Change) { n++; cache.apply(c) }, func() {
+			cache.markLoaded()
+			log.Info(name+" loaded", "took", time.Since(start).Round(time.Millisecond), "keys", n)
 		})
 		cache.reset()
 		if ctx.Err() != nil {
@@ -264,31 +263,6 @@ func keepCurrent(ctx context.Context, kv jetstream.KeyValue, cache watchedCache,
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Second):
-		}
-	}
-}
-
-func watchInto(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, loaded func(time.Duration, int)) error {
-	start := time.Now()
-	w, err := kv.WatchFiltered(ctx, filters)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, open := <-w.Updates():
-			if !open {
-				return errors.New("watch closed")
-			}
-			if e == nil {
-				cache.markLoaded()
-				loaded(time.Since(start), n)
-				continue
-			}
-			cache.apply(e)
 		}
 	}
 }
@@ -394,10 +368,9 @@ func (s *Service) startCaches() {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stopCache = stop
-	kv := s.store.KV()
 	if d := s.cfg.IdentityMaxStale; d > 0 {
 		s.ids = newIdentityCache(d)
-		go keepCurrent(ctx, kv, s.ids, []string{"id.>", "signer.>"}, "identity cache", s.cfg.Logger)
+		go keepCurrent(ctx, s.store, s.ids, identityPrefixes, "identity cache", s.cfg.Logger)
 		go proveFreshness(ctx, s.store, &s.ids.freshness, d/4)
 	}
 	if s.cfg.RoomIndexWait > 0 {
@@ -406,7 +379,7 @@ func (s *Service) startCaches() {
 		// order of the stream (roomindex.go). One filter, because
 		// nats-server delivers a consumer with several filters ~7× slower
 		// (docs/performance.md); the index skips the keys it does not hold.
-		go keepCurrent(ctx, kv, s.index, []string{">"}, "room index", s.cfg.Logger)
+		go keepCurrent(ctx, s.store, s.index, nil, "room index", s.cfg.Logger)
 	}
 }
 

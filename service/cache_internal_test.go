@@ -5,40 +5,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
 )
 
-// entry is a watched KV entry as the identity cache sees it.
-type entry struct {
-	key   string
-	value []byte
-	op    jetstream.KeyValueOp
-}
-
-func (e entry) Bucket() string                  { return "membership" }
-func (e entry) Key() string                     { return e.key }
-func (e entry) Value() []byte                   { return e.value }
-func (e entry) Revision() uint64                { return 1 }
-func (e entry) Created() time.Time              { return time.Time{} }
-func (e entry) Delta() uint64                   { return 0 }
-func (e entry) Operation() jetstream.KeyValueOp { return e.op }
-
-var _ jetstream.KeyValueEntry = entry{}
-
-func putEntry(t *testing.T, key string, v any) entry {
+// putEntry is a watched put of key holding v, at revision 1.
+func putEntry(t *testing.T, key string, v any) store.Change {
 	t.Helper()
 	b, err := msgpack.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return entry{key: key, value: b, op: jetstream.KeyValuePut}
+	return store.Change{Key: key, Value: b, Rev: 1}
 }
 
 // at is e as the watch delivers it at revision rev.
-func at(e entry, rev uint64) revEntry { return revEntry{e, rev} }
+func at(c store.Change, rev uint64) store.Change { c.Rev = rev; return c }
 
 // TestIdentityCacheFreshness: the cache answers only within maxStale of a
 // proof that it held every identity change committed before the proof's
@@ -135,21 +119,21 @@ func TestIdentityCacheUpdates(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		change []entry
+		change []store.Change
 		pub    string
 		hit    bool
 		dis    bool
 	}{
 		{"unchanged", nil, "UBOB", true, false},
-		{"disabled", []entry{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB", Disabled: true})}, "UBOB", true, true},
-		{"identity deleted", []entry{{key: "id.bob", op: jetstream.KeyValueDelete}}, "UBOB", false, false},
-		{"signer purged", []entry{{key: "signer.UBOB", op: jetstream.KeyValuePurge}}, "UBOB", false, false},
+		{"disabled", []store.Change{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB", Disabled: true})}, "UBOB", true, true},
+		{"identity deleted", []store.Change{{Key: "id.bob", Deleted: true}}, "UBOB", false, false},
+		{"signer purged", []store.Change{{Key: "signer.UBOB", Deleted: true}}, "UBOB", false, false},
 		// Key rotation seen halfway (a prefix of the batch): the identity
 		// moved to a new key, the old index is still there.
-		{"rotated, index pending", []entry{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UBOB", false, false},
-		{"rotated, new key before its index", []entry{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UNEW", false, false},
+		{"rotated, index pending", []store.Change{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UBOB", false, false},
+		{"rotated, new key before its index", []store.Change{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UNEW", false, false},
 		{"unknown signer", nil, "UNOBODY", false, false},
-		{"undecodable record", []entry{{key: "id.bob", value: []byte{0xc1}, op: jetstream.KeyValuePut}}, "UBOB", false, false},
+		{"undecodable record", []store.Change{{Key: "id.bob", Value: []byte{0xc1}}}, "UBOB", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ic := fresh()

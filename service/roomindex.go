@@ -5,10 +5,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
 )
 
 // The room index holds every room record and membership in memory, sorted,
@@ -168,18 +168,18 @@ func (ri *roomIndex) ownerKey(k string) string {
 // apply folds one watched entry into the index. Ids never hold dots
 // (api.ValidateID), so member.<room>.<endpoint> splits one way only. A record
 // that does not decode drops what the index knew, so requests read the store.
-func (ri *roomIndex) apply(e jetstream.KeyValueEntry) {
-	key := e.Key()
-	put := e.Operation() == jetstream.KeyValuePut
+func (ri *roomIndex) apply(e store.Change) {
+	key := e.Key
+	put := !e.Deleted
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
 	defer ri.notifyLocked()
-	ri.applied = max(ri.applied, e.Revision())
+	ri.applied = max(ri.applied, e.Rev)
 	switch {
 	case strings.HasPrefix(key, "room."):
 		id := key[len("room."):]
 		var rec api.Room
-		if !put || msgpack.Unmarshal(e.Value(), &rec) != nil {
+		if !put || msgpack.Unmarshal(e.Value, &rec) != nil {
 			if r := ri.rooms[id]; r != nil {
 				r.record, r.rev = api.Room{}, 0
 			}
@@ -187,14 +187,14 @@ func (ri *roomIndex) apply(e jetstream.KeyValueEntry) {
 		}
 		r := ri.room(id)
 		rec.ID, rec.Owner, rec.OwnerKey = r.id, ri.names[ri.endpoint(rec.Owner)], ri.ownerKey(rec.OwnerKey)
-		r.record, r.rev = rec, e.Revision()
+		r.record, r.rev = rec, e.Rev
 	case strings.HasPrefix(key, "member."):
 		room, endpoint, ok := strings.Cut(key[len("member."):], ".")
 		if !ok {
 			return
 		}
 		var rec memberRecord
-		if put && msgpack.Unmarshal(e.Value(), &rec) == nil {
+		if put && msgpack.Unmarshal(e.Value, &rec) == nil {
 			ri.addMember(room, endpoint, rec.Since)
 		} else {
 			ri.dropMember(room, endpoint)

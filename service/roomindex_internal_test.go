@@ -7,19 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/store"
 )
-
-// revEntry is a watched entry with a revision.
-type revEntry struct {
-	entry
-	rev uint64
-}
-
-func (e revEntry) Revision() uint64 { return e.rev }
 
 // loadedIndex is an index whose initial load is done.
 func loadedIndex() *roomIndex {
@@ -28,18 +18,18 @@ func loadedIndex() *roomIndex {
 	return ri
 }
 
-func roomEntry(t *testing.T, rev uint64, r api.Room) revEntry {
+func roomEntry(t *testing.T, rev uint64, r api.Room) store.Change {
 	t.Helper()
-	return revEntry{putEntry(t, keyRoom(r.ID), &r), rev}
+	return at(putEntry(t, keyRoom(r.ID), &r), rev)
 }
 
-func memberEntry(t *testing.T, room, endpoint string, since uint64) revEntry {
+func memberEntry(t *testing.T, room, endpoint string, since uint64) store.Change {
 	t.Helper()
-	return revEntry{putEntry(t, keyMember(room, endpoint), &memberRecord{Since: since}), 1}
+	return putEntry(t, keyMember(room, endpoint), &memberRecord{Since: since})
 }
 
-func memberGone(room, endpoint string) revEntry {
-	return revEntry{entry{key: keyMember(room, endpoint), op: jetstream.KeyValueDelete}, 1}
+func memberGone(room, endpoint string) store.Change {
+	return store.Change{Key: keyMember(room, endpoint), Rev: 1, Deleted: true}
 }
 
 // pageOf is the reference: a page of a sorted list, as the store path cuts it.
@@ -161,7 +151,7 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 			t.Fatal("answered for a room it has never seen")
 		}
 		// A record that does not decode is forgotten.
-		ri.apply(revEntry{entry{key: "room.r", value: []byte{0xc1}, op: jetstream.KeyValuePut}, 7})
+		ri.apply(store.Change{Key: "room.r", Value: []byte{0xc1}, Rev: 7})
 		if _, _, ok := ri.members("r", 5, "", 10); ok {
 			t.Fatal("answered from an undecodable room record")
 		}
@@ -169,8 +159,8 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 	t.Run("newest revision", func(t *testing.T) {
 		ri := loadedIndex()
 		ri.apply(roomEntry(t, 8, api.Room{ID: "r"}))
-		ri.apply(revEntry{entry{key: "nonce.U.x", value: []byte{1}, op: jetstream.KeyValuePut}, 9}) // any key counts
-		ri.apply(roomEntry(t, 3, api.Room{ID: "old"}))                                              // delivered late: no step back
+		ri.apply(store.Change{Key: "nonce.U.x", Value: []byte{1}, Rev: 9}) // any key counts
+		ri.apply(roomEntry(t, 3, api.Room{ID: "old"}))                     // delivered late: no step back
 		for seq, want := range map[uint64]bool{0: true, 9: true, 10: false} {
 			if _, _, ok := ri.roomsOf("a", seq, "", 10); ok != want {
 				t.Fatalf("applied up to 9, store at %d: answered %v, want %v", seq, ok, want)

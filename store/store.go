@@ -145,9 +145,6 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 	return nil
 }
 
-// KV is the state bucket, for watchers (the service's identity cache).
-func (s *Store) KV() jetstream.KeyValue { return s.kv }
-
 // Entry is a key's current value and the revision to compare against. A
 // missing or deleted key has a nil Value; Rev is then the sequence of its
 // delete marker, or 0 if it never existed.
@@ -366,10 +363,43 @@ func (s *Store) ObjectInfos(ctx context.Context) ([]ObjectInfo, error) {
 	return out, nil
 }
 
+// Change is one key of the state bucket as a watch delivers it.
+type Change struct {
+	Key     string
+	Value   []byte // nil when Deleted
+	Rev     uint64 // the key's revision: its sequence in the stream
+	Deleted bool   // a delete or purge marker
+}
+
+// Watch delivers to apply every current key under prefixes (dot-terminated
+// token prefixes such as "id."; none: every key), then calls loaded once,
+// then delivers every later change, all in stream order, until ctx ends
+// (its error is returned) or the watch fails.
+func (s *Store) Watch(ctx context.Context, prefixes []string, apply func(Change), loaded func()) error {
+	return s.watch(ctx, prefixes, false, func(c Change) error { apply(c); return nil }, func() bool { loaded(); return false })
+}
+
 // Scan calls fn with every live key under prefix (a dot-terminated token
 // prefix such as "epoch.") and its value, stopping at fn's first error.
 func (s *Store) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
-	w, err := s.kv.Watch(ctx, prefix+">", jetstream.IgnoreDeletes())
+	return s.watch(ctx, []string{prefix}, true, func(c Change) error { return fn(c.Key, c.Value) }, func() bool { return true })
+}
+
+// watch runs one ordered watch on prefixes; loaded reports whether to stop
+// once the current values are delivered.
+func (s *Store) watch(ctx context.Context, prefixes []string, liveOnly bool, fn func(Change) error, loaded func() bool) error {
+	filters := []string{">"}
+	if len(prefixes) > 0 {
+		filters = make([]string, len(prefixes))
+		for i, p := range prefixes {
+			filters[i] = p + ">"
+		}
+	}
+	var opts []jetstream.WatchOpt
+	if liveOnly {
+		opts = append(opts, jetstream.IgnoreDeletes())
+	}
+	w, err := s.kv.WatchFiltered(ctx, filters, opts...)
 	if err != nil {
 		return err
 	}
@@ -383,9 +413,16 @@ func (s *Store) Scan(ctx context.Context, prefix string, fn func(key string, val
 				return errors.New("store: watcher closed")
 			}
 			if e == nil {
-				return nil // all current values seen
+				if loaded() {
+					return nil // all current values seen
+				}
+				continue
 			}
-			if err := fn(e.Key(), e.Value()); err != nil {
+			c := Change{Key: e.Key(), Value: e.Value(), Rev: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+			if c.Deleted {
+				c.Value = nil
+			}
+			if err := fn(c); err != nil {
 				return err
 			}
 		}
