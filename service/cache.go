@@ -42,7 +42,7 @@ import (
 // object is decided from current KV records before the cache is consulted.
 
 // identityPrefixes are the key families the identity cache holds.
-var identityPrefixes = []string{"id.", "signer."}
+var identityPrefixes = []string{famIdentity, famSigner}
 
 // freshness says whether a watch-fed cache may answer: its initial load is
 // complete and a proof (proveFreshness) showed it current as of a time less
@@ -218,16 +218,16 @@ func (ic *identityCache) apply(e store.Change) {
 	defer ic.mu.Unlock()
 	defer ic.saw(e.Rev)
 	switch {
-	case strings.HasPrefix(key, "signer."):
-		pub := key[len("signer."):]
+	case strings.HasPrefix(key, famSigner):
+		pub := key[len(famSigner):]
 		var ep string
 		if deleted || msgpack.Unmarshal(e.Value, &ep) != nil {
 			delete(ic.bySigner, pub)
 			return
 		}
 		ic.bySigner[pub] = ep
-	case strings.HasPrefix(key, "id."):
-		ep := key[len("id."):]
+	case strings.HasPrefix(key, famIdentity):
+		ep := key[len(famIdentity):]
 		var id api.Identity
 		if deleted || msgpack.Unmarshal(e.Value, &id) != nil {
 			delete(ic.byEndpoint, ep)

@@ -376,7 +376,7 @@ func roomRecordLast(writes []store.Write) {
 }
 
 func isRoomRecord(key string) int {
-	if strings.HasPrefix(key, "room.") {
+	if strings.HasPrefix(key, famRoom) {
 		return 1
 	}
 	return 0

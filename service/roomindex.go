@@ -176,8 +176,8 @@ func (ri *roomIndex) apply(e store.Change) {
 	defer ri.notifyLocked()
 	ri.applied = max(ri.applied, e.Rev)
 	switch {
-	case strings.HasPrefix(key, "room."):
-		id := key[len("room."):]
+	case strings.HasPrefix(key, famRoom):
+		id := key[len(famRoom):]
 		var rec api.Room
 		if !put || msgpack.Unmarshal(e.Value, &rec) != nil {
 			if r := ri.rooms[id]; r != nil {
@@ -188,8 +188,8 @@ func (ri *roomIndex) apply(e store.Change) {
 		r := ri.room(id)
 		rec.ID, rec.Owner, rec.OwnerKey = r.id, ri.names[ri.endpoint(rec.Owner)], ri.ownerKey(rec.OwnerKey)
 		r.record, r.rev = rec, e.Rev
-	case strings.HasPrefix(key, "member."):
-		room, endpoint, ok := strings.Cut(key[len("member."):], ".")
+	case strings.HasPrefix(key, famMember):
+		room, endpoint, ok := strings.Cut(key[len(famMember):], ".")
 		if !ok {
 			return
 		}

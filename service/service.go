@@ -87,7 +87,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.stats = newStats(func(ctx context.Context) (int, error) {
-		keys, err := st.Keys(ctx, "owed.")
+		keys, err := st.Keys(ctx, famOwed)
 		return len(keys), err
 	})
 	meta := map[string]string{
