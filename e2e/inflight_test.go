@@ -118,12 +118,15 @@ func conflictsOf(t *testing.T, svc *service.Service, op subjects.Op) int {
 
 func openR3(t *testing.T, js jetstream.JetStream) *store.Store {
 	t.Helper()
-	st, err := store.Open(natstest.Ctx(t, 3), js, store.Config{
-		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, Replicas: 3, MaxTTL: service.NonceTTL(service.DefaultSkew),
+	var st *store.Store
+	// A node the meta leader counts may not be current yet ("no suitable
+	// peers for placement, peer offline"): open again until it is.
+	natstest.Eventually(t, 3, "open the R3 store", func() (err error) {
+		st, err = store.Open(natstest.Ctx(t, 1), js, store.Config{
+			Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, Replicas: 3, MaxTTL: service.NonceTTL(service.DefaultSkew),
+		})
+		return err
 	})
-	if err != nil {
-		t.Fatalf("open R3 store: %v", err)
-	}
 	return st
 }
 
