@@ -34,11 +34,22 @@ type subjectCounter struct {
 	sub  *nats.Subscription
 }
 
+// freshnessProof reports whether subject is one of the reads the identity
+// cache makes on a timer to prove it is current (service/cache.go: the
+// bucket's last revision, the newest id./signer. revision); requests do not
+// cause them.
+func freshnessProof(subject string) bool {
+	return strings.HasPrefix(subject, "$JS.API.STREAM.INFO.") ||
+		(strings.HasPrefix(subject, "$JS.API.DIRECT.GET.") && strings.HasSuffix(subject, ".>"))
+}
+
 func countSubject(t *testing.T, nc *nats.Conn, filter string) *subjectCounter {
 	t.Helper()
 	c := &subjectCounter{}
 	sub, err := nc.Subscribe(filter, func(m *nats.Msg) {
-		c.n.Add(1)
+		if !freshnessProof(m.Subject) {
+			c.n.Add(1)
+		}
 		c.seen.Add(1)
 	})
 	if err != nil {
@@ -167,7 +178,9 @@ func TestReplayFlood(t *testing.T) {
 		conns[i] = natstest.Connect(t, s)
 	}
 	mon := natstest.Connect(t, s)
-	const copies = 3000
+	// Few enough that a flood ends within the skew window on a loaded
+	// machine: a copy sent after it would be refused as stale instead.
+	const copies = 1500
 	for _, tc := range []struct {
 		name    string
 		op      subjects.Op
