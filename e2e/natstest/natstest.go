@@ -109,6 +109,12 @@ func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Servic
 		t.Fatalf("start service: %v", err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
+	// Start returns once micro sent its subscriptions; the flush waits for
+	// the server to register them, so a request right after this finds a
+	// responder (a loaded machine answered "no responders" otherwise).
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush service subscriptions: %v", err)
+	}
 	return svc
 }
 
