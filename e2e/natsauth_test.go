@@ -39,6 +39,8 @@ func authServer(t *testing.T) (s *server.Server, svcUser, client1, client2 nkeys
 	client2, c2Pub := newUser()
 	t.Setenv("MEMBERSHIP_SERVICE_NKEY", svcPub)
 	t.Setenv("MEMBERSHIP_CLIENT_NKEY", c1Pub)
+	_, opPub := newUser()
+	t.Setenv("MEMBERSHIP_OPERATOR_NKEY", opPub)
 
 	dir := t.TempDir()
 	accounts, err := os.ReadFile(filepath.Join("..", "docs", "deploy", "accounts.conf"))
