@@ -160,7 +160,7 @@ func (e *env) channelSetup(ctx context.Context) ([]channelSide, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	st, err := store.Open(ctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * service.DefaultSkew})
+	st, err := store.Open(ctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(service.DefaultSkew)})
 	if err != nil {
 		return nil, "", fmt.Errorf("open store: %w", err)
 	}
