@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,6 +173,11 @@ func TestMemberctlCompletion(t *testing.T) {
 	}
 }
 
+// strayFlagWord finds a flag line of help whose name is followed by a
+// single space and a word: help text taken for the value's name, as Go's
+// flag package did with back-quoted words ("-workers nats micro ls").
+var strayFlagWord = regexp.MustCompile(`(?m)^\s+(-\w, )?--?[a-z][a-z-]*(=\S+)? [a-z]\S*`)
+
 // TestMemberctlHelp checks -h and --help at every level (the program, a
 // group, a command): exit 0, help on stdout, nothing on stderr; a
 // suggestion for a misspelt command or flag; --version.
@@ -183,6 +189,9 @@ func TestMemberctlHelp(t *testing.T) {
 			r := c.run(args...)
 			if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "usage: memberctl") {
 				t.Errorf("%v: exit %d, stderr %q, stdout:\n%s", args, r.code, r.stderr, r.stdout)
+			}
+			if m := strayFlagWord.FindString(r.stdout); m != "" {
+				t.Errorf("%v renders a word beside a flag's name: %q", args, m)
 			}
 			if len(level) == 2 && !strings.Contains(r.stdout, "usage: memberctl "+strings.Join(level, " ")) {
 				t.Errorf("%v does not show the command's usage:\n%s", args, r.stdout)
