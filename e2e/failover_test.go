@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service/api"
+)
+
+// TestFailoverGap compares, in one run on one 3-node cluster of membershipd
+// processes, the longest time with no acknowledged write for raw JetStream
+// KV writes and for the service's mutations (through the client library):
+// during a rolling restart (SIGTERM node by node: each process is a
+// nats-server node and a replica) and after a SIGKILL of the node that
+// leads both streams. Planned restarts must cost the service well under a
+// second; a kill may cost it no more than Raft's election costs JetStream,
+// with a generous margin (docs/performance.md, "Failover").
+func TestFailoverGap(t *testing.T) {
+	start := time.Now()
+	c := newCluster(t, 3)
+	nc := c.connect(t, 0)
+	rawBucket(t, nc)
+	t.Logf("cluster ready in %s", time.Since(start).Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), loadTimeLimit+2*faultProgressCap)
+	defer cancel()
+	admin := client.New(c.connect(t, 1), c.admin, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
+	if _, err := admin.Register(ctx, mustPublic(t, "warm-up"), false); err != nil {
+		t.Fatal(err)
+	}
+	svcAcks, rawAcks := &ackLog{}, &ackLog{}
+	var wg sync.WaitGroup
+	for i := range failoverWriters {
+		wg.Add(2)
+		w := client.New(c.connect(t, i%3), c.admin, client.WithRetries(50), client.WithBackoff(50*time.Millisecond), client.WithTimeout(attemptTimeout))
+		go func() { defer wg.Done(); svcAcks.run(ctx, t, func() error { return registerOne(ctx, w, i) }) }()
+		kv := rawBucket(t, c.connect(t, i%3))
+		go func() {
+			defer wg.Done()
+			rawAcks.run(ctx, t, func() error {
+				actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+				defer acancel()
+				_, err := kv.Put(actx, fmt.Sprintf("w%d", i), []byte("x"))
+				return err
+			})
+		}()
+	}
+	settle := func() { svcAcks.waitMore(t, 20); rawAcks.waitMore(t, 20) }
+	settle()
+
+	from := time.Now()
+	for _, n := range c.nodes {
+		n.signal(t, syscall.SIGTERM)
+		n.wait(t)
+		if code := n.exitCode(); code != 0 {
+			t.Errorf("%s exited %d after SIGTERM", n.name, code)
+		}
+		n.start(t)
+		c.waitCurrent(t, nc)
+		settle()
+	}
+	to := time.Now()
+	rollSvc, rollRaw := svcAcks.maxGap(from, to), rawAcks.maxGap(from, to)
+
+	leader := c.streamLeader(t, nc)
+	leadBoth(t, nc, leader.name)
+	settle()
+	from = time.Now()
+	leader.kill(t)
+	settle()
+	to = time.Now()
+	leader.start(t)
+	c.waitCurrent(t, nc)
+	killSvc, killRaw := svcAcks.maxGap(from, to), rawAcks.maxGap(from, to)
+	cancel()
+	wg.Wait()
+
+	t.Logf("rolling restart (SIGTERM node by node): longest gap raw KV %s, service %s", rollRaw.Round(time.Millisecond), rollSvc.Round(time.Millisecond))
+	t.Logf("SIGKILL of the streams' leader %s: longest gap raw KV %s, service %s", leader.name, killRaw.Round(time.Millisecond), killSvc.Round(time.Millisecond))
+	if bound := max(time.Second, rollRaw+500*time.Millisecond); rollSvc > bound {
+		t.Errorf("rolling restart: the service went %s without an acknowledged mutation, bound %s", rollSvc, bound)
+	}
+	if bound := killRaw + 3*time.Second; killSvc > bound {
+		t.Errorf("leader kill: the service went %s without an acknowledged mutation, bound %s (raw KV %s)", killSvc, bound, killRaw)
+	}
+}
+
+// failoverWriters is how many writers of each kind TestFailoverGap runs.
+const failoverWriters = 3
+
+// ackLog records when writes were acknowledged.
+type ackLog struct {
+	mu   sync.Mutex
+	at   []time.Time
+	errs int
+}
+
+// run repeats write until ctx ends, logging each acknowledgement.
+func (a *ackLog) run(ctx context.Context, t *testing.T, write func() error) {
+	for ctx.Err() == nil {
+		err := write()
+		a.mu.Lock()
+		if err == nil {
+			a.at = append(a.at, time.Now())
+		} else if ctx.Err() == nil {
+			a.errs++
+			t.Logf("write failed: %v", err)
+		}
+		a.mu.Unlock()
+	}
+}
+
+// waitMore waits for n more acknowledgements.
+func (a *ackLog) waitMore(t *testing.T, n int) {
+	t.Helper()
+	a.mu.Lock()
+	target := len(a.at) + n
+	a.mu.Unlock()
+	deadline := time.Now().Add(faultProgressCap)
+	for time.Now().Before(deadline) {
+		a.mu.Lock()
+		got := len(a.at)
+		a.mu.Unlock()
+		if got >= target {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("writes made no progress")
+}
+
+// maxGap is the longest time within [from, to] with no acknowledgement.
+func (a *ackLog) maxGap(from, to time.Time) time.Duration {
+	a.mu.Lock()
+	at := slices.Clone(a.at)
+	a.mu.Unlock()
+	slices.SortFunc(at, func(x, y time.Time) int { return x.Compare(y) })
+	last, gap := from, time.Duration(0)
+	for _, ts := range at {
+		if ts.Before(from) {
+			continue
+		}
+		if ts.After(to) {
+			ts = to
+		}
+		gap = max(gap, ts.Sub(last))
+		last = ts
+		if ts.Equal(to) {
+			break
+		}
+	}
+	return max(gap, to.Sub(last))
+}
+
+// rawBucket opens (creating once) an R3 KV bucket for raw writes.
+func rawBucket(t *testing.T, nc *nats.Conn) jetstream.KeyValue {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), nodeReadyTimeout)
+	defer cancel()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "raw", Replicas: 3, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// leadBoth moves the raw bucket's stream leader to the node that leads the
+// service's bucket, so that one kill costs both the same election.
+func leadBoth(t *testing.T, nc *nats.Conn, name string) {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	req, _ := json.Marshal(map[string]any{"placement": map[string]any{"preferred": name}})
+	deadline := time.Now().Add(faultProgressCap)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := js.Stream(ctx, "KV_raw")
+		if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == name {
+			cancel()
+			return
+		}
+		_, _ = nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN.KV_raw", req)
+		cancel()
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("KV_raw leader not moved to %s", name)
+}
+
+// registerOne registers a fresh identity: one mutation.
+func registerOne(ctx context.Context, admin *client.Client, i int) error {
+	id, err := client.NewIdentity(fmt.Sprintf("f%d-%d", i, registered.Add(1)))
+	if err != nil {
+		return err
+	}
+	pub, err := id.Public()
+	if err != nil {
+		return err
+	}
+	_, err = admin.Register(ctx, pub, false)
+	return err
+}
+
+// registered numbers registerOne's identities.
+var registered atomic.Int64
+
+func mustPublic(t *testing.T, name string) api.PublicKeys {
+	t.Helper()
+	id, err := client.NewIdentity(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := id.Public()
+	return pub
+}
