@@ -35,6 +35,8 @@ type Service struct {
 	index     *roomIndex      // nil when disabled (roomindex.go)
 	keys      *objectCache    // nil when disabled (cache.go)
 	stopCache context.CancelFunc
+	nc        *nats.Conn
+	conn      *connEpoch // ends requests in flight when nc drops (connloss.go)
 }
 
 // operation binds an op to its handler and its body types. Exactly one of
@@ -103,7 +105,9 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		meta[k] = v
 	}
 	s.startCaches()
+	s.nc, s.conn = nc, watchConn(nc)
 	if err := s.addInstances(nc, meta); err != nil {
+		s.conn.stop(nc)
 		s.stopCaches()
 		return nil, err
 	}
@@ -114,6 +118,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 // it, then stops the caches.
 func (s *Service) Stop() error {
 	err := s.stopInstances()
+	s.conn.stop(s.nc)
 	s.stopCaches()
 	return err
 }

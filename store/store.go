@@ -151,7 +151,9 @@ func (e Entry) Exists() bool { return e.Value != nil }
 
 // Get reads key from the stream leader.
 func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
+	m, err := retryLost(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return Entry{}, nil
 	}
