@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,9 @@ import (
 // TestFailoverGap compares, in one run on one 3-node cluster of membershipd
 // processes, the longest time with no acknowledged write for raw JetStream
 // KV writes and for the service's mutations (through the client library):
-// during a rolling restart (SIGTERM node by node: each process is a
-// nats-server node and a replica) and after a SIGKILL of the node that
+// during a rolling restart (SIGTERM node by node — each process is a
+// nats-server node and a replica — then replica by replica, two replicas
+// that are not nodes) and after a SIGKILL of the node that
 // leads both streams. Planned restarts must cost the service well under a
 // second; a kill may cost it no more than Raft's election costs JetStream,
 // with a generous margin (docs/performance.md, "Failover").
@@ -31,6 +33,7 @@ func TestFailoverGap(t *testing.T) {
 	c := newCluster(t, 3)
 	nc := c.connect(t, 0)
 	rawBucket(t, nc)
+	replicas := extraReplicas(t, c, 2)
 	t.Logf("cluster ready in %s", time.Since(start).Round(time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeLimit+2*faultProgressCap)
@@ -44,11 +47,11 @@ func TestFailoverGap(t *testing.T) {
 	for i := range failoverWriters {
 		wg.Add(2)
 		w := client.New(c.connect(t, i%3), c.admin, client.WithRetries(50), client.WithBackoff(50*time.Millisecond), client.WithTimeout(failoverAttempt))
-		go func() { defer wg.Done(); svcAcks.run(ctx, t, func() error { return registerOne(ctx, w, i) }) }()
+		go func() { defer wg.Done(); svcAcks.run(ctx, func() error { return registerOne(ctx, w, i) }) }()
 		kv := rawBucket(t, c.connect(t, i%3))
 		go func() {
 			defer wg.Done()
-			rawAcks.run(ctx, t, func() error {
+			rawAcks.run(ctx, func() error {
 				actx, acancel := context.WithTimeout(ctx, failoverAttempt)
 				defer acancel()
 				_, err := kv.Put(actx, fmt.Sprintf("w%d", i), []byte("x"))
@@ -70,8 +73,19 @@ func TestFailoverGap(t *testing.T) {
 		c.waitCurrent(t, nc)
 		settle()
 	}
+	mid := time.Now()
+	for _, r := range replicas {
+		r.signal(t, syscall.SIGTERM)
+		r.wait(t)
+		if code := r.exitCode(); code != 0 {
+			t.Errorf("%s exited %d after SIGTERM", r.name, code)
+		}
+		r.start(t)
+		settle()
+	}
 	to := time.Now()
 	rollSvc, rollRaw := svcAcks.maxGap(from, to), rawAcks.maxGap(from, to)
+	replSvc := svcAcks.maxGap(mid, to)
 
 	leader := c.streamLeader(t, nc)
 	leadBoth(t, nc, leader.name)
@@ -86,8 +100,13 @@ func TestFailoverGap(t *testing.T) {
 	cancel()
 	wg.Wait()
 
-	t.Logf("rolling restart (SIGTERM node by node): longest gap raw KV %s, service %s", rollRaw.Round(time.Millisecond), rollSvc.Round(time.Millisecond))
+	t.Logf("rolling restart (SIGTERM node by node, then replica by replica): longest gap raw KV %s, service %s (replicas alone: %s)",
+		rollRaw.Round(time.Millisecond), rollSvc.Round(time.Millisecond), replSvc.Round(time.Millisecond))
 	t.Logf("SIGKILL of the streams' leader %s: longest gap raw KV %s, service %s", leader.name, killRaw.Round(time.Millisecond), killSvc.Round(time.Millisecond))
+	t.Logf("writes acknowledged: raw KV %d (%d attempts failed), service %d", len(rawAcks.at), len(rawAcks.errs), len(svcAcks.at))
+	if len(svcAcks.errs) > 0 {
+		t.Errorf("%d mutations failed after the client's retries: %v", len(svcAcks.errs), svcAcks.errs)
+	}
 	if bound := max(time.Second, rollRaw+500*time.Millisecond); rollSvc > bound {
 		t.Errorf("rolling restart: the service went %s without an acknowledged mutation, bound %s", rollSvc, bound)
 	}
@@ -109,19 +128,18 @@ const (
 type ackLog struct {
 	mu   sync.Mutex
 	at   []time.Time
-	errs int
+	errs []string // writes that failed (a raw write is tried again, a mutation after the client's retries)
 }
 
 // run repeats write until ctx ends, logging each acknowledgement.
-func (a *ackLog) run(ctx context.Context, t *testing.T, write func() error) {
+func (a *ackLog) run(ctx context.Context, write func() error) {
 	for ctx.Err() == nil {
 		err := write()
 		a.mu.Lock()
 		if err == nil {
 			a.at = append(a.at, time.Now())
 		} else if ctx.Err() == nil {
-			a.errs++
-			t.Logf("write failed: %v", err)
+			a.errs = append(a.errs, err.Error())
 		}
 		a.mu.Unlock()
 	}
@@ -167,6 +185,22 @@ func (a *ackLog) maxGap(from, to time.Time) time.Duration {
 		}
 	}
 	return max(gap, to.Sub(last))
+}
+
+// extraReplicas starts n replicas that are not nodes, connected to the
+// whole cluster as docs/deploy.md starts them.
+func extraReplicas(t *testing.T, c *testCluster, n int) []*clusterNode {
+	t.Helper()
+	key := c.nodes[0].args[slices.Index(c.nodes[0].args, "--service-key")+1]
+	out := make([]*clusterNode, n)
+	for i := range out {
+		name := fmt.Sprintf("r%d", i+1)
+		out[i] = &clusterNode{name: name, root: t, logPath: filepath.Join(c.dir, name), args: []string{
+			"--server", c.urls(), "--service-key", key, "--replicas", "3", "--bootstrap-admin", c.adminFile,
+		}}
+		out[i].start(t)
+	}
+	return out
 }
 
 // rawBucket opens (creating once) an R3 KV bucket for raw writes.
