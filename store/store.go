@@ -244,7 +244,9 @@ func (s *Store) Commit(ctx context.Context, writes []Write) error {
 		}
 		msgs[i] = m
 	}
-	_, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	bctx, cancel := boundWrite(ctx)
+	defer cancel()
+	_, err := jetstreamext.PublishMsgBatch(bctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
@@ -268,7 +270,9 @@ func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
 	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return err
 	}
-	_, err := s.obj.PutBytes(ctx, name, data)
+	_, err := retryLost(ctx, func(ctx context.Context) (*jetstream.ObjectInfo, error) {
+		return s.obj.PutBytes(ctx, name, data)
+	})
 	return err
 }
 
