@@ -1,3 +1,8 @@
+//go:build long
+
+// A rolling restart and a leader kill on a cluster of processes take a
+// minute: they run with the long tests (README, "Long tests").
+
 package e2e
 
 import (
@@ -16,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
 )
 
 // TestFailoverGap compares, in one run on one 3-node cluster of membershipd
@@ -35,7 +41,7 @@ func TestFailoverGap(t *testing.T) {
 	replicas := extraReplicas(t, c, 2)
 	t.Logf("cluster ready in %s", time.Since(start).Round(time.Millisecond))
 
-	ctx, cancel := context.WithTimeout(context.Background(), loadTimeLimit+2*faultProgressCap)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*faultProgressCap)
 	defer cancel()
 	admin := client.New(c.connect(t, 1), c.admin, client.WithRetries(10), client.WithBackoff(200*time.Millisecond), client.WithTimeout(attemptTimeout))
 	// Each writer creates rooms of its own: the writers never contend for
@@ -227,7 +233,7 @@ func leadBoth(t *testing.T, nc *nats.Conn, name string) {
 	req, _ := json.Marshal(map[string]any{"placement": map[string]any{"preferred": name}})
 	deadline := time.Now().Add(faultProgressCap)
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 		st, err := js.Stream(ctx, "KV_raw")
 		if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == name {
 			cancel()
