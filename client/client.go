@@ -158,6 +158,9 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 		if !retryable(err) || attempt >= c.retries {
 			return err
 		}
+		if errors.Is(err, ErrConnectionLost) {
+			continue // the reconnect was the wait: resend at once
+		}
 		select {
 		case <-ctx.Done():
 			return err
@@ -212,7 +215,7 @@ func (c *Client) sign(subject string, body []byte) ([]byte, error) {
 // 409 conflict (a concurrent change won the compare-and-set) and 429 claim
 // no nonce, so the same signed request may be sent again.
 func retryable(err error) bool {
-	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrConnectionLost) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, api.ErrUnavailable) ||
 		errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrRateLimited)
 }
@@ -221,8 +224,13 @@ func retryable(err error) bool {
 func (c *Client) send(ctx context.Context, subject string, data []byte) ([]byte, error) {
 	actx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	msg, err := c.roundTrip(actx, subject, data) // verifies the reply's signature when a service key is pinned (verify.go)
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	lctx, stop := c.failOnDisconnect(actx)
+	defer stop()
+	msg, err := c.roundTrip(lctx, subject, data) // verifies the reply's signature when a service key is pinned (verify.go)
+	switch {
+	case err != nil && errors.Is(context.Cause(lctx), ErrConnectionLost):
+		err = ErrConnectionLost
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		err = nats.ErrTimeout
 	}
 	if err != nil {

@@ -93,8 +93,11 @@ const maxConflictRetries = 4
 // handler adapts one operation to micro.
 func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
+		s.active.Add(1)
+		s.started.Add(1)
+		defer s.active.Add(-1)
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(s.conn.current(), s.cfg.RequestTimeout)
 		defer cancel()
 		c := &call{op: op, subject: req.Subject(), raw: req.Data(), now: start, mutates: mutate != nil}
 		reply, err := s.serve(ctx, c, req.Data(), read, mutate)

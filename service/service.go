@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +37,10 @@ type Service struct {
 	index     *roomIndex      // nil when disabled (roomindex.go)
 	keys      *objectCache    // nil when disabled (cache.go)
 	stopCache context.CancelFunc
+	nc        *nats.Conn
+	conn      *connEpoch   // ends requests in flight when nc drops (connloss.go)
+	active    atomic.Int64 // handlers running (Stop waits for them)
+	started   atomic.Int64 // handlers ever started
 }
 
 // operation binds an op to its handler and its body types. Exactly one of
@@ -110,7 +115,9 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		meta[k] = v
 	}
 	s.startCaches()
+	s.nc, s.conn = nc, watchConn(nc)
 	if err := s.addInstances(nc, meta); err != nil {
+		s.conn.stop(nc)
 		s.stopCaches()
 		return nil, err
 	}
@@ -121,9 +128,37 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 // it, then stops the caches.
 func (s *Service) Stop() error {
 	err := s.stopInstances()
+	s.waitIdle()
+	s.conn.stop(s.nc)
 	s.stopCaches()
 	return err
 }
+
+// waitIdle waits until the requests taken before Stop are answered: micro
+// only drains its subscriptions asynchronously, and a caller that drains or
+// closes the connection right after Stop would fail their JetStream writes
+// ("connection draining") and answer them 503 instead of finishing them.
+// After a flush the server delivers nothing more, so what remains is in the
+// subscriptions' queues, handled back to back: idle is no handler running
+// and none started over a short pause. Bounded by the request timeout.
+func (s *Service) waitIdle() {
+	_ = s.nc.Flush()
+	deadline := time.Now().Add(s.cfg.RequestTimeout + time.Second)
+	for time.Now().Before(deadline) {
+		seen := s.started.Load()
+		if s.active.Load() == 0 {
+			time.Sleep(idlePause)
+			if s.active.Load() == 0 && s.started.Load() == seen {
+				return
+			}
+		}
+		time.Sleep(idlePause / 5)
+	}
+}
+
+// idlePause is how long no handler may start for Stop to call the
+// replica idle.
+const idlePause = 50 * time.Millisecond
 
 // Micro exposes the micro service (info, stats).
 func (s *Service) Micro() micro.Service { return s.micro }

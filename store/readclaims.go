@@ -200,7 +200,9 @@ func (rc *readClaims) adopt(ctx context.Context, s jetstream.Stream) (*incarnati
 // checkMarker confirms that inc's marker is still there (a leader read, or a
 // direct get from the only replica).
 func (rc *readClaims) checkMarker(ctx context.Context, inc *incarnation) (bool, error) {
-	m, err := inc.stream.GetLastMsgForSubject(ctx, inc.subject)
+	m, err := retryLost(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return inc.stream.GetLastMsgForSubject(ctx, inc.subject)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return false, nil
 	}
@@ -263,7 +265,9 @@ func (rc *readClaims) publish(ctx context.Context, key string) error {
 	m := nats.NewMsg(rc.claim)
 	m.Header.Set(jetstream.MsgIDHeader, base64.RawURLEncoding.EncodeToString(sum[:]))
 	m.Header.Set(jetstream.MsgTTLHeader, rc.ttlHdr)
-	ack, err := rc.js.PublishMsg(ctx, m)
+	bctx, cancel := boundWrite(ctx) // not resent: a resend would find its own claim
+	defer cancel()
+	ack, err := rc.js.PublishMsg(bctx, m)
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil && ack.Duplicate:

@@ -158,7 +158,9 @@ func (e Entry) Exists() bool { return e.Value != nil }
 
 // Get reads key from the stream leader.
 func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
+	m, err := retryLost(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return Entry{}, nil
 	}
@@ -269,7 +271,9 @@ func (s *Store) Commit(ctx context.Context, writes []Write) error {
 		}
 		msgs[i] = m
 	}
-	_, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	bctx, cancel := boundWrite(ctx)
+	defer cancel()
+	_, err := jetstreamext.PublishMsgBatch(bctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
@@ -300,7 +304,9 @@ func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
 	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return err
 	}
-	_, err := s.obj.PutBytes(ctx, name, data)
+	_, err := retryLost(ctx, func(ctx context.Context) (*jetstream.ObjectInfo, error) {
+		return s.obj.PutBytes(ctx, name, data)
+	})
 	return err
 }
 
