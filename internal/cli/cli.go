@@ -1,8 +1,3 @@
-// Package cli builds memberctl's and membershipd's command lines on
-// github.com/choria-io/fisk, the framework of the nats CLI: help on stdout
-// with -h/--help at every level, --version from the build info, bash and
-// zsh completion from fisk, fish completion from the same model, and a
-// suggestion when a command or flag is misspelt.
 package cli
 
 import (
