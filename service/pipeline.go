@@ -298,6 +298,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		if err == nil {
 			st.add(func(e *endpointStats) { e.commits++; e.nonceClaims++ })
 			s.rememberClaim(c, reply, true)
+			s.revokeCommitted(ctx, c, m.writes) // bus.go
 			if m.after != nil {
 				m.after()
 			}

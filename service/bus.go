@@ -1,0 +1,116 @@
+package service
+
+import (
+	"context"
+	"strings"
+
+	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// This file is the service's side of bus enforcement (package callout): what
+// an identity may use on the bus, and which endpoints lose access when a
+// mutation commits.
+
+// BusGrant is what an identity may use on the bus: its endpoint and the
+// subjects of the rooms it is a live member of.
+type BusGrant struct {
+	Endpoint string
+	Disabled bool
+	Subjects []string
+}
+
+// Revoker is told, after a mutation committed and before it is answered,
+// which endpoints lost access to a room subject or to the bus.
+type Revoker func(ctx context.Context, op subjects.Op, endpoints []string)
+
+// BusGrant looks up the identity whose signing key is signKey and the
+// subjects of its rooms; nil if no identity has that key. It reads the
+// store, never the identity cache: a disabled identity that was just kicked
+// must not be admitted again from a cache that has not seen the disable.
+// Store time is counted under room.mine, the read it resembles.
+func (s *Service) BusGrant(ctx context.Context, signKey string) (*BusGrant, error) {
+	c := &call{op: subjects.OpRoomMine}
+	var endpoint string
+	if _, ok, err := s.get(ctx, c, keySigner(signKey), &endpoint); err != nil || !ok {
+		return nil, err
+	}
+	id, _, err := s.identity(ctx, c, endpoint)
+	if err != nil || id == nil || id.SignKey != signKey {
+		return nil, err
+	}
+	g := &BusGrant{Endpoint: id.Endpoint, Disabled: id.Disabled}
+	if id.Disabled {
+		return g, nil
+	}
+	for after := ""; ; {
+		rooms, next, err := s.busRooms(ctx, c, id.Endpoint, after)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rooms {
+			g.Subjects = append(g.Subjects, r.Subject)
+		}
+		if next == "" {
+			return g, nil
+		}
+		after = next
+	}
+}
+
+// busRooms is one page of an endpoint's rooms, from the room index when it
+// has caught up with the store, else from the store (as room.mine).
+func (s *Service) busRooms(ctx context.Context, c *call, endpoint, after string) ([]api.Room, string, error) {
+	if s.index != nil {
+		seq, err := s.store.LastSeq(ctx)
+		if err != nil {
+			return nil, "", s.storeErr(c, "last revision", err)
+		}
+		var rooms []api.Room
+		var next string
+		if s.fromIndex(c, func() (ok bool) {
+			rooms, next, ok = s.index.roomsOf(endpoint, seq, after, api.MaxPage)
+			return ok
+		}) {
+			return rooms, next, nil
+		}
+	}
+	return s.storedRooms(ctx, c, endpoint, after, api.MaxPage)
+}
+
+// revokeCommitted tells Config.Revoke which endpoints the committed writes
+// took access from: a deleted membership (remove, leave), the identity of a
+// disable or of a signing-key change, every member of a deleted room.
+func (s *Service) revokeCommitted(ctx context.Context, c *call, writes []store.Write) {
+	if s.cfg.Revoke == nil {
+		return
+	}
+	var lost []string
+	keyChanged := false
+	for _, w := range writes {
+		keyChanged = keyChanged || (w.Delete && strings.HasPrefix(w.Key, keySigner("")))
+	}
+	for _, w := range writes {
+		switch {
+		case w.Delete && strings.HasPrefix(w.Key, "member."):
+			lost = append(lost, w.Key[strings.LastIndexByte(w.Key, '.')+1:])
+		case !w.Delete && strings.HasPrefix(w.Key, keyIdentity("")) &&
+			(c.op == subjects.OpIdentityDisable || (c.op == subjects.OpIdentityRegister && keyChanged)):
+			lost = append(lost, strings.TrimPrefix(w.Key, keyIdentity("")))
+		case !w.Delete && c.op == subjects.OpRoomDelete && strings.HasPrefix(w.Key, keyRoom("")):
+			// Read before the purge that follows the commit removes them.
+			room := strings.TrimPrefix(w.Key, keyRoom(""))
+			keys, err := s.store.Keys(ctx, prefixMembers(room))
+			if err != nil {
+				s.cfg.Logger.Warn("bus revocation: list members of deleted room", "room", room, "error", err)
+			}
+			for _, k := range keys {
+				lost = append(lost, strings.TrimPrefix(k, prefixMembers(room)))
+			}
+		}
+	}
+	if len(lost) > 0 {
+		s.cfg.Revoke(ctx, c.op, lost)
+	}
+}
