@@ -5,12 +5,14 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+
+	"github.com/unibus/membership/client"
 )
 
 // InboxPrefix is the inbox prefix of an endpoint: its only replies subject.
 // Clients connect with it (nats.CustomInboxPrefix, nats --inbox-prefix), so
 // no endpoint can read another's replies.
-func InboxPrefix(endpoint string) string { return "_INBOX_" + endpoint }
+func InboxPrefix(endpoint string) string { return client.BusInboxPrefix(endpoint) }
 
 // Responses bounds the replies an endpoint may publish to requests it
 // received on a room subject: one per request, within a minute.

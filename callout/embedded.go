@@ -1,0 +1,58 @@
+package callout
+
+import (
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// EmbeddedAccount is the account of an embedded server without accounts:
+// the global account, where the service and the endpoints live.
+const EmbeddedAccount = "$G"
+
+// EmbeddedKeys are the keys an embedded server's callout runs with, made
+// fresh at every start: the server and the callout start together, so
+// nothing needs to outlive the process.
+type EmbeddedKeys struct {
+	Issuer  nkeys.KeyPair // signs the callout's answers (A…)
+	Service nkeys.KeyPair // the service's own user, exempt from the callout
+	System  nkeys.KeyPair // the revoker's system-account user
+}
+
+// RevokerPermissions is all the system account grants the revoker: ask each
+// server for connections and kick one, and read the answers. It cannot read
+// system events, change accounts or reload servers
+// (docs/security.md).
+func RevokerPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{connzPing, "$SYS.REQ.SERVER.*.KICK"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+}
+
+// ConfigureEmbedded turns on the auth callout of an embedded server's
+// options: every connection but the service's and the revoker's is
+// authorized by the callout.
+func ConfigureEmbedded(opts *server.Options) (*EmbeddedKeys, error) {
+	var k EmbeddedKeys
+	var err error
+	if k.Issuer, err = nkeys.CreateAccount(); err != nil {
+		return nil, err
+	}
+	if k.Service, err = nkeys.CreateUser(); err != nil {
+		return nil, err
+	}
+	if k.System, err = nkeys.CreateUser(); err != nil {
+		return nil, err
+	}
+	issuer, _ := k.Issuer.PublicKey()
+	svc, _ := k.Service.PublicKey()
+	sys, _ := k.System.PublicKey()
+	sysAcc := server.NewAccount(server.DEFAULT_SYSTEM_ACCOUNT)
+	opts.Accounts = append(opts.Accounts, sysAcc)
+	opts.SystemAccount = server.DEFAULT_SYSTEM_ACCOUNT
+	opts.Nkeys = append(opts.Nkeys,
+		&server.NkeyUser{Nkey: svc},
+		&server.NkeyUser{Nkey: sys, Account: sysAcc, Permissions: RevokerPermissions()})
+	opts.AuthCallout = &server.AuthCallout{Issuer: issuer, Account: EmbeddedAccount, AuthUsers: []string{svc, sys}}
+	return &k, nil
+}
