@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,6 +159,13 @@ func TestBusRefusesUnknownAndDisabled(t *testing.T) {
 	}
 }
 
+// busCtx is a context for one call, ending after busWait.
+func busCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), busWait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // wait waits for a value on ch, at most busWait.
 func wait[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
@@ -162,5 +175,142 @@ func wait[T any](t *testing.T, ch <-chan T, what string) T {
 	case <-time.After(busWait):
 		t.Fatalf("%s: not within %s", what, busWait)
 		panic("unreachable")
+	}
+}
+
+// cliSub runs `nats sub --raw subject` as id (its nkey file and inbox
+// prefix) and streams its stdout and stderr lines.
+func (b *busNode) cliSub(t *testing.T, id *client.Identity, subject string) (stdout, stderr <-chan string) {
+	t.Helper()
+	seed, _ := id.Sign.Seed()
+	nkFile := filepath.Join(t.TempDir(), id.Endpoint+".nk")
+	if err := os.WriteFile(nkFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	cmd := exec.Command(natstest.NatsCLI(t), "--server", b.s.ClientURL(), "--nkey", nkFile,
+		"--inbox-prefix", client.BusInboxPrefix(id.Endpoint), "sub", "--raw", subject)
+	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+home, "XDG_CONFIG_HOME="+home, "NO_COLOR=1")
+	out, _ := cmd.StdoutPipe()
+	errOut, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return lines(out), lines(errOut)
+}
+
+// lines streams r's lines on a channel.
+func lines(r io.Reader) <-chan string {
+	ch := make(chan string, 256)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			ch <- sc.Text()
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// waitLine waits for a line containing want, at most busWait.
+func waitLine(t *testing.T, ch <-chan string, want, what string) {
+	t.Helper()
+	deadline := time.After(busWait)
+	var seen []string
+	for {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				t.Fatalf("%s: stream ended before %q; saw %q", what, want, seen)
+			}
+			if strings.Contains(l, want) {
+				return
+			}
+			seen = append(seen, l)
+		case <-deadline:
+			t.Fatalf("%s: no %q within %s; saw %q", what, want, busWait, seen)
+		}
+	}
+}
+
+// TestBusRemovedMemberCLI: a member subscribed with the nats CLI and its
+// nkey receives the room's messages until the owner removes it; it is then
+// kicked, its resubscription is a permissions violation, and nothing more
+// reaches it. A non-member's publish is refused by NATS.
+func TestBusRemovedMemberCLI(t *testing.T) {
+	b := startBusNode(t, callout.Enforce)
+	ids := b.register(t, "owner", "bob", "eve")
+	owner := b.member(t, ids["owner"])
+	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	ownerNC := b.connect(t, ids["owner"]) // after the create: it has the room
+	out, errs := b.cliSub(t, ids["bob"], "chat.r1")
+	// The subscription is live once a message published after it arrives.
+	deliver := func(msg string) {
+		t.Helper()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(busWait)
+		for {
+			if err := ownerNC.Publish("chat.r1", []byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case l := <-out:
+				if l == msg {
+					return
+				}
+			case <-tick.C:
+			case <-deadline:
+				t.Fatalf("%q not delivered to bob", msg)
+			}
+		}
+	}
+	deliver("before")
+
+	// A registered non-member may not publish on the room's subject.
+	eveErr, eveErrs := errCollector()
+	eve := b.connect(t, ids["eve"], eveErr)
+	if err := eve.Publish("chat.r1", []byte("from eve")); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, eveErrs, "eve's publish refused"); !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Fatalf("eve's publish: %v, want a permissions violation", err)
+	}
+
+	if _, err := owner.RemoveMember(busCtx(t), "r1", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	// Kicked: the CLI reconnects with bob's new permissions and its
+	// resubscription is refused.
+	waitLine(t, errs, "Permissions Violation for Subscription to \"chat.r1\"", "bob resubscribes")
+	// The server holds no subscription of bob's on the room any more.
+	conns, err := b.s.Connz(&server.ConnzOptions{User: callout.UserPrefix + "bob", Subscriptions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns.Conns {
+		if slices.Contains(c.Subs, "chat.r1") {
+			t.Fatalf("bob's connection %d still subscribes to chat.r1", c.Cid)
+		}
+	}
+	// What the owner publishes now reaches the owner's own subscription,
+	// and not bob.
+	mine, err := ownerNC.SubscribeSync("chat.r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ownerNC.Publish("chat.r1", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mine.NextMsg(busWait); err != nil {
+		t.Fatal(err)
+	}
+	for len(out) > 0 {
+		if l := <-out; l == "after" {
+			t.Fatal("bob received a message after his removal")
+		}
 	}
 }
