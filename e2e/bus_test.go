@@ -314,3 +314,37 @@ func TestBusRemovedMemberCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestBusFailsClosed: with no callout replica answering, new connections
+// are refused; connections admitted before keep their permissions.
+func TestBusFailsClosed(t *testing.T) {
+	b := startBusNode(t, callout.Enforce)
+	ids := b.register(t, "owner", "bob")
+	owner := b.member(t, ids["owner"])
+	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	bob := b.connect(t, ids["bob"])
+	sub, err := bob.SubscribeSync("chat.r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ownerNC := b.connect(t, ids["owner"])
+	if err := b.callout.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The client waits longer than the server's auth timeout, so that it
+	// hears the refusal rather than timing out itself.
+	if _, err := b.dial(ids["bob"], nats.Timeout(busWait)); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("connect with no callout: %v, want an authorization violation", err)
+	}
+	if err := ownerNC.Publish("chat.r1", []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sub.NextMsg(busWait); err != nil || string(m.Data) != "still here" {
+		t.Fatalf("existing connection: %v", err)
+	}
+}
