@@ -34,6 +34,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "")
 	fs.BoolVar(&g.json, "json", g.json, "")
+	fs.BoolVar(&g.bus, "bus", g.bus, "")
 }
 
 // parseArgs parses a command's flags wherever they appear among its

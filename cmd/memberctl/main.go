@@ -66,6 +66,7 @@ type globals struct {
 	prefix   string
 	timeout  time.Duration
 	json     bool
+	bus      bool // connect with the identity's key (client.Identity.BusOptions)
 }
 
 // app is one invocation: its flags, its output and, once a command needs
@@ -132,6 +133,9 @@ func (g *globals) check() error {
 	if g.creds != "" && g.nkey != "" {
 		return usagef("--creds and --nkey exclude each other")
 	}
+	if g.bus && (g.creds != "" || g.nkey != "") {
+		return usagef("--bus connects with the identity's key: drop --creds and --nkey")
+	}
 	return nil
 }
 
@@ -160,6 +164,9 @@ func (a *app) client() (*client.Client, error) {
 			return nil, localErr("read --nkey", err)
 		}
 		opts = append(opts, o)
+	}
+	if a.g.bus {
+		opts = append(opts, id.BusOptions()...)
 	}
 	var nc *nats.Conn
 	if a.g.context != "" {

@@ -60,6 +60,7 @@ type Config struct {
 	ServiceKey string
 
 	Service service.Config
+	Bus     busConfig // bus enforcement (bus.go)
 
 	PrintConfig bool          // print the effective settings and exit
 	flags       *flag.FlagSet // for --print-config
@@ -105,7 +106,7 @@ func (c *Config) Validate() error {
 	if timeout := max(c.Service.RequestTimeout, service.DefaultRequestTimeout); c.SweepGrace <= 2*timeout {
 		errs = append(errs, fmt.Errorf("--sweep-grace %s: want more than twice the request timeout (%s)", c.SweepGrace, timeout))
 	}
-	errs = append(errs, c.Service.Validate())
+	errs = append(errs, c.Service.Validate(), c.Bus.validate(c.Embedded()))
 	return errors.Join(errs...)
 }
 
@@ -141,10 +142,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&c.AdminEndpoint, "admin-endpoint", "MEMBERSHIPD_ADMIN_ENDPOINT", "admin", "endpoint id for a generated admin identity")
 	str(&c.Service.Prefix, "prefix", "MEMBERSHIPD_PREFIX", subjects.DefaultPrefix, "subject prefix of the operations")
 	str(&c.Service.QueueGroup, "queue", "MEMBERSHIPD_QUEUE", subjects.DefaultQueue, "queue group shared by all replicas")
-	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
+	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft or off. soft and off are moot today: every v1 operation needs a signer, so they refuse unsigned requests as enforce does (soft only logs the reason first); the rollout switch for the bus is --bus")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
 	str(&c.ServiceKey, "service-key", "MEMBERSHIPD_SERVICE_KEY", "", "nkeys server seed file (SN…) signing replies and audit entries; clients pin its public key. Embedded default: <data-dir>/service.nk, generated if missing; every replica of a deployment needs the same file")
+	c.Bus.flags(fs, str)
 	var envErrs []error
 	fs.Float64Var(&c.Service.RateLimit, "rate-limit", envFloat("MEMBERSHIPD_RATE_LIMIT", service.DefaultRateLimit, &envErrs), "requests per second each identity may sustain; 0 disables the limit (env MEMBERSHIPD_RATE_LIMIT)")
 	fs.IntVar(&c.Service.RateBurst, "rate-burst", envInt("MEMBERSHIPD_RATE_BURST", service.DefaultRateBurst, &envErrs), "requests an identity may send at once above its rate (env MEMBERSHIPD_RATE_BURST)")
@@ -268,6 +270,9 @@ func connect(c *Config) (*nats.Conn, error) {
 			return nil, err
 		}
 		opts = append(opts, o)
+	}
+	if o := c.Bus.connOption(); o != nil {
+		opts = append(opts, o) // embedded server with the callout on (bus.go)
 	}
 	if c.Context != "" {
 		nc, _, err := natscontext.Connect(c.Context, opts...)

@@ -88,8 +88,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.Service.Metadata = map[string]string{
 		"bucket": cfg.Bucket, "keys_bucket": cfg.KeysBucket, "replicas": fmt.Sprint(cfg.Replicas),
 	}
+	bus, err := startBus(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer bus.stop()
 	svc, err := service.Start(nc, st, cfg.Service)
 	if err != nil {
+		return err
+	}
+	if err := bus.serve(nc, svc); err != nil {
 		return err
 	}
 	sweepDone := make(chan struct{})
@@ -102,7 +110,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		close(sweepDone)
 	}
 	log.Info("membershipd ready", "nats", nc.ConnectedUrlRedacted(), "prefix", cfg.Service.Prefix,
-		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "embedded", embeddedMode, "service_key", svc.PublicKey())
+		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "bus", cfg.Bus.Mode, "embedded", embeddedMode, "service_key", svc.PublicKey())
 	fmt.Fprintf(stdout, "membershipd ready on %s (subjects %s.*)\n", nc.ConnectedUrlRedacted(), cfg.Service.Prefix)
 
 	<-ctx.Done()
