@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -40,12 +41,15 @@ func (b *busConfig) flags(fs *flag.FlagSet, str func(p *string, name, env, def, 
 func (b *busConfig) mode() callout.Mode { m, _ := callout.ParseMode(b.Mode); return m }
 
 // validate checks the bus flags; an embedded server makes its own keys.
-func (b *busConfig) validate(embedded bool) error {
+func (b *busConfig) validate(embedded bool, natsURL string) error {
 	m, err := callout.ParseMode(b.Mode)
 	if err != nil || m == callout.Off || embedded {
 		return err
 	}
 	var errs []error
+	if natsURL == "" {
+		errs = append(errs, errors.New("--bus "+b.Mode+" needs --nats-url: the revoker's system-account connection does not use --context"))
+	}
 	if b.Issuer == "" {
 		errs = append(errs, errors.New("--bus "+b.Mode+" on an existing deployment needs --bus-issuer"))
 	}
@@ -150,6 +154,9 @@ func seedFile(path, flagName string) (nkeys.KeyPair, error) {
 		return nil, fmt.Errorf("%s: %w", flagName, err)
 	}
 	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil { // a bare curve seed (SX…) is not a decorated key
+		kp, err = nkeys.FromSeed(bytes.TrimSpace(b))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: not an nkeys seed", flagName, path)
 	}
