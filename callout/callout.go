@@ -64,6 +64,7 @@ const (
 // ([service.Service.BusGrant]).
 type Directory interface {
 	BusGrant(ctx context.Context, signKey string) (*service.BusGrant, error)
+	BusGrantByEndpoint(ctx context.Context, endpoint string) (*service.BusGrant, error)
 }
 
 // Config configures the callout.
@@ -81,9 +82,12 @@ type Config struct {
 	// Prefix is the service's subject prefix: endpoints may send requests
 	// under it.
 	Prefix  string
-	Queue   string // default DefaultQueue
-	Timeout time.Duration
-	Logger  *slog.Logger
+	Queue   string        // default DefaultQueue
+	Timeout time.Duration // of a lookup, a revocation, a server count; default 2s
+	// ObserveEvery is how often observe mode lists the subscriptions
+	// (Revoker.Observe); default 5s.
+	ObserveEvery time.Duration
+	Logger       *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -92,6 +96,9 @@ func (c *Config) validate() error {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 2 * time.Second
+	}
+	if c.ObserveEvery == 0 {
+		c.ObserveEvery = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -168,6 +175,9 @@ func (c *Callout) Stop() error {
 	}
 	return c.micro.Stop()
 }
+
+// Mode is the callout's mode.
+func (c *Callout) Mode() Mode { return c.cfg.Mode }
 
 // Stats is a snapshot of the counters shown by nats micro stats.
 func (c *Callout) Stats() Counts { return c.stats.snapshot() }

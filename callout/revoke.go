@@ -24,17 +24,18 @@ const (
 // Revoker disconnects an endpoint's connections on every server.
 type Revoker struct {
 	sys     *nats.Conn // a system-account user
-	mode    Mode
-	timeout time.Duration
-	stats   *counters
-	log     func(msg string, args ...any)
-	servers atomic.Int64 // how many servers answered the last complete gather
+	cfg     Config     // the callout's
+	stats   *counters  // the callout's
+	servers atomic.Int64 // how many servers answered the last count
 }
+
+// connzLimit is the most connections one CONNZ answer lists.
+const connzLimit = 1 << 16
 
 // NewRevoker revokes through sys, a connection of a system-account user; c
 // supplies the mode, timeout, logger and the counters.
 func (c *Callout) NewRevoker(ctx context.Context, sys *nats.Conn) *Revoker {
-	r := &Revoker{sys: sys, mode: c.cfg.Mode, timeout: c.cfg.Timeout, stats: c.stats, log: c.cfg.Logger.Info}
+	r := &Revoker{sys: sys, cfg: c.cfg, stats: c.stats}
 	r.count(ctx)
 	go func() {
 		t := time.NewTicker(countEvery)
@@ -59,10 +60,9 @@ const countEvery = 5 * time.Second
 // count gathers CONNZ answers for a user that cannot exist for the whole
 // window: their number is the number of servers.
 func (r *Revoker) count(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	replies, err := r.gather(ctx, UserPrefix, 0)
-	if err == nil || len(replies) > 0 {
+	if replies, _ := r.gather(ctx, map[string]any{"user": UserPrefix, "limit": 1}, 0); len(replies) > 0 {
 		r.servers.Store(int64(len(replies)))
 	}
 }
@@ -87,7 +87,7 @@ type connzReply struct {
 // endpoint. It returns when all are kicked or the timeout passed; a failure
 // is logged and counted, the mutation stands.
 func (r *Revoker) Revoke(ctx context.Context, op subjects.Op, endpoints []string) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, ep := range endpoints {
@@ -95,11 +95,11 @@ func (r *Revoker) Revoke(ctx context.Context, op subjects.Op, endpoints []string
 			n, err := r.revoke(ctx, ep)
 			if err != nil {
 				r.stats.add(func(c *Counts) { c.RevokeErrors++ })
-				r.log("bus revocation incomplete", "op", op, "endpoint", ep, "kicked", n, "error", err)
+				r.cfg.Logger.Info("bus revocation incomplete", "op", op, "endpoint", ep, "kicked", n, "error", err)
 				return
 			}
 			if n > 0 {
-				r.log("bus revocation", "op", op, "endpoint", ep, "connections", n, "mode", r.mode)
+				r.cfg.Logger.Info("bus revocation", "op", op, "endpoint", ep, "connections", n, "mode", r.cfg.Mode)
 			}
 		})
 	}
@@ -112,7 +112,7 @@ func (r *Revoker) revoke(ctx context.Context, endpoint string) (int, error) {
 	n := 0
 	for _, rep := range replies {
 		for _, conn := range rep.Data.Conns {
-			if r.mode == Observe {
+			if r.cfg.Mode == Observe {
 				r.stats.add(func(c *Counts) { c.WouldKick++ })
 				n++
 				continue
@@ -132,12 +132,26 @@ func (r *Revoker) revoke(ctx context.Context, endpoint string) (int, error) {
 // as many servers as the last count answered, or the timeout: a server that
 // is down costs the whole window.
 func (r *Revoker) connz(ctx context.Context, user string) ([]connzReply, error) {
-	return r.gather(ctx, user, r.servers.Load())
+	want := r.servers.Load()
+	msgs, err := r.gather(ctx, map[string]any{"user": user, "limit": connzLimit}, want)
+	out := make([]connzReply, 0, len(msgs))
+	for _, m := range msgs {
+		var rep connzReply
+		if jerr := json.Unmarshal(m.Data, &rep); jerr != nil || rep.Error != nil || rep.Server.ID == "" {
+			return out, fmt.Errorf("connz answer from %q unusable", rep.Server.Name)
+		}
+		out = append(out, rep)
+	}
+	if err != nil {
+		return out, fmt.Errorf("%d of %d servers answered", len(out), want)
+	}
+	return out, nil
 }
 
-// gather collects CONNZ answers for user until want arrived (0: until ctx
-// ends, the count).
-func (r *Revoker) gather(ctx context.Context, user string, want int64) ([]connzReply, error) {
+// gather sends req to every server's CONNZ and collects answers until want
+// arrived, or ctx ends (an error unless want is 0: then the window is the
+// count).
+func (r *Revoker) gather(ctx context.Context, req map[string]any, want int64) ([]*nats.Msg, error) {
 	inbox := r.sys.NewInbox()
 	ch := make(chan *nats.Msg, 64)
 	sub, err := r.sys.ChanSubscribe(inbox, ch)
@@ -145,24 +159,20 @@ func (r *Revoker) gather(ctx context.Context, user string, want int64) ([]connzR
 		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	req, _ := json.Marshal(map[string]any{"user": user, "limit": 1 << 16})
-	if err := r.sys.PublishRequest(connzPing, inbox, req); err != nil {
+	data, _ := json.Marshal(req)
+	if err := r.sys.PublishRequest(connzPing, inbox, data); err != nil {
 		return nil, err
 	}
-	var out []connzReply
+	var out []*nats.Msg
 	for want == 0 || int64(len(out)) < want {
 		select {
 		case m := <-ch:
-			var rep connzReply
-			if err := json.Unmarshal(m.Data, &rep); err != nil || rep.Error != nil || rep.Server.ID == "" {
-				return out, fmt.Errorf("connz answer from %q unusable", rep.Server.Name)
-			}
-			out = append(out, rep)
+			out = append(out, m)
 		case <-ctx.Done():
 			if want == 0 {
-				return out, nil // counting: the window is the answer
+				return out, nil
 			}
-			return out, fmt.Errorf("%d of %d servers answered", len(out), want)
+			return out, ctx.Err()
 		}
 	}
 	return out, nil
@@ -178,7 +188,7 @@ func (r *Revoker) kick(ctx context.Context, serverID string, cid uint64) error {
 	var rep connzReply
 	if err := json.Unmarshal(msg.Data, &rep); err == nil && rep.Error != nil {
 		// Already gone (it disconnected meanwhile) is what was wanted.
-		r.log("bus kick answered", "server", serverID, "cid", cid, "error", rep.Error.Description)
+		r.cfg.Logger.Info("bus kick answered", "server", serverID, "cid", cid, "error", rep.Error.Description)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func startBusNode(t *testing.T, mode callout.Mode) *busNode {
 	sysNC := natstest.Connect(t, b.s, nkeyOpt(keys.System))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	co, err := callout.New(callout.Config{Mode: mode, Issuer: keys.Issuer, Account: callout.EmbeddedAccount,
-		Prefix: subjects.DefaultPrefix, Logger: log})
+		Prefix: subjects.DefaultPrefix, Logger: log, ObserveEvery: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +69,9 @@ func startBusNode(t *testing.T, mode callout.Mode) *busNode {
 	}
 	t.Cleanup(func() { _ = co.Stop() })
 	b.callout = co
+	if mode == callout.Observe {
+		go rev.Observe(ctx, svc)
+	}
 
 	id, _ := client.NewIdentity("admin")
 	pub, _ := id.Public()
@@ -346,5 +349,42 @@ func TestBusFailsClosed(t *testing.T) {
 	}
 	if m, err := sub.NextMsg(busWait); err != nil || string(m.Data) != "still here" {
 		t.Fatalf("existing connection: %v", err)
+	}
+}
+
+// TestBusObserve: observe mode admits what enforce would refuse, as an open
+// bus does, and counts it: a connection with an unknown key, and a
+// non-member's subscription to a room (a member's is not counted).
+func TestBusObserve(t *testing.T) {
+	b := startBusNode(t, callout.Observe)
+	ids := b.register(t, "owner", "eve")
+	owner := b.member(t, ids["owner"])
+	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	stranger, _ := client.NewIdentity("stranger")
+	b.connect(t, stranger) // unknown: admitted, counted
+	ownerNC := b.connect(t, ids["owner"])
+	eve := b.connect(t, ids["eve"])
+	for _, nc := range []*nats.Conn{ownerNC, eve} {
+		if _, err := nc.SubscribeSync("chat.r1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(busWait)
+	for n := b.callout.Stats(); n.WouldDenySub < 1; n = b.callout.Stats() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("stats %+v: eve's subscription not counted", n)
+		}
+	}
+	if n := b.callout.Stats(); n.WouldDenySub != 1 || n.WouldDenyConnect != 1 || n.Refused != 0 {
+		t.Fatalf("stats %+v: want exactly eve's subscription and the stranger's connection", n)
 	}
 }

@@ -36,8 +36,19 @@ func (s *Service) BusGrant(ctx context.Context, signKey string) (*BusGrant, erro
 	if _, ok, err := s.get(ctx, c, keySigner(signKey), &endpoint); err != nil || !ok {
 		return nil, err
 	}
+	return s.busGrant(ctx, c, endpoint, signKey)
+}
+
+// BusGrantByEndpoint is [Service.BusGrant] by endpoint id, whatever its key.
+func (s *Service) BusGrantByEndpoint(ctx context.Context, endpoint string) (*BusGrant, error) {
+	return s.busGrant(ctx, &call{op: subjects.OpRoomMine}, endpoint, "")
+}
+
+// busGrant reads endpoint's identity (nil if it has not the key signKey,
+// when given) and its rooms' subjects.
+func (s *Service) busGrant(ctx context.Context, c *call, endpoint, signKey string) (*BusGrant, error) {
 	id, _, err := s.identity(ctx, c, endpoint)
-	if err != nil || id == nil || id.SignKey != signKey {
+	if err != nil || id == nil || (signKey != "" && id.SignKey != signKey) {
 		return nil, err
 	}
 	g := &BusGrant{Endpoint: id.Endpoint, Disabled: id.Disabled}

@@ -82,7 +82,9 @@ func (b *busConfig) connOption() nats.Option {
 // busRunner is the running callout of this replica.
 type busRunner struct {
 	co  *callout.Callout
+	rev *callout.Revoker
 	sys *nats.Conn
+	ctx context.Context
 }
 
 // startBus prepares the callout and its revoker, and sets the service's
@@ -127,8 +129,9 @@ func startBus(ctx context.Context, cfg *Config, log *slog.Logger) (*busRunner, e
 	if err != nil {
 		return nil, fmt.Errorf("bus: system-account connection: %w", err)
 	}
-	cfg.Service.Revoke = co.NewRevoker(ctx, sys).Revoke
-	return &busRunner{co: co, sys: sys}, nil
+	r := &busRunner{co: co, rev: co.NewRevoker(ctx, sys), sys: sys, ctx: ctx}
+	cfg.Service.Revoke = r.rev.Revoke
+	return r, nil
 }
 
 // serve answers the callout on nc, looking identities up in svc.
@@ -136,7 +139,13 @@ func (r *busRunner) serve(nc *nats.Conn, svc *service.Service) error {
 	if r == nil {
 		return nil
 	}
-	return r.co.Serve(nc, svc)
+	if err := r.co.Serve(nc, svc); err != nil {
+		return err
+	}
+	if r.co.Mode() == callout.Observe {
+		go r.rev.Observe(r.ctx, svc)
+	}
+	return nil
 }
 
 func (r *busRunner) stop() {
