@@ -23,9 +23,9 @@ const (
 
 // Revoker disconnects an endpoint's connections on every server.
 type Revoker struct {
-	sys     *nats.Conn // a system-account user
-	cfg     Config     // the callout's
-	stats   *counters  // the callout's
+	sys     *nats.Conn   // a system-account user
+	cfg     Config       // the callout's
+	stats   *counters    // the callout's
 	servers atomic.Int64 // how many servers answered the last count
 }
 
