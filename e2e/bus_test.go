@@ -115,9 +115,10 @@ func (b *busNode) register(t *testing.T, names ...string) map[string]*client.Ide
 	return registerNew(ctx, t, b.admin, names...)
 }
 
-// member returns a client of id on its own bus connection.
+// member returns a client of id on its own bus connection. It never
+// resends: an answer lost to a kick fails the test.
 func (b *busNode) member(t *testing.T, id *client.Identity) *client.Client {
-	return client.New(b.connect(t, id), id)
+	return client.New(b.connect(t, id), id, client.WithRetries(0))
 }
 
 // errCollector gathers a connection's asynchronous errors.
@@ -386,5 +387,58 @@ func TestBusObserve(t *testing.T) {
 	}
 	if n := b.callout.Stats(); n.WouldDenySub != 1 || n.WouldDenyConnect != 1 || n.Refused != 0 {
 		t.Fatalf("stats %+v: want exactly eve's subscription and the stranger's connection", n)
+	}
+}
+
+// TestBusRevocations: each change that takes a room or the bus from an
+// endpoint disconnects its connection at once, before the change is
+// answered: leave, room delete, a new signing key (and remove and disable,
+// above).
+func TestBusRevocations(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		revoke func(t *testing.T, b *busNode, owner, bob *client.Client) error
+	}{
+		{"leave", func(t *testing.T, b *busNode, _, bob *client.Client) error {
+			_, err := bob.Leave(busCtx(t), "r1")
+			return err
+		}},
+		{"delete", func(t *testing.T, b *busNode, owner, _ *client.Client) error {
+			_, err := owner.DeleteRoom(busCtx(t), "r1")
+			return err
+		}},
+		{"new signing key", func(t *testing.T, b *busNode, _, _ *client.Client) error {
+			fresh, _ := client.NewIdentity("bob")
+			pub, _ := fresh.Public()
+			_, err := b.admin.Register(busCtx(t), pub, false)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBusNode(t, callout.Enforce)
+			ids := b.register(t, "owner", "bob")
+			owner := b.member(t, ids["owner"])
+			if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+				t.Fatal(err)
+			}
+			kicked := make(chan struct{}, 1)
+			watched := b.connect(t, ids["bob"], nats.DisconnectErrHandler(func(*nats.Conn, error) {
+				select {
+				case kicked <- struct{}{}:
+				default:
+				}
+			}))
+			if _, err := watched.SubscribeSync("chat.r1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := watched.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.revoke(t, b, owner, b.member(t, ids["bob"])); err != nil {
+				t.Fatal(err)
+			}
+			// Revocation runs before the answer: the kick is already on its way.
+			wait(t, kicked, "bob's connection kicked")
+		})
 	}
 }

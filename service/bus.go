@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/unibus/membership/service/api"
@@ -119,6 +120,19 @@ func (s *Service) revokeCommitted(ctx context.Context, c *call, writes []store.W
 			for _, k := range keys {
 				lost = append(lost, strings.TrimPrefix(k, prefixMembers(room)))
 			}
+		}
+	}
+	// The caller's own connections (a leave, the owner of a deleted room)
+	// are kicked once its answer is flushed: kicked first, it would lose
+	// the answer and wait out its timeout before resending.
+	self := c.signer.Endpoint
+	if slices.Contains(lost, self) {
+		lost = slices.DeleteFunc(lost, func(e string) bool { return e == self })
+		c.afterReply = func() {
+			if err := s.nc.Flush(); err != nil {
+				s.cfg.Logger.Warn("bus revocation: flush before kicking the caller", "error", err)
+			}
+			s.cfg.Revoke(ctx, c.op, []string{self})
 		}
 	}
 	if len(lost) > 0 {

@@ -34,6 +34,7 @@ type Service struct {
 	index     *roomIndex      // nil when disabled (roomindex.go)
 	keys      *objectCache    // nil when disabled (cache.go)
 	stopCache context.CancelFunc
+	nc        *nats.Conn // flushed before a caller's own connections are kicked (bus.go)
 }
 
 // operation binds an op to its handler and its body types. Exactly one of
@@ -75,7 +76,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, store: st}
+	s := &Service{cfg: cfg, store: st, nc: nc}
 	if err := s.initDefences(); err != nil {
 		return nil, err
 	}
