@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,48 +12,88 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/e2e/natstest"
 )
 
 // busDeployDir holds the documented configuration of a cluster whose bus
 // enforces membership (docs/deploy.md, "The bus enforces membership").
 const busDeployDir = "../docs/deploy/callout"
 
-// busCluster is the 3-node cluster of docs/deploy/callout, with the seed
-// files of the documented keys.
+// busCluster is the 3-node cluster of docs/deploy/callout, with the keys
+// made by the commands of docs/deploy.md and its membershipd command line.
 type busCluster struct {
 	servers []*server.Server
-	seeds   map[string]string // flag → seed file
-	dir     string
+	dir     string   // the keys' files, as the commands name them
+	command []string // membershipd's arguments, from docs/deploy.md
+}
+
+// busDeploySection reads the code blocks of docs/deploy.md's section "The
+// bus enforces membership": the key commands and the membershipd line.
+func busDeploySection(t *testing.T) (keyCmds []string, membershipd []string) {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(doc), "## 5. The bus enforces membership")
+	if !ok {
+		t.Fatal("docs/deploy.md has no section \"The bus enforces membership\"")
+	}
+	blocks := strings.Split(sec, "```sh\n")
+	for _, b := range blocks[1:] {
+		b, _, _ = strings.Cut(b, "```")
+		for _, l := range strings.Split(strings.TrimSpace(b), "\n") {
+			l, _, _ = strings.Cut(l, " #")
+			switch l = strings.TrimSpace(l); {
+			case strings.HasPrefix(l, "nats "), strings.HasPrefix(l, "export "):
+				keyCmds = append(keyCmds, l)
+			case strings.HasPrefix(l, "membershipd "):
+				membershipd = strings.Fields(l)[1:]
+			}
+		}
+	}
+	if len(keyCmds) == 0 || membershipd == nil {
+		t.Fatalf("docs/deploy.md section 5: %d key commands, membershipd %q", len(keyCmds), membershipd)
+	}
+	return keyCmds, membershipd
+}
+
+// runKeyCommands runs the documented key commands in dir with the nats
+// CLI: `nats …` as written, `export VAR=$(nats …)` setting VAR to its
+// output for the servers' config files.
+func runKeyCommands(t *testing.T, dir string, cmds []string) {
+	t.Helper()
+	for _, l := range cmds {
+		env := ""
+		if rest, ok := strings.CutPrefix(l, "export "); ok {
+			var sub string
+			env, sub, _ = strings.Cut(rest, "=")
+			l = strings.TrimSuffix(strings.TrimPrefix(sub, "$("), ")")
+		}
+		cmd := exec.Command(natstest.NatsCLI(t), strings.Fields(l)[1:]...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+dir)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		if env != "" {
+			t.Setenv(env, strings.TrimSpace(string(out)))
+		}
+	}
 }
 
 // startBusCluster starts the documented cluster in-process from the very
-// config files, only ports and store directories rewritten; the keys'
-// public halves are set in the environment the files read them from.
+// config files, only ports and store directories rewritten, with keys made
+// by the documented commands.
 func startBusCluster(t *testing.T) *busCluster {
 	t.Helper()
-	c := &busCluster{dir: t.TempDir(), seeds: map[string]string{}}
-	for env, k := range map[string]struct {
-		flag string
-		make func() (nkeys.KeyPair, error)
-	}{
-		"MEMBERSHIP_SERVICE_NKEY":   {"--nkey", nkeys.CreateUser},
-		"MEMBERSHIP_REVOKER_NKEY":   {"--bus-system-nkey", nkeys.CreateUser},
-		"MEMBERSHIP_CALLOUT_ISSUER": {"--bus-issuer", nkeys.CreateAccount},
-		"MEMBERSHIP_CALLOUT_XKEY":   {"--bus-xkey", nkeys.CreateCurveKeys},
-	} {
-		kp, _ := k.make()
-		pub, _ := kp.PublicKey()
-		seed, _ := kp.Seed()
-		t.Setenv(env, pub)
-		path := filepath.Join(c.dir, strings.TrimPrefix(k.flag, "--")+".nk")
-		if err := os.WriteFile(path, seed, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c.seeds[k.flag] = path
-	}
+	c := &busCluster{dir: t.TempDir()}
+	keyCmds, command := busDeploySection(t)
+	runKeyCommands(t, c.dir, keyCmds)
+	c.command = command
 	const n = 3
 	clientPorts, routePorts := make([]int, n), make([]int, n)
 	for i := range n {
@@ -92,13 +133,22 @@ func startBusCluster(t *testing.T) *busCluster {
 	return c
 }
 
-// replica starts a membershipd connected to node i only, enforcing the bus.
+// replica starts a membershipd with the documented command line, connected
+// to node i only.
 func (c *busCluster) replica(t *testing.T, i int, name string) *clusterNode {
 	t.Helper()
-	args := []string{"--nats-url", c.servers[i].ClientURL(), "--replicas", "3",
-		"--bootstrap-admin", filepath.Join(c.dir, "admin.identity"), "--bus", "enforce"}
-	for flag, path := range c.seeds {
-		args = append(args, flag, path)
+	args := []string{"--bootstrap-admin", filepath.Join(c.dir, "admin.identity")}
+	for j := 0; j < len(c.command); j++ {
+		a := c.command[j]
+		switch {
+		case a == "--nats-url": // this node only
+			args = append(args, a, c.servers[i].ClientURL())
+			j++
+		case strings.HasSuffix(a, ".nk"):
+			args = append(args, filepath.Join(c.dir, a))
+		default:
+			args = append(args, a)
+		}
 	}
 	n := &clusterNode{name: name, root: t, logPath: filepath.Join(c.dir, name), args: args}
 	n.start(t)
