@@ -87,6 +87,11 @@ type Config struct {
 	// ObserveEvery is how often observe mode lists the subscriptions
 	// (Revoker.Observe); default 5s.
 	ObserveEvery time.Duration
+	// Workers bounds the answers computed at once (each waits on store
+	// reads); a request beyond them waits for a free worker, and the
+	// server refuses the connection if that outlasts its authorization
+	// timeout. Default 32.
+	Workers int
 	Logger       *slog.Logger
 }
 
@@ -96,6 +101,9 @@ func (c *Config) validate() error {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 2 * time.Second
+	}
+	if c.Workers == 0 {
+		c.Workers = 32
 	}
 	if c.ObserveEvery == 0 {
 		c.ObserveEvery = 5 * time.Second
@@ -128,10 +136,12 @@ func (c *Config) validate() error {
 
 // Callout answers authorization requests.
 type Callout struct {
-	cfg   Config
-	dir   Directory
-	micro micro.Service
-	stats *counters
+	cfg     Config
+	dir     Directory
+	micro   micro.Service
+	stats   *counters
+	workers chan struct{} // one token per answer being computed
+	nc      *nats.Conn
 }
 
 // New checks cfg. Serve starts answering; NewRevoker makes the revoker that
@@ -140,14 +150,14 @@ func New(cfg Config) (*Callout, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Callout{cfg: cfg, stats: &counters{}}, nil
+	return &Callout{cfg: cfg, stats: &counters{}, workers: make(chan struct{}, cfg.Workers)}, nil
 }
 
 // Serve registers the callout on nc, which must be an auth_users entry of
 // the server's auth_callout block (it is not itself subject to the
 // callout), looking identities up in dir. Stop it with [Callout.Stop].
 func (c *Callout) Serve(nc *nats.Conn, dir Directory) error {
-	c.dir = dir
+	c.dir, c.nc = dir, nc
 	cfg := c.cfg
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:         ServiceName,
@@ -160,7 +170,7 @@ func (c *Callout) Serve(nc *nats.Conn, dir Directory) error {
 	if err != nil {
 		return err
 	}
-	if err := svc.AddEndpoint("auth", micro.HandlerFunc(c.handle), micro.WithEndpointSubject(Subject)); err != nil {
+	if err := svc.AddEndpoint("auth", micro.HandlerFunc(c.dispatch), micro.WithEndpointSubject(Subject)); err != nil {
 		_ = svc.Stop()
 		return err
 	}
@@ -168,12 +178,18 @@ func (c *Callout) Serve(nc *nats.Conn, dir Directory) error {
 	return nil
 }
 
-// Stop drains the callout's subscription.
+// Stop drains the callout's subscription. Once it returns the server
+// sends this replica no more requests (the unsubscription is flushed);
+// answers being computed are still sent.
 func (c *Callout) Stop() error {
 	if c.micro == nil {
 		return nil
 	}
-	return c.micro.Stop()
+	err := c.micro.Stop()
+	if ferr := c.nc.Flush(); ferr != nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
+		err = errors.Join(err, ferr)
+	}
+	return err
 }
 
 // Mode is the callout's mode.
@@ -181,6 +197,17 @@ func (c *Callout) Mode() Mode { return c.cfg.Mode }
 
 // Stats is a snapshot of the counters shown by nats micro stats.
 func (c *Callout) Stats() Counts { return c.stats.snapshot() }
+
+// dispatch hands a request to a worker: micro delivers an endpoint's
+// requests one at a time, and a connection storm would otherwise queue
+// behind each answer's store reads.
+func (c *Callout) dispatch(req micro.Request) {
+	c.workers <- struct{}{}
+	go func() {
+		defer func() { <-c.workers }()
+		c.handle(req)
+	}()
+}
 
 // handle answers one request. Every answer is a signed response: a refusal
 // carries an error text the server logs, never a store detail.
