@@ -92,7 +92,7 @@ type Config struct {
 	// server refuses the connection if that outlasts its authorization
 	// timeout. Default 32.
 	Workers int
-	Logger       *slog.Logger
+	Logger  *slog.Logger
 }
 
 func (c *Config) validate() error {
