@@ -215,14 +215,14 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	revoke, cut, err := busRevokes(ctx, b, hubCl, key, peers[:sc.revokes])
+	revoke, cut, grant, err := busRevokes(ctx, b, hubCl, key, peers[:sc.revokes])
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "# bus: connect (%d rooms) p50 %s p99 %s; %d endpoints connecting at once: %d admitted in %s; "+
-		"removal sent to connection cut p50 %s p99 %s (%d samples)\n",
+		"removal sent to connection cut p50 %s p99 %s; room created to first message on new connections p50 %s p99 %s (%d samples)\n",
 		sc.rooms, ms(pctOf(connect, 0.50)), ms(pctOf(connect, 0.99)), len(peers), admitted, storm.Round(time.Millisecond),
-		ms(pctOf(cut, 0.50)), ms(pctOf(cut, 0.99)), len(cut))
+		ms(pctOf(cut, 0.50)), ms(pctOf(cut, 0.99)), ms(pctOf(grant, 0.50)), ms(pctOf(grant, 0.99)), len(cut))
 	fmt.Fprintf(out, "BUS revoke_p99_ms=%d connect_p99_ms=%d\n",
 		pctOf(revoke, 0.99).Milliseconds(), pctOf(connect, 0.99).Milliseconds())
 	return nil
@@ -280,18 +280,21 @@ func busStorm(b *busNode, peers []*client.Identity) (int, time.Duration, error) 
 // connection) and receives the owner's messages; the owner removes it.
 // revoke is the last message received after the removal was acknowledged
 // (0 when the connection was cut before), cut the time from sending the
-// removal to the connection's end.
-func busRevokes(ctx context.Context, b *busNode, owner *client.Client, key []byte, victims []*client.Identity) (revoke, cut []time.Duration, err error) {
+// removal to the connection's end, grant the time from the acknowledged
+// room.create to the first message on the new connections (the victim's
+// and the publishing owner's: a grant takes effect on the next connection).
+func busRevokes(ctx context.Context, b *busNode, owner *client.Client, key []byte, victims []*client.Identity) (revoke, cut, grant []time.Duration, err error) {
 	for i, v := range victims {
 		room, subject := fmt.Sprintf("rv%04d", i), fmt.Sprintf("bus.rv.%04d", i)
 		if err := createRoom(ctx, owner, room, subject, key, []*client.Identity{owner.Identity(), v}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
+		created := time.Now()
 		var last atomic.Int64
 		gone := make(chan time.Time, 1)
 		nc, err := b.dial(v, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { gone <- time.Now() }))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		got := make(chan struct{}, 1)
 		if _, err := nc.Subscribe(subject, func(*nats.Msg) {
@@ -301,24 +304,25 @@ func busRevokes(ctx context.Context, b *busNode, owner *client.Client, key []byt
 			default:
 			}
 		}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// The owner's grant, too, takes effect on its next connection.
 		pubNC, err := b.dial(owner.Identity())
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		stop := publishEvery(pubNC, subject, time.Millisecond)
 		select {
 		case <-got:
+			grant = append(grant, time.Since(created))
 		case <-time.After(10 * time.Second):
 			stop()
-			return nil, nil, fmt.Errorf("bus: %s received nothing on its room", v.Endpoint)
+			return nil, nil, nil, fmt.Errorf("bus: %s received nothing on its room", v.Endpoint)
 		}
 		sent := time.Now()
 		if _, err := owner.RemoveMember(ctx, room, v.Endpoint); err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		acked := time.Now()
 		var end time.Time
@@ -326,14 +330,14 @@ func busRevokes(ctx context.Context, b *busNode, owner *client.Client, key []byt
 		case end = <-gone:
 		case <-time.After(10 * time.Second):
 			stop()
-			return nil, nil, fmt.Errorf("bus: %s not disconnected after its removal", v.Endpoint)
+			return nil, nil, nil, fmt.Errorf("bus: %s not disconnected after its removal", v.Endpoint)
 		}
 		stop()
 		pubNC.Close()
 		revoke = append(revoke, max(0, time.Unix(0, last.Load()).Sub(acked)))
 		cut = append(cut, end.Sub(sent))
 	}
-	return revoke, cut, nil
+	return revoke, cut, grant, nil
 }
 
 // publishEvery publishes on subject every d until stop is called.
