@@ -41,10 +41,18 @@ func (b *busConfig) flags(fs *flag.FlagSet, str func(p *string, name, env, def, 
 func (b *busConfig) mode() callout.Mode { m, _ := callout.ParseMode(b.Mode); return m }
 
 // validate checks the bus flags; an embedded server makes its own keys.
-func (b *busConfig) validate(embedded bool, natsURL string) error {
+func (b *busConfig) validate(embedded bool, natsURL, routes string) error {
 	m, err := callout.ParseMode(b.Mode)
-	if err != nil || m == callout.Off || embedded {
+	if err != nil || m == callout.Off {
 		return err
+	}
+	if embedded && routes != "" {
+		// Each embedded node would make its own issuer key, and a node's
+		// request answered by another node's replica would be refused.
+		return errors.New("--bus " + b.Mode + " with --routes: embedded cluster nodes cannot share a callout; run nats-server with docs/deploy/callout")
+	}
+	if embedded {
+		return nil
 	}
 	var errs []error
 	if natsURL == "" {

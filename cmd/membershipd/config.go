@@ -106,7 +106,7 @@ func (c *Config) Validate() error {
 	if timeout := max(c.Service.RequestTimeout, service.DefaultRequestTimeout); c.SweepGrace <= 2*timeout {
 		errs = append(errs, fmt.Errorf("--sweep-grace %s: want more than twice the request timeout (%s)", c.SweepGrace, timeout))
 	}
-	errs = append(errs, c.Service.Validate(), c.Bus.validate(c.Embedded(), c.NATSURL))
+	errs = append(errs, c.Service.Validate(), c.Bus.validate(c.Embedded(), c.NATSURL, c.Routes))
 	return errors.Join(errs...)
 }
 
