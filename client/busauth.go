@@ -1,6 +1,8 @@
 package client
 
 import (
+	"time"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -13,8 +15,16 @@ func (id *Identity) BusOptions() []nats.Option {
 	return []nats.Option{
 		nats.Nkey(pub, id.Sign.Sign),
 		nats.CustomInboxPrefix(BusInboxPrefix(id.Endpoint)),
+		// Longer than the server's wait for the callout (5 s in the
+		// documented configs), so that a client in a connection storm
+		// hears its answer rather than giving up at nats.go's 2 s.
+		nats.Timeout(BusConnectTimeout),
 	}
 }
+
+// BusConnectTimeout is how long a bus connection waits for the server's
+// answer, the callout's included.
+const BusConnectTimeout = 10 * time.Second
 
 // BusInboxPrefix is the inbox prefix the bus grants endpoint (the callout's
 // InboxPrefix; kept here so that a client needs no server-side package).

@@ -35,6 +35,7 @@ type Service struct {
 	keys      *objectCache    // nil when disabled (cache.go)
 	stopCache context.CancelFunc
 	nc        *nats.Conn // flushed before a caller's own connections are kicked (bus.go)
+	busSeq    seqRounds  // the callout's last-sequence reads, coalesced (bus.go)
 }
 
 // operation binds an op to its handler and its body types. Exactly one of

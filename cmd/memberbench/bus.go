@@ -44,14 +44,21 @@ type busScale struct {
 
 // busScaleOf is the run's size: the targets, or a tenth in --quick.
 func busScaleOf(o options) busScale {
+	sc := busScale{identities: 10000, endpoints: 1000, rooms: 100, revokes: 100, connects: 500}
 	if o.quick {
-		return busScale{identities: 120, endpoints: 100, rooms: 20, revokes: 20, connects: 200}
+		sc = busScale{identities: 120, endpoints: 100, rooms: 20, revokes: 20, connects: 200}
 	}
-	return busScale{identities: 10000, endpoints: 1000, rooms: 100, revokes: 100, connects: 500}
+	if o.busEndpoints > 0 {
+		sc.endpoints = o.busEndpoints
+		sc.identities = max(sc.identities, sc.endpoints+1)
+		sc.revokes = min(sc.revokes, sc.endpoints)
+	}
+	return sc
 }
 
 // busNode is the bus run's server, service and callout.
 type busNode struct {
+	co    *callout.Callout
 	srv   *server.Server
 	keys  *callout.EmbeddedKeys
 	admin *client.Client
@@ -119,7 +126,7 @@ func (b *busNode) startService(ctx context.Context) error {
 		return err
 	}
 	st, err := store.Open(ctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
-		MaxTTL: 2 * service.DefaultSkew})
+		Replicas: 1, MaxTTL: 2 * service.DefaultSkew}) // as membershipd embedded: direct gets
 	if err != nil {
 		return err
 	}
@@ -141,6 +148,7 @@ func (b *busNode) startService(ctx context.Context) error {
 		return err
 	}
 	b.close = append(b.close, func() { _ = co.Stop() })
+	b.co = co
 	id, _ := client.NewIdentity("admin")
 	pub, _ := id.Public()
 	if _, err := service.Bootstrap(ctx, st, pub); err != nil {
@@ -211,10 +219,7 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	peers := ids[1 : 1+sc.endpoints]
-	admitted, storm, err := busStorm(b, peers)
-	if err != nil {
-		return err
-	}
+	admitted, storm := busStorm(b, peers)
 	revoke, cut, grant, err := busRevokes(ctx, b, hubCl, key, peers[:sc.revokes])
 	if err != nil {
 		return err
@@ -253,26 +258,23 @@ func busConnects(b *busNode, id *client.Identity, n int) ([]time.Duration, error
 	return out, nil
 }
 
-// busStorm connects every peer at once and keeps the connections.
-func busStorm(b *busNode, peers []*client.Identity) (int, time.Duration, error) {
+// busStorm connects every peer at once and keeps the connections; it
+// reports how many were admitted and how long the storm took.
+func busStorm(b *busNode, peers []*client.Identity) (int, time.Duration) {
 	var ok atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	for _, p := range peers {
 		wg.Go(func() {
-			// A client that waits as long as the server's auth timeout hears
-			// a refusal instead of timing out first.
-			if _, err := b.dial(p, nats.Timeout(10*time.Second)); err == nil {
+			// BusOptions wait longer than the server's authorization
+			// timeout: a refusal is heard, not guessed.
+			if _, err := b.dial(p); err == nil {
 				ok.Add(1)
 			}
 		})
 	}
 	wg.Wait()
-	d := time.Since(start)
-	if int(ok.Load()) != len(peers) {
-		return int(ok.Load()), d, fmt.Errorf("bus: %d of %d endpoints connecting at once admitted", ok.Load(), len(peers))
-	}
-	return len(peers), d, nil
+	return int(ok.Load()), time.Since(start)
 }
 
 // busRevokes measures one removal per victim: the room is created with the

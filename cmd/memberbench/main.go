@@ -87,7 +87,8 @@ type options struct {
 	pages          bool
 	adminFile      string
 
-	bus bool // bus.go: the callout's revocation and connect figures
+	bus          bool // bus.go: the callout's revocation and connect figures
+	busEndpoints int  // bus.go: connected endpoints, 0: the scale's
 }
 
 func main() {
@@ -123,6 +124,7 @@ func main() {
 	flag.BoolVar(&o.probe, "probe-ready", false, "only wait until the service at --nats-url answers a signed whoami (admin of --state or --admin-identity), print READY with the time, and exit; start it with membershipd to time startup")
 	flag.StringVar(&o.adminFile, "admin-identity", "", "with --probe-ready: admin identity file (e.g. <data-dir>/admin.identity)")
 	flag.BoolVar(&o.bus, "bus", false, "also measure the bus enforcing membership at the issue's scale (10k identities, 1,000 connected endpoints, 100 rooms); --quick always measures it at a tenth")
+	flag.IntVar(&o.busEndpoints, "bus-endpoints", 0, "bus run: endpoints connected (and connecting at once); 0: 1,000, or 100 with --quick")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
