@@ -11,11 +11,11 @@ import (
 // the global account, where the service and the endpoints live.
 const EmbeddedAccount = "$G"
 
-// AuthTimeout is how long a server waits for the callout's answer before it
-// refuses the connection: also how long a connection waits when no replica
-// is up. nats-server's default, 2 s, admitted 708 of 1,000 endpoints
-// connecting at once on a loaded 2-core machine (performance.md); 5 s
-// admitted them all. docs/deploy/callout/accounts.conf sets the same.
+// AuthTimeout is how long an embedded server waits for the callout's answer
+// before it refuses the connection: also how long a connection waits when
+// no replica is up. nats-server's default, 2 s, admitted 708 of 1,000
+// endpoints connecting at once on a loaded 2-core machine
+// (performance.md).
 const AuthTimeout = 5 * time.Second
 
 // EmbeddedKeys are the keys an embedded server's callout runs with, made
@@ -64,5 +64,10 @@ func ConfigureEmbedded(opts *server.Options) (*EmbeddedKeys, error) {
 		&server.NkeyUser{Nkey: sys, Account: sysAcc, Permissions: RevokerPermissions()})
 	opts.AuthCallout = &server.AuthCallout{Issuer: issuer, Account: EmbeddedAccount, AuthUsers: []string{svc, sys}}
 	opts.AuthTimeout = AuthTimeout.Seconds()
+	// nats-server PINGs a new client 2 s after it connected, even while
+	// the callout is still deciding, and nats.go fails a connect that gets
+	// a PING before its PONG: without this, 2 s is the real limit whatever
+	// AuthTimeout says. Not settable in a config file (deploy.md).
+	opts.DisableShortFirstPing = true
 	return &k, nil
 }

@@ -15,9 +15,9 @@ func (id *Identity) BusOptions() []nats.Option {
 	return []nats.Option{
 		nats.Nkey(pub, id.Sign.Sign),
 		nats.CustomInboxPrefix(BusInboxPrefix(id.Endpoint)),
-		// Longer than the server's wait for the callout (5 s in the
-		// documented configs), so that a client in a connection storm
-		// hears its answer rather than giving up at nats.go's 2 s.
+		// Longer than the server's wait for the callout (5 s embedded),
+		// so that a client in a connection storm hears its answer rather
+		// than giving up at nats.go's 2 s.
 		nats.Timeout(BusConnectTimeout),
 	}
 }
