@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nkeys"
 
@@ -42,17 +43,58 @@ func (c *Client) Audit(ctx context.Context, room string) ([]api.AuditEntry, erro
 	}
 }
 
+// IdentityAuditPage returns one page of the identities chain (admins
+// only): every register, disable and enable, as stored.
+func (c *Client) IdentityAuditPage(ctx context.Context, after uint64, limit int) (*api.AuditPage, error) {
+	var out api.AuditPage
+	err := c.Call(ctx, subjects.OpIdentityAudit, &api.IdentityAuditRequest{After: after, Limit: limit}, &out)
+	return &out, err
+}
+
+// IdentityAudit returns the whole identities chain, page by page.
+func (c *Client) IdentityAudit(ctx context.Context) ([]api.AuditEntry, error) {
+	var all []api.AuditEntry
+	var after uint64
+	for {
+		p, err := c.IdentityAuditPage(ctx, after, api.MaxPage)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, p.Entries...)
+		if p.Next == 0 {
+			return all, nil
+		}
+		after = p.Next
+	}
+}
+
+// IdentitiesChain names the audit chain of the identity registry.
+const IdentitiesChain = "identities"
+
 // VerifyAudit checks a room's complete audit trail against the service's
 // public key (N…): entries numbered 1, 2, 3 … without a gap, all of the
 // room's chain, each linked to the hash of the one before, each signed by
 // the service. It names the first entry that fails.
 func VerifyAudit(servicePub, room string, entries []api.AuditEntry) error {
-	if !envelope.IsServerKey(servicePub) {
-		return fmt.Errorf("%w: %q is not an nkeys server public key", ErrAuditChain, servicePub)
+	return VerifyChain([]string{servicePub}, "room."+room, entries)
+}
+
+// VerifyChain checks a complete audit chain (room.<id> or identities)
+// like [VerifyAudit], accepting a signature by any of keys: the pinned
+// service key and the keys it rotated from (an entry keeps the signature
+// of the key that was current when it was written).
+func VerifyChain(keys []string, chain string, entries []api.AuditEntry) error {
+	var kps []nkeys.KeyPair
+	for _, k := range keys {
+		kp, err := nkeys.FromPublicKey(k)
+		if err != nil || !envelope.IsServerKey(k) {
+			return fmt.Errorf("%w: %q is not an nkeys server public key", ErrAuditChain, k)
+		}
+		kps = append(kps, kp)
 	}
-	kp, err := nkeys.FromPublicKey(servicePub)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrAuditChain, err)
+	room, _ := strings.CutPrefix(chain, "room.")
+	if chain == IdentitiesChain {
+		room = ""
 	}
 	prev := make([]byte, 32)
 	for i := range entries {
@@ -60,16 +102,25 @@ func VerifyAudit(servicePub, room string, entries []api.AuditEntry) error {
 		switch {
 		case e.Seq != uint64(i+1):
 			return fmt.Errorf("%w: entry %d has sequence %d", ErrAuditChain, i+1, e.Seq)
-		case e.Chain != "room."+room || e.Room != room:
+		case e.Chain != chain || e.Room != room:
 			return fmt.Errorf("%w: entry %d belongs to chain %q", ErrAuditChain, e.Seq, e.Chain)
 		case !bytes.Equal(e.Prev, prev):
 			return fmt.Errorf("%w: entry %d does not link to entry %d", ErrAuditChain, e.Seq, e.Seq-1)
 		}
 		h := e.Hash()
-		if err := kp.Verify(h[:], e.Sig); err != nil {
+		if !signedByAny(kps, h[:], e.Sig) {
 			return fmt.Errorf("%w: entry %d is not signed by the service key", ErrAuditChain, e.Seq)
 		}
 		prev = h[:]
 	}
 	return nil
+}
+
+func signedByAny(kps []nkeys.KeyPair, msg, sig []byte) bool {
+	for _, kp := range kps {
+		if kp.Verify(msg, sig) == nil {
+			return true
+		}
+	}
+	return false
 }

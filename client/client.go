@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/envelope"
@@ -46,8 +45,10 @@ type Client struct {
 
 	progress func(stage string, done, total int)
 
-	serviceKey nkeys.KeyPair // pinned reply signer (verify.go); nil: replies are not verified
-	badReplies atomic.Int64  // replies refused by verification (verify.go)
+	pin        atomic.Pointer[pinnedKey] // reply signer (verify.go); nil until learnt on first use
+	unverified bool                      // WithUnverifiedReplies: replies are not verified
+	onPin      func(old, new string)     // told when a key is pinned on first use or rotated to
+	badReplies atomic.Int64              // replies refused by verification (verify.go)
 
 	// floor is the service's read-nonce floor (Unix ms) last seen in a
 	// nonce_floor refusal: reads are stamped no earlier than it.
@@ -84,7 +85,10 @@ func (c *Client) report(stage string, done, total int) {
 	}
 }
 
-// New returns a client that signs as id over nc.
+// New returns a client that signs as id over nc. It verifies every reply's
+// signature: against the key given with [WithServiceKey], else against the
+// key the first verified reply names, pinned from then on (trust on first
+// use); [WithUnverifiedReplies] is the explicit opt-out.
 func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
 	c := &Client{nc: nc, id: id, prefix: subjects.DefaultPrefix, timeout: 5 * time.Second, retries: 3, backoff: 100 * time.Millisecond}
 	for _, o := range opts {
@@ -149,10 +153,7 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 			if resp == nil {
 				return nil
 			}
-			if derr := msgpack.Unmarshal(reply, resp); derr != nil {
-				return fmt.Errorf("decode %s reply: %w", op, derr)
-			}
-			return nil
+			return decodeReply(op, reply, resp)
 		}
 		if !retryable(err) || attempt >= c.retries {
 			return err
@@ -164,6 +165,31 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 		}
 		wait *= 2
 	}
+}
+
+// ErrMalformedReply reports a reply body that is not the operation's reply
+// type in the protocol's strict msgpack (docs/protocol.md §6): a length
+// bomb, a wrong type, trailing bytes, a reply over [MaxReply]. It wraps
+// envelope.ErrMalformed when the decoder refused it.
+var ErrMalformedReply = errors.New("client: malformed reply")
+
+// MaxReply bounds a reply body. The largest honest reply is a page of 500
+// audit entries or members, a few hundred kilobytes; NATS max_payload (1 MiB
+// by default, 8 MiB on the embedded server) bounds it again.
+const MaxReply = 8 << 20
+
+// decodeReply decodes a reply body with the same strict, bounded decoder
+// the service uses for requests, whoever sent it and before any use:
+// anyone who can answer on the service subjects can send bytes here, and a
+// pinned key does not change what the decoder must survive.
+func decodeReply(op subjects.Op, reply []byte, resp any) error {
+	if len(reply) > MaxReply {
+		return fmt.Errorf("%w: %s reply of %d bytes is larger than %d", ErrMalformedReply, op, len(reply), MaxReply)
+	}
+	if err := envelope.Unmarshal(reply, resp); err != nil {
+		return fmt.Errorf("%w: %s reply: %w", ErrMalformedReply, op, err)
+	}
+	return nil
 }
 
 func (c *Client) sign(subject string, body []byte) ([]byte, error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -30,57 +31,55 @@ type busCluster struct {
 }
 
 // busDeploySection reads the code blocks of docs/deploy.md's section "The
-// bus enforces membership": the key commands and the membershipd line.
-func busDeploySection(t *testing.T) (keyCmds []string, membershipd []string) {
+// bus enforces membership": the key block and the membershipd line.
+func busDeploySection(t *testing.T) (keyBlock string, membershipd []string) {
 	t.Helper()
 	doc, err := os.ReadFile("../docs/deploy.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, sec, ok := strings.Cut(string(doc), "## 5. The bus enforces membership")
-	if !ok {
+	loc := regexp.MustCompile(`(?m)^## \d+\. The bus enforces membership$`).FindIndex(doc)
+	if loc == nil {
 		t.Fatal("docs/deploy.md has no section \"The bus enforces membership\"")
 	}
-	blocks := strings.Split(sec, "```sh\n")
-	for _, b := range blocks[1:] {
+	sec := string(doc[loc[1]:])
+	if next := strings.Index(sec, "\n## "); next >= 0 {
+		sec = sec[:next]
+	}
+	// bash, not sh: TestDeployScript runs the sh blocks on another cluster.
+	for _, b := range strings.Split(sec, "```bash\n")[1:] {
 		b, _, _ = strings.Cut(b, "```")
-		for _, l := range strings.Split(strings.TrimSpace(b), "\n") {
-			l, _, _ = strings.Cut(l, " #")
-			switch l = strings.TrimSpace(l); {
-			case strings.HasPrefix(l, "nats "), strings.HasPrefix(l, "export "):
-				keyCmds = append(keyCmds, l)
-			case strings.HasPrefix(l, "membershipd "):
-				membershipd = strings.Fields(l)[1:]
-			}
+		if strings.HasPrefix(b, "membershipd ") {
+			membershipd = strings.Fields(b)[1:]
+		} else if strings.Contains(b, "nats auth nkey gen") {
+			keyBlock = b
 		}
 	}
-	if len(keyCmds) == 0 || membershipd == nil {
-		t.Fatalf("docs/deploy.md section 5: %d key commands, membershipd %q", len(keyCmds), membershipd)
+	if keyBlock == "" || membershipd == nil {
+		t.Fatalf("docs/deploy.md, the bus section: key block %q, membershipd %q", keyBlock, membershipd)
 	}
-	return keyCmds, membershipd
+	return keyBlock, membershipd
 }
 
-// runKeyCommands runs the documented key commands in dir with the nats
-// CLI: `nats …` as written, `export VAR=$(nats …)` setting VAR to its
-// output for the servers' config files.
-func runKeyCommands(t *testing.T, dir string, cmds []string) {
+// runKeyBlock runs the documented key commands in dir with bash, the nats
+// CLI on its PATH, and sets the variables it exports for the servers'
+// config files.
+func runKeyBlock(t *testing.T, dir, block string) {
 	t.Helper()
-	for _, l := range cmds {
-		env := ""
-		if rest, ok := strings.CutPrefix(l, "export "); ok {
-			var sub string
-			env, sub, _ = strings.Cut(rest, "=")
-			l = strings.TrimSuffix(strings.TrimPrefix(sub, "$("), ")")
-		}
-		cmd := exec.Command(natstest.NatsCLI(t), strings.Fields(l)[1:]...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+dir)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s: %v", l, err)
-		}
-		if env != "" {
-			t.Setenv(env, strings.TrimSpace(string(out)))
+	bin := t.TempDir()
+	if err := os.Symlink(natstest.NatsCLI(t), filepath.Join(bin, "nats")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", "set -euo pipefail\n"+block+"env\n")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "NATS_URL=", "NATS_CONTEXT=", "HOME="+dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the key block of docs/deploy.md: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && strings.HasPrefix(k, "MEMBERSHIP_") {
+			t.Setenv(k, v)
 		}
 	}
 }
@@ -91,8 +90,8 @@ func runKeyCommands(t *testing.T, dir string, cmds []string) {
 func startBusCluster(t *testing.T) *busCluster {
 	t.Helper()
 	c := &busCluster{dir: t.TempDir()}
-	keyCmds, command := busDeploySection(t)
-	runKeyCommands(t, c.dir, keyCmds)
+	keyBlock, command := busDeploySection(t)
+	runKeyBlock(t, c.dir, keyBlock)
 	c.command = command
 	const n = 3
 	clientPorts, routePorts := make([]int, n), make([]int, n)

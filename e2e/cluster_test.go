@@ -224,6 +224,7 @@ func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 	if err := client.WriteIdentity(adminFile, id); err != nil {
 		t.Fatal(err)
 	}
+	serviceKey := writeServiceKey(t, dir)
 	clientPorts, routePorts := make([]int, n), make([]int, n)
 	for i := range n {
 		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
@@ -246,6 +247,7 @@ func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 				"--routes", strings.Join(routes, ","),
 				"--replicas", "3",
 				"--bootstrap-admin", adminFile,
+				"--service-key", serviceKey,
 			}, extra...)}
 	}
 	c := &testCluster{nodes: nodes, adminFile: adminFile, admin: id, dir: dir}

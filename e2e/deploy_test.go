@@ -32,24 +32,30 @@ type deployment struct {
 	servers     []*server.Server
 	urls        string
 	serviceSeed string // file, for membershipd --nkey
+	signingKey  string // file, for membershipd --service-key
 	clientKey   nkeys.KeyPair
 }
 
 // startDeployment starts the documented cluster in-process: the very config
 // files, with only the ports and store directories rewritten so that tests
-// can run side by side. The users' public keys are set in the environment
+// can run side by side (TestDeployScript runs the documented commands
+// themselves). The users' public keys are set in the environment
 // the files read them from.
 func startDeployment(t *testing.T) *deployment {
 	t.Helper()
 	dir := t.TempDir()
 	svcKP, _ := nkeys.CreateUser()
 	cliKP, _ := nkeys.CreateUser()
+	opKP, _ := nkeys.CreateUser()
 	svcPub, _ := svcKP.PublicKey()
 	cliPub, _ := cliKP.PublicKey()
+	opPub, _ := opKP.PublicKey()
 	t.Setenv("MEMBERSHIP_SERVICE_NKEY", svcPub)
 	t.Setenv("MEMBERSHIP_CLIENT_NKEY", cliPub)
+	t.Setenv("MEMBERSHIP_OPERATOR_NKEY", opPub)
+	t.Setenv("MEMBERSHIP_STORE_DIR", filepath.Join(dir, "from-env")) // replaced per node below
 	seed, _ := svcKP.Seed()
-	d := &deployment{serviceSeed: filepath.Join(dir, "service.nk"), clientKey: cliKP}
+	d := &deployment{serviceSeed: filepath.Join(dir, "service-user.nk"), signingKey: writeServiceKey(t, dir), clientKey: cliKP}
 	if err := os.WriteFile(d.serviceSeed, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +134,7 @@ func (d *deployment) clientConn(t *testing.T) (*nats.Conn, <-chan error) {
 func (d *deployment) replica(t *testing.T, adminFile, logPath string) *clusterNode {
 	t.Helper()
 	n := &clusterNode{name: filepath.Base(logPath), root: t, logPath: logPath, args: []string{
-		"--nats-url", d.urls, "--nkey", d.serviceSeed, "--replicas", "3", "--bootstrap-admin", adminFile,
+		"--server", d.urls, "--nkey", d.serviceSeed, "--service-key", d.signingKey, "--replicas", "3", "--bootstrap-admin", adminFile,
 	}}
 	n.start(t)
 	return n
@@ -249,4 +255,20 @@ func (d *deployment) serviceConn(t *testing.T) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// writeServiceKey writes a fresh service key (an nkeys server seed, mode
+// 0600) into dir and returns its path, for replicas that must share it.
+func writeServiceKey(t *testing.T, dir string) string {
+	t.Helper()
+	kp, err := nkeys.CreateServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	path := filepath.Join(dir, "service-signing.nk")
+	if err := os.WriteFile(path, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -72,9 +72,16 @@ func (c *ctl) path(name string) string { return filepath.Join(c.dir, name) }
 // memberctl's variables, plus env.
 func (c *ctl) runEnv(env []string, args ...string) ctlResult {
 	c.t.Helper()
-	cmd := exec.Command(c.bin, append([]string{"--server", c.server}, args...)...)
+	return c.runBare(env, append([]string{"--server", c.server}, args...)...)
+}
+
+// runBare runs memberctl like runEnv, without adding --server.
+func (c *ctl) runBare(env []string, args ...string) ctlResult {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, args...)
 	cmd.Dir = c.dir
-	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CREDS=", "NATS_NKEY=", "NATS_CONTEXT=", "MEMBERCTL_IDENTITY=",
+	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CREDS=", "NATS_NKEY=", "NATS_CONTEXT=", "NATS_USER=", "NATS_PASSWORD=", "NATS_TOKEN=",
+		"NATS_INBOX_PREFIX=", "NATS_CERT=", "NATS_KEY=", "NATS_CA=", "MEMBERCTL_IDENTITY=",
 		"MEMBERCTL_PREFIX=", "MEMBERCTL_TIMEOUT=", "XDG_CONFIG_HOME="+c.path("xdg"))
 	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer

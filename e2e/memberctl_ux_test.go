@@ -18,8 +18,10 @@ import (
 )
 
 // TestMemberctlContextAndDefaultIdentity uses memberctl the way nats users
-// do: servers from a NATS context (--context or NATS_CONTEXT, winning over a
-// wrong --server), and the identity from the default path.
+// do: servers from a NATS context (--context, NATS_CONTEXT, or the one
+// chosen with `nats context select` when no connection option is given),
+// --server overriding a context's URL as in the nats CLI, and the identity
+// from the default path.
 func TestMemberctlContextAndDefaultIdentity(t *testing.T) {
 	c, _ := newCtl(t)
 	xdg := c.path("xdg")
@@ -30,22 +32,47 @@ func TestMemberctlContextAndDefaultIdentity(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ctxDir, "local.json"), []byte(`{"url": "`+c.server+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bad := []string{"--server", "nats://127.0.0.1:1"}
 	for _, tc := range []struct {
 		name string
 		args []string
 		env  []string
 	}{
-		{"flag", append(bad, "--context", "local", "--identity", "admin.id", "whoami"), nil},
-		{"env", append(bad, "--identity", "admin.id", "whoami"), []string{"NATS_CONTEXT=local"}},
+		{"flag", []string{"--context", "local", "--identity", "admin.id", "whoami"}, nil},
+		{"env", []string{"--identity", "admin.id", "whoami"}, []string{"NATS_CONTEXT=local"}},
+		{"server over context", []string{"--context", "nowhere", "--server", c.server, "--identity", "admin.id", "whoami"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := c.runEnv(tc.env, tc.args...)
+			if tc.name == "server over context" {
+				if err := os.WriteFile(filepath.Join(ctxDir, "nowhere.json"), []byte(`{"url": "nats://127.0.0.1:1"}`), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := c.runBare(tc.env, tc.args...)
 			if r.code != 0 || !strings.Contains(r.stdout, "admin") {
 				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 			}
 		})
 	}
+	t.Run("selected", func(t *testing.T) {
+		// Without any connection option, no context is used until one is
+		// selected; then it is, as by the nats CLI.
+		cfg := filepath.Join(xdg, "nats", "context.txt")
+		if err := os.WriteFile(cfg, []byte("nowhere\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r := c.runBare(nil, "--identity", "admin.id", "whoami"); r.code != exitLocal || !strings.Contains(r.stderr, "selected NATS context") {
+			t.Fatalf("selected context with no server: exit %d\nstderr: %s", r.code, r.stderr)
+		}
+		if err := os.WriteFile(cfg, []byte("local\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r := c.runBare(nil, "--identity", "admin.id", "whoami"); r.code != 0 || !strings.Contains(r.stdout, "admin") {
+			t.Fatalf("selected context: exit %d\nstderr: %s", r.code, r.stderr)
+		}
+		if err := os.Remove(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	// Without --identity, the default path is used once it exists.
 	c.fails(exitUsage, nil, "whoami")
@@ -102,7 +129,11 @@ func TestMemberctlCompletion(t *testing.T) {
 	}
 }
 
-const exitUsage = 2
+// memberctl exit codes: a usage error, a connection or local error.
+const (
+	exitUsage = 2
+	exitLocal = 3
+)
 
 // TestMemberctlTerminal runs memberctl in a pseudo-terminal (util-linux
 // script) on a room large enough to show progress, and checks the screen:

@@ -18,7 +18,7 @@ func TestMembershipdConfigFile(t *testing.T) {
 	bin := natstest.Build(t, membershipdPkg)
 	file := filepath.Join(t.TempDir(), "membershipd.json")
 	cfg := `{"skew": "45s", "log-format": "json", "log-level": "warn", "queue": "from-file",
-		"nats-url": "nats://svc:s3cret@127.0.0.1:4222"}`
+		"server": "nats://svc:s3cret@127.0.0.1:4222", "service-key": "/etc/membership/service-signing.nk"}`
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestMembershipdConfigFile(t *testing.T) {
 		"log-level":  "debug",                           // flag over file
 		"skew":       "40s",                             // env over file
 		"log-format": "json",                            // file over default
-		"nats-url":   "nats://svc:xxxxx@127.0.0.1:4222", // file (empty NATS_URL is unset), masked
+		"server":     "nats://svc:xxxxx@127.0.0.1:4222", // file (empty NATS_URL is unset), masked
 		"replicas":   "1",                               // default
 	} {
 		if got[key] != want {

@@ -21,7 +21,7 @@ import (
 
 const membershipdPkg = "github.com/unibus/membership/cmd/membershipd"
 
-var readyLine = regexp.MustCompile(`membershipd ready on (nats://\S+)`)
+var readyLine = regexp.MustCompile(`membershipd ready on ((?:nats|tls)://\S+)`)
 
 // daemon is a running membershipd process.
 type daemon struct {
@@ -154,7 +154,7 @@ func TestMembershipdJoin(t *testing.T) {
 	if err := client.WriteIdentity(file, id); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, "--nats-url", s.ClientURL(), "--bootstrap-admin", file)
+	d := startDaemon(t, "--server", s.ClientURL(), "--bootstrap-admin", file, "--service-key", writeServiceKey(t, t.TempDir()))
 	if got := whoami(t, s.ClientURL(), file); got != "ops-admin" {
 		t.Fatalf("whoami = %s", got)
 	}
@@ -169,7 +169,7 @@ func TestMembershipdFlags(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, want := range []string{"--nats-url", "NATS_URL", "--data-dir", "--auth", "SIGTERM"} {
+	for _, want := range []string{"--server", "NATS_URL", "--connect-wait", "--inbox-prefix", "--data-dir", "--auth", "SIGTERM"} {
 		if !strings.Contains(strings.ReplaceAll(string(out), "  -", "  --"), want) {
 			t.Errorf("--help lacks %q", want)
 		}

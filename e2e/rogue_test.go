@@ -149,10 +149,17 @@ func TestRogueResponder(t *testing.T) {
 				t.Fatalf("pinned client, rogue mutation reply: %v, want ErrReplySignature", err)
 			}
 			if name == "unsigned" {
-				unpinned := client.New(nc, alice.Identity())
-				r, err := unpinned.Room(ctx, "r1")
+				// Verification is the default: with no key given, an
+				// unsigned reply is refused all the same (issue 11) …
+				byDefault := client.New(nc, alice.Identity(), client.WithTimeout(500*time.Millisecond), client.WithRetries(0))
+				if _, err := byDefault.Room(ctx, "r1"); !errors.Is(err, client.ErrReplySignature) {
+					t.Fatalf("default client, unsigned rogue alone: %v, want ErrReplySignature", err)
+				}
+				// … and only the explicit opt-out is fooled.
+				unverified := client.New(nc, alice.Identity(), client.WithUnverifiedReplies())
+				r, err := unverified.Room(ctx, "r1")
 				if err != nil || r.Owner != "mallory" {
-					t.Fatalf("unpinned client: %+v %v; expected it to be fooled", r, err)
+					t.Fatalf("unverified client: %+v %v; expected it to be fooled", r, err)
 				}
 			}
 		})

@@ -133,7 +133,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 		t.Fatalf("micro stats lists %d instances, want 2", len(stats))
 	}
 	got := map[string]int{}
-	for _, inst := range stats {
+	for _, inst := range perProcess(t, stats) {
 		for _, ep := range inst.Endpoints {
 			if len(ep.Data) == 0 || string(ep.Data) == "null" {
 				continue
@@ -192,10 +192,33 @@ func readStats(t *testing.T, s *server.Server) []micro.Stats {
 	return stats
 }
 
+// perProcess keeps one instance per process (host and pid metadata): every
+// instance reports its process's custom stats data. With t, every instance
+// must carry that data.
+func perProcess(t *testing.T, stats []micro.Stats) []micro.Stats {
+	seen := map[string]bool{}
+	var out []micro.Stats
+	for _, inst := range stats {
+		if t != nil {
+			for _, ep := range inst.Endpoints {
+				if len(ep.Data) == 0 || string(ep.Data) == "null" {
+					t.Fatalf("instance %s (worker %s): no custom stats data on %s", inst.ID, inst.Metadata["worker"], ep.Name)
+				}
+			}
+		}
+		p := inst.Metadata["host"] + "/" + inst.Metadata["pid"]
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
 // memberPageCounts sums the room_members page counters over all instances:
 // pages served from the room index and pages listed from the store.
 func memberPageCounts(stats []micro.Stats) (index, store int) {
-	for _, inst := range stats {
+	for _, inst := range perProcess(nil, stats) {
 		for _, ep := range inst.Endpoints {
 			var c struct {
 				Index int `json:"index_pages"`

@@ -188,6 +188,23 @@ func Decode(b []byte) (*Envelope, error) {
 	return &e, nil
 }
 
+// RequestNonce returns the nonce of a request as the service reads it for
+// binding its reply (docs/protocol.md §16): the nonce of a message that
+// decodes strictly as an envelope map and carries a nonce of [MinNonce]–
+// [MaxNonce] bytes, whatever else is wrong with it; nil otherwise, and then
+// the reply is bound to SHA-256 of the request bytes instead. A request
+// over the service's size limit is never read: callers do not ask.
+func RequestNonce(b []byte) []byte {
+	if len(b) == 0 || !isMapHeader(b[0]) {
+		return nil
+	}
+	var w wireEnvelope
+	if Unmarshal(b, &w) != nil || len(w.Nonce) < MinNonce || len(w.Nonce) > MaxNonce {
+		return nil
+	}
+	return w.Nonce
+}
+
 // checkSigner accepts only nkeys user public keys: nkeys.FromPublicKey alone
 // accepts any key type, and an account, server or curve key must never sign
 // a request.

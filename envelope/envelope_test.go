@@ -280,14 +280,19 @@ func TestDecodeStrictForm(t *testing.T) {
 		{"fields in another order", mpMap(good[6], good[5], good[4], good[3], good[2], good[1], good[0]), nil},
 		{"v as uint16 257", mpMap(replace(good, "v", []byte{0xcd, 0x01, 0x01})...), envelope.ErrVersion},
 		{"v as uint64 2^32+1", mpMap(replace(good, "v", []byte{0xcf, 0, 0, 0, 1, 0, 0, 0, 1})...), envelope.ErrVersion},
-		{"v as int8 1", mpMap(replace(good, "v", []byte{0xd0, 0x01})...), nil}, // another width, the same value
-		{"v as negative fixint", mpMap(replace(good, "v", []byte{0xff})...), envelope.ErrVersion},
+		{"v as int8 1", mpMap(replace(good, "v", []byte{0xd0, 0x01})...), nil},                      // another width, the same value
+		{"v as negative fixint", mpMap(replace(good, "v", []byte{0xff})...), envelope.ErrMalformed}, // v is unsigned: never wrapped
 		{"v missing", mpMap(good[1:]...), envelope.ErrVersion},
 		{"v as string", mpMap(replace(good, "v", mpStr("1"))...), envelope.ErrMalformed},
 		{"v as float", mpMap(replace(good, "v", []byte{0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0})...), envelope.ErrMalformed},
 		{"ts as string", mpMap(replace(good, "ts", mpStr("1764000000000"))...), envelope.ErrMalformed},
 		{"ts as float", mpMap(replace(good, "ts", []byte{0xcb, 0x42, 0x79, 0xab, 0x3a, 0x1c, 0xe0, 0, 0})...), envelope.ErrMalformed},
-		{"ts as uint64 above int64", mpMap(replace(good, "ts", []byte{0xcf, 0x80, 0, 0, 0, 0, 0, 0, 1})...), envelope.ErrField},
+		{"ts as uint64 above int64", mpMap(replace(good, "ts", []byte{0xcf, 0x80, 0, 0, 0, 0, 0, 0, 1})...), envelope.ErrMalformed}, // does not fit: never wrapped
+		// str and bin are not interchangeable (docs/protocol.md §4, §6).
+		{"nonce as str", mpMap(replace(good, "nonce", mpStr("0123456789abcdef01234567"))...), envelope.ErrMalformed},
+		{"signer as bin", mpMap(replace(good, "signer", mpBin([]byte(e.Signer)))...), envelope.ErrMalformed},
+		{"body as str", mpMap(replace(good, "body", mpStr(string(e.Body)))...), envelope.ErrMalformed},
+		{"sig as str", mpMap(replace(good, "sig", mpStr("x"))...), envelope.ErrMalformed},
 		{"nonce as int", mpMap(replace(good, "nonce", []byte{0x01})...), envelope.ErrMalformed},
 		{"unknown field", mpMap(append(good, kv("extra", []byte{0xc0}))...), envelope.ErrMalformed},
 		{"duplicate field", mpMap(append(good, good[1])...), envelope.ErrMalformed},

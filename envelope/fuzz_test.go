@@ -3,11 +3,13 @@ package envelope_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/service/api"
 )
 
 // FuzzDecode: Decode never panics, fails only with the package's
@@ -95,6 +97,52 @@ func FuzzCheck(f *testing.F) {
 		}
 		if err := envelope.Check(b); err != nil {
 			t.Fatalf("Check refuses the re-encoding %x of accepted %x: %v", b, data, err)
+		}
+	})
+}
+
+// bodyTypes are every request and reply type of the protocol.
+func bodyTypes() []func() any {
+	return []func() any{
+		func() any { return new(api.RegisterRequest) }, func() any { return new(api.EndpointRequest) },
+		func() any { return new(api.PageRequest) }, func() any { return new(api.Empty) },
+		func() any { return new(api.CreateRoomRequest) }, func() any { return new(api.RoomRequest) },
+		func() any { return new(api.MembersRequest) }, func() any { return new(api.KeyRequest) },
+		func() any { return new(api.AddMemberRequest) }, func() any { return new(api.RemoveMemberRequest) },
+		func() any { return new(api.RekeyRequest) }, func() any { return new(api.AuditRequest) },
+		func() any { return new(api.IdentityAuditRequest) }, func() any { return new(api.Identity) },
+		func() any { return new(api.PublicKeys) }, func() any { return new(api.IdentityPage) },
+		func() any { return new(api.Room) }, func() any { return new(api.MembersPage) },
+		func() any { return new(api.KeyReply) }, func() any { return new(api.RoomPage) },
+		func() any { return new(api.AuditPage) }, func() any { return new(envelope.Envelope) },
+	}
+}
+
+// FuzzUnmarshalTyped: for every protocol type, Unmarshal never panics,
+// fails only with ErrMalformed, and never lets through bytes that the
+// msgpack library then refuses: the type check decides every refusal, so
+// no library text can reach a caller (issue 11, defect 5).
+func FuzzUnmarshalTyped(f *testing.F) {
+	for _, mk := range bodyTypes() {
+		b, err := msgpack.Marshal(mk())
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add(mpMap(kv("epoch", []byte{0xff})))
+	f.Add(mpMap(kv("member", []byte{0x92, 0xa1, 'e', 0xc4, 1, 1})))
+	f.Add(mpMap(kv("keys", []byte{0x91, 0x82, 0xa8, 'e', 'n', 'd', 'p', 'o', 'i', 'n', 't', 0xa1, 'x', 0xa6, 's', 'e', 'a', 'l', 'e', 'd', 0xc4, 1, 1})))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, mk := range bodyTypes() {
+			v := mk()
+			err := envelope.Unmarshal(data, v)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, envelope.ErrMalformed) || strings.Contains(err.Error(), "does not decode as") {
+				t.Fatalf("Unmarshal(%x) into %T = %v", data, v, err)
+			}
 		}
 	})
 }

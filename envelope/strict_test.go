@@ -319,6 +319,29 @@ func TestUnmarshalTyped(t *testing.T) {
 		{"field into empty struct", mpMap(kv("x", []byte{1})), func() any { return new(api.Empty) }, false},
 		{"ts as string in envelope", mpMap(kv("ts", mpStr("1764000000000"))), func() any { return new(envelope.Envelope) }, false},
 		{"unknown envelope field", mpMap(kv("v", []byte{1}), kv("aad", mpBin([]byte{1}))), func() any { return new(envelope.Envelope) }, false},
+		// Defect 2 of issue 11: the array form of a struct, decoded by
+		// position, is refused at the top and inside.
+		{"array form of a struct", []byte{0x91, 0xa3, 'o', 'p', 's'}, func() any { return new(api.RoomRequest) }, false},
+		{"array form of a nested struct", mpMap(kv("room", mpStr("r")), kv("member", []byte{0x92, 0xa1, 'e', 0xc4, 1, 1})), func() any { return new(api.AddMemberRequest) }, false},
+		// Defect 3: a negative value for an unsigned field is refused,
+		// whatever its width; values that do not fit likewise.
+		{"negative fixint for uint", mpMap(kv("epoch", []byte{0xff})), func() any { return new(api.KeyRequest) }, false},
+		{"negative int64 for uint", mpMap(kv("epoch", []byte{0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})), func() any { return new(api.KeyRequest) }, false},
+		{"uint64 max for uint", mpMap(kv("epoch", []byte{0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})), func() any { return new(api.KeyRequest) }, true},
+		{"uint64 above int64 for int", mpMap(kv("limit", []byte{0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0})), func() any { return new(api.PageRequest) }, false},
+		{"negative int for int", mpMap(kv("limit", []byte{0xd0, 0x80})), func() any { return new(api.PageRequest) }, true},
+		{"float for int", mpMap(kv("limit", []byte{0xca, 0, 0, 0, 0})), func() any { return new(api.PageRequest) }, false},
+		// Defect 4: str and bin are not interchangeable, in either direction.
+		{"bin for str", mpMap(kv("room", mpBin([]byte("ops")))), func() any { return new(api.RoomRequest) }, false},
+		{"str for bin", mpMap(kv("endpoint", mpStr("e")), kv("sealed", mpStr("abc"))), func() any { return new(api.SealedKey) }, false},
+		{"bin for bin", mpMap(kv("endpoint", mpStr("e")), kv("sealed", mpBin([]byte{0xff}))), func() any { return new(api.SealedKey) }, true},
+		{"int for bool", mpMap(kv("admin", []byte{0x01})), func() any { return new(api.RegisterRequest) }, false},
+		{"str for bool", mpMap(kv("admin", mpStr("true"))), func() any { return new(api.RegisterRequest) }, false},
+		{"map for array", mpMap(kv("keys", []byte{0x80})), func() any { return new(api.RekeyRequest) }, false},
+		{"str for array", mpMap(kv("keys", mpStr("k"))), func() any { return new(api.RekeyRequest) }, false},
+		// nil means the zero value for every field type, as an absent key.
+		{"nil for every field", mpMap(kv("room", []byte{0xc0}), kv("epoch", []byte{0xc0}), kv("sealer", []byte{0xc0}), kv("keys", []byte{0xc0})), func() any { return new(api.RekeyRequest) }, true},
+		{"nil for bool and nested struct", mpMap(kv("admin", []byte{0xc0}), kv("endpoint", []byte{0xc0})), func() any { return new(api.RegisterRequest) }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

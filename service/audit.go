@@ -45,32 +45,19 @@ type auditHead struct {
 	Hash []byte `msgpack:"hash"`
 }
 
-// auditTarget is the part of any mutation body that names who was acted on.
-type auditTarget struct {
-	Endpoint string `msgpack:"endpoint"`
-	Member   struct {
-		Endpoint string `msgpack:"endpoint"`
-	} `msgpack:"member"`
-}
-
 // auditWrites plans m's audit entry: the entry and the head move, to be
 // committed in m's batch. The chain follows from the reply: a room for the
-// room operations, an identity for the registry ones.
+// room operations, an identity for the registry ones (whose target is the
+// identity itself).
 func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]store.Write, error) {
 	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub}
 	if c.signer != nil {
 		e.Actor, e.ActorKey = c.signer.Endpoint, c.signer.SignKey
 	}
-	var t auditTarget
-	if c.env != nil {
-		// The operation already decoded the body strictly; this lenient
-		// pass only picks the target's name out of it.
-		_ = msgpack.Unmarshal(c.env.Body, &t)
-	}
-	e.Target = t.Endpoint
-	if e.Target == "" {
-		e.Target = t.Member.Endpoint
-	}
+	// The target comes from the operation's own strictly decoded request
+	// (m.target), never from a second decode of the body: a second,
+	// lenient decoder could read another target than the one acted on.
+	e.Target = m.target
 	switch r := m.reply.(type) {
 	case *api.Room:
 		e.Chain, e.Room, e.Epoch = roomChain(r.ID), r.ID, r.Epoch
@@ -110,11 +97,29 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	if _, _, _, err := s.memberRoom(ctx, c, req.Room); err != nil {
 		return nil, err
 	}
-	limit, err := api.PageLimit(req.Limit)
+	return s.auditPage(ctx, c, roomChain(req.Room), req.After, req.Limit)
+}
+
+// identityAudit serves a page of the identities chain (register, disable,
+// enable) to admins only: it names every identity and its keys' changes.
+func (s *Service) identityAudit(ctx context.Context, c *call) (any, error) {
+	if _, err := c.requireAdmin(); err != nil {
+		return nil, err
+	}
+	var req api.IdentityAuditRequest
+	if err := c.body(&req); err != nil {
+		return nil, err
+	}
+	return s.auditPage(ctx, c, identitiesChain, req.After, req.Limit)
+}
+
+// auditPage reads the entries of chain with seq > after, at most limit.
+func (s *Service) auditPage(ctx context.Context, c *call, chain string, after uint64, reqLimit int) (any, error) {
+	limit, err := api.PageLimit(reqLimit)
 	if err != nil {
 		return nil, err
 	}
-	prefix := prefixAudit(roomChain(req.Room))
+	prefix := prefixAudit(chain)
 	keys, err := s.store.Keys(ctx, prefix)
 	if err != nil {
 		return nil, s.storeErr(c, "list audit", err)
@@ -122,7 +127,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	var seqs []uint64
 	for _, k := range keys {
 		n, err := strconv.ParseUint(strings.TrimPrefix(k, prefix), 10, 64)
-		if err == nil && n > req.After {
+		if err == nil && n > after {
 			seqs = append(seqs, n)
 		}
 	}
@@ -133,7 +138,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	}
 	for _, n := range seqs {
 		var e api.AuditEntry
-		ent, err := s.store.Get(ctx, keyAuditEntry(roomChain(req.Room), n))
+		ent, err := s.store.Get(ctx, keyAuditEntry(chain, n))
 		if err != nil {
 			return nil, s.storeErr(c, "get audit", err)
 		}

@@ -59,6 +59,11 @@ type Config struct {
 	// key pair (N…). Nil generates an ephemeral one at Start, which clients
 	// cannot pin across restarts; daemons pass a stored key.
 	ServiceKey nkeys.KeyPair
+	// PreviousServiceKey, during a key rotation, is the key ServiceKey
+	// replaces. The service signs with it, once at Start, the statement
+	// that hands over to ServiceKey and publishes it in its micro info
+	// (docs/protocol.md §16); pinned clients move only through it.
+	PreviousServiceKey nkeys.KeyPair
 
 	// Workers is how many micro instances the replica registers, each
 	// running one request per endpoint at a time (workers.go); default 1.
@@ -149,6 +154,13 @@ func (c *Config) Validate() error {
 	if c.ServiceKey != nil {
 		if err := checkServiceKey(c.ServiceKey); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.PreviousServiceKey != nil {
+		if c.ServiceKey == nil {
+			errs = append(errs, fmt.Errorf("previous service key: a rotation needs the new service key too"))
+		} else if err := checkServiceKey(c.PreviousServiceKey); err != nil {
+			errs = append(errs, fmt.Errorf("previous %w", err))
 		}
 	}
 	if err := subjects.ValidatePrefix(c.Prefix); err != nil {

@@ -142,7 +142,15 @@ func (s *Service) listIdentities(ctx context.Context, c *call) (any, error) {
 }
 
 func (s *Service) whoami(ctx context.Context, c *call) (any, error) {
-	return c.requireSigner()
+	me, err := c.requireSigner()
+	if err != nil {
+		return nil, err
+	}
+	// The body is Empty: anything else is as malformed here as elsewhere.
+	if err := c.body(&api.Empty{}); err != nil {
+		return nil, err
+	}
+	return me, nil
 }
 
 // pageArgs checks a page request's cursor and returns its limit.

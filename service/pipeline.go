@@ -25,6 +25,7 @@ type call struct {
 	op      subjects.Op
 	mutates bool
 	subject string
+	raw     []byte // the request as received: binds the reply when no nonce was read (respsign.go)
 	env     *envelope.Envelope
 	signer  *api.Identity // nil when the request has no verified signer
 	digest  [32]byte
@@ -75,6 +76,7 @@ type readFunc func(ctx context.Context, c *call) (any, error)
 // mutation is what a mutating operation wants committed.
 type mutation struct {
 	reply   any
+	target  string // endpoint acted on, for the audit entry (audit.go); empty if none
 	writes  []store.Write
 	objects []string // written before the batch; removed if it fails
 	after   func()   // best-effort clean-up once the batch committed
@@ -94,7 +96,7 @@ func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micr
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 		defer cancel()
-		c := &call{op: op, subject: req.Subject(), now: start, mutates: mutate != nil}
+		c := &call{op: op, subject: req.Subject(), raw: req.Data(), now: start, mutates: mutate != nil}
 		reply, err := s.serve(ctx, c, req.Data(), read, mutate)
 		s.respond(req, c, reply, err, start)
 		if c.afterReply != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
@@ -56,30 +55,32 @@ func TestRepliesAreSigned(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := tc.nonce
-			if n == nil && len(tc.data) > 0 {
-				if env, err := envelope.Decode(tc.data); err == nil {
-					n = env.Nonce
+			// Bound to its request: the nonce where one was read, else
+			// the request's SHA-256 (docs/protocol.md §16).
+			if tc.nonce != nil {
+				if err := client.VerifyReply(verifier, tc.nonce, m); err != nil {
+					t.Fatalf("reply not bound to the request's nonce: %v", err)
 				}
 			}
+			another := sign(t, alice.Sign, e.subject(tc.op), api.Empty{}, signOpts{})
 			if got := api.KindFromReason(m.Header.Get(subjects.HeaderReason)); tc.want != api.KindOther && got != tc.want {
 				t.Fatalf("reason %s, want %s", got, tc.want)
 			}
 			if m.Header.Get(subjects.HeaderServiceKey) != spub {
 				t.Fatalf("service key header %q", m.Header.Get(subjects.HeaderServiceKey))
 			}
-			if err := client.VerifyReply(verifier, n, m); err != nil {
+			if err := client.VerifyReplyTo(verifier, tc.data, m); err != nil {
 				t.Fatalf("genuine reply does not verify: %v", err)
 			}
-			if err := client.VerifyReply(otherVerifier, n, m); !errors.Is(err, client.ErrReplySignature) {
+			if err := client.VerifyReplyTo(otherVerifier, tc.data, m); !errors.Is(err, client.ErrReplySignature) {
 				t.Fatalf("verified with another key: %v", err)
 			}
-			if err := client.VerifyReply(verifier, newNonce(t), m); !errors.Is(err, client.ErrReplySignature) {
-				t.Fatalf("verified for another request's nonce: %v", err)
+			if err := client.VerifyReplyTo(verifier, another, m); !errors.Is(err, client.ErrReplySignature) {
+				t.Fatalf("verified for another request: %v", err)
 			}
 			tampered := *m
 			tampered.Data = append([]byte{0xc0}, m.Data...)
-			if err := client.VerifyReply(verifier, n, &tampered); !errors.Is(err, client.ErrReplySignature) {
+			if err := client.VerifyReplyTo(verifier, tc.data, &tampered); !errors.Is(err, client.ErrReplySignature) {
 				t.Fatalf("verified with a changed body: %v", err)
 			}
 			tampered = *m
@@ -89,7 +90,7 @@ func TestRepliesAreSigned(t *testing.T) {
 			}
 			tampered.Header.Set(subjects.HeaderErrorCode, "208")
 			tampered.Header.Set(subjects.HeaderReason, api.KindAlreadyApplied.String())
-			if err := client.VerifyReply(verifier, n, &tampered); !errors.Is(err, client.ErrReplySignature) {
+			if err := client.VerifyReplyTo(verifier, tc.data, &tampered); !errors.Is(err, client.ErrReplySignature) {
 				t.Fatalf("verified with a changed status: %v", err)
 			}
 		})

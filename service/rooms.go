@@ -410,7 +410,7 @@ func (s *Service) addMember(ctx context.Context, c *call) (*mutation, error) {
 	r.Members++
 	r.Updated = c.now.UnixMilli()
 	rec := &memberRecord{Since: r.Epoch, KeyEpoch: r.Epoch, KeyObject: obj, Sealer: req.Sealer}
-	return &mutation{reply: r, objects: []string{obj}, writes: []store.Write{
+	return &mutation{reply: r, target: endpoint, objects: []string{obj}, writes: []store.Write{
 		put(keyRoom(r.ID), roomRev, r),
 		put(keyMember(r.ID, endpoint), memRev, rec),
 		put(keyEpRoom(endpoint, r.ID), epRev, r.ID),
@@ -432,7 +432,11 @@ func (s *Service) removeMember(ctx context.Context, c *call) (*mutation, error) 
 	if req.Endpoint == r.Owner {
 		return nil, api.E(api.KindInvalid, "the owner cannot be removed; delete the room instead")
 	}
-	return s.dropMember(ctx, c, r, roomRev, req.Endpoint)
+	m, err := s.dropMember(ctx, c, r, roomRev, req.Endpoint)
+	if m != nil {
+		m.target = req.Endpoint
+	}
+	return m, err
 }
 
 func (s *Service) leaveRoom(ctx context.Context, c *call) (*mutation, error) {

@@ -23,11 +23,12 @@ type Service struct {
 	micro micro.Service
 	stats *stats
 
-	key     nkeys.KeyPair      // the service key (respsign.go)
-	signer  envelope.KeySigner // key's signer: replies and audit entries
-	pub     string             // key's public key, N…
-	replays *replayCache       // nil when disabled (replaycache.go)
-	limiter *rateLimiter       // nil when disabled (ratelimit.go)
+	key      nkeys.KeyPair      // the service key (respsign.go)
+	signer   envelope.KeySigner // key's signer: replies and audit entries
+	pub      string             // key's public key, N…
+	rotation map[string]string  // rotation statement for the metadata, if rotating (respsign.go)
+	replays  *replayCache       // nil when disabled (replaycache.go)
+	limiter  *rateLimiter       // nil when disabled (ratelimit.go)
 
 	instances []micro.Service // one per worker (workers.go)
 	ids       *identityCache  // nil when disabled (cache.go)
@@ -68,6 +69,7 @@ func (s *Service) operations() []operation {
 		{subjects.OpRoomDelete, "Delete a room (owner)", api.RoomRequest{}, api.Room{}, nil, s.deleteRoom},
 		{subjects.OpRoomMine, "The caller's own rooms, paginated", api.PageRequest{}, api.RoomPage{}, s.myRooms, nil},
 		{subjects.OpRoomAudit, "A room's signed, hash-chained audit trail, paginated (members only)", api.AuditRequest{}, api.AuditPage{}, s.roomAudit, nil},
+		{subjects.OpIdentityAudit, "The identity registry's signed, hash-chained audit trail, paginated (admin)", api.IdentityAuditRequest{}, api.AuditPage{}, s.identityAudit, nil},
 	}
 }
 
@@ -86,12 +88,18 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return len(keys), err
 	})
 	meta := map[string]string{
-		"protocol":    subjects.ProtocolVersion,
-		"prefix":      cfg.Prefix,
-		"auth_mode":   string(cfg.Auth),
-		"skew":        cfg.Skew.String(),
-		"max_request": strconv.Itoa(cfg.MaxRequest),
-		"service_key": s.pub,
+		"protocol":         subjects.ProtocolVersion,
+		"prefix":           cfg.Prefix,
+		"auth_mode":        string(cfg.Auth),
+		"skew":             cfg.Skew.String(),
+		"max_request":      strconv.Itoa(cfg.MaxRequest),
+		api.MetaServiceKey: s.pub,
+	}
+	for k, v := range s.rotation {
+		meta[k] = v
+	}
+	for k, v := range processIdentity() {
+		meta[k] = v
 	}
 	for k, v := range cfg.Metadata {
 		meta[k] = v

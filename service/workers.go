@@ -2,11 +2,13 @@ package service
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -22,9 +24,11 @@ import (
 // still counts exactly the requests it answered. `nats micro ls` therefore
 // lists Workers instances per process; their request and error counts add
 // up to the process's. Each instance carries the metadata keys "worker"
-// (its index) and "workers" (the count); the custom stats data (rejections,
-// nonce claims, commits, store latency) is process-wide and reported by
-// worker 0 only, so that summing over instances stays true.
+// (its index) and "workers" (the count), and "host", "pid" and "version"
+// name its process. The custom stats data (rejections, nonce claims,
+// commits, store latency) is process-wide: every instance reports it, so
+// that any one answer shows it, and a sum over instances counts one
+// instance per host and pid (docs/operations.md).
 
 // addInstances registers the service's micro instances on nc. On error the
 // instances already added are stopped.
@@ -44,9 +48,7 @@ func (s *Service) addInstances(nc *nats.Conn, meta map[string]string) error {
 			Metadata:    m,
 			QueueGroup:  s.cfg.QueueGroup,
 		}
-		if i == 0 {
-			cfg.StatsHandler = s.stats.handler
-		}
+		cfg.StatsHandler = s.stats.handler
 		svc, err := micro.AddService(nc, cfg)
 		if err != nil {
 			s.stopInstances()
@@ -100,4 +102,11 @@ func (s *Service) EndpointCounts() map[string][2]int {
 		}
 	}
 	return out
+}
+
+// processIdentity is the metadata that tells the processes of a deployment
+// apart: host, pid and the build's version.
+func processIdentity() map[string]string {
+	host, _ := os.Hostname()
+	return map[string]string{"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildinfo.Version()}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -80,13 +82,16 @@ func TestWorkersStatsTruthful(t *testing.T) {
 	if busy != workers {
 		t.Errorf("%d of %d instances served whoami: the queue group does not spread requests", busy, workers)
 	}
-	// Custom data is process-wide and only worker 0 carries it, so a sum
-	// over instances stays true.
+	// Custom data is process-wide and every instance shows it; host and
+	// pid metadata tell which instances share a process.
+	pid := strconv.Itoa(os.Getpid())
 	for i, in := range e.svc.Instances() {
+		if m := in.Info().Metadata; m["pid"] != pid || m["host"] == "" || m["version"] == "" || m["worker"] != strconv.Itoa(i) {
+			t.Errorf("instance %d metadata %v: want this process's host, pid %s, version and worker %d", i, m, pid, i)
+		}
 		for _, ep := range in.Stats().Endpoints {
-			has := len(ep.Data) > 0 && string(ep.Data) != "null" && string(ep.Data) != "{}"
-			if has != (i == 0) {
-				t.Errorf("instance %d endpoint %s: custom data present=%v", i, ep.Name, has)
+			if len(ep.Data) == 0 || string(ep.Data) == "null" || string(ep.Data) == "{}" {
+				t.Errorf("instance %d endpoint %s: no custom data", i, ep.Name)
 			}
 		}
 	}

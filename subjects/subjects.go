@@ -43,13 +43,15 @@ const (
 	OpRoomDelete  Op = "room.delete"
 	OpRoomMine    Op = "room.mine"
 	OpRoomAudit   Op = "room.audit"
+
+	OpIdentityAudit Op = "identity.audit"
 )
 
 // Ops lists every operation in the order the service registers them.
 var Ops = []Op{
 	OpIdentityRegister, OpIdentityDisable, OpIdentityEnable, OpIdentityGet, OpIdentityList, OpWhoami,
 	OpRoomCreate, OpRoomGet, OpRoomMembers, OpRoomKey, OpRoomAdd, OpRoomRemove, OpRoomLeave,
-	OpRoomRekey, OpRoomDelete, OpRoomMine, OpRoomAudit,
+	OpRoomRekey, OpRoomDelete, OpRoomMine, OpRoomAudit, OpIdentityAudit,
 }
 
 // EndpointName is the micro endpoint name of op (micro names allow no dots).

@@ -565,6 +565,7 @@ func (e *env) measure(ctx context.Context) error {
 		}
 		return ra.rate() / rb.rate()
 	}
+	e.channelFigures(ctx) // the channel row and its CHANNEL line (channel.go)
 	if o.quick || o.bus { // bus.go
 		if err := busBench(ctx, o, e.out); err != nil {
 			fmt.Fprintf(e.out, "BUS failed: %v\n", err)

@@ -4,16 +4,12 @@ import (
 	"context"
 	"encoding/hex"
 	"io"
-	"os"
 	"strconv"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
-
-// envServiceKey pins the service's public key for commands that verify
-// what the service signed.
-const envServiceKey = "MEMBERCTL_SERVICE_KEY"
 
 type auditEntryJSON struct {
 	Seq         uint64 `json:"seq"`
@@ -28,41 +24,47 @@ type auditEntryJSON struct {
 }
 
 type auditJSON struct {
-	Room       string           `json:"room"`
+	Room       string           `json:"room,omitempty"`
+	Chain      string           `json:"chain"`
 	ServiceKey string           `json:"service_key"`
 	Verified   bool             `json:"verified"`
 	Problem    string           `json:"problem,omitempty"`
 	Entries    []auditEntryJSON `json:"entries"`
 }
 
-// audit prints a room's audit trail and verifies it: the chain's links and
-// every entry's signature under the pinned service key. A trail that does
-// not verify is printed (so it can be inspected) and the command fails.
+// audit prints a room's audit trail (or, with --identities, the identity
+// registry's) and verifies it: the chain's links and every entry's
+// signature under the pinned service key (or a key it rotated from), and
+// that the trail still reaches the last head verified before from this
+// identity's directory (rollback.go). A trail that does not verify is
+// printed (so it can be inspected) and the command fails.
 func audit(ctx context.Context, a *app, c *command, args []string) error {
 	fset := newFlagSet(c.name)
 	a.g.register(fset)
-	key := fset.String("service-key", os.Getenv(envServiceKey), "")
-	pos, err := a.parseArgs(fset, c, args, 1, 1)
+	identities := fset.Bool("identities", false, "")
+	pos, err := a.parseArgs(fset, c, args, 0, 1)
 	if err != nil {
 		return err
 	}
-	if *key == "" {
-		return usagef("audit: --service-key N… (or %s) is required: the trail is verified against it.\n"+
-			"Take it from the operator (membershipd's ready log, or service_key in `nats micro info %s`)",
-			envServiceKey, subjects.ServiceName)
+	if *identities == (len(pos) == 1) {
+		return usagef("audit: give a ROOM or --identities\nusage: memberctl %s %s", c.name, c.args)
+	}
+	if a.g.noVerify {
+		return usagef("audit: the trail is verified against the service key; it cannot run with --insecure-no-verify")
 	}
 	cl, err := a.client()
 	if err != nil {
 		return err
 	}
-	// Replies too must come from the pinned service.
-	cl = client.New(a.nc, cl.Identity(), client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout), client.WithServiceKey(*key))
-	entries, err := cl.Audit(ctx, pos[0])
+	v, entries, err := a.fetchChain(ctx, cl, pos, *identities)
 	if err != nil {
-		return opErr(subjects.OpRoomAudit, err)
+		return err
 	}
-	verr := client.VerifyAudit(*key, pos[0], entries)
-	v := auditJSON{Room: pos[0], ServiceKey: *key, Verified: verr == nil, Entries: make([]auditEntryJSON, 0, len(entries))}
+	verr := client.VerifyChain(a.trustedKeys(cl), v.Chain, entries)
+	if verr == nil {
+		verr = a.checkRollback(v.Chain, entries)
+	}
+	v.ServiceKey, v.Verified = cl.ServiceKey(), verr == nil
 	if verr != nil {
 		v.Problem = verr.Error()
 	}
@@ -76,10 +78,22 @@ func audit(ctx context.Context, a *app, c *command, args []string) error {
 		return err
 	}
 	if verr != nil {
-		return &cmdError{op: "verify audit of " + pos[0], err: verr,
-			hint: "the stored trail was altered, truncated in the middle or not signed by this key; keep this output as evidence"}
+		return &cmdError{op: "verify audit of " + v.Chain, err: verr,
+			hint: "the stored trail was altered, truncated or rolled back, or not signed by the service key; keep this output as evidence"}
 	}
 	return nil
+}
+
+// fetchChain reads a room's trail or the identities chain.
+func (a *app) fetchChain(ctx context.Context, cl *client.Client, pos []string, identities bool) (auditJSON, []api.AuditEntry, error) {
+	if identities {
+		entries, err := cl.IdentityAudit(ctx)
+		v := auditJSON{Chain: client.IdentitiesChain, Entries: make([]auditEntryJSON, 0, len(entries))}
+		return v, entries, opErr(subjects.OpIdentityAudit, err)
+	}
+	entries, err := cl.Audit(ctx, pos[0])
+	v := auditJSON{Room: pos[0], Chain: "room." + pos[0], Entries: make([]auditEntryJSON, 0, len(entries))}
+	return v, entries, opErr(subjects.OpRoomAudit, err)
 }
 
 func auditText(w io.Writer, v auditJSON) {

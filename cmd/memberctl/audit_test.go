@@ -20,7 +20,8 @@ import (
 // TestAuditCommand runs `memberctl audit` in-process against a real
 // server: a genuine trail verifies (exit 0), a trail with one entry
 // rewritten in the KV bucket is printed and fails (exit 3), a wrong pinned
-// key fails (exit 3), and a missing key is a usage error (exit 2).
+// key fails (exit 3), and without --service-key the key stored by the
+// first run is used.
 func TestAuditCommand(t *testing.T) {
 	skp, _ := nkeys.CreateServer()
 	spub, _ := skp.PublicKey()
@@ -59,8 +60,9 @@ func TestAuditCommand(t *testing.T) {
 		t.Fatalf("genuine trail: exit %d, %+v, %s", code, v, stderr)
 	}
 
-	if code, _, _ := runAudit(); code != exitUsage {
-		t.Fatalf("without --service-key: exit %d, want %d", code, exitUsage)
+	// The key that verified is now pinned beside the identity file.
+	if code, v, stderr := runAudit(); code != exitOK || v.ServiceKey != spub {
+		t.Fatalf("with the stored pin: exit %d, %+v, %s", code, v, stderr)
 	}
 	other, _ := nkeys.CreateServer()
 	opub, _ := other.PublicKey()

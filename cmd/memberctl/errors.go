@@ -129,15 +129,20 @@ func serviceHint(op subjects.Op, k api.Kind) string {
 
 // localHint suggests what to check for connection and file errors.
 func (a *app) localHint(err error) string {
+	if h := a.pinHint(err); h != "" {
+		return h
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Sprintf("no membership service answers under prefix %s at %s; is membershipd running, with the same --prefix?", a.g.prefix, a.g.server)
+		return fmt.Sprintf("no membership service answers under prefix %s at %s; is membershipd running, with the same --prefix?", a.g.prefix, a.g.conn.Describe())
+	case (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) && a.inboxRefused():
+		return "the NATS server refused this user a subscription to its reply inbox: connect with the --inbox-prefix the user may subscribe to (docs/deploy.md: _INBOX_client)"
 	case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return "the service did not answer within --timeout; retry or raise --timeout"
 	case errors.Is(err, nats.ErrNoServers):
-		return fmt.Sprintf("is a NATS server running at %s? set --server or %s", a.g.server, envServer)
+		return fmt.Sprintf("is a NATS server running at %s? set --server (NATS_URL), --context, or select a context with 'nats context select'", a.g.conn.Describe())
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
-		return "the NATS server refused the connection: check --creds or --nkey"
+		return "the NATS server refused the connection: check --creds, --nkey, --user/--password or --token"
 	}
 	return ""
 }

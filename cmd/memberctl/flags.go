@@ -26,15 +26,19 @@ func newFlagSet(name string) *flag.FlagSet {
 // register adds the global flags to fs with their current values as
 // defaults, so that a command's flag set accepts them after the command too.
 func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.server, "server", g.server, "")
-	fs.StringVar(&g.creds, "creds", g.creds, "")
-	fs.StringVar(&g.nkey, "nkey", g.nkey, "")
-	fs.StringVar(&g.context, "context", g.context, "")
+	for _, f := range g.conn.Flags() {
+		fs.StringVar(f.Value, f.Name, *f.Value, "")
+		if f.Short != "" {
+			fs.StringVar(f.Value, f.Short, *f.Value, "")
+		}
+	}
 	fs.StringVar(&g.identity, "identity", g.identity, "")
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "")
 	fs.BoolVar(&g.json, "json", g.json, "")
 	fs.BoolVar(&g.bus, "bus", g.bus, "")
+	fs.StringVar(&g.serviceKey, "service-key", g.serviceKey, "")
+	fs.BoolVar(&g.noVerify, "insecure-no-verify", g.noVerify, "")
 }
 
 // parseArgs parses a command's flags wherever they appear among its

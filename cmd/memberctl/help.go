@@ -75,18 +75,27 @@ var commands = []command{
 		summary: "delete a room (owner)"},
 	{name: "room mine", args: "[--after ROOM] [--limit N]", run: roomMine,
 		summary: "list the rooms you are a member of, one page"},
-	{name: "audit", args: "ROOM --service-key N…", run: audit,
-		summary: "show a room's audit trail and verify its chain and signatures (members)",
+	{name: "audit", args: "ROOM | --identities", run: audit,
+		summary: "show a room's (or, admins, the identity registry's) audit trail and verify it",
 		help: "Every accepted change of the room is one entry, signed by the service and linked to the one\n" +
-			"before. --service-key (or MEMBERCTL_SERVICE_KEY) is the service's public key, from the\n" +
-			"operator; replies and entries must be signed by it. Exits 3 if the trail does not verify."},
+			"before; --identities reads the registry's chain (register, disable, enable; admins only).\n" +
+			"Entries must be signed by the pinned service key (see --service-key) or a key it rotated\n" +
+			"from. The last verified entry of each chain is remembered in known_services.json: a trail\n" +
+			"that later ends before it, or differs at it, is a rollback. Exits 3 if the trail does not verify."},
 }
 
 const globalHelp = `Global flags (before or after the command; flags win over the environment):
-  --server URL       NATS server URLs, comma separated (env NATS_URL; default ` + defaultServer + `)
+  -s, --server URL   NATS server URLs, comma separated (env NATS_URL)
+  --context NAME     nats CLI context (env NATS_CONTEXT); the options below override it. With no
+                     connection option at all, the context chosen with 'nats context select' is
+                     used, else nats://127.0.0.1:4222
+  --user U, --password P, --token T   NATS user and password, or token (env NATS_USER,
+                     NATS_PASSWORD, NATS_TOKEN)
   --creds FILE       NATS user credentials file (env NATS_CREDS)
   --nkey FILE        NATS user nkey seed file (env NATS_NKEY)
-  --context NAME     NATS context of the nats CLI; wins over --server/--creds (env NATS_CONTEXT)
+  --inbox-prefix P   reply inbox prefix the NATS user may subscribe to (env NATS_INBOX_PREFIX)
+  --tlscert FILE, --tlskey FILE, --tlsca FILE   client certificate and key, CA to verify the
+                     servers with (env NATS_CERT, NATS_KEY, NATS_CA)
   --identity FILE    identity file written by keygen; signs every request (env MEMBERCTL_IDENTITY;
                      default ~/.config/unibus/identity.id if it exists)
   --prefix PREFIX    subject prefix of the service (env MEMBERCTL_PREFIX; default ` + subjects.DefaultPrefix + `)
@@ -95,6 +104,13 @@ const globalHelp = `Global flags (before or after the command; flags win over th
   --json             machine output: one JSON document on stdout, snake_case field names
   --bus              connect with the identity's signing key and its own inbox prefix, as a bus
                      that enforces membership requires (membershipd --bus enforce; docs/deploy.md)
+  --service-key N…   the service's public key: every reply must be signed by it (env
+                     MEMBERCTL_SERVICE_KEY). Without it the key of the first verified reply is
+                     trusted and stored in known_services.json beside the identity file, per
+                     server set and prefix; a later key is accepted only through a rotation
+                     statement signed by the stored one, or by giving it here
+  --insecure-no-verify  do not verify replies (env MEMBERCTL_INSECURE_NO_VERIFY=1); said on stderr
+  --version          print the build's version and exit (before the command)
 `
 
 const exitHelp = `Errors are one line on stderr, "memberctl: <op>: <code> <reason>: <message>", then a hint

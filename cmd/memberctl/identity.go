@@ -143,8 +143,11 @@ func keygen(_ context.Context, a *app, c *command, args []string) error {
 // the connection flags of this invocation that differ from the defaults.
 func (a *app) registerCommand(pubFile string) string {
 	parts := []string{"memberctl"}
-	if a.g.server != defaultServer {
-		parts = append(parts, "--server", shellQuote(a.g.server))
+	if a.g.conn.Server != "" {
+		parts = append(parts, "--server", shellQuote(a.g.conn.Server))
+	}
+	if a.g.conn.Context != "" {
+		parts = append(parts, "--context", shellQuote(a.g.conn.Context))
 	}
 	if a.g.prefix != subjects.DefaultPrefix {
 		parts = append(parts, "--prefix", shellQuote(a.g.prefix))

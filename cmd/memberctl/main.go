@@ -18,13 +18,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/synadia-io/orbit.go/natscontext"
-
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/buildinfo"
+	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -38,16 +40,10 @@ const (
 
 // Environment variables read for global flags.
 const (
-	envServer   = "NATS_URL"
-	envCreds    = "NATS_CREDS"
-	envNKey     = "NATS_NKEY"
-	envContext  = "NATS_CONTEXT"
 	envIdentity = "MEMBERCTL_IDENTITY"
 	envPrefix   = "MEMBERCTL_PREFIX"
 	envTimeout  = "MEMBERCTL_TIMEOUT"
 )
-
-const defaultServer = "nats://127.0.0.1:4222"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,15 +54,15 @@ func main() {
 
 // globals are the flags every command accepts.
 type globals struct {
-	server   string
-	creds    string
-	nkey     string
-	context  string
+	conn     natsconn.Options // as the nats CLI: flags, environment, selected context
 	identity string
 	prefix   string
 	timeout  time.Duration
 	json     bool
 	bus      bool // connect with the identity's key (client.Identity.BusOptions)
+
+	serviceKey string // --service-key: the service key to pin (pin.go)
+	noVerify   bool   // --insecure-no-verify: replies are not verified (pin.go)
 }
 
 // app is one invocation: its flags, its output and, once a command needs
@@ -77,8 +73,10 @@ type app struct {
 	stderr io.Writer
 	nc     *nats.Conn
 	cl     *client.Client
+	pins   *pinStore // the pin store, once a client verifies replies (pin.go)
 
 	progressShown bool
+	inboxDenied   atomic.Bool // the server refused a subscription (reply inbox)
 }
 
 // run executes one command line and returns the process exit code.
@@ -86,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{stdout: stdout, stderr: stderr}
 	defer a.close()
 	err := a.dispatch(ctx, args)
+	a.keepPin(err)
 	a.endProgress()
 	return a.report(err)
 }
@@ -105,12 +104,13 @@ func (g *globals) defaults() error {
 		}
 		return def
 	}
-	g.server = env(envServer, defaultServer)
-	g.creds = env(envCreds, "")
-	g.nkey = env(envNKey, "")
-	g.context = env(envContext, "")
+	for _, f := range g.conn.Flags() {
+		*f.Value = env(f.Env, "")
+	}
 	g.identity = env(envIdentity, "")
 	g.prefix = env(envPrefix, subjects.DefaultPrefix)
+	g.serviceKey = env(envServiceKey, "")
+	g.noVerify = env(envNoVerify, "") != ""
 	g.timeout = 5 * time.Second
 	if v := os.Getenv(envTimeout); v != "" {
 		d, err := time.ParseDuration(v)
@@ -130,11 +130,11 @@ func (g *globals) check() error {
 	if err := subjects.ValidatePrefix(g.prefix); err != nil {
 		return usagef("--prefix: %v", err)
 	}
-	if g.creds != "" && g.nkey != "" {
-		return usagef("--creds and --nkey exclude each other")
+	if err := g.conn.Validate(); err != nil {
+		return usagef("%v", err)
 	}
-	if g.bus && (g.creds != "" || g.nkey != "") {
-		return usagef("--bus connects with the identity's key: drop --creds and --nkey")
+	if c := g.conn; g.bus && (c.Creds != "" || c.NKey != "" || c.User != "" || c.Token != "") {
+		return usagef("--bus connects with the identity's key: drop --user, --token, --creds and --nkey")
 	}
 	return nil
 }
@@ -154,35 +154,33 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, localErr("load identity", err)
 	}
-	opts := []nats.Option{nats.Name("memberctl"), nats.Timeout(a.g.timeout)}
-	if a.g.creds != "" {
-		opts = append(opts, nats.UserCredentials(a.g.creds))
+	var busOpts []nats.Option
+	if a.g.bus { // the identity's key and inbox prefix (client.Identity.BusOptions)
+		busOpts = id.BusOptions()
 	}
-	if a.g.nkey != "" {
-		o, err := nats.NkeyOptionFromSeed(a.g.nkey)
-		if err != nil {
-			return nil, localErr("read --nkey", err)
-		}
-		opts = append(opts, o)
+	nc, err := a.g.conn.Connect(append(busOpts, nats.Name("memberctl"), nats.Timeout(a.g.timeout),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
+				a.inboxDenied.Store(true)
+			}
+		}))...)
+	if err != nil {
+		return nil, localErr("connect to "+a.g.conn.Describe(), err)
 	}
-	if a.g.bus {
-		opts = append(opts, id.BusOptions()...)
-	}
-	var nc *nats.Conn
-	if a.g.context != "" {
-		// The context supplies servers and credentials, as in the nats CLI.
-		nc, _, err = natscontext.Connect(a.g.context, opts...)
-		if err != nil {
-			return nil, localErr("connect with NATS context "+a.g.context, err)
-		}
-	} else if nc, err = nats.Connect(a.g.server, opts...); err != nil {
-		return nil, localErr("connect "+a.g.server, err)
+	pinning, err := a.pinOptions()
+	if err != nil {
+		nc.Close()
+		return nil, err
 	}
 	a.nc = nc
-	a.cl = client.New(nc, id, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
-		client.WithProgress(a.progress()))
+	a.cl = client.New(nc, id, append(pinning, client.WithPrefix(a.g.prefix), client.WithTimeout(a.g.timeout),
+		client.WithProgress(a.progress()))...)
 	return a.cl, nil
 }
+
+// inboxRefused reports whether the server refused a subscription: memberctl
+// subscribes only to its reply inbox.
+func (a *app) inboxRefused() bool { return a.inboxDenied.Load() }
 
 // defaultIdentity is ~/.config/unibus/identity.id (under $XDG_CONFIG_HOME
 // when set) if that file exists.
@@ -205,12 +203,17 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 	}
 	fs := newFlagSet("memberctl")
 	a.g.register(fs)
+	version := fs.Bool("version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, errHelp) {
 			a.help(nil)
 			return nil
 		}
 		return usagef("%v", err)
+	}
+	if *version {
+		fmt.Fprintln(a.stdout, "memberctl", buildinfo.Version())
+		return nil
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {

@@ -77,14 +77,14 @@ func (b *busConfig) configureEmbedded(opts *server.Options) error {
 	return err
 }
 
-// connOption is the service connection's credential on the embedded server
-// with the callout on (exempt from it); nil otherwise.
-func (b *busConfig) connOption() nats.Option {
+// connOptions are the service connection's credential on the embedded
+// server with the callout on (exempt from it); none otherwise.
+func (b *busConfig) connOptions() []nats.Option {
 	if b.embedded == nil {
 		return nil
 	}
 	pub, _ := b.embedded.Service.PublicKey()
-	return nats.Nkey(pub, b.embedded.Service.Sign)
+	return []nats.Option{nats.Nkey(pub, b.embedded.Service.Sign)}
 }
 
 // busRunner is the running callout of this replica.
@@ -126,14 +126,17 @@ func startBus(ctx context.Context, cfg *Config, log *slog.Logger) (*busRunner, e
 		}
 		sysOpts = append(sysOpts, o)
 	}
-	if cfg.TLSCA != "" {
-		sysOpts = append(sysOpts, nats.RootCAs(cfg.TLSCA))
+	if cfg.Conn.TLSCert != "" {
+		sysOpts = append(sysOpts, nats.ClientCert(cfg.Conn.TLSCert, cfg.Conn.TLSKey))
+	}
+	if cfg.Conn.TLSCA != "" {
+		sysOpts = append(sysOpts, nats.RootCAs(cfg.Conn.TLSCA))
 	}
 	co, err := callout.New(ccfg)
 	if err != nil {
 		return nil, err
 	}
-	sys, err := nats.Connect(strings.TrimSpace(cfg.NATSURL), sysOpts...)
+	sys, err := nats.Connect(strings.TrimSpace(cfg.Conn.Server), sysOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: system-account connection: %w", err)
 	}

@@ -9,12 +9,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/synadia-io/orbit.go/natscontext"
-
+	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -22,15 +19,10 @@ import (
 // Config is the daemon's configuration: flags over environment over
 // defaults.
 type Config struct {
-	NATSURL string
-	Context string
-	Creds   string
-	NKey    string
-
-	// TLS of the client connection to an existing deployment.
-	TLSCert string
-	TLSKey  string
-	TLSCA   string
+	// Conn connects to an existing deployment, with the nats CLI's flags.
+	Conn natsconn.Options
+	// ConnectWait bounds how long start-up keeps retrying to reach NATS.
+	ConnectWait time.Duration
 
 	// Orphan sweep of sealed-key objects (service.Sweep); 0 disables it.
 	SweepInterval time.Duration
@@ -58,16 +50,23 @@ type Config struct {
 	// ServiceKey is the nkeys server seed file that signs replies and audit
 	// entries (embedded default: <data-dir>/service.nk, generated).
 	ServiceKey string
+	// PreviousServiceKey is, during a key rotation, the seed file of the
+	// key ServiceKey replaces (docs/protocol.md §16).
+	PreviousServiceKey string
 
 	Service service.Config
 	Bus     busConfig // bus enforcement (bus.go)
 
-	PrintConfig bool          // print the effective settings and exit
-	flags       *flag.FlagSet // for --print-config
+	PrintConfig  bool          // print the effective settings and exit
+	PrintVersion bool          // print the build's version and exit
+	flags        *flag.FlagSet // for --print-config
 }
 
 // Embedded reports whether to start an in-process nats-server.
-func (c *Config) Embedded() bool { return c.NATSURL == "" && c.Context == "" }
+// Unlike memberctl, the daemon never falls back to the context selected with
+// `nats context select`: a developer's selected context must not turn the
+// embedded default into a replica of some other deployment.
+func (c *Config) Embedded() bool { return c.Conn.Server == "" && c.Conn.Context == "" }
 
 // Validate rejects settings that cannot work.
 func (c *Config) Validate() error {
@@ -76,13 +75,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--replicas %d: want 1, 3 or 5", c.Replicas))
 	}
 	if c.Embedded() && c.Routes == "" && c.Replicas != 1 {
-		errs = append(errs, errors.New("--replicas above 1 needs a NATS cluster (--nats-url, --context or --routes)"))
+		errs = append(errs, errors.New("--replicas above 1 needs a NATS cluster (--server, --context or --routes)"))
 	}
 	if (c.Routes != "") != (c.ClusterListen != "") {
 		errs = append(errs, errors.New("--routes and --cluster-listen go together"))
 	}
 	if c.Routes != "" && !c.Embedded() {
-		errs = append(errs, errors.New("--routes runs an embedded cluster node; drop --nats-url/--context"))
+		errs = append(errs, errors.New("--routes runs an embedded cluster node; drop --server/--context"))
 	}
 	if c.Routes != "" && c.ServerName == "" {
 		errs = append(errs, errors.New("--server-name is required for a cluster node"))
@@ -92,12 +91,15 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--sync %q: want always or a duration such as 1s", c.Sync))
 		}
 	}
-	if c.NATSURL != "" && c.Context != "" {
-		errs = append(errs, errors.New("--nats-url and --context are exclusive"))
+	// Replicas must sign with one key, or clients pinning it refuse some
+	// of them; only a lone embedded server may generate its own.
+	if c.ServiceKey == "" && (!c.Embedded() || c.Routes != "") {
+		errs = append(errs, errors.New("--service-key is required when joining a deployment or a cluster: give every replica the same server seed file (nats auth nkey gen server --output FILE)"))
 	}
-	if (c.TLSCert != "") != (c.TLSKey != "") {
-		errs = append(errs, errors.New("--tlscert and --tlskey go together"))
+	if c.ConnectWait <= 0 {
+		errs = append(errs, fmt.Errorf("--connect-wait %s: want a positive duration", c.ConnectWait))
 	}
+	errs = append(errs, c.Conn.Validate())
 	if c.SweepInterval < 0 {
 		errs = append(errs, fmt.Errorf("--sweep-interval %s: want 0 (off) or a positive duration", c.SweepInterval))
 	}
@@ -106,7 +108,7 @@ func (c *Config) Validate() error {
 	if timeout := max(c.Service.RequestTimeout, service.DefaultRequestTimeout); c.SweepGrace <= 2*timeout {
 		errs = append(errs, fmt.Errorf("--sweep-grace %s: want more than twice the request timeout (%s)", c.SweepGrace, timeout))
 	}
-	errs = append(errs, c.Service.Validate(), c.Bus.validate(c.Embedded(), c.NATSURL, c.Routes))
+	errs = append(errs, c.Service.Validate(), c.Bus.validate(c.Embedded(), c.Conn.Server, c.Routes))
 	return errors.Join(errs...)
 }
 
@@ -122,13 +124,21 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		}
 		fs.StringVar(p, name, def, usage+" (env "+env+")")
 	}
-	str(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server URLs of an existing deployment; empty starts an embedded server")
-	str(&c.Context, "context", "NATS_CONTEXT", "", "NATS context name (as used by the nats CLI) of an existing deployment")
-	str(&c.Creds, "creds", "NATS_CREDS", "", "NATS user credentials file")
-	str(&c.NKey, "nkey", "NATS_NKEY", "", "NATS user nkey seed file")
-	str(&c.TLSCert, "tlscert", "NATS_TLS_CERT", "", "client TLS certificate file for the NATS connection (with --tlskey)")
-	str(&c.TLSKey, "tlskey", "NATS_TLS_KEY", "", "client TLS private key file for the NATS connection")
-	str(&c.TLSCA, "tlsca", "NATS_TLS_CA", "", "CA certificate file to verify the NATS servers with")
+	for _, f := range c.Conn.Flags() {
+		usage := f.Usage
+		switch f.Name {
+		case "server":
+			usage = "NATS server URLs of an existing deployment, comma-separated; without --server or --context an embedded server starts"
+		case "context":
+			usage = "nats CLI context of an existing deployment (the selected context is not used: without --server or --context an embedded server starts)"
+		}
+		str(f.Value, f.Name, f.Env, "", usage)
+		if f.Short != "" {
+			fs.Var(alias{fs.Lookup(f.Name)}, f.Short, "short for --"+f.Name)
+		}
+	}
+	// --nats-url was the flag's name before it matched the nats CLI's.
+	fs.Var(alias{fs.Lookup("server")}, "nats-url", "old name of --server")
 	str(&c.DataDir, "data-dir", "MEMBERSHIPD_DATA_DIR", "membership-data", "embedded server: JetStream data directory")
 	str(&c.Listen, "listen", "MEMBERSHIPD_LISTEN", "127.0.0.1:4222", "embedded server: client listen address (loopback by default)")
 	str(&c.Sync, "sync", "MEMBERSHIPD_SYNC", "always", "embedded server: JetStream fsync policy, always or an interval such as 1s")
@@ -145,6 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	str(&auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft or off. soft and off are moot today: every v1 operation needs a signer, so they refuse unsigned requests as enforce does (soft only logs the reason first); the rollout switch for the bus is --bus")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
+	str(&c.PreviousServiceKey, "previous-service-key", "MEMBERSHIPD_PREVIOUS_SERVICE_KEY", "", "during a key rotation: the seed file of the key --service-key replaces; it signs the statement that moves pinned clients to the new key (docs/protocol.md §16)")
 	str(&c.ServiceKey, "service-key", "MEMBERSHIPD_SERVICE_KEY", "", "nkeys server seed file (SN…) signing replies and audit entries; clients pin its public key. Embedded default: <data-dir>/service.nk, generated if missing; every replica of a deployment needs the same file")
 	c.Bus.flags(fs, str)
 	var envErrs []error
@@ -152,6 +163,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.Service.RateBurst, "rate-burst", envInt("MEMBERSHIPD_RATE_BURST", service.DefaultRateBurst, &envErrs), "requests an identity may send at once above its rate (env MEMBERSHIPD_RATE_BURST)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", envDuration("MEMBERSHIPD_SWEEP_INTERVAL", service.DefaultSweepInterval, &envErrs), "how often to remove orphaned sealed-key objects; 0 disables the sweep (env MEMBERSHIPD_SWEEP_INTERVAL)")
 	fs.DurationVar(&c.SweepGrace, "sweep-grace", envDuration("MEMBERSHIPD_SWEEP_GRACE", service.DefaultSweepGrace, &envErrs), "age below which an unreferenced sealed-key object is kept: it may belong to a mutation in flight (env MEMBERSHIPD_SWEEP_GRACE)")
+	fs.DurationVar(&c.ConnectWait, "connect-wait", envDuration("MEMBERSHIPD_CONNECT_WAIT", defaultConnectWait, &envErrs), "how long start-up retries to reach NATS before giving up, so that replicas may start before the servers (env MEMBERSHIPD_CONNECT_WAIT)")
 	fs.IntVar(&c.Replicas, "replicas", envInt("MEMBERSHIPD_REPLICAS", 1, &envErrs), "bucket replicas: 1 embedded, 3 recommended on a cluster (env MEMBERSHIPD_REPLICAS)")
 	fs.DurationVar(&c.Service.Skew, "skew", envDuration("MEMBERSHIPD_SKEW", service.DefaultSkew, &envErrs), "accepted clock skew of a request's ts; nonces live twice as long (env MEMBERSHIPD_SKEW)")
 	fs.IntVar(&c.Service.MaxRequest, "max-request", envInt("MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest, &envErrs), "largest accepted request in bytes (env MEMBERSHIPD_MAX_REQUEST)")
@@ -160,11 +172,12 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.DurationVar(&c.Service.RoomIndexWait, "room-index-wait", envDuration("MEMBERSHIPD_ROOM_INDEX_WAIT", service.DefaultRoomIndexWait, &envErrs), "room index: how long a page waits for the index to catch up before it is read from the store; negative disables the index (env MEMBERSHIPD_ROOM_INDEX_WAIT)")
 	fs.IntVar(&c.Service.KeyCacheBytes, "key-cache-bytes", envInt("MEMBERSHIPD_KEY_CACHE_BYTES", service.DefaultKeyCacheBytes, &envErrs), "bytes of immutable sealed-key objects cached in memory; negative disables the cache (env MEMBERSHIPD_KEY_CACHE_BYTES)")
 	fs.String("config", "", "JSON file of settings by flag name, e.g. {\"replicas\": 3}; flags and environment win over it (env MEMBERSHIPD_CONFIG)")
+	fs.BoolVar(&c.PrintVersion, "version", false, "print the build's version and exit")
 	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective settings (flags > env > config file > defaults) as JSON and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: membershipd [flags]\n\n"+
 			"Serves the unibus membership service as NATS micro endpoints (inspect with `nats micro ls`).\n"+
-			"Without --nats-url or --context it runs an embedded nats-server with JetStream on --listen,\n"+
+			"Without --server or --context it runs an embedded nats-server with JetStream on --listen,\n"+
 			"storing data in --data-dir, and writes the first admin identity to <data-dir>/admin.identity.\n"+
 			"With --routes and --cluster-listen the embedded server is one node of a JetStream cluster\n"+
 			"(give every node the same --bootstrap-admin file).\n"+
@@ -180,6 +193,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		return nil, err
 	}
 	c.flags = fs
+	if c.PrintVersion {
+		return c, nil
+	}
 	if err := errors.Join(envErrs...); err != nil {
 		return nil, err
 	}
@@ -251,32 +267,16 @@ func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
 	return d
 }
 
-// connect dials the deployment: a NATS context, or URLs with optional creds
-// or nkey seed file.
-func connect(c *Config) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("membershipd"), nats.MaxReconnects(-1)}
-	if c.Creds != "" {
-		opts = append(opts, nats.UserCredentials(c.Creds))
+// alias is a second name of a flag: setting it sets the flag.
+type alias struct{ f *flag.Flag }
+
+func (a alias) String() string {
+	if a.f == nil {
+		return ""
 	}
-	if c.TLSCert != "" {
-		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
-	}
-	if c.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(c.TLSCA))
-	}
-	if c.NKey != "" {
-		o, err := nats.NkeyOptionFromSeed(c.NKey)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, o)
-	}
-	if o := c.Bus.connOption(); o != nil {
-		opts = append(opts, o) // embedded server with the callout on (bus.go)
-	}
-	if c.Context != "" {
-		nc, _, err := natscontext.Connect(c.Context, opts...)
-		return nc, err
-	}
-	return nats.Connect(strings.TrimSpace(c.NATSURL), opts...)
+	return a.f.Value.String()
 }
+func (a alias) Set(v string) error { return a.f.Value.Set(v) }
+
+// isAlias reports whether a flag is another name of one printed already.
+func isAlias(f *flag.Flag) bool { _, ok := f.Value.(alias); return ok }

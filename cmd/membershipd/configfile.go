@@ -15,7 +15,7 @@ import (
 // The config file is one JSON object whose keys are flag names without the
 // dashes and whose values are strings, numbers or booleans:
 //
-//	{"nats-url": "nats://n1:4222,nats://n2:4222", "replicas": 3, "log-format": "json"}
+//	{"server": "nats://n1:4222,nats://n2:4222", "replicas": 3, "log-format": "json"}
 //
 // Precedence, highest first: command-line flags, environment variables (an
 // empty one counts as unset), the config file, built-in defaults.
@@ -60,7 +60,7 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	sort.Strings(keys)
 	for _, name := range keys {
 		f := fs.Lookup(name)
-		if f == nil || name == "config" || name == "print-config" {
+		if f == nil || name == "config" || name == "print-config" || name == "version" {
 			return fmt.Errorf("config file %s: unknown setting %q", path, name)
 		}
 		if m := envOfFlag.FindStringSubmatch(f.Usage); m != nil {
@@ -85,7 +85,11 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 func printConfig(w io.Writer, fs *flag.FlagSet) error {
 	out := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "config" || f.Name == "print-config" {
+		switch {
+		case f.Name == "config" || f.Name == "print-config" || f.Name == "version" || isAlias(f):
+			return
+		case (f.Name == "password" || f.Name == "token") && f.Value.String() != "":
+			out[f.Name] = "xxxxx"
 			return
 		}
 		out[f.Name] = maskURLs(f.Value.String())

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -28,8 +27,13 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*embeddedServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %q: bad port", cfg.Listen)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := checkListen("--listen", cfg.Listen); err != nil {
 		return nil, err
+	}
+	if cfg.ClusterListen != "" {
+		if err := checkListen("--cluster-listen", cfg.ClusterListen); err != nil {
+			return nil, err
+		}
 	}
 	opts := &server.Options{
 		ServerName: "membershipd-embedded",

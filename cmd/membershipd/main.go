@@ -2,7 +2,7 @@
 //
 // With no NATS URL or context it starts an embedded nats-server with
 // JetStream on loopback, keeping its data in --data-dir, and bootstraps a
-// first admin identity file there. Given --nats-url or --context it joins an
+// first admin identity file there. Given --server or --context it joins an
 // existing deployment. Every flag can also be set through the environment
 // variable named in --help; flags win over the environment.
 package main
@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 )
@@ -42,6 +43,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.PrintVersion {
+		_, err := fmt.Fprintln(stdout, "membershipd", buildinfo.Version())
+		return err
+	}
 	if cfg.PrintConfig {
 		return printConfig(stdout, cfg.flags)
 	}
@@ -54,16 +59,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	embeddedMode := cfg.Embedded()
 	if embeddedMode {
+		lock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
 		embedded, err := startEmbedded(cfg, log)
 		if err != nil {
 			return err
 		}
 		defer embedded.Shutdown()
-		cfg.NATSURL = embedded.ClientURL()
+		cfg.Conn.Server = embedded.ClientURL()
 	}
-	nc, err := connect(cfg)
+	nc, err := connect(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("connect to NATS: %w", err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -85,9 +95,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := setServiceKey(cfg, embeddedMode); err != nil {
 		return err
 	}
-	cfg.Service.Metadata = map[string]string{
-		"bucket": cfg.Bucket, "keys_bucket": cfg.KeysBucket, "replicas": fmt.Sprint(cfg.Replicas),
+	if err := agreeServiceKey(ctx, nc, cfg, log); err != nil {
+		return err
 	}
+	cfg.Service.Metadata = processMetadata(cfg)
 	bus, err := startBus(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -129,6 +140,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// defaultConnectWait is how long start-up retries to reach NATS by default:
+// long enough for a whole cluster restarting at once to come back.
+const defaultConnectWait = 2 * time.Minute
+
+// connect dials the deployment, retrying while no server answers yet (a
+// replica may start before the nodes) for at most --connect-wait. Errors
+// that another try cannot fix, such as a refused user, end it at once.
+func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*nats.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectWait)
+	defer cancel()
+	var nc *nats.Conn
+	err := retry(ctx, log, "connect to NATS", func(err error) bool { return errors.Is(err, nats.ErrNoServers) }, func() error {
+		var err error
+		nc, err = cfg.Conn.Connect(append(cfg.Bus.connOptions(), nats.Name("membershipd"), nats.MaxReconnects(-1))...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS (%s, tried for up to --connect-wait %s): %w", cfg.Conn.Describe(), cfg.ConnectWait, err)
+	}
+	return nc, nil
+}
+
 // openStore opens the buckets, waiting while JetStream is not ready yet (a
 // cluster that is still electing its meta leader). A bucket with other
 // settings is final.
@@ -164,7 +197,7 @@ func retry(ctx context.Context, log *slog.Logger, what string, again func(error)
 		if err == nil || !again(err) {
 			return err
 		}
-		log.Info("JetStream not ready, retrying", "step", what, "error", err, "in", wait)
+		log.Info("not ready, retrying", "step", what, "error", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return err

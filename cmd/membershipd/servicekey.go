@@ -89,5 +89,12 @@ func setServiceKey(cfg *Config, embedded bool) error {
 		return err
 	}
 	cfg.Service.ServiceKey = kp
+	if cfg.PreviousServiceKey != "" {
+		prev, err := loadServiceKey(cfg.PreviousServiceKey, false)
+		if err != nil {
+			return fmt.Errorf("--previous-service-key: %w", err)
+		}
+		cfg.Service.PreviousServiceKey = prev
+	}
 	return nil
 }

@@ -7,12 +7,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/service"
@@ -82,9 +84,23 @@ func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	return st
 }
 
+// ServiceKey is the service key of every replica [Service] starts without
+// one of its own, as every replica of a deployment shares one: clients,
+// which verify replies by default, pin it on first use.
+var ServiceKey = sync.OnceValue(func() nkeys.KeyPair {
+	kp, err := nkeys.CreateServer()
+	if err != nil {
+		panic(err)
+	}
+	return kp
+})
+
 // Service starts a service replica on its own connection to s.
 func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Service {
 	t.Helper()
+	if cfg.ServiceKey == nil {
+		cfg.ServiceKey = ServiceKey()
+	}
 	nc := Connect(t, s)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -139,10 +139,11 @@ func (r Reply) Expect(t testing.TB, code int, reason string) {
 	}
 }
 
-// Decode decodes r's body into v.
+// Decode decodes r's body into v with the protocol's strict decoder, as
+// clients must (docs/protocol.md §6).
 func (r Reply) Decode(t testing.TB, v any) {
 	t.Helper()
-	if err := msgpack.Unmarshal(r.Data, v); err != nil {
+	if err := envelope.Unmarshal(r.Data, v); err != nil {
 		t.Fatalf("decode reply body: %v", err)
 	}
 }

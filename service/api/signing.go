@@ -9,15 +9,17 @@ import (
 // request label (envelope.Label), so no signature made for one purpose
 // verifies for another.
 const (
-	ReplyLabel = "unibus-membership-reply-v1"
-	AuditLabel = "unibus-membership-audit-v1"
+	ReplyLabel        = "unibus-membership-reply-v1"
+	ReplyRequestLabel = "unibus-membership-reply-to-request-v1"
+	AuditLabel        = "unibus-membership-audit-v1"
+	RotationLabel     = "unibus-membership-key-rotation-v1"
 )
 
 // ReplyCanonical returns the bytes the service signs for a reply
 // (docs/protocol.md §16):
 //
 //	u32be(len(ReplyLabel)) ReplyLabel
-//	u32be(len(nonce))      nonce       the request's nonce; empty if none decoded
+//	u32be(len(nonce))      nonce       the request's nonce
 //	u32be(code)                        200, 208 or the error code
 //	u32be(len(reason))     reason      Unibus-Error-Reason; empty on success
 //	u32be(32)              sha256(body)
@@ -27,10 +29,26 @@ const (
 // text (Nats-Service-Error) is not covered: NATS header encoding may trim
 // it, and programs act on the code and reason, which are.
 func ReplyCanonical(nonce []byte, code int, reason string, body []byte) []byte {
+	return replyCanonical(ReplyLabel, nonce, code, reason, body)
+}
+
+// ReplyToRequestCanonical returns the bytes the service signs for a reply
+// to a request whose nonce it could not read (too large, not a strict map,
+// no nonce of 16–64 bytes): the same layout as [ReplyCanonical] under
+// [ReplyRequestLabel], with SHA-256 of the request's bytes in the nonce's
+// place. The sender knows those bytes, so such a reply too is bound to one
+// request; the distinct label keeps a 32-byte nonce and a request hash
+// from ever standing for each other.
+func ReplyToRequestCanonical(request []byte, code int, reason string, body []byte) []byte {
+	sum := sha256.Sum256(request)
+	return replyCanonical(ReplyRequestLabel, sum[:], code, reason, body)
+}
+
+func replyCanonical(label string, binding []byte, code int, reason string, body []byte) []byte {
 	sum := sha256.Sum256(body)
-	b := make([]byte, 0, 4*5+len(ReplyLabel)+len(nonce)+len(reason)+len(sum))
-	b = appendField(b, []byte(ReplyLabel))
-	b = appendField(b, nonce)
+	b := make([]byte, 0, 4*5+len(label)+len(binding)+len(reason)+len(sum))
+	b = appendField(b, []byte(label))
+	b = appendField(b, binding)
 	b = binary.BigEndian.AppendUint32(b, uint32(code))
 	b = appendField(b, []byte(reason))
 	b = appendField(b, sum[:])
@@ -91,9 +109,39 @@ type AuditRequest struct {
 	Limit int    `msgpack:"limit"`
 }
 
+// IdentityAuditRequest asks for a page of the identities chain's entries
+// with Seq > After (admins only).
+type IdentityAuditRequest struct {
+	After uint64 `msgpack:"after"`
+	Limit int    `msgpack:"limit"`
+}
+
 // AuditPage is one page of audit entries in Seq order; Next is the cursor
 // for the following page, 0 on the last.
 type AuditPage struct {
 	Entries []AuditEntry `msgpack:"entries"`
 	Next    uint64       `msgpack:"next"`
 }
+
+// RotationCanonical returns the bytes of a key-rotation statement
+// (docs/protocol.md §16): the old service key, signing them, names the new
+// one.
+//
+//	u32be(len(RotationLabel)) RotationLabel
+//	u32be(56)                 old   the N… key that signs
+//	u32be(56)                 new   the N… key it hands over to
+//
+// A client that pinned old moves its pin to new only through this
+// statement; the label keeps it apart from every other signature.
+func RotationCanonical(old, new string) []byte {
+	b := appendField(nil, []byte(RotationLabel))
+	b = appendField(b, []byte(old))
+	return appendField(b, []byte(new))
+}
+
+// Metadata keys of a rotation statement in the service's micro info.
+const (
+	MetaServiceKey  = "service_key"
+	MetaPreviousKey = "previous_service_key"
+	MetaRotationSig = "key_rotation_sig"
+)

@@ -91,8 +91,8 @@ type Identity struct {
 	XKey     string `msgpack:"xkey"`
 	Admin    bool   `msgpack:"admin"`
 	Disabled bool   `msgpack:"disabled"`
-	Created  int64  `msgpack:"created"` // Unix milliseconds
-	Updated  int64  `msgpack:"updated"`
+	Created  int64  `msgpack:"created"` // Unix milliseconds, service clock
+	Updated  int64  `msgpack:"updated"` // Unix milliseconds, service clock
 }
 
 // RegisterRequest registers an identity or replaces its keys and role (admin).
@@ -146,10 +146,10 @@ type Room struct {
 	OwnerKey  string `msgpack:"owner_key"` // owner's signing key at creation
 	Epoch     uint64 `msgpack:"epoch"`
 	RekeyOwed bool   `msgpack:"rekey_owed"`
-	Members   int    `msgpack:"members"`
+	Members   int    `msgpack:"members"` // count, owner included
 	Deleted   bool   `msgpack:"deleted"`
-	Created   int64  `msgpack:"created"`
-	Updated   int64  `msgpack:"updated"`
+	Created   int64  `msgpack:"created"` // Unix milliseconds, service clock
+	Updated   int64  `msgpack:"updated"` // Unix milliseconds, service clock
 }
 
 // CreateRoomRequest creates a room owned by the signer. Members must include

@@ -1,0 +1,49 @@
+package client
+
+import (
+	"sync"
+	"time"
+)
+
+// replayWindow remembers the ids of accepted messages for keep (twice the
+// replay window: a message stamped at the window's far edge stays
+// acceptable that long), so a copy is refused as seen until it is refused
+// as stale. Ids are recorded only after a message verified and opened, so
+// only members' valid messages take memory: at most their rate times keep.
+// Entries expire in arrival order, so pruning costs O(expired).
+type replayWindow struct {
+	mu    sync.Mutex
+	keep  time.Duration
+	seen  map[MessageID]struct{}
+	queue []seenID
+	head  int
+}
+
+type seenID struct {
+	id      MessageID
+	expires time.Time
+}
+
+func (ch *Channel) newReplayWindow() *replayWindow {
+	return &replayWindow{keep: 2 * ch.window, seen: make(map[MessageID]struct{})}
+}
+
+// claim records id and reports whether it was new.
+func (w *replayWindow) claim(id MessageID, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.head < len(w.queue) && now.After(w.queue[w.head].expires) {
+		delete(w.seen, w.queue[w.head].id)
+		w.head++
+	}
+	if w.head > len(w.queue)/2 {
+		w.queue = append(w.queue[:0], w.queue[w.head:]...)
+		w.head = 0
+	}
+	if _, ok := w.seen[id]; ok {
+		return false
+	}
+	w.seen[id] = struct{}{}
+	w.queue = append(w.queue, seenID{id, now.Add(w.keep)})
+	return true
+}

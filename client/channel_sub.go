@@ -1,0 +1,121 @@
+package client
+
+import (
+	"context"
+	"iter"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ChannelSubscription receives a channel's messages, from a handler
+// ([Channel.Subscribe]) or one at a time ([Channel.SubscribeSync]). Only
+// messages that verified and opened reach the caller; the others are
+// counted by [Channel.Refused] and told to [WithRefusals].
+type ChannelSubscription struct {
+	ch   *Channel
+	seen *replayWindow
+	sub  *nats.Subscription
+	stop func() bool
+
+	stopWorkers func() // WithVerifiers' pipeline, or nil
+	once        sync.Once
+}
+
+// Subscribe calls handler, one message at a time, for every message on the
+// room's subject that verifies and opens, until ctx ends or Unsubscribe.
+// A request's handler answers it with [Message.Respond].
+func (ch *Channel) Subscribe(ctx context.Context, handler func(*Message)) (*ChannelSubscription, error) {
+	seen := ch.newReplayWindow()
+	callback := func(raw *nats.Msg) {
+		m, err := ch.open(ctx, seen, raw, channelKindMessage, nil)
+		if err != nil {
+			ch.refuse(raw, err)
+			return
+		}
+		handler(m)
+	}
+	var stopWorkers func()
+	if ch.verifiers > 1 {
+		callback, stopWorkers = ch.parallelHandler(ctx, seen, handler)
+	}
+	sub, err := ch.c.nc.Subscribe(ch.subject, callback)
+	if err != nil {
+		if stopWorkers != nil {
+			stopWorkers()
+		}
+		return nil, err
+	}
+	return ch.subscription(ctx, sub, seen, stopWorkers)
+}
+
+// SubscribeSync subscribes to the room's subject for [ChannelSubscription.Next]
+// until ctx ends or Unsubscribe.
+func (ch *Channel) SubscribeSync(ctx context.Context) (*ChannelSubscription, error) {
+	sub, err := ch.c.nc.SubscribeSync(ch.subject)
+	if err != nil {
+		return nil, err
+	}
+	return ch.subscription(ctx, sub, ch.newReplayWindow(), nil)
+}
+
+// subscription makes sure the server has sub before returning it, so a
+// message published after Subscribe returns is received.
+func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription, seen *replayWindow, stopWorkers func()) (*ChannelSubscription, error) {
+	s := &ChannelSubscription{ch: ch, seen: seen, sub: sub, stopWorkers: stopWorkers}
+	fctx, cancel := context.WithTimeout(ctx, ch.c.timeout) // FlushWithContext needs a deadline
+	defer cancel()
+	if err := ch.c.nc.FlushWithContext(fctx); err != nil {
+		s.end()
+		return nil, err
+	}
+	s.stop = context.AfterFunc(ctx, s.end)
+	return s, nil
+}
+
+// Next waits for the next message that verifies and opens.
+func (s *ChannelSubscription) Next(ctx context.Context) (*Message, error) {
+	for {
+		raw, err := s.sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m, err := s.ch.open(ctx, s.seen, raw, channelKindMessage, nil)
+		if err == nil {
+			return m, nil
+		}
+		s.ch.refuse(raw, err)
+	}
+}
+
+// Messages iterates over Next until ctx ends or the subscription stops;
+// the error that ended it is the last value.
+func (s *ChannelSubscription) Messages(ctx context.Context) iter.Seq2[*Message, error] {
+	return func(yield func(*Message, error) bool) {
+		for {
+			m, err := s.Next(ctx)
+			if !yield(m, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Unsubscribe stops the subscription.
+func (s *ChannelSubscription) Unsubscribe() error {
+	s.stop()
+	err := s.sub.Unsubscribe()
+	s.end()
+	return err
+}
+
+// end unsubscribes and stops the verifiers, once, on Unsubscribe or when
+// the subscription's context ends.
+func (s *ChannelSubscription) end() {
+	s.once.Do(func() {
+		_ = s.sub.Unsubscribe()
+		if s.stopWorkers != nil {
+			s.stopWorkers()
+		}
+	})
+}

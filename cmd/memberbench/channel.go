@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// The channel row: sealed+signed publish → verified+opened delivery
+// between two members against plain NATS pub/sub of the same messages on
+// the same connections, and the delivery delay of the first message after
+// a rekey (docs/performance.md, "Encrypted room channels").
+const (
+	channelPayload = 1024
+	channelLatRuns = 5 // single-message latencies, median of
+)
+
+// channelMsgs is the message count of both throughput runs.
+func (e *env) channelMsgs() int {
+	if e.o.quick {
+		return 10000
+	}
+	return 30000
+}
+
+// channelFigures measures the channel row and prints it, ending with the
+// CHANNEL line. A failure is reported, not fatal: the other rows stand.
+func (e *env) channelFigures(ctx context.Context) {
+	if err := e.channelRow(ctx); err != nil {
+		fmt.Fprintf(e.out, "CHANNEL failed: %v\n", err)
+	}
+}
+
+// channelSide is one member: its pinned client and connection.
+type channelSide struct {
+	nc *nats.Conn
+	c  *client.Client
+}
+
+func (e *env) channelRow(ctx context.Context) error {
+	sides, prefix, err := e.channelSetup(ctx)
+	if err != nil {
+		return err
+	}
+	pub, sub := sides[0], sides[1]
+	room := "b" + e.run + "chan"
+	if _, _, err := pub.c.CreateRoom(ctx, room, "bench."+e.run+".chan", []string{sub.c.Identity().Endpoint}); err != nil {
+		return fmt.Errorf("create room: %w", err)
+	}
+	pch, err := pub.c.Channel(ctx, room)
+	if err != nil {
+		return err
+	}
+	sch, err := sub.c.Channel(ctx, room)
+	if err != nil {
+		return err
+	}
+	n := e.channelMsgs()
+	payload := make([]byte, channelPayload)
+	_, _ = rand.Read(payload)
+
+	plain, err := plainThroughput(ctx, pub.nc, sub.nc, "bench."+e.run+".plain", payload, n)
+	if err != nil {
+		return fmt.Errorf("plain: %w", err)
+	}
+	sealed, err := channelThroughput(ctx, pch, sch, payload, n)
+	if err != nil {
+		return fmt.Errorf("channel: %w", err)
+	}
+	nv := runtime.GOMAXPROCS(0)
+	pchv, err := sub.c.Channel(ctx, room, client.WithVerifiers(nv))
+	if err != nil {
+		return err
+	}
+	sealedPar, err := channelThroughput(ctx, pch, pchv, payload, n)
+	if err != nil {
+		return fmt.Errorf("channel, %d verifiers: %w", nv, err)
+	}
+	first, plainLat, err := rekeyDelay(ctx, pub, pch, sch, room, "bench."+e.run+".plain", sub.nc)
+	if err != nil {
+		return fmt.Errorf("rekey: %w", err)
+	}
+	extra := first - plainLat
+	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber: plain %.0f msg/s, channel %.0f msg/s, channel with %d verifiers %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
+		prefix, n, channelPayload, plain, sealed, nv, sealedPar, sch.Refused()+pchv.Refused(), msF(first), msF(plainLat))
+	fmt.Fprintf(e.out, "CHANNEL channel_vs_plain=%.2f rekey_extra_ms=%.1f\n", sealed/plain, msF(extra))
+	return nil
+}
+
+func msF(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// channelSetup starts a service replica that signs its replies (the
+// channel checks members against signed replies) on its own prefix over
+// the same store, and registers two members with clients pinned to it.
+func (e *env) channelSetup(ctx context.Context) ([]channelSide, string, error) {
+	skp, err := nkeys.CreateServer()
+	if err != nil {
+		return nil, "", err
+	}
+	spub, _ := skp.PublicKey()
+	snc, err := e.channelConn("memberbench-channel-service")
+	if err != nil {
+		return nil, "", err
+	}
+	js, err := jetstream.New(snc)
+	if err != nil {
+		return nil, "", err
+	}
+	st, err := store.Open(ctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * service.DefaultSkew})
+	if err != nil {
+		return nil, "", fmt.Errorf("open store: %w", err)
+	}
+	prefix := "membench." + e.run + ".signed"
+	svc, err := service.Start(snc, st, service.Config{Prefix: prefix, ServiceKey: skp, RateLimit: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, "", fmt.Errorf("start signing replica: %w", err)
+	}
+	e.closers = append(e.closers, func() { _ = svc.Stop() })
+	var sides []channelSide
+	for _, name := range []string{"chpub", "chsub"} {
+		id, err := client.NewIdentity("b" + e.run + name)
+		if err != nil {
+			return nil, "", err
+		}
+		pk, _ := id.Public()
+		if _, err := e.admin.Register(ctx, pk, false); err != nil {
+			return nil, "", fmt.Errorf("register %s: %w", name, err)
+		}
+		nc, err := e.channelConn("memberbench-" + name)
+		if err != nil {
+			return nil, "", err
+		}
+		sides = append(sides, channelSide{nc: nc, c: client.New(nc, id, client.WithPrefix(prefix), client.WithServiceKey(spub))})
+	}
+	return sides, prefix, nil
+}
+
+func (e *env) channelConn(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(e.url, nats.Name(name))
+	if err == nil {
+		e.closers = append(e.closers, nc.Close)
+	}
+	return nc, err
+}
+
+// plainThroughput publishes n messages on subject from pnc and returns
+// the rate at which snc received them all (msg/s).
+func plainThroughput(ctx context.Context, pnc, snc *nats.Conn, subject string, payload []byte, n int) (float64, error) {
+	done := make(chan struct{})
+	got := 0
+	sub, err := snc.Subscribe(subject, func(*nats.Msg) {
+		if got++; got == n {
+			close(done)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1) // count every message: nothing dropped as a slow consumer
+	if err := snc.Flush(); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	for range n {
+		if err := pnc.Publish(subject, payload); err != nil {
+			return 0, err
+		}
+	}
+	return waitRate(ctx, done, t0, n)
+}
+
+// channelThroughput publishes n sealed messages on pch and returns the
+// rate at which sch delivered them all, verified and opened (msg/s).
+func channelThroughput(ctx context.Context, pch, sch *client.Channel, payload []byte, n int) (float64, error) {
+	done := make(chan struct{})
+	got := 0
+	sub, err := sch.Subscribe(ctx, func(*client.Message) {
+		if got++; got == n {
+			close(done)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	t0 := time.Now()
+	for range n {
+		if _, err := pch.Publish(ctx, payload); err != nil {
+			return 0, err
+		}
+	}
+	return waitRate(ctx, done, t0, n)
+}
+
+func waitRate(ctx context.Context, done <-chan struct{}, t0 time.Time, n int) (float64, error) {
+	select {
+	case <-done:
+		return float64(n) / time.Since(t0).Seconds(), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(2 * time.Minute):
+		return 0, fmt.Errorf("not all %d messages arrived", n)
+	}
+}
+
+// rekeyDelay rekeys the room (the publisher, its owner, knows the new key
+// at once), then times the first message of the new epoch from publish to
+// delivery, which includes the subscriber's fetch of the new key and
+// member list, and the median of channelLatRuns plain messages.
+func rekeyDelay(ctx context.Context, owner channelSide, pch, sch *client.Channel, room, plainSubject string, snc *nats.Conn) (first, plain time.Duration, err error) {
+	arrived := make(chan time.Time, 1)
+	sub, err := sch.Subscribe(ctx, func(m *client.Message) {
+		if m.Epoch == 2 {
+			arrived <- time.Now()
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if _, _, err := owner.c.Rekey(ctx, room); err != nil {
+		return 0, 0, err
+	}
+	if err := pch.Refresh(ctx); err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	if _, err := pch.Publish(ctx, []byte("first of epoch 2")); err != nil {
+		return 0, 0, err
+	}
+	select {
+	case t := <-arrived:
+		first = t.Sub(t0)
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	plain, err = plainLatency(owner.nc, snc, plainSubject)
+	return first, plain, err
+}
+
+// plainLatency is the median publish-to-delivery time of one plain message.
+func plainLatency(pnc, snc *nats.Conn, subject string) (time.Duration, error) {
+	sub, err := snc.SubscribeSync(subject)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := snc.Flush(); err != nil {
+		return 0, err
+	}
+	var lat []time.Duration
+	for range channelLatRuns {
+		t0 := time.Now()
+		if err := pnc.Publish(subject, []byte("plain")); err != nil {
+			return 0, err
+		}
+		if _, err := sub.NextMsg(10 * time.Second); err != nil {
+			return 0, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], nil
+}

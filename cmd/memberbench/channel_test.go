@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestChannelRow measures the channel row on an embedded server and checks
+// its CHANNEL line: every sealed message delivered (none refused), a
+// positive throughput ratio and a rekey delay within the issue's 50 ms.
+func TestChannelRow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	e := &env{o: options{sync: "interval", quick: true, clients: 1, workers: 2, idCache: true, keyCache: true, roomIndex: true, maxStale: time.Second},
+		out: &out, run: randHex(3), raw: randHex(3)}
+	defer func() {
+		for i := len(e.closers) - 1; i >= 0; i-- {
+			e.closers[i]()
+		}
+	}()
+	if err := e.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.channelRow(ctx); err != nil {
+		t.Fatalf("channel row: %v\n%s", err, out.String())
+	}
+	t.Log("\n" + out.String())
+	if !regexp.MustCompile(`\(refused 0\)`).MatchString(out.String()) {
+		t.Error("the subscriber refused messages")
+	}
+	m := regexp.MustCompile(`(?m)^CHANNEL channel_vs_plain=(\d+\.\d\d) rekey_extra_ms=(-?\d+\.\d)$`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no CHANNEL line in\n%s", out.String())
+	}
+	if r, _ := strconv.ParseFloat(m[1], 64); r <= 0 {
+		t.Errorf("channel_vs_plain = %s", m[1])
+	}
+	if ms, _ := strconv.ParseFloat(m[2], 64); ms > 50 {
+		t.Errorf("rekey_extra_ms = %s, target 50", m[2])
+	}
+}
