@@ -79,7 +79,9 @@ type Channel struct {
 	window       time.Duration
 	refreshAfter time.Duration
 	onRefused    func(*nats.Msg, error)
-	verifiers    int // WithVerifiers (channel_parallel.go)
+	verifiers    int      // WithVerifiers (channel_parallel.go)
+	batch        *batcher // WithBatching (channel_batch.go), or nil
+	closed       atomic.Bool
 	refused      atomic.Int64
 
 	state     atomic.Pointer[channelState]
@@ -166,8 +168,16 @@ func (ch *Channel) Refresh(ctx context.Context) error {
 }
 
 // Publish seals data under the current epoch's key, signs it and publishes
-// it on the room's subject. It returns the message's id.
+// it on the room's subject. It returns the message's id. With
+// [WithBatching], it queues data for the next frame instead and returns
+// the error of an earlier frame, if one failed since the last report.
 func (ch *Channel) Publish(ctx context.Context, data []byte) (MessageID, error) {
+	if ch.closed.Load() {
+		return MessageID{}, ErrChannelClosed
+	}
+	if ch.batch != nil {
+		return ch.batch.add(ctx, ch, data)
+	}
 	return ch.publish(ctx, ch.subject, channelKindMessage, nil, "", data)
 }
 
@@ -181,6 +191,9 @@ func (ch *Channel) Request(ctx context.Context, data []byte) (*Message, error) {
 		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	if err := ch.Flush(ctx); err != nil { // queued messages go first
+		return nil, err
+	}
 	id, err := ch.publish(ctx, ch.subject, channelKindMessage, nil, inbox, data)
 	if err != nil {
 		return nil, err
@@ -194,48 +207,57 @@ func (ch *Channel) Request(ctx context.Context, data []byte) (*Message, error) {
 		if len(raw.Data) == 0 && raw.Header.Get("Status") == "503" {
 			return nil, nats.ErrNoResponders
 		}
-		m, err := ch.open(ctx, seen, raw, channelKindReply, id[:])
+		ms, err := ch.open(ctx, seen, raw, channelKindReply, id[:])
 		if err == nil {
-			return m, nil
+			return ms[0], nil // a reply is never a frame
 		}
 		ch.refuse(raw, err)
 	}
 }
 
 func (ch *Channel) publish(ctx context.Context, subject string, kind byte, re []byte, reply string, data []byte) (MessageID, error) {
-	st, err := ch.current(ctx)
-	if err != nil {
-		return MessageID{}, err
-	}
-	aead, err := ch.key(ctx, st.epoch)
-	if err != nil {
-		return MessageID{}, err
-	}
-	m := &channelMsg{kind: kind, room: ch.room, epoch: st.epoch, sender: ch.c.id.Endpoint, ts: time.Now().UnixMilli(), re: re}
+	m := &channelMsg{kind: kind, re: re}
 	if _, err := rand.Read(m.nonce[:]); err != nil {
 		return MessageID{}, err
 	}
-	wire, err := sealChannel(m, aead, ch.c.signer.Sign, reply, data)
-	if err != nil {
-		return MessageID{}, err
-	}
-	msg := &nats.Msg{Subject: subject, Reply: reply, Data: wire}
-	return MessageID(m.nonce), ch.c.nc.PublishMsg(msg)
+	_, err := ch.send(ctx, nil, subject, m, reply, data)
+	return MessageID(m.nonce), err
 }
 
-// open checks a received message, cheapest first and everything an
-// outsider can send before anything that costs a request or a cache entry:
-// format, room and kind, time, sender's membership and signature, epoch,
-// decryption, and only then the replay window. seen is the receiving
-// subscription's replay window: every subscription receives each message
-// once, so each keeps its own.
-func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, kind byte, re []byte) (*Message, error) {
+// send seals plaintext into m (kind, nonce or ids, re already set) under
+// the current epoch, signs it and publishes it on subject. The wire bytes
+// are built in buf, returned for reuse.
+func (ch *Channel) send(ctx context.Context, buf []byte, subject string, m *channelMsg, reply string, plaintext []byte) ([]byte, error) {
+	st, err := ch.current(ctx)
+	if err != nil {
+		return buf, err
+	}
+	aead, err := ch.key(ctx, st.epoch)
+	if err != nil {
+		return buf, err
+	}
+	m.room, m.epoch, m.sender, m.ts = ch.room, st.epoch, ch.c.id.Endpoint, time.Now().UnixMilli()
+	wire, err := sealChannel(buf, m, aead, ch.c.signer.Sign, reply, plaintext)
+	if err != nil {
+		return buf, err
+	}
+	return wire, ch.c.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: wire})
+}
+
+// open checks a received message or frame, cheapest first and everything
+// an outsider can send before anything that costs a request or a cache
+// entry: format, room and kind, time, sender's membership and signature,
+// epoch, decryption, and only then the replay window. seen is the
+// receiving subscription's replay window: every subscription receives
+// each message once, so each keeps its own. It returns the messages in
+// frame order (one for a message), all or none.
+func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, kind byte, re []byte) ([]*Message, error) {
 	m, err := parseChannel(raw.Data)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	if err := m.placed(ch.room, kind, re, now, ch.window); err != nil {
+	if err := m.placed(ch.room, kind, re, raw.Reply, now, ch.window); err != nil {
 		return nil, err
 	}
 	if err := ch.checkSender(ctx, m, raw.Reply); err != nil {
@@ -245,15 +267,22 @@ func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, 
 	if err != nil {
 		return nil, err
 	}
-	pt, err := openChannel(m, aead)
+	datas, err := openChannel(m, aead)
 	if err != nil {
 		return nil, err
 	}
-	if !seen.claim(m.nonce, now) {
+	ids := m.messageIDs()
+	if !seen.claim(ids, now) {
 		return nil, ErrChannelReplay
 	}
-	return &Message{Room: m.room, Epoch: m.epoch, Sender: m.sender, ID: MessageID(m.nonce),
-		Time: time.UnixMilli(m.ts), Data: pt, reply: raw.Reply, ch: ch}, nil
+	msgs := make([]Message, len(ids)) // one allocation for a frame
+	out := make([]*Message, len(ids))
+	for i, id := range ids {
+		msgs[i] = Message{Room: m.room, Epoch: m.epoch, Sender: m.sender, ID: id,
+			Time: time.UnixMilli(m.ts), Data: datas[i], reply: raw.Reply, ch: ch}
+		out[i] = &msgs[i]
+	}
+	return out, nil
 }
 
 // checkSender checks that m's sender is a member at m's epoch (by the
@@ -389,9 +418,10 @@ func (ch *Channel) key(ctx context.Context, epoch uint64) (cipher.AEAD, error) {
 }
 
 // placed checks that m belongs where it was received (room, kind, the
-// request it answers) and that its time is within window of now.
-func (m *channelMsg) placed(room string, kind byte, re []byte, now time.Time, window time.Duration) error {
-	if m.room != room || m.kind != kind || string(m.re) != string(re) {
+// request it answers; a frame never with a reply subject) and that its
+// time is within window of now.
+func (m *channelMsg) placed(room string, kind byte, re []byte, reply string, now time.Time, window time.Duration) error {
+	if m.room != room || m.kind != kind || string(m.re) != string(re) || m.ids != nil && reply != "" {
 		return ErrChannelMisplaced
 	}
 	if d := now.Sub(time.UnixMilli(m.ts)); d > window || d < -window {

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -30,13 +31,21 @@ import (
 //
 // Everything before ct_len is the header; it is the AEAD's associated data
 // and is signed, so no field can be changed without both failing.
+//
+// A frame (ChannelFrameVersion, channel_frame.go) carries several messages
+// under one signature: the same layout with count and ids in place of
+// nonce and re.
 const (
-	ChannelVersion = 1
+	ChannelVersion      = 1
+	ChannelFrameVersion = 2
 
 	// ChannelSignLabel and ChannelKeyLabel separate this use of the
 	// signing key and of the room key from every other one.
 	ChannelSignLabel = "unibus-channel-message-v1"
-	ChannelKeyLabel  = "unibus-channel-key-v1"
+	// ChannelFrameSignLabel separates a frame's signatures from a
+	// message's.
+	ChannelFrameSignLabel = "unibus-channel-frame-v2"
+	ChannelKeyLabel       = "unibus-channel-key-v1"
 
 	channelKindMessage = 0
 	channelKindReply   = 1
@@ -58,43 +67,70 @@ var (
 	ErrChannelUnknown   = errors.New("channel: unknown epoch")
 	ErrChannelOpen      = errors.New("channel: ciphertext does not open under the epoch key")
 	ErrChannelReplay    = errors.New("channel: message id seen before")
+	ErrChannelClosed    = errors.New("channel: closed for publishing")
 	ErrChannelUnpinned  = errors.New("channel: the client must verify replies (not WithUnverifiedReplies): sender membership is checked against replies the service signed")
 )
 
 // channelMsg is one decoded message. header aliases the wire bytes it was
 // parsed from.
 type channelMsg struct {
-	kind   byte
-	room   string
-	epoch  uint64
-	sender string
-	ts     int64
-	nonce  [channelNonceSize]byte
-	re     []byte // 24 bytes in a reply, else nil
-	header []byte
-	ct     []byte
-	sig    []byte
+	version byte // ChannelVersion or ChannelFrameVersion
+	kind    byte
+	room    string
+	epoch   uint64
+	sender  string
+	ts      int64
+	nonce   [channelNonceSize]byte // the AEAD nonce: the (first) message id
+	ids     []byte                 // a frame's ids, count×24, nonce first; nil in a message
+	re      []byte                 // 24 bytes in a reply, else nil
+	header  []byte
+	ct      []byte
+	sig     []byte
 }
 
 // appendHeader writes the header fields of m.
 func (m *channelMsg) appendHeader(b []byte) []byte {
-	b = append(b, ChannelVersion, m.kind, byte(len(m.room)))
+	b = append(b, m.versionByte(), m.kind, byte(len(m.room)))
 	b = append(b, m.room...)
 	b = binary.BigEndian.AppendUint64(b, m.epoch)
 	b = append(b, byte(len(m.sender)))
 	b = append(b, m.sender...)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.ts))
+	if m.ids != nil {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(m.ids)/channelNonceSize))
+		return append(b, m.ids...)
+	}
 	b = append(b, m.nonce[:]...)
 	return append(b, m.re...)
+}
+
+// versionByte is ChannelFrameVersion for a frame, else ChannelVersion.
+func (m *channelMsg) versionByte() byte {
+	if m.ids != nil {
+		return ChannelFrameVersion
+	}
+	return ChannelVersion
 }
 
 // channelCanonical is what the sender signs: the label, the header, the
 // NATS reply subject the message was published with (empty if none: a
 // request's replies cannot be redirected) and the ciphertext, each with its
-// length as a u32.
+// length as a u32. A frame (header version ChannelFrameVersion) signs
+// under ChannelFrameSignLabel with SHA-256(ciphertext) in place of the
+// ciphertext: Ed25519 hashes what it signs with SHA-512 twice to sign and
+// once to verify, which for a frame of many messages cost more than the
+// curve arithmetic; one SHA-256 pass on each side (SHA-NI where present)
+// binds the ciphertext as firmly, by SHA-256's collision resistance
+// (128 bits, Ed25519's own level).
 func channelCanonical(header []byte, reply string, ct []byte) []byte {
-	b := make([]byte, 0, 16+len(ChannelSignLabel)+len(header)+len(reply)+len(ct))
-	b = appendField(b, []byte(ChannelSignLabel))
+	label := ChannelSignLabel
+	if len(header) > 0 && header[0] == ChannelFrameVersion {
+		label = ChannelFrameSignLabel
+		sum := sha256.Sum256(ct)
+		ct = sum[:]
+	}
+	b := make([]byte, 0, 16+len(label)+len(header)+len(reply)+len(ct))
+	b = appendField(b, []byte(label))
 	b = appendField(b, header)
 	b = appendField(b, []byte(reply))
 	return appendField(b, ct)
@@ -121,10 +157,11 @@ func channelKey(roomKey []byte) ([]byte, error) {
 }
 
 // sealChannel encrypts plaintext into m, signs it for reply and returns the
-// wire bytes.
-func sealChannel(m *channelMsg, aead cipher.AEAD, sign func([]byte) ([]byte, error), reply string, plaintext []byte) ([]byte, error) {
-	header := m.appendHeader(make([]byte, 0, 64+len(m.room)+len(m.sender)))
-	out := make([]byte, 0, len(header)+4+len(plaintext)+channelTagSize+channelSigSize)
+// wire bytes, appended to dst[:0] (a buffer the caller may reuse once the
+// bytes are published: nats.go copies them).
+func sealChannel(dst []byte, m *channelMsg, aead cipher.AEAD, sign func([]byte) ([]byte, error), reply string, plaintext []byte) ([]byte, error) {
+	header := m.appendHeader(make([]byte, 0, 64+len(m.room)+len(m.sender)+len(m.ids)))
+	out := slices.Grow(dst[:0], len(header)+4+len(plaintext)+channelTagSize+channelSigSize)
 	out = append(out, header...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(plaintext)+channelTagSize))
 	ctStart := len(out)
@@ -144,17 +181,24 @@ func sealChannel(m *channelMsg, aead cipher.AEAD, sign func([]byte) ([]byte, err
 func parseChannel(data []byte) (*channelMsg, error) {
 	r := reader{b: data}
 	m := &channelMsg{}
-	if v := r.byte(); v != ChannelVersion {
-		return nil, fmt.Errorf("%w: version %d", ErrChannelMalformed, v)
+	if m.version = r.byte(); m.version != ChannelVersion && m.version != ChannelFrameVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrChannelMalformed, m.version)
 	}
-	if m.kind = r.byte(); m.kind != channelKindMessage && m.kind != channelKindReply {
+	m.kind = r.byte()
+	if m.kind != channelKindMessage && (m.kind != channelKindReply || m.version == ChannelFrameVersion) {
 		return nil, fmt.Errorf("%w: kind %d", ErrChannelMalformed, m.kind)
 	}
 	m.room = string(r.next(int(r.byte())))
 	m.epoch = r.u64()
 	m.sender = string(r.next(int(r.byte())))
 	m.ts = int64(r.u64())
-	copy(m.nonce[:], r.next(channelNonceSize))
+	if m.version == ChannelFrameVersion {
+		if err := m.parseIDs(&r); err != nil {
+			return nil, err
+		}
+	} else {
+		copy(m.nonce[:], r.next(channelNonceSize))
+	}
 	if m.kind == channelKindReply {
 		m.re = r.next(channelNonceSize)
 	}
@@ -203,6 +247,13 @@ func (r *reader) u64() uint64 {
 	return 0
 }
 
+func (r *reader) u16() uint16 {
+	if b := r.next(2); b != nil {
+		return binary.BigEndian.Uint16(b)
+	}
+	return 0
+}
+
 func (r *reader) u32() uint32 {
 	if b := r.next(4); b != nil {
 		return binary.BigEndian.Uint32(b)
@@ -218,11 +269,12 @@ func verifyChannel(m *channelMsg, signKey ed25519.PublicKey, reply string) error
 	return nil
 }
 
-// openChannel decrypts m's ciphertext with its epoch's AEAD.
-func openChannel(m *channelMsg, aead cipher.AEAD) ([]byte, error) {
+// openChannel decrypts m's ciphertext with its epoch's AEAD and returns
+// the messages it carries (one, or a frame's).
+func openChannel(m *channelMsg, aead cipher.AEAD) ([][]byte, error) {
 	pt, err := aead.Open(nil, m.nonce[:], m.ct, m.header)
 	if err != nil {
 		return nil, ErrChannelOpen
 	}
-	return pt, nil
+	return m.splitPlaintext(pt)
 }

@@ -19,7 +19,7 @@ func WithVerifiers(n int) ChannelOption {
 // checked is one message on its way through the parallel pipeline.
 type checked struct {
 	raw  *nats.Msg
-	m    *Message
+	ms   []*Message
 	err  error
 	done chan struct{}
 }
@@ -38,7 +38,7 @@ func (ch *Channel) parallelHandler(ctx context.Context, seen *replayWindow, hand
 			for {
 				select {
 				case c := <-work:
-					c.m, c.err = ch.open(ctx, seen, c.raw, channelKindMessage, nil)
+					c.ms, c.err = ch.open(ctx, seen, c.raw, channelKindMessage, nil)
 					close(c.done)
 				case <-quit:
 					return
@@ -58,7 +58,9 @@ func (ch *Channel) parallelHandler(ctx context.Context, seen *replayWindow, hand
 				if c.err != nil {
 					ch.refuse(c.raw, c.err)
 				} else {
-					handler(c.m)
+					for _, m := range c.ms {
+						handler(m)
+					}
 				}
 			case <-quit:
 				return

@@ -28,8 +28,11 @@ func (ch *Channel) newReplayWindow() *replayWindow {
 	return &replayWindow{keep: 2 * ch.window, seen: make(map[MessageID]struct{})}
 }
 
-// claim records id and reports whether it was new.
-func (w *replayWindow) claim(id MessageID, now time.Time) bool {
+// claim records ids and reports whether all were new. A frame's ids are
+// claimed together: if any was seen before, or one appears twice, none is
+// recorded and the whole frame is refused, so a frame is delivered whole
+// or not at all.
+func (w *replayWindow) claim(ids []MessageID, now time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.head < len(w.queue) && now.After(w.queue[w.head].expires) {
@@ -40,10 +43,18 @@ func (w *replayWindow) claim(id MessageID, now time.Time) bool {
 		w.queue = append(w.queue[:0], w.queue[w.head:]...)
 		w.head = 0
 	}
-	if _, ok := w.seen[id]; ok {
-		return false
+	for i, id := range ids {
+		if _, ok := w.seen[id]; ok {
+			for _, undo := range ids[:i] {
+				delete(w.seen, undo)
+			}
+			return false
+		}
+		w.seen[id] = struct{}{}
 	}
-	w.seen[id] = struct{}{}
-	w.queue = append(w.queue, seenID{id, now.Add(w.keep)})
+	expires := now.Add(w.keep)
+	for _, id := range ids {
+		w.queue = append(w.queue, seenID{id, expires})
+	}
 	return true
 }

@@ -13,27 +13,31 @@ import (
 // messages that verified and opened reach the caller; the others are
 // counted by [Channel.Refused] and told to [WithRefusals].
 type ChannelSubscription struct {
-	ch   *Channel
-	seen *replayWindow
-	sub  *nats.Subscription
-	stop func() bool
+	ch      *Channel
+	seen    *replayWindow
+	sub     *nats.Subscription
+	stop    func() bool
+	pending []*Message // the rest of a frame Next is delivering
 
 	stopWorkers func() // WithVerifiers' pipeline, or nil
 	once        sync.Once
 }
 
 // Subscribe calls handler, one message at a time, for every message on the
-// room's subject that verifies and opens, until ctx ends or Unsubscribe.
+// room's subject that verifies and opens (a frame's in order), until ctx
+// ends or Unsubscribe.
 // A request's handler answers it with [Message.Respond].
 func (ch *Channel) Subscribe(ctx context.Context, handler func(*Message)) (*ChannelSubscription, error) {
 	seen := ch.newReplayWindow()
 	callback := func(raw *nats.Msg) {
-		m, err := ch.open(ctx, seen, raw, channelKindMessage, nil)
+		ms, err := ch.open(ctx, seen, raw, channelKindMessage, nil)
 		if err != nil {
 			ch.refuse(raw, err)
 			return
 		}
-		handler(m)
+		for _, m := range ms {
+			handler(m)
+		}
 	}
 	var stopWorkers func()
 	if ch.verifiers > 1 {
@@ -73,19 +77,21 @@ func (ch *Channel) subscription(ctx context.Context, sub *nats.Subscription, see
 	return s, nil
 }
 
-// Next waits for the next message that verifies and opens.
+// Next waits for the next message that verifies and opens. A
+// ChannelSubscription's Next is for one goroutine at a time.
 func (s *ChannelSubscription) Next(ctx context.Context) (*Message, error) {
-	for {
+	for len(s.pending) == 0 {
 		raw, err := s.sub.NextMsgWithContext(ctx)
 		if err != nil {
 			return nil, err
 		}
-		m, err := s.ch.open(ctx, s.seen, raw, channelKindMessage, nil)
-		if err == nil {
-			return m, nil
+		if s.pending, err = s.ch.open(ctx, s.seen, raw, channelKindMessage, nil); err != nil {
+			s.ch.refuse(raw, err)
 		}
-		s.ch.refuse(raw, err)
 	}
+	m := s.pending[0]
+	s.pending = s.pending[1:]
+	return m, nil
 }
 
 // Messages iterates over Next until ctx ends or the subscription stops;

@@ -17,20 +17,25 @@ import (
 
 var updateChannel = flag.Bool("update-channel", false, "rewrite testdata/channel_vectors.json from the generator")
 
-const channelVectorsFile = "testdata/channel_vectors.json"
+const (
+	channelVectorsFile = "testdata/channel_vectors.json"
+	vectorRoom         = "ops"
+	vectorTS           = int64(1764000000000)
+)
 
 // channelVectorFile is the layout of testdata/channel_vectors.json.
 type channelVectorFile struct {
-	Comment   []string              `json:"comment"`
-	SignLabel string                `json:"sign_label"`
-	KeyLabel  string                `json:"key_label"`
-	Room      string                `json:"room"`
-	Epoch     uint64                `json:"current_epoch"`
-	RoomKeys  map[string]string     `json:"room_keys_hex"`    // epoch → room key
-	MsgKeys   map[string]string     `json:"message_keys_hex"` // epoch → HKDF output
-	Members   []channelVectorMember `json:"members"`
-	WindowMS  int64                 `json:"window_ms"`
-	Vectors   []channelVector       `json:"vectors"`
+	Comment    []string              `json:"comment"`
+	SignLabel  string                `json:"sign_label"`
+	FrameLabel string                `json:"frame_sign_label"`
+	KeyLabel   string                `json:"key_label"`
+	Room       string                `json:"room"`
+	Epoch      uint64                `json:"current_epoch"`
+	RoomKeys   map[string]string     `json:"room_keys_hex"`    // epoch → room key
+	MsgKeys    map[string]string     `json:"message_keys_hex"` // epoch → HKDF output
+	Members    []channelVectorMember `json:"members"`
+	WindowMS   int64                 `json:"window_ms"`
+	Vectors    []channelVector       `json:"vectors"`
 }
 
 type channelVectorMember struct {
@@ -40,32 +45,36 @@ type channelVectorMember struct {
 	Since    uint64 `json:"since"`
 }
 
-// channelVector: sender … sig_hex describe what was sealed and signed;
+// channelVector: sender … sig_hex describe what was sealed and signed (a
+// frame's ids_hex are its message ids, plaintext_hex its entries and
+// messages_hex the messages they carry);
 // message_hex is what is received (a vector may alter it afterwards). A
 // receiver checks it as check_kind on check_room with NATS reply subject
 // check_reply (and, for a reply, for the request id check_re_hex) at
 // check_now_ms.
 type channelVector struct {
-	Name         string `json:"name"`
-	Description  string `json:"description"`
-	Sender       string `json:"sender"`
-	Kind         byte   `json:"kind"`
-	Epoch        uint64 `json:"epoch"`
-	TS           int64  `json:"ts"`
-	NonceHex     string `json:"nonce_hex"`
-	ReHex        string `json:"re_hex"`
-	Reply        string `json:"reply"`
-	PlainHex     string `json:"plaintext_hex"`
-	HeaderHex    string `json:"header_hex"`
-	CanonicalHex string `json:"canonical_hex"`
-	SigHex       string `json:"sig_hex"`
-	MessageHex   string `json:"message_hex"`
-	CheckRoom    string `json:"check_room"`
-	CheckKind    byte   `json:"check_kind"`
-	CheckReHex   string `json:"check_re_hex"`
-	CheckReply   string `json:"check_reply"`
-	CheckNowMS   int64  `json:"check_now_ms"`
-	Expect       string `json:"expect"`
+	Name         string   `json:"name"`
+	Description  string   `json:"description"`
+	Sender       string   `json:"sender"`
+	Kind         byte     `json:"kind"`
+	Epoch        uint64   `json:"epoch"`
+	TS           int64    `json:"ts"`
+	NonceHex     string   `json:"nonce_hex"`
+	ReHex        string   `json:"re_hex"`
+	Reply        string   `json:"reply"`
+	IDsHex       []string `json:"ids_hex,omitempty"`
+	PlainHex     string   `json:"plaintext_hex"`
+	MessagesHex  []string `json:"messages_hex,omitempty"`
+	HeaderHex    string   `json:"header_hex"`
+	CanonicalHex string   `json:"canonical_hex"`
+	SigHex       string   `json:"sig_hex"`
+	MessageHex   string   `json:"message_hex"`
+	CheckRoom    string   `json:"check_room"`
+	CheckKind    byte     `json:"check_kind"`
+	CheckReHex   string   `json:"check_re_hex"`
+	CheckReply   string   `json:"check_reply"`
+	CheckNowMS   int64    `json:"check_now_ms"`
+	Expect       string   `json:"expect"`
 }
 
 // Outcomes, in the order a receiver checks.
@@ -79,6 +88,7 @@ var channelExpect = map[string]error{
 	"other_epoch":    ErrChannelEpoch,
 	"bad_signature":  ErrChannelSignature,
 	"bad_ciphertext": ErrChannelOpen,
+	"replay":         ErrChannelReplay,
 }
 
 // checkVector runs a receiver's checks on one vector with the file's
@@ -93,7 +103,8 @@ func checkVector(f *channelVectorFile, v *channelVector) error {
 	if len(re) == 0 {
 		re = nil
 	}
-	if err := m.placed(v.CheckRoom, v.CheckKind, re, time.UnixMilli(v.CheckNowMS), time.Duration(f.WindowMS)*time.Millisecond); err != nil {
+	now := time.UnixMilli(v.CheckNowMS)
+	if err := m.placed(v.CheckRoom, v.CheckKind, re, v.CheckReply, now, time.Duration(f.WindowMS)*time.Millisecond); err != nil {
 		return err
 	}
 	st := &channelState{epoch: f.Epoch, members: map[string]channelMember{}}
@@ -116,12 +127,25 @@ func checkVector(f *channelVectorFile, v *channelVector) error {
 	if err != nil {
 		return err
 	}
-	pt, err := openChannel(m, aead)
+	datas, err := openChannel(m, aead)
 	if err != nil {
 		return err
 	}
-	if hex.EncodeToString(pt) != v.PlainHex {
-		return errors.New("plaintext differs from plaintext_hex")
+	want := v.MessagesHex
+	if m.ids == nil {
+		want = []string{v.PlainHex}
+	}
+	if len(datas) != len(want) {
+		return errors.New("message count differs")
+	}
+	for i, d := range datas {
+		if hex.EncodeToString(d) != want[i] {
+			return errors.New("plaintext differs from plaintext_hex or messages_hex")
+		}
+	}
+	w := &replayWindow{keep: time.Minute, seen: map[MessageID]struct{}{}}
+	if !w.claim(m.messageIDs(), now) {
+		return ErrChannelReplay
 	}
 	return nil
 }
@@ -171,8 +195,8 @@ func TestChannelVectors(t *testing.T) {
 func generateChannelVectors(t *testing.T) []byte {
 	t.Helper()
 	const (
-		room     = "ops"
-		ts       = int64(1764000000000)
+		room     = vectorRoom
+		ts       = vectorTS
 		windowMS = int64(60000)
 		inbox    = "_INBOX.vectors.1"
 	)
@@ -184,9 +208,10 @@ func generateChannelVectors(t *testing.T) []byte {
 			"message_key = HKDF-SHA256(ikm = room key of the epoch, salt = empty, info = key_label), 32 bytes.",
 			"sender..sig_hex describe what was sealed and signed; message_hex is what is received (a vector may alter it afterwards).",
 			"Check message_hex as check_kind (0 message, 1 reply; check_re_hex: the request id a reply must answer) on check_room, received with NATS reply subject check_reply, at check_now_ms, with members and current_epoch as the service lists them.",
-			"Order: parse strictly (malformed), room/kind/re (misplaced), |check_now_ms - ts| <= window_ms (stale), sender in members (not_member), epoch <= current_epoch (unknown_epoch), since <= epoch (other_epoch), signature (bad_signature), AEAD open (bad_ciphertext), then ok with plaintext_hex.",
+			"Order: parse strictly (malformed), room/kind/re and no reply subject on a frame (misplaced), |check_now_ms - ts| <= window_ms (stale), sender in members (not_member), epoch <= current_epoch (unknown_epoch), since <= epoch (other_epoch), signature (bad_signature), AEAD open (bad_ciphertext), a frame's entries (malformed), ids distinct and unseen, starting from an empty replay window (replay), then ok with plaintext_hex (a frame: messages_hex).",
+			"A frame (version 2) carries ids_hex (its message ids; the first is the AEAD nonce, nonce_hex); its plaintext_hex is the entries u32be(len) || message, and messages_hex the messages delivered in order. Its canonical_hex has frame_sign_label and SHA-256(ct) in place of sign_label and ct.",
 		},
-		SignLabel: ChannelSignLabel, KeyLabel: ChannelKeyLabel, Room: room, Epoch: 2, WindowMS: windowMS,
+		SignLabel: ChannelSignLabel, FrameLabel: ChannelFrameSignLabel, KeyLabel: ChannelKeyLabel, Room: room, Epoch: 2, WindowMS: windowMS,
 		RoomKeys: map[string]string{}, MsgKeys: map[string]string{},
 	}
 	keys := map[uint64][]byte{1: seq(0x40, 32), 2: seq(0x80, 32), 3: seq(0xc0, 32)}
@@ -226,7 +251,7 @@ func generateChannelVectors(t *testing.T) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wire, err := sealChannel(m, aead, signers[sender].Sign, reply, plain)
+		wire, err := sealChannel(nil, m, aead, signers[sender].Sign, reply, plain)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,8 +332,8 @@ func generateChannelVectors(t *testing.T) []byte {
 	add(seal("carol", channelKindMessage, 1, 1, 0x80, nil, "", hello), "other_epoch", "carol (member since 2) at epoch 1.", func(v *channelVector) { v.Expect = "other_epoch" })
 	add(seal("dave", channelKindMessage, 2, 2, 0xa0, nil, "", hello), "not_member", "dave is no member of the room.", func(v *channelVector) { v.Expect = "not_member" })
 	add(seal("alice", channelKindMessage, 3, 3, 0xc0, nil, "", hello), "unknown_epoch", "alice at epoch 3; the room is at 2.", func(v *channelVector) { v.Expect = "unknown_epoch" })
-	add(ok, "malformed_version_2", "version byte 2.", func(v *channelVector) {
-		alter(v, func(b []byte) []byte { b[0] = 2; return b })
+	add(ok, "malformed_version_3", "version byte 3.", func(v *channelVector) {
+		alter(v, func(b []byte) []byte { b[0] = 3; return b })
 		v.Expect = "malformed"
 	})
 	add(ok, "malformed_truncated", "The last byte of the signature missing.", func(v *channelVector) {
@@ -327,6 +352,7 @@ func generateChannelVectors(t *testing.T) []byte {
 		alter(v, func(b []byte) []byte { binary.BigEndian.PutUint32(b[headerLen:], 0xffffffff); return b })
 		v.Expect = "malformed"
 	})
+	addFrameVectors(t, keys, signers, add, alter)
 	f.Vectors = vs
 	var out bytes.Buffer
 	enc := json.NewEncoder(&out)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -49,7 +48,7 @@ func TestAuditTrail(t *testing.T) {
 			m0 = c
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
@@ -222,7 +221,7 @@ func TestAuditTrail(t *testing.T) {
 // returns a function that puts the original back.
 func rewrite(t *testing.T, kv jetstream.KeyValue, key string, change func(*api.AuditEntry)) func() {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	old, err := kv.Get(ctx, key)
 	if err != nil {
@@ -241,7 +240,7 @@ func rewrite(t *testing.T, kv jetstream.KeyValue, key string, change func(*api.A
 		t.Fatal(err)
 	}
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 		defer cancel()
 		if _, err := kv.Put(ctx, key, old.Value()); err != nil {
 			t.Fatal(err)

@@ -423,8 +423,18 @@ func TestChannelRefusals(t *testing.T) {
 	// Built from the document alone, by alice with her key: accepted.
 	pub("chat.ops", newWire("ops", 2, "alice").seal(key2, []byte("from the spec")).sign(t, kp("alice"), "").bytes())
 	delivered("document-built message", []byte("from the spec"))
-	if n := bch.Refused() + bdev.Refused(); n != int64(len(cases)) {
-		t.Fatalf("refused %d, want %d", n, len(cases))
+	// A frame built from the document: its messages delivered in order;
+	// the same frame replayed, or sent by a non-member, refused whole.
+	frame := newWireFrame("ops", 2, "alice", 2).seal(key2, frameEntries("frame 1", "frame 2")).sign(t, kp("alice"), "").bytes()
+	pub("chat.ops", frame)
+	delivered("document-built frame, first", []byte("frame 1"))
+	delivered("document-built frame, second", []byte("frame 2"))
+	pub("chat.ops", frame)
+	ops.next(t, w.ctx, "frame replayed", client.ErrChannelReplay)
+	pub("chat.ops", newWireFrame("ops", 2, "eve", 2).seal(key2, frameEntries("a", "b")).sign(t, kp("eve"), "").bytes())
+	ops.next(t, w.ctx, "frame from eve, no member", client.ErrChannelNotMember)
+	if n := bch.Refused() + bdev.Refused(); n != int64(len(cases)+2) {
+		t.Fatalf("refused %d, want %d", n, len(cases)+2)
 	}
 
 	// An older epoch: bob (member since 1) fetches his epoch-1 key and
@@ -484,6 +494,161 @@ func TestChannelVerifiers(t *testing.T) {
 	}
 }
 
+// TestChannelBatching: with WithBatching alice's messages travel as
+// frames (fewer NATS messages than channel messages) that the document's
+// decoder opens; bob receives every message once, in publish order, by
+// handler, by Next and with 3 parallel verifiers; a frame replayed whole is refused, and so is a
+// frame alice built with a wrong entry (delivered whole or not at all).
+// Close flushes and ends publishing.
+func TestChannelBatching(t *testing.T) {
+	w := newChannelWorld(t)
+	alice, bob := w.member("alice"), w.member("bob")
+	if _, _, err := alice.CreateRoom(w.ctx, "ops", "chat.ops", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	key1, _, err := alice.Key(w.ctx, "ops", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ach := w.channel(alice, "ops", client.WithBatching(16, time.Millisecond))
+	refs := newRefusals()
+	bch := w.channel(bob, "ops", refs.option())
+	const n = 100
+	got := make(chan *client.Message, n+10)
+	if _, err := bch.Subscribe(w.ctx, func(m *client.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	next, err := bch.SubscribeSync(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	par := make(chan *client.Message, n+10)
+	if _, err := w.channel(w.pinned("bob"), "ops", client.WithVerifiers(3)).Subscribe(w.ctx, func(m *client.Message) { par <- m }); err != nil {
+		t.Fatal(err)
+	}
+	raw := w.raw(natstest.Connect(t, w.s), "chat.ops")
+	ids := make([]client.MessageID, n)
+	for i := range n {
+		if ids[i], err = ach.Publish(w.ctx, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ach.Flush(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := recv(t, w.ctx, got)
+		if string(m.Data) != strconv.Itoa(i) || m.ID != ids[i] {
+			t.Fatalf("handler: message %d is %q (id %s): out of order", i, m.Data, m.ID)
+		}
+		if m, err := next.Next(w.ctx); err != nil || string(m.Data) != strconv.Itoa(i) {
+			t.Fatalf("Next: message %d is %v, %v", i, m, err)
+		}
+		if m := recv(t, w.ctx, par); string(m.Data) != strconv.Itoa(i) {
+			t.Fatalf("3 verifiers: message %d is %q: out of order", i, m.Data)
+		}
+	}
+	frames, carried := 0, 0
+	var firstFrame []byte
+	for carried < n {
+		msg, err := raw.NextMsg(channelWait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := parseWire(msg.Data)
+		if err != nil {
+			t.Fatalf("frame %d does not decode from the document: %v", frames, err)
+		}
+		pt, err := f.open(key1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.ids == nil {
+			carried++
+			continue
+		}
+		if firstFrame == nil {
+			firstFrame = msg.Data
+		}
+		frames++
+		carried += len(splitEntries(pt))
+	}
+	if frames == 0 || frames > n/2 {
+		t.Fatalf("%d messages in %d frames: not batched", n, frames)
+	}
+	pub := natstest.Connect(t, w.s)
+	if err := pub.Publish("chat.ops", firstFrame); err != nil {
+		t.Fatal(err)
+	}
+	refs.next(t, w.ctx, "frame replayed whole", client.ErrChannelReplay)
+	bad := newWireFrame("ops", 1, "alice", 3).seal(key1, frameEntries("x", "y")).sign(t, w.ids["alice"].Sign, "").bytes()
+	if err := pub.Publish("chat.ops", bad); err != nil {
+		t.Fatal(err)
+	}
+	refs.next(t, w.ctx, "three ids, two entries", client.ErrChannelMalformed)
+	if _, err := ach.Publish(w.ctx, []byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ach.Close(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, w.ctx, got); string(m.Data) != "last" {
+		t.Fatalf("after Close: %q", m.Data)
+	}
+	if _, err := ach.Publish(w.ctx, []byte("too late")); !errors.Is(err, client.ErrChannelClosed) {
+		t.Fatalf("Publish after Close: %v", err)
+	}
+	if len(got) != 0 || bch.Refused() != 2 {
+		t.Fatalf("%d more delivered, %d refused", len(got), bch.Refused())
+	}
+}
+
+// TestChannelBatchingMaxPayload: a frame is sent before the next message
+// would take it past the server's max_payload, and the rest waits for
+// Flush when neither max nor linger is reached.
+func TestChannelBatchingMaxPayload(t *testing.T) {
+	w := newChannelWorld(t)
+	alice, bob := w.member("alice"), w.member("bob")
+	if _, _, err := alice.CreateRoom(w.ctx, "ops", "chat.ops", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	ach := w.channel(alice, "ops", client.WithBatching(100, time.Hour))
+	got := make(chan *client.Message, 10)
+	if _, err := w.channel(bob, "ops").Subscribe(w.ctx, func(m *client.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	nc := natstest.Connect(t, w.s)
+	raw := w.raw(nc, "chat.ops")
+	size := int(nc.MaxPayload()) * 2 / 5 // two fit in a frame, three do not
+	for i := range 3 {
+		if _, err := ach.Publish(w.ctx, bytes.Repeat([]byte{byte('a' + i)}, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := raw.NextMsg(channelWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := parseWire(first.Data); err != nil || len(f.ids) != 2 {
+		t.Fatalf("first frame: %v, %d ids", err, len(f.ids))
+	}
+	if err := ach.Flush(w.ctx); err != nil { // linger is an hour: only Flush sends the third
+		t.Fatal(err)
+	}
+	second, err := raw.NextMsg(channelWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := parseWire(second.Data); err != nil || f.ids != nil {
+		t.Fatalf("the third message alone is no single message: %v", err)
+	}
+	for i := range 3 {
+		if m := recv(t, w.ctx, got); len(m.Data) != size || m.Data[0] != byte('a'+i) {
+			t.Fatalf("message %d: %d bytes of %q", i, len(m.Data), m.Data[:1])
+		}
+	}
+}
+
 // wireMsg is a channel message written from docs/protocol.md §19 alone,
 // independently of the client package: the tests forge, alter and open
 // messages with it, and a message it builds must be accepted.
@@ -494,18 +659,30 @@ type wireMsg struct {
 	sender string
 	ts     int64
 	nonce  [24]byte
+	ids    [][24]byte // a frame's (version 2) message ids; nonce is the first
 	re     []byte
 	ct     []byte
 	sig    []byte
 }
 
 func (m *wireMsg) header() []byte {
-	b := []byte{1, m.kind, byte(len(m.room))}
+	version := byte(1)
+	if m.ids != nil {
+		version = 2
+	}
+	b := []byte{version, m.kind, byte(len(m.room))}
 	b = append(b, m.room...)
 	b = binary.BigEndian.AppendUint64(b, m.epoch)
 	b = append(b, byte(len(m.sender)))
 	b = append(b, m.sender...)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.ts))
+	if m.ids != nil {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(m.ids)))
+		for _, id := range m.ids {
+			b = append(b, id[:]...)
+		}
+		return b
+	}
 	b = append(b, m.nonce[:]...)
 	return append(b, m.re...)
 }
@@ -518,7 +695,12 @@ func (m *wireMsg) bytes() []byte {
 func field(b, f []byte) []byte { return append(binary.BigEndian.AppendUint32(b, uint32(len(f))), f...) }
 
 func (m *wireMsg) sign(t *testing.T, kp nkeys.KeyPair, reply string) *wireMsg {
-	c := field(field(field(field(nil, []byte("unibus-channel-message-v1")), m.header()), []byte(reply)), m.ct)
+	label, ct := "unibus-channel-message-v1", m.ct
+	if m.ids != nil { // a frame signs the ciphertext's SHA-256
+		sum := sha256.Sum256(m.ct)
+		label, ct = "unibus-channel-frame-v2", sum[:]
+	}
+	c := field(field(field(field(nil, []byte(label)), m.header()), []byte(reply)), ct)
 	var err error
 	if m.sig, err = kp.Sign(c); err != nil {
 		t.Fatal(err)
@@ -560,7 +742,8 @@ func parseWire(b []byte) (*wireMsg, error) {
 		b = b[n:]
 		return f
 	}
-	if v := take(1)[0]; v != 1 {
+	v := take(1)[0]
+	if v != 1 && v != 2 {
 		return nil, bad
 	}
 	m.kind = take(1)[0]
@@ -568,7 +751,18 @@ func parseWire(b []byte) (*wireMsg, error) {
 	m.epoch = binary.BigEndian.Uint64(take(8))
 	m.sender = string(take(int(take(1)[0])))
 	m.ts = int64(binary.BigEndian.Uint64(take(8)))
-	copy(m.nonce[:], take(24))
+	if v == 2 {
+		m.ids = make([][24]byte, binary.BigEndian.Uint16(take(2)))
+		for i := range m.ids {
+			copy(m.ids[i][:], take(24))
+		}
+		if len(m.ids) < 2 {
+			return nil, bad
+		}
+		m.nonce = m.ids[0]
+	} else {
+		copy(m.nonce[:], take(24))
+	}
 	if m.kind == 1 {
 		m.re = take(24)
 	}
@@ -579,6 +773,44 @@ func parseWire(b []byte) (*wireMsg, error) {
 		return nil, bad
 	}
 	return m, nil
+}
+
+// newWireFrame is a fresh frame of n messages of room at epoch from
+// sender, stamped now.
+func newWireFrame(room string, epoch uint64, sender string, n int) *wireMsg {
+	m := newWire(room, epoch, sender)
+	m.ids = make([][24]byte, n)
+	for i := range m.ids {
+		_, _ = rand.Read(m.ids[i][:])
+	}
+	m.nonce = m.ids[0]
+	return m
+}
+
+// frameEntries is a frame's plaintext: u32be length then data, per message.
+func frameEntries(msgs ...string) []byte {
+	var b []byte
+	for _, d := range msgs {
+		b = append(binary.BigEndian.AppendUint32(b, uint32(len(d))), d...)
+	}
+	return b
+}
+
+// splitEntries is frameEntries undone, or nil if the entries do not add up.
+func splitEntries(b []byte) []string {
+	var out []string
+	for len(b) >= 4 {
+		n := int(binary.BigEndian.Uint32(b))
+		if n > len(b)-4 {
+			return nil
+		}
+		out = append(out, string(b[4:4+n]))
+		b = b[4+n:]
+	}
+	if len(b) != 0 {
+		return nil
+	}
+	return out
 }
 
 // newWire is a fresh message of room at epoch from sender, stamped now.

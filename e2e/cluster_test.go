@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -39,7 +38,7 @@ func freePort(t *testing.T) int {
 // become ready. It is generous: on a contended machine a node that rejoins
 // a cluster waits for the JetStream meta leader and its streams to catch up.
 // Nothing is measured against it.
-const nodeReadyTimeout = 3 * time.Minute
+var nodeReadyTimeout = natstest.Within(18)
 
 // clusterNode is one membershipd process in cluster-node mode: a nats-server
 // node of the JetStream cluster and a service replica connected to it. It
@@ -314,7 +313,7 @@ func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	}
 	deadline := time.Now().Add(nodeReadyTimeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))
 		var leader string
 		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
 		if err == nil {
@@ -364,49 +363,4 @@ func registerNew(ctx context.Context, t *testing.T, admin *client.Client, names 
 		ids[name] = id
 	}
 	return ids
-}
-
-// TestClusterQuickstart forms a 3-node cluster of membershipd processes,
-// runs the quickstart across nodes, kills one node and keeps going.
-func TestClusterQuickstart(t *testing.T) {
-	start := time.Now()
-	nodes, adminFile := startCluster(t, 3)
-	t.Logf("cluster ready in %s", time.Since(start))
-	defer func() { t.Logf("test took %s", time.Since(start)) }()
-	adminID, err := client.LoadIdentity(adminFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	admin := clientAt(t, nodes[0].clientURL, adminID)
-	ids := registerNew(ctx, t, admin, "alice", "bob")
-	alice := clientAt(t, nodes[1].clientURL, ids["alice"])
-	_, key, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
-	if err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	bob := clientAt(t, nodes[2].clientURL, ids["bob"])
-	got, _, err := bob.Key(ctx, "ops", 0)
-	if err != nil || !bytes.Equal(got, key) {
-		t.Fatalf("bob key = %x, %v; want %x", got, err, key)
-	}
-
-	t.Logf("quickstart done at %s", time.Since(start))
-	// One node (its server and its service replica) dies: the other two
-	// keep quorum and serve.
-	nodes[0].kill(t)
-	carol, _ := client.NewIdentity("carol")
-	pub, _ := carol.Public()
-	admin2 := clientAt(t, nodes[1].clientURL, adminID)
-	if _, err := admin2.Register(ctx, pub, false); err != nil {
-		t.Fatalf("register with a node down: %v", err)
-	}
-	if _, err := alice.AddMember(ctx, "ops", "carol"); err != nil {
-		t.Fatalf("add with a node down: %v", err)
-	}
-	got, _, err = clientAt(t, nodes[2].clientURL, carol).Key(ctx, "ops", 0)
-	if err != nil || !bytes.Equal(got, key) {
-		t.Fatalf("carol key = %x, %v", got, err)
-	}
 }

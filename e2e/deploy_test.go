@@ -17,6 +17,8 @@ import (
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/subjects"
+
+	"github.com/unibus/membership/e2e/natstest"
 )
 
 // deployDir holds the documented configuration (docs/deploy.md).
@@ -99,7 +101,7 @@ func startDeployment(t *testing.T) *deployment {
 		urls = append(urls, s.ClientURL())
 	}
 	for _, s := range d.servers {
-		if !s.ReadyForConnections(30 * time.Second) {
+		if !s.ReadyForConnections(natstest.Within(3)) {
 			t.Fatal("deployment node not ready")
 		}
 	}
@@ -148,7 +150,7 @@ func expectViolation(t *testing.T, errs <-chan error, what string) {
 		if !errors.Is(err, nats.ErrPermissionViolation) {
 			t.Fatalf("%s: got %v, want a permission violation", what, err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(natstest.Patience):
 		t.Fatalf("%s: the server allowed it", what)
 	}
 }
@@ -166,7 +168,7 @@ func TestDeployDocs(t *testing.T) {
 	}
 	d.replica(t, adminFile, filepath.Join(dir, "replica"))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(12))
 	defer cancel()
 	nc, errs := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(200 * time.Millisecond)}
@@ -188,7 +190,7 @@ func TestDeployDocs(t *testing.T) {
 		t.Fatalf("client user: bob's key: %v", err)
 	}
 	// Discovery through $SRV works for clients.
-	if _, err := nc.Request("$SRV.PING."+subjects.ServiceName, nil, 10*time.Second); err != nil {
+	if _, err := nc.Request("$SRV.PING."+subjects.ServiceName, nil, natstest.Patience); err != nil {
 		t.Fatalf("client user: $SRV.PING: %v; replica log:\n%s", err, tail(filepath.Join(dir, "replica.1.log")))
 	}
 
@@ -202,7 +204,7 @@ func TestDeployDocs(t *testing.T) {
 	if c := st.CachedInfo().Config; c.Replicas != 3 || c.AllowDirect {
 		t.Fatalf("KV bucket has %d replicas, direct gets %v; want 3 and no direct gets (followers could answer them)", c.Replicas, c.AllowDirect)
 	}
-	reads, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	reads, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
 		t.Fatal(err)
 	}

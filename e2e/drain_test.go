@@ -1,3 +1,7 @@
+//go:build long
+
+// A cluster-process test: it runs with the long tests (README, "Long tests").
+
 package e2e
 
 import (
@@ -13,6 +17,8 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
+
+	"github.com/unibus/membership/e2e/natstest"
 )
 
 // TestRollingRestart restarts each of three service replicas in turn with
@@ -35,7 +41,7 @@ func TestRollingRestart(t *testing.T) {
 	}
 	t.Logf("deployment and 3 replicas ready in %s", time.Since(start).Round(time.Millisecond))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(30))
 	defer cancel()
 	nc, _ := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(100 * time.Millisecond), client.WithTimeout(5 * time.Second)}

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -58,7 +57,7 @@ func newCtl(t *testing.T) (*ctl, *server.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	if _, err := service.Bootstrap(ctx, natstest.Store(t, natstest.Connect(t, s)), pub); err != nil {
 		t.Fatalf("bootstrap admin: %v", err)

@@ -62,7 +62,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	}()
 	select {
 	case d.url = <-found:
-	case <-time.After(30 * time.Second):
+	case <-time.After(natstest.Within(3)):
 		t.Fatalf("membershipd not ready; stderr:\n%s", d.stderr)
 	}
 	return d
@@ -81,7 +81,7 @@ func (d *daemon) stop(t *testing.T) {
 		if err != nil {
 			t.Fatalf("membershipd exit: %v; stderr:\n%s", err, d.stderr)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(natstest.Within(2)):
 		t.Fatal("membershipd did not stop on SIGTERM")
 	}
 	if !strings.Contains(d.stderr.String(), "draining") {
@@ -100,7 +100,7 @@ func whoami(t *testing.T, url, identityFile string) string {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	me, err := client.New(nc, id).Whoami(ctx)
 	if err != nil {

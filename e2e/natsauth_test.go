@@ -39,6 +39,8 @@ func authServer(t *testing.T) (s *server.Server, svcUser, client1, client2 nkeys
 	client2, c2Pub := newUser()
 	t.Setenv("MEMBERSHIP_SERVICE_NKEY", svcPub)
 	t.Setenv("MEMBERSHIP_CLIENT_NKEY", c1Pub)
+	_, opPub := newUser()
+	t.Setenv("MEMBERSHIP_OPERATOR_NKEY", opPub)
 
 	dir := t.TempDir()
 	accounts, err := os.ReadFile(filepath.Join("..", "docs", "deploy", "accounts.conf"))
@@ -99,7 +101,7 @@ func violations(ch chan error) nats.Option {
 // service's inbox, and cannot reach the buckets through $KV or $JS.
 func TestNATSPermissions(t *testing.T) {
 	s, svcUser, c1, c2 := authServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 
 	// The service under its user.
@@ -143,7 +145,7 @@ func TestNATSPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		trigger()
-		m, err := sub.NextMsg(10 * time.Second)
+		m, err := sub.NextMsg(natstest.Patience)
 		if !errors.Is(err, nats.ErrPermissionViolation) {
 			t.Fatalf("subscribe %s: got message %v, error %v; want a permissions violation", subject, m, err)
 		}
@@ -236,7 +238,7 @@ func awaitViolation(t *testing.T, ch chan error) {
 		if !errors.Is(err, nats.ErrPermissionViolation) {
 			t.Fatalf("async error %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(natstest.Patience):
 		t.Fatal("no permissions violation reported")
 	}
 }

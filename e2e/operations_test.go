@@ -36,7 +36,7 @@ func TestRoomLifecycle(t *testing.T) {
 	bob := natstest.Member(t, s, admin, "bob")
 	carol := natstest.Member(t, s, admin, "carol")
 	dave := natstest.Member(t, s, admin, "dave")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	sealer, _ := alice.Identity().XKey.PublicKey()
 	var key1, key2 []byte
@@ -346,7 +346,7 @@ func TestIdentityAdmin(t *testing.T) {
 	admin := natstest.Admin(t, s)
 	alice := natstest.Member(t, s, admin, "alice")
 	bob := natstest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatalf("create: %v", err)
@@ -513,7 +513,7 @@ func TestConcurrentAdds(t *testing.T) {
 		members[i] = fmt.Sprintf("m%d", i)
 		clients[i] = natstest.Member(t, s, admin, members[i])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "busy", "chat.busy", nil)
 	if err != nil {

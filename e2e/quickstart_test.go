@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"testing"
-	"time"
 
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/service"
@@ -19,7 +18,7 @@ func TestQuickstartClient(t *testing.T) {
 	admin := natstest.Admin(t, s)
 	alice := natstest.Member(t, s, admin, "alice")
 	bob := natstest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 
 	room, key, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})

@@ -67,7 +67,7 @@ func addRequest(t *testing.T, owner, member *client.Client, room string, key, no
 // memberIDs lists a room's members as c sees them.
 func memberIDs(t *testing.T, c *client.Client, room string) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	ms, err := c.AllMembers(ctx, room)
 	if err != nil {
@@ -95,7 +95,7 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	carol := natstest.Member(t, s, admin, "carol")
 	dave := natstest.Member(t, s, admin, "dave")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
@@ -227,7 +227,7 @@ func TestSameMutationRace(t *testing.T) {
 	admin := natstest.Admin(t, s)
 	alice := natstest.Member(t, s, admin, "alice")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
@@ -242,7 +242,7 @@ func TestSameMutationRace(t *testing.T) {
 		for range copies {
 			go func() {
 				<-start
-				msg, err := nc.Request(subject, data, 10*time.Second)
+				msg, err := nc.Request(subject, data, natstest.Patience)
 				if err != nil {
 					msg = nil // counted as no reply
 				}
@@ -279,7 +279,7 @@ func TestLostReply(t *testing.T) {
 	alice := natstest.Member(t, s, admin, "alice")
 	carol := natstest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {

@@ -36,7 +36,7 @@ func startRogue(t *testing.T, nc, upstream *nats.Conn, reply rogueReply) {
 		if upstream == nil {
 			return
 		}
-		genuine, err := upstream.Request(req.Subject, req.Data, 10*time.Second)
+		genuine, err := upstream.Request(req.Subject, req.Data, natstest.Patience)
 		if err != nil {
 			return
 		}
@@ -105,7 +105,7 @@ func TestRogueResponder(t *testing.T) {
 	natstest.Service(t, real, service.Config{ServiceKey: skp})
 	admin := natstest.Admin(t, real)
 	alice := natstest.Member(t, real, admin, "alice")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)

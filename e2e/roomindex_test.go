@@ -1,3 +1,7 @@
+//go:build long
+
+// A cluster-process test: it runs with the long tests (README, "Long tests").
+
 package e2e
 
 import (
@@ -24,7 +28,7 @@ func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(9))
 	defer cancel()
 	ids := registerNew(ctx, t, clientAt(t, nodes[0].clientURL, adminID), "own", "guest")
 	writer := clientAt(t, nodes[0].clientURL, ids["own"])

@@ -53,7 +53,7 @@ func TestStoreUnreachable(t *testing.T) {
 	alice := natstest.Member(t, s, admin, "alice")
 	carol := natstest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
@@ -199,7 +199,7 @@ func TestAuditH3(t *testing.T) {
 	bob := natstest.Member(t, s, admin, "bob")
 	carol := natstest.Member(t, s, admin, "carol")
 	mallory := natstest.Member(t, s, admin, "mallory")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	for _, r := range []struct {
 		id      string
@@ -316,7 +316,7 @@ func TestAuditH6(t *testing.T) {
 	bob := natstest.Member(t, s, admin, "bob")
 	mallory := natstest.Member(t, s, admin, "mallory")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 
 	aliceX, _ := alice.Identity().XKey.PublicKey()
@@ -407,7 +407,7 @@ func TestAuditH7(t *testing.T) {
 	alice := natstest.Member(t, s, admin, "alice")
 	eve := natstest.Member(t, s, admin, "eve")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"eve"}); err != nil {
 		t.Fatalf("create: %v", err)

@@ -26,7 +26,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 	natstest.Service(t, s, cfg)
 	natstest.Service(t, s, cfg)
 	admin := natstest.Admin(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	nc := natstest.Connect(t, s)
 
@@ -192,8 +192,8 @@ func readStats(t *testing.T, s *server.Server) []micro.Stats {
 	return stats
 }
 
-// perProcess keeps one instance per process (host and pid metadata): every
-// instance reports its process's custom stats data. With t, every instance
+// perProcess keeps one instance per replica ("replica" metadata): every
+// instance reports its replica's custom stats data. With t, every instance
 // must carry that data.
 func perProcess(t *testing.T, stats []micro.Stats) []micro.Stats {
 	seen := map[string]bool{}
@@ -206,7 +206,7 @@ func perProcess(t *testing.T, stats []micro.Stats) []micro.Stats {
 				}
 			}
 		}
-		p := inst.Metadata["host"] + "/" + inst.Metadata["pid"]
+		p := inst.Metadata["replica"]
 		if !seen[p] {
 			seen[p] = true
 			out = append(out, inst)

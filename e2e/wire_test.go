@@ -38,7 +38,7 @@ func newWireFixture(t *testing.T) *wireFixture {
 		alice: natstest.Member(t, s, admin, "alice"),
 		bob:   natstest.Member(t, s, admin, "bob"),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	if _, _, err := f.alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatalf("create r1: %v", err)
@@ -180,6 +180,10 @@ func TestWireRejections(t *testing.T) {
 	)
 	invalid, unauth := api.KindInvalid.String(), api.KindUnauthenticated.String()
 	big := make([]byte, wireMaxRequest+1)
+	// Outside the skew window even after the subtests before it ran: the
+	// table is signed once, up front, and a loaded machine takes seconds
+	// to get through it (31 s once let a future request in).
+	stale := 2 * service.DefaultSkew
 	tests := []struct {
 		name   string
 		op     subjects.Op
@@ -191,10 +195,10 @@ func TestWireRejections(t *testing.T) {
 		// One byte less passes the size check and fails decoding.
 		{"at the limit raw", subjects.OpRoomGet, big[:wireMaxRequest], bad, invalid},
 		{"oversized signed", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, big), subjects.CodeTooLarge, api.KindTooLarge.String()},
-		{"stale past read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(-31*time.Second), getBody), denied, unauth},
-		{"stale future read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(31*time.Second), getBody), denied, unauth},
-		{"stale past mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(-31*time.Second), addBody), denied, unauth},
-		{"stale future mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(31*time.Second), addBody), denied, unauth},
+		{"stale past read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(-stale), getBody), denied, unauth},
+		{"stale future read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(stale), getBody), denied, unauth},
+		{"stale past mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(-stale), addBody), denied, unauth},
+		{"stale future mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(stale), addBody), denied, unauth},
 		{"signed for room.get sent to room.add", subjects.OpRoomAdd, signedAt(subjects.OpRoomGet, time.Now(), addBody), denied, unauth},
 		{"signed for room.add sent to room.delete", subjects.OpRoomDelete, signedAt(subjects.OpRoomAdd, time.Now(), getBody), denied, unauth},
 		{"signed for another prefix", subjects.OpRoomGet, natstest.Marshal(t, natstest.Envelope(t, kp, "other.v1.room.get", time.Now(), natstest.Nonce(t), getBody)), denied, unauth},

@@ -105,7 +105,7 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 		payload = r.b
 		for _, o := range opTypes {
 			resp := reflect.New(reflect.TypeOf(o.resp)).Interface()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
@@ -228,7 +228,7 @@ func TestWireBodyTypes(t *testing.T) {
 // operation's own request.
 func TestWireArrayFormAuditTarget(t *testing.T) {
 	f := newWireFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	kp := f.alice.Identity().Sign
 	sealer, _ := f.alice.Identity().XKey.PublicKey()
@@ -295,7 +295,7 @@ func TestWireReplyBinding(t *testing.T) {
 	other := env(func(m map[string]any) { m["v"] = 3 })
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			msg, err := nc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), tt.data, 10*time.Second)
+			msg, err := nc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), tt.data, natstest.Patience)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -103,18 +103,18 @@ func (s *Service) revokeCommitted(ctx context.Context, c *call, writes []store.W
 	var lost []string
 	keyChanged := false
 	for _, w := range writes {
-		keyChanged = keyChanged || (w.Delete && strings.HasPrefix(w.Key, keySigner("")))
+		keyChanged = keyChanged || (w.Delete && strings.HasPrefix(w.Key, famSigner))
 	}
 	for _, w := range writes {
 		switch {
-		case w.Delete && strings.HasPrefix(w.Key, "member."):
+		case w.Delete && strings.HasPrefix(w.Key, famMember):
 			lost = append(lost, w.Key[strings.LastIndexByte(w.Key, '.')+1:])
-		case !w.Delete && strings.HasPrefix(w.Key, keyIdentity("")) &&
+		case !w.Delete && strings.HasPrefix(w.Key, famIdentity) &&
 			(c.op == subjects.OpIdentityDisable || (c.op == subjects.OpIdentityRegister && keyChanged)):
-			lost = append(lost, strings.TrimPrefix(w.Key, keyIdentity("")))
-		case !w.Delete && c.op == subjects.OpRoomDelete && strings.HasPrefix(w.Key, keyRoom("")):
+			lost = append(lost, strings.TrimPrefix(w.Key, famIdentity))
+		case !w.Delete && c.op == subjects.OpRoomDelete && strings.HasPrefix(w.Key, famRoom):
 			// Read before the purge that follows the commit removes them.
-			room := strings.TrimPrefix(w.Key, keyRoom(""))
+			room := strings.TrimPrefix(w.Key, famRoom)
 			keys, err := s.store.Keys(ctx, prefixMembers(room))
 			if err != nil {
 				s.cfg.Logger.Warn("bus revocation: list members of deleted room", "room", room, "error", err)

@@ -3,35 +3,36 @@ package service
 import (
 	"container/list"
 	"context"
-	"errors"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
 )
 
 // Caches on the request path (docs/performance.md).
 //
 // The identity cache answers step 5 of the pipeline (signer → active
 // identity) from memory. It is kept current by one KV watch on the id.> and
-// signer.> keys, and it answers only while it is provably recent: every
-// IdentityMaxStale/4 the replica writes a probe key (cachefresh.<id>.<n>,
-// with a TTL) holding the time it was written, into the same bucket and the
-// same watch. The stream is totally ordered, so once the watch delivers a
-// probe written at W, every identity change committed before W has been
-// applied. The cache answers only if it has seen a probe written less than
-// IdentityMaxStale ago; otherwise (watch stalled, connection lost, still
-// loading) requests fall back to reading the store, as they do on any miss.
-// Hence a disable or key change committed at T is honoured by every request
-// served after T + IdentityMaxStale — normally within the watch's delivery
-// latency (measured: docs/performance.md). A watch that shows a prefix of an
+// signer.> keys, and it answers only while it is provably recent, a proof
+// that writes nothing (an idle replica is silent: no Raft traffic, no
+// fsync). Every IdentityMaxStale/4 the replica notes the time W and then
+// asks the stream leader for the bucket's last revision L and, unless L is
+// one already proven, the newest revision N under id. and signer.; every
+// identity change acknowledged before W is at or below both. The stream is
+// totally ordered, so once the watch has delivered revision N (or L did not
+// move since the last proof), every identity change committed before W has
+// been applied: the cache is fresh as of W. It answers only if it was
+// fresh less than IdentityMaxStale ago; otherwise (watch stalled,
+// connection lost, still loading, store unreachable) requests fall back to
+// reading the store, as they do on any miss. Hence a disable or key change
+// committed at T is honoured by every request served after
+// T + IdentityMaxStale — normally within the watch's delivery latency
+// (measured: docs/performance.md). A watch that shows a prefix of an
 // atomic batch (an id.* record before its signer.* index) can only cause a
 // miss: a hit needs both keys and the identity's signing key to match.
 //
@@ -40,20 +41,32 @@ import (
 // rewritten, so a cached copy cannot be stale. Whether a caller may read an
 // object is decided from current KV records before the cache is consulted.
 
-// probeKeyPrefix starts the freshness probe keys.
-const probeKeyPrefix = "cachefresh."
-
-// probeTTL is how long a probe key lives; the watch needs it only once.
-const probeTTL = 10 * time.Second
+// identityPrefixes are the key families the identity cache holds.
+var identityPrefixes = []string{famIdentity, famSigner}
 
 // freshness says whether a watch-fed cache may answer: its initial load is
-// complete and it has seen one of this replica's probes written less than
-// maxStale ago. mu guards it and the cache that embeds it.
+// complete and a proof (proveFreshness) showed it current as of a time less
+// than maxStale ago. mu guards it and the cache that embeds it.
 type freshness struct {
 	mu       sync.RWMutex
 	maxStale time.Duration
 	loaded   bool
-	freshAt  time.Time // write time of the newest probe the watch delivered
+	freshAt  time.Time // the cache held every change committed before it
+	// wrote is when this replica last committed an identity change: the
+	// cache answers only from a proof started after it, so a replica's own
+	// disable is never answered from the cache's older view.
+	wrote   time.Time
+	seen    uint64 // revision of the newest entry applied
+	proven  uint64 // the bucket's last revision at the newest proof
+	pending *proof // a proof waiting for the watch to deliver its revision
+}
+
+// proof is one freshness check: at is when it started, last the bucket's
+// last revision and need the newest revision of a watched key, both read
+// after at.
+type proof struct {
+	at         time.Time
+	last, need uint64
 }
 
 // markLoaded records that the watch delivered every current value.
@@ -64,26 +77,80 @@ func (f *freshness) markLoaded() {
 }
 
 // forget marks the cache unloaded; the caller holds mu.
-func (f *freshness) forget() { f.loaded, f.freshAt = false, time.Time{} }
-
-func (f *freshness) fresh(now time.Time) bool {
-	return f.loaded && now.Sub(f.freshAt) < f.maxStale
+func (f *freshness) forget() {
+	f.loaded, f.freshAt, f.seen, f.proven, f.pending = false, time.Time{}, 0, 0, nil
 }
 
-// sawProbe folds in one of this replica's probe keys; true if e was one.
-func (f *freshness) sawProbe(e jetstream.KeyValueEntry, probePrefix string) bool {
-	if !strings.HasPrefix(e.Key(), probePrefix) {
-		return false
+func (f *freshness) fresh(now time.Time) bool {
+	return f.loaded && now.Sub(f.freshAt) < f.maxStale && f.freshAt.After(f.wrote)
+}
+
+// committed records that this replica committed an identity change at t.
+func (f *freshness) committed(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t.After(f.wrote) {
+		f.wrote = t
 	}
-	if e.Operation() != jetstream.KeyValuePut || !f.loaded {
-		return true
+}
+
+// noteCommit tells the identity cache that writes committed now, if any of
+// them is an identity key.
+func (s *Service) noteCommit(writes []store.Write) {
+	if s.ids == nil {
+		return
 	}
-	if ns, err := strconv.ParseInt(string(e.Value()), 10, 64); err == nil {
-		if w := time.Unix(0, ns); w.After(f.freshAt) {
-			f.freshAt = w
+	for _, w := range writes {
+		for _, p := range identityPrefixes {
+			if strings.HasPrefix(w.Key, p) {
+				s.ids.committed(time.Now())
+				return
+			}
 		}
 	}
+}
+
+// unmoved reports whether the bucket's last revision is the one the newest
+// proof established, and if so renews freshness as of at: nothing was
+// written since.
+func (f *freshness) unmoved(at time.Time, last uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded || f.proven == 0 || last != f.proven {
+		return false
+	}
+	f.renew(proof{at: at, last: last})
 	return true
+}
+
+// offer records a proof; it holds once the watch has delivered p.need.
+func (f *freshness) offer(p proof) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded {
+		return
+	}
+	if f.seen >= p.need {
+		f.renew(p)
+		return
+	}
+	f.pending = &p
+}
+
+// saw records that the watch delivered revision rev; the caller holds mu.
+func (f *freshness) saw(rev uint64) {
+	f.seen = max(f.seen, rev)
+	if p := f.pending; p != nil && f.loaded && f.seen >= p.need {
+		f.renew(*p)
+	}
+}
+
+// renew makes the cache fresh as of p.at; the caller holds mu.
+func (f *freshness) renew(p proof) {
+	if p.at.After(f.freshAt) {
+		f.freshAt = p.at
+	}
+	f.proven, f.pending = max(f.proven, p.last), nil
 }
 
 // identityCache maps signing keys to identities.
@@ -145,25 +212,24 @@ func (ic *identityCache) reset() {
 }
 
 // apply folds one watched KV entry into the cache.
-func (ic *identityCache) apply(e jetstream.KeyValueEntry, probePrefix string) {
-	key := e.Key()
-	deleted := e.Operation() != jetstream.KeyValuePut
+func (ic *identityCache) apply(e store.Change) {
+	key, deleted := e.Key, e.Deleted
 	ic.mu.Lock()
 	defer ic.mu.Unlock()
+	defer ic.saw(e.Rev)
 	switch {
-	case ic.sawProbe(e, probePrefix):
-	case strings.HasPrefix(key, "signer."):
-		pub := key[len("signer."):]
+	case strings.HasPrefix(key, famSigner):
+		pub := key[len(famSigner):]
 		var ep string
-		if deleted || msgpack.Unmarshal(e.Value(), &ep) != nil {
+		if deleted || msgpack.Unmarshal(e.Value, &ep) != nil {
 			delete(ic.bySigner, pub)
 			return
 		}
 		ic.bySigner[pub] = ep
-	case strings.HasPrefix(key, "id."):
-		ep := key[len("id."):]
+	case strings.HasPrefix(key, famIdentity):
+		ep := key[len(famIdentity):]
 		var id api.Identity
-		if deleted || msgpack.Unmarshal(e.Value(), &id) != nil {
+		if deleted || msgpack.Unmarshal(e.Value, &id) != nil {
 			delete(ic.byEndpoint, ep)
 			return
 		}
@@ -173,19 +239,20 @@ func (ic *identityCache) apply(e jetstream.KeyValueEntry, probePrefix string) {
 
 // watchedCache is a cache that one KV watch keeps current.
 type watchedCache interface {
-	apply(e jetstream.KeyValueEntry, probePrefix string)
+	apply(c store.Change)
 	markLoaded()
 	reset()
 }
 
-// keepCurrent feeds cache from a watch on filters, which must include this
-// replica's probe keys, until ctx ends, restarting the watch after any
-// failure; the cache is reset (and answers nothing) until the new watch has
-// loaded.
-func keepCurrent(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, probe, name string, log *slog.Logger) {
+// keepCurrent feeds cache from a watch on prefixes until ctx ends,
+// restarting the watch after any failure; the cache is reset (and answers
+// nothing) until the new watch has loaded.
+func keepCurrent(ctx context.Context, st *store.Store, cache watchedCache, prefixes []string, name string, log *slog.Logger) {
 	for ctx.Err() == nil {
-		err := watchInto(ctx, kv, cache, filters, probe, func(d time.Duration, n int) {
-			log.Info(name+" loaded", "took", d.Round(time.Millisecond), "keys", n)
+		start, n := time.Now(), 0
+		err := st.Watch(ctx, prefixes, func(c store.Change) { n++; cache.apply(c) }, func() {
+			cache.markLoaded()
+			log.Info(name+" loaded", "took", time.Since(start).Round(time.Millisecond), "keys", n)
 		})
 		cache.reset()
 		if ctx.Err() != nil {
@@ -200,47 +267,41 @@ func keepCurrent(ctx context.Context, kv jetstream.KeyValue, cache watchedCache,
 	}
 }
 
-func watchInto(ctx context.Context, kv jetstream.KeyValue, cache watchedCache, filters []string, probe string, loaded func(time.Duration, int)) error {
-	start := time.Now()
-	w, err := kv.WatchFiltered(ctx, filters)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, open := <-w.Updates():
-			if !open {
-				return errors.New("watch closed")
-			}
-			if e == nil {
-				cache.markLoaded()
-				loaded(time.Since(start), n)
-				continue
-			}
-			cache.apply(e, probe)
-		}
-	}
-}
-
-// writeProbes writes a probe key every interval, holding its write time.
-func writeProbes(ctx context.Context, kv jetstream.KeyValue, prefix string, interval time.Duration) {
+// proveFreshness checks every interval that f's watch is current, reading
+// the store and writing nothing (see the comment at the top).
+func proveFreshness(ctx context.Context, st freshnessSource, f *freshness, interval time.Duration) {
 	t := time.NewTicker(max(interval, 10*time.Millisecond))
 	defer t.Stop()
-	for n := 0; ; n++ {
-		w := time.Now()
-		pctx, cancel := context.WithTimeout(ctx, 4*interval)
-		_, _ = kv.Create(pctx, prefix+strconv.Itoa(n), []byte(strconv.FormatInt(w.UnixNano(), 10)), jetstream.KeyTTL(probeTTL))
-		cancel()
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		at := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, 4*interval)
+		last, err := st.LastSeq(pctx)
+		if err == nil && !f.unmoved(at, last) {
+			var need uint64
+			if need, err = st.LastRevision(pctx, identityPrefixes...); err == nil {
+				f.offer(proof{at: at, last: last, need: need})
+			}
+		}
+		cancel()
 	}
 }
+
+// freshnessSource is what a freshness proof reads (a *store.Store).
+type freshnessSource interface {
+	LastSeq(ctx context.Context) (uint64, error)
+	LastRevision(ctx context.Context, prefixes ...string) (uint64, error)
+}
+
+var (
+	_ watchedCache    = (*identityCache)(nil)
+	_ watchedCache    = (*roomIndex)(nil)
+	_ freshnessSource = (*store.Store)(nil)
+)
 
 // objectCache is a least-recently-used cache of immutable objects, bounded
 // by the bytes it holds.
@@ -307,11 +368,10 @@ func (s *Service) startCaches() {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stopCache = stop
-	kv, probe := s.store.KV(), probeKeyPrefix+nuid.Next()+"."
 	if d := s.cfg.IdentityMaxStale; d > 0 {
 		s.ids = newIdentityCache(d)
-		go keepCurrent(ctx, kv, s.ids, []string{"id.>", "signer.>", probe + ">"}, probe, "identity cache", s.cfg.Logger)
-		go writeProbes(ctx, kv, probe, d/4)
+		go keepCurrent(ctx, s.store, s.ids, identityPrefixes, "identity cache", s.cfg.Logger)
+		go proveFreshness(ctx, s.store, &s.ids.freshness, d/4)
 	}
 	if s.cfg.RoomIndexWait > 0 {
 		s.index = newRoomIndex()
@@ -319,7 +379,7 @@ func (s *Service) startCaches() {
 		// order of the stream (roomindex.go). One filter, because
 		// nats-server delivers a consumer with several filters ~7× slower
 		// (docs/performance.md); the index skips the keys it does not hold.
-		go keepCurrent(ctx, kv, s.index, []string{">"}, "", "room index", s.cfg.Logger)
+		go keepCurrent(ctx, s.store, s.index, nil, "room index", s.cfg.Logger)
 	}
 }
 

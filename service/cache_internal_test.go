@@ -2,61 +2,47 @@ package service
 
 import (
 	"fmt"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
 )
 
-// entry is a watched KV entry as the identity cache sees it.
-type entry struct {
-	key   string
-	value []byte
-	op    jetstream.KeyValueOp
-}
-
-func (e entry) Bucket() string                  { return "membership" }
-func (e entry) Key() string                     { return e.key }
-func (e entry) Value() []byte                   { return e.value }
-func (e entry) Revision() uint64                { return 1 }
-func (e entry) Created() time.Time              { return time.Time{} }
-func (e entry) Delta() uint64                   { return 0 }
-func (e entry) Operation() jetstream.KeyValueOp { return e.op }
-
-var _ jetstream.KeyValueEntry = entry{}
-
-func putEntry(t *testing.T, key string, v any) entry {
+// putEntry is a watched put of key holding v, at revision 1.
+func putEntry(t *testing.T, key string, v any) store.Change {
 	t.Helper()
 	b, err := msgpack.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return entry{key: key, value: b, op: jetstream.KeyValuePut}
+	return store.Change{Key: key, Value: b, Rev: 1}
 }
 
-func probeEntry(prefix string, w time.Time) entry {
-	return entry{key: prefix + "0", value: []byte(strconv.FormatInt(w.UnixNano(), 10)), op: jetstream.KeyValuePut}
-}
+// at is e as the watch delivers it at revision rev.
+func at(c store.Change, rev uint64) store.Change { c.Rev = rev; return c }
 
+// TestIdentityCacheFreshness: the cache answers only within maxStale of a
+// proof that it held every identity change committed before the proof's
+// start: the watch delivered the newest identity revision read after it,
+// or the bucket did not move since the last proof. Proofs write nothing.
 func TestIdentityCacheFreshness(t *testing.T) {
-	const probe = "cachefresh.test."
 	ic := newIdentityCache(time.Second)
 	id := api.Identity{Endpoint: "alice", SignKey: "UALICE"}
 	now := time.Now()
-	ic.apply(putEntry(t, "id.alice", &id), probe)
-	ic.apply(putEntry(t, "signer.UALICE", "alice"), probe)
+	ic.apply(at(putEntry(t, "id.alice", &id), 1))
+	ic.apply(at(putEntry(t, "signer.UALICE", "alice"), 2))
+	ic.offer(proof{at: now, last: 2, need: 2})
 	if _, ok := ic.lookup("UALICE", now); ok {
 		t.Fatal("hit before the initial load completed")
 	}
 	ic.markLoaded()
 	if _, ok := ic.lookup("UALICE", now); ok {
-		t.Fatal("hit before any probe was seen")
+		t.Fatal("hit before any proof held")
 	}
-	ic.apply(probeEntry(probe, now), probe)
+	ic.offer(proof{at: now, last: 5, need: 2})
 	got, ok := ic.lookup("UALICE", now.Add(500*time.Millisecond))
 	if !ok || got.Endpoint != "alice" {
 		t.Fatalf("lookup = %v %v, want alice", got, ok)
@@ -66,53 +52,93 @@ func TestIdentityCacheFreshness(t *testing.T) {
 		t.Fatal("lookup returned the cached record itself")
 	}
 	if _, ok := ic.lookup("UALICE", now.Add(time.Second)); ok {
-		t.Fatal("hit when the newest probe is max-stale old")
+		t.Fatal("hit when the newest proof is max-stale old")
 	}
-	// An older probe arriving late does not move freshness back.
-	ic.apply(probeEntry(probe, now.Add(-time.Hour)), probe)
-	if _, ok := ic.lookup("UALICE", now.Add(900*time.Millisecond)); !ok {
-		t.Fatal("an older probe made the cache stale")
+	// A proof whose identity revision the watch has not delivered waits.
+	ic.offer(proof{at: now.Add(2 * time.Second), last: 7, need: 7})
+	if _, ok := ic.lookup("UALICE", now.Add(2500*time.Millisecond)); ok {
+		t.Fatal("hit on a proof the watch has not caught up with")
 	}
-	// Another replica's probe keys are not ours.
-	ic.apply(probeEntry("cachefresh.other.", now.Add(10*time.Second)), probe)
-	if _, ok := ic.lookup("UALICE", now.Add(5*time.Second)); ok {
-		t.Fatal("another replica's probe counted as ours")
+	ic.apply(at(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), 7))
+	if _, ok := ic.lookup("UALICE", now.Add(2500*time.Millisecond)); !ok {
+		t.Fatal("miss once the watch delivered the proof's revision")
+	}
+	// An unmoved bucket renews freshness without reading any key; a moved
+	// one does not.
+	if !ic.unmoved(now.Add(4*time.Second), 7) || ic.unmoved(now.Add(5*time.Second), 8) {
+		t.Fatal("unmoved: want true for the proven revision 7 only")
+	}
+	if _, ok := ic.lookup("UALICE", now.Add(4900*time.Millisecond)); !ok {
+		t.Fatal("miss after an unmoved bucket renewed freshness")
+	}
+	// An older proof arriving late does not move freshness back.
+	ic.offer(proof{at: now.Add(-time.Hour), last: 1, need: 1})
+	if _, ok := ic.lookup("UALICE", now.Add(4900*time.Millisecond)); !ok {
+		t.Fatal("an older proof made the cache stale")
+	}
+	// After a reset (the watch restarts) no proof counts until it reloads.
+	ic.reset()
+	ic.offer(proof{at: now.Add(6 * time.Second), last: 7, need: 0})
+	ic.markLoaded()
+	if _, ok := ic.lookup("UALICE", now.Add(6*time.Second)); ok || ic.unmoved(now.Add(6*time.Second), 7) {
+		t.Fatal("a proof offered before the reload counted")
+	}
+}
+
+// TestIdentityCacheOwnCommit: after this replica commits an identity
+// change, the cache answers only from a proof started after the commit,
+// so the replica never answers its own disable from the older view
+// (client ExampleClient_Disable failed on a loaded machine before).
+func TestIdentityCacheOwnCommit(t *testing.T) {
+	ic := newIdentityCache(time.Minute)
+	now := time.Now()
+	ic.apply(at(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), 1))
+	ic.apply(at(putEntry(t, "signer.UBOB", "bob"), 2))
+	ic.markLoaded()
+	ic.offer(proof{at: now, last: 2, need: 2})
+	ic.committed(now.Add(time.Second))
+	if _, ok := ic.lookup("UBOB", now.Add(2*time.Second)); ok {
+		t.Fatal("hit from a proof older than this replica's commit")
+	}
+	ic.offer(proof{at: now.Add(3 * time.Second), last: 3, need: 3})
+	ic.apply(at(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB", Disabled: true}), 3))
+	if got, ok := ic.lookup("UBOB", now.Add(4*time.Second)); !ok || !got.Disabled {
+		t.Fatalf("lookup = %v %v, want the disabled record", got, ok)
 	}
 }
 
 func TestIdentityCacheUpdates(t *testing.T) {
-	const probe = "cachefresh.test."
 	now := time.Now()
 	fresh := func() *identityCache {
 		ic := newIdentityCache(time.Minute)
 		ic.markLoaded()
-		ic.apply(probeEntry(probe, now), probe)
-		ic.apply(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}), probe)
-		ic.apply(putEntry(t, "signer.UBOB", "bob"), probe)
+		ic.offer(proof{at: now})
+		ic.apply(putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB"}))
+		ic.apply(putEntry(t, "signer.UBOB", "bob"))
 		return ic
 	}
 	for _, tc := range []struct {
 		name   string
-		change []entry
+		change []store.Change
 		pub    string
 		hit    bool
 		dis    bool
 	}{
 		{"unchanged", nil, "UBOB", true, false},
-		{"disabled", []entry{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB", Disabled: true})}, "UBOB", true, true},
-		{"identity deleted", []entry{{key: "id.bob", op: jetstream.KeyValueDelete}}, "UBOB", false, false},
-		{"signer purged", []entry{{key: "signer.UBOB", op: jetstream.KeyValuePurge}}, "UBOB", false, false},
+		{"disabled", []store.Change{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UBOB", Disabled: true})}, "UBOB", true, true},
+		{"identity deleted", []store.Change{{Key: "id.bob", Deleted: true}}, "UBOB", false, false},
+		{"signer purged", []store.Change{{Key: "signer.UBOB", Deleted: true}}, "UBOB", false, false},
 		// Key rotation seen halfway (a prefix of the batch): the identity
 		// moved to a new key, the old index is still there.
-		{"rotated, index pending", []entry{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UBOB", false, false},
-		{"rotated, new key before its index", []entry{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UNEW", false, false},
+		{"rotated, index pending", []store.Change{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UBOB", false, false},
+		{"rotated, new key before its index", []store.Change{putEntry(t, "id.bob", &api.Identity{Endpoint: "bob", SignKey: "UNEW"})}, "UNEW", false, false},
 		{"unknown signer", nil, "UNOBODY", false, false},
-		{"undecodable record", []entry{{key: "id.bob", value: []byte{0xc1}, op: jetstream.KeyValuePut}}, "UBOB", false, false},
+		{"undecodable record", []store.Change{{Key: "id.bob", Value: []byte{0xc1}}}, "UBOB", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ic := fresh()
 			for _, e := range tc.change {
-				ic.apply(e, probe)
+				ic.apply(e)
 			}
 			got, ok := ic.lookup(tc.pub, now)
 			if ok != tc.hit {

@@ -2,12 +2,19 @@ package service_test
 
 import (
 	"errors"
+	"fmt"
+	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/subjects"
 )
 
 // TestIdentityCacheRevocation disables and re-enables an identity that keeps
@@ -122,4 +129,81 @@ func TestCachesDisabled(t *testing.T) {
 	if _, err := c.Whoami(ctxT(t)); !errors.Is(err, client.ErrForbidden) {
 		t.Fatalf("whoami right after disable without a cache: %v, want forbidden", err)
 	}
+}
+
+// TestIdleReplicaWritesNothing: a replica that serves no request writes
+// nothing to any stream (issue 15, "silent when idle": the identity cache
+// proves its freshness by reading the stream's revisions, not by writing
+// probe keys), and its identity cache still answers afterwards without
+// reading the signer's key. The window is as many freshness proofs as 30 s
+// at the default IdentityMaxStale, at a tenth of its length and of the
+// interval between proofs.
+func TestIdleReplicaWritesNothing(t *testing.T) {
+	const scale = 10
+	maxStale, idle := service.DefaultIdentityMaxStale/scale, 30*time.Second/scale
+	e := newEnv(t, service.Config{IdentityMaxStale: maxStale, RateLimit: -1})
+	id := e.register(t, "idle")
+	c := client.New(natstest.Connect(t, e.s), id, client.WithRetries(0))
+	pub, _ := id.Public()
+	signerReads := countSubject(t, e.nc, "$JS.API.DIRECT.GET.KV_"+subjects.DefaultBucket+".$KV."+subjects.DefaultBucket+".signer."+pub.SignKey)
+	// cached says whether a whoami was answered without reading the
+	// signer's key, i.e. from a fresh identity cache.
+	cached := func() error {
+		before := signerReads()
+		if _, err := c.Whoami(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n := signerReads() - before; n != 0 {
+			return fmt.Errorf("whoami read the signer's key %d times", n)
+		}
+		return nil
+	}
+	natstest.Eventually(t, 1, "whoami answered from the identity cache", cached)
+	before := streamSeqs(t, e)
+	select {
+	case <-time.After(idle): // the condition is that this much time passed
+	case <-ctxT(t).Done():
+	}
+	if after := streamSeqs(t, e); !maps.Equal(before, after) {
+		t.Errorf("streams' last sequences moved while idle for %s: %v → %v", idle, before, after)
+	}
+	if err := cached(); err != nil {
+		t.Errorf("after %s idle the cache was not kept fresh: %v", idle, err)
+	}
+}
+
+// streamSeqs is every stream's last sequence.
+func streamSeqs(t *testing.T, e *env) map[string]uint64 {
+	t.Helper()
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	streams := js.ListStreams(ctxT(t))
+	for info := range streams.Info() {
+		out[info.Config.Name] = info.State.LastSeq
+	}
+	if err := streams.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// countSubject counts the messages published on subject.
+func countSubject(t *testing.T, nc *nats.Conn, subject string) func() int64 {
+	t.Helper()
+	var n atomic.Int64
+	sub, err := nc.Subscribe(subject, func(*nats.Msg) { n.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return n.Load
 }

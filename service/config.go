@@ -184,6 +184,13 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// NonceTTL is how long a claimed nonce must be kept for requests accepted
+// within ±skew of the service clock: a request stamped at now+skew stays
+// acceptable until now+2·skew, and its nonce must outlive that. It is the
+// one definition of that lifetime; stores are opened with it
+// ([store.Config.MaxTTL]) and [Start] refuses one opened with less.
+func NonceTTL(skew time.Duration) time.Duration { return 2 * skew }
+
 // NonceTTL is how long a nonce key lives: a request stamped at now+skew
 // stays acceptable until now+2×skew, so its nonce must outlive that.
-func (c *Config) NonceTTL() time.Duration { return 2 * c.Skew }
+func (c *Config) NonceTTL() time.Duration { return NonceTTL(c.Skew) }

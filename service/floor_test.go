@@ -38,7 +38,7 @@ func TestNonceFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	s, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
 		t.Fatal(err)
 	}

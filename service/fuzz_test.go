@@ -248,7 +248,7 @@ func FuzzAuditCanonical(f *testing.F) {
 // TestBodyBombsBoundedMemory decodes 64-byte inputs that declare 2^32−1
 // elements or bytes into every operation's body type: each is refused as
 // malformed, allocating a few kilobytes at most (msgpack/v5.4 would try to
-// allocate gigabytes and kill the process; see DESIGN.md, Known traps).
+// allocate gigabytes and kill the process; envelope/doc.go, docs/security.md).
 func TestBodyBombsBoundedMemory(t *testing.T) {
 	for _, typ := range requestTypes() {
 		for _, h := range bombHeaders {

@@ -224,10 +224,5 @@ func newXKey(t *testing.T) string {
 // statInt reads one integer field of an endpoint's stats data.
 func statInt(t *testing.T, data json.RawMessage, field string) int {
 	t.Helper()
-	var d map[string]any
-	if err := json.Unmarshal(data, &d); err != nil {
-		t.Fatalf("stats data: %v", err)
-	}
-	n, _ := d[field].(float64)
-	return int(n)
+	return natstest.StatInt(t, data, field)
 }

@@ -124,7 +124,7 @@ func (s *Service) listIdentities(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	ids, next, err := s.page(ctx, c, "id.", req.After, req.Limit)
+	ids, next, err := s.page(ctx, c, famIdentity, req.After, req.Limit)
 	if err != nil {
 		return nil, err
 	}

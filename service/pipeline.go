@@ -87,7 +87,8 @@ type mutation struct {
 type mutateFunc func(ctx context.Context, c *call) (*mutation, error)
 
 // maxConflictRetries bounds how often a mutation is re-planned after losing a
-// compare-and-set before the caller sees 409.
+// compare-and-set to an applied write before the caller sees 409. Losing to
+// a write that is not applied yet does not count: see runMutation.
 const maxConflictRetries = 4
 
 // handler adapts one operation to micro.
@@ -269,7 +270,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 	if done, err := s.checkApplied(ctx, c); done != nil || err != nil {
 		return done, err
 	}
-	for attempt := 0; ; attempt++ {
+	for attempt, wait := 0, inFlightBackoff; ; {
 		m, err := mutate(ctx, c)
 		if err != nil {
 			// A copy of this very request may have committed on another
@@ -302,6 +303,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		st := s.stats.of(c.op)
 		st.storeLatency(time.Since(start))
 		if err == nil {
+			s.noteCommit(writes)
 			st.add(func(e *endpointStats) { e.commits++; e.nonceClaims++ })
 			s.rememberClaim(c, reply, true)
 			s.revokeCommitted(ctx, c, m.writes) // bus.go
@@ -329,11 +331,45 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			}
 			return nil, aerr
 		}
+		if errors.Is(err, store.ErrInFlight) {
+			// The write that won is proposed but not applied yet, so the
+			// nonce record above may only be missing for now: a copy of
+			// this very request may be that write. Wait for it to apply
+			// and look again; answering 409 here would tell a client
+			// whose request committed that it did not (e2e
+			// TestCopyOfInFlightMutation). Bounded by the request's
+			// deadline (then 503: resend and learn the outcome).
+			if err := sleepCtx(ctx, wait); err != nil {
+				return nil, s.storeErr(c, "wait for an in-flight write", err)
+			}
+			wait = min(2*wait, maxInFlightBackoff)
+			continue
+		}
 		// The nonce is free: a concurrent change to the state won. The
 		// next plan finds its objects written already (store.PutObject).
-		if attempt+1 >= maxConflictRetries {
+		if attempt++; attempt >= maxConflictRetries {
 			return nil, api.E(api.KindConflict, "concurrent changes to the same state; retry")
 		}
+	}
+}
+
+// How long a mutation that lost to an in-flight write waits before it
+// looks again: a replicated stream applies a write once a quorum stored it,
+// normally within milliseconds.
+const (
+	inFlightBackoff    = 2 * time.Millisecond
+	maxInFlightBackoff = 100 * time.Millisecond
+)
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -347,7 +383,7 @@ func roomRecordLast(writes []store.Write) {
 }
 
 func isRoomRecord(key string) int {
-	if strings.HasPrefix(key, "room.") {
+	if strings.HasPrefix(key, famRoom) {
 		return 1
 	}
 	return 0

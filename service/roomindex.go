@@ -5,10 +5,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/store"
 )
 
 // The room index holds every room record and membership in memory, sorted,
@@ -76,6 +76,28 @@ type roomIndex struct {
 	names     []string          // number → endpoint
 	mine      [][]*indexedRoom  // number → its rooms, sorted by id
 	keys      map[string]string // owners' signing keys, each held once
+	// next is closed at the index's next change, for the pages waiting
+	// for it (nil while none waits: the watch's hot path allocates nothing).
+	next chan struct{}
+}
+
+// changed returns a channel closed at the index's next change: a page that
+// cannot answer yet takes it before looking, then waits on it.
+func (ri *roomIndex) changed() <-chan struct{} {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	if ri.next == nil {
+		ri.next = make(chan struct{})
+	}
+	return ri.next
+}
+
+// notifyLocked wakes the waiting pages; the caller holds mu.
+func (ri *roomIndex) notifyLocked() {
+	if ri.next != nil {
+		close(ri.next)
+		ri.next = nil
+	}
 }
 
 func newRoomIndex() *roomIndex {
@@ -92,6 +114,7 @@ func (ri *roomIndex) reset() {
 	ri.mu.Lock()
 	ri.clear()
 	ri.loaded, ri.applied = false, 0
+	ri.notifyLocked()
 	ri.mu.Unlock()
 }
 
@@ -108,6 +131,7 @@ func (ri *roomIndex) markLoaded() {
 		ri.mine[n] = slices.Clone(rooms)
 	}
 	ri.loaded = true
+	ri.notifyLocked()
 }
 
 // endpoint returns name's number, numbering it if it is new. The index keeps
@@ -144,17 +168,18 @@ func (ri *roomIndex) ownerKey(k string) string {
 // apply folds one watched entry into the index. Ids never hold dots
 // (api.ValidateID), so member.<room>.<endpoint> splits one way only. A record
 // that does not decode drops what the index knew, so requests read the store.
-func (ri *roomIndex) apply(e jetstream.KeyValueEntry, _ string) {
-	key := e.Key()
-	put := e.Operation() == jetstream.KeyValuePut
+func (ri *roomIndex) apply(e store.Change) {
+	key := e.Key
+	put := !e.Deleted
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
-	ri.applied = max(ri.applied, e.Revision())
+	defer ri.notifyLocked()
+	ri.applied = max(ri.applied, e.Rev)
 	switch {
-	case strings.HasPrefix(key, "room."):
-		id := key[len("room."):]
+	case strings.HasPrefix(key, famRoom):
+		id := key[len(famRoom):]
 		var rec api.Room
-		if !put || msgpack.Unmarshal(e.Value(), &rec) != nil {
+		if !put || msgpack.Unmarshal(e.Value, &rec) != nil {
 			if r := ri.rooms[id]; r != nil {
 				r.record, r.rev = api.Room{}, 0
 			}
@@ -162,14 +187,14 @@ func (ri *roomIndex) apply(e jetstream.KeyValueEntry, _ string) {
 		}
 		r := ri.room(id)
 		rec.ID, rec.Owner, rec.OwnerKey = r.id, ri.names[ri.endpoint(rec.Owner)], ri.ownerKey(rec.OwnerKey)
-		r.record, r.rev = rec, e.Revision()
-	case strings.HasPrefix(key, "member."):
-		room, endpoint, ok := strings.Cut(key[len("member."):], ".")
+		r.record, r.rev = rec, e.Rev
+	case strings.HasPrefix(key, famMember):
+		room, endpoint, ok := strings.Cut(key[len(famMember):], ".")
 		if !ok {
 			return
 		}
 		var rec memberRecord
-		if put && msgpack.Unmarshal(e.Value(), &rec) == nil {
+		if put && msgpack.Unmarshal(e.Value, &rec) == nil {
 			ri.addMember(room, endpoint, rec.Since)
 		} else {
 			ri.dropMember(room, endpoint)

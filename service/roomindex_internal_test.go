@@ -5,20 +5,11 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	"github.com/nats-io/nats.go/jetstream"
+	"time"
 
 	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/store"
 )
-
-// revEntry is a watched entry with a revision.
-type revEntry struct {
-	entry
-	rev uint64
-}
-
-func (e revEntry) Revision() uint64 { return e.rev }
 
 // loadedIndex is an index whose initial load is done.
 func loadedIndex() *roomIndex {
@@ -27,18 +18,18 @@ func loadedIndex() *roomIndex {
 	return ri
 }
 
-func roomEntry(t *testing.T, rev uint64, r api.Room) revEntry {
+func roomEntry(t *testing.T, rev uint64, r api.Room) store.Change {
 	t.Helper()
-	return revEntry{putEntry(t, keyRoom(r.ID), &r), rev}
+	return at(putEntry(t, keyRoom(r.ID), &r), rev)
 }
 
-func memberEntry(t *testing.T, room, endpoint string, since uint64) revEntry {
+func memberEntry(t *testing.T, room, endpoint string, since uint64) store.Change {
 	t.Helper()
-	return revEntry{putEntry(t, keyMember(room, endpoint), &memberRecord{Since: since}), 1}
+	return putEntry(t, keyMember(room, endpoint), &memberRecord{Since: since})
 }
 
-func memberGone(room, endpoint string) revEntry {
-	return revEntry{entry{key: keyMember(room, endpoint), op: jetstream.KeyValueDelete}, 1}
+func memberGone(room, endpoint string) store.Change {
+	return store.Change{Key: keyMember(room, endpoint), Rev: 1, Deleted: true}
 }
 
 // pageOf is the reference: a page of a sorted list, as the store path cuts it.
@@ -65,18 +56,18 @@ func TestRoomIndexPagesMatchReference(t *testing.T) {
 	for r := 0; r < rooms; r++ {
 		id := fmt.Sprintf("r%d", r)
 		truth[id] = map[string]uint64{}
-		ri.apply(roomEntry(t, uint64(r+1), api.Room{ID: id, Owner: "e0", Epoch: 1}), "")
+		ri.apply(roomEntry(t, uint64(r+1), api.Room{ID: id, Owner: "e0", Epoch: 1}))
 	}
 	for step := 0; step < 2000; step++ {
 		room := fmt.Sprintf("r%d", rng.IntN(rooms))
 		ep := fmt.Sprintf("e%d", rng.IntN(endpoints))
 		if rng.IntN(3) == 0 {
 			delete(truth[room], ep)
-			ri.apply(memberGone(room, ep), "")
+			ri.apply(memberGone(room, ep))
 		} else {
 			since := uint64(rng.IntN(5) + 1)
 			truth[room][ep] = since
-			ri.apply(memberEntry(t, room, ep, since), "")
+			ri.apply(memberEntry(t, room, ep, since))
 		}
 	}
 	for room, members := range truth {
@@ -140,7 +131,7 @@ func TestRoomIndexPagesMatchReference(t *testing.T) {
 func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 	t.Run("not loaded", func(t *testing.T) {
 		ri := newRoomIndex()
-		ri.apply(roomEntry(t, 5, api.Room{ID: "r"}), "")
+		ri.apply(roomEntry(t, 5, api.Room{ID: "r"}))
 		if _, _, ok := ri.members("r", 5, "", 10); ok {
 			t.Fatal("members answered before the initial load completed")
 		}
@@ -150,7 +141,7 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 	})
 	t.Run("room revision", func(t *testing.T) {
 		ri := loadedIndex()
-		ri.apply(roomEntry(t, 5, api.Room{ID: "r"}), "")
+		ri.apply(roomEntry(t, 5, api.Room{ID: "r"}))
 		for rev, want := range map[uint64]bool{4: true, 5: true, 6: false} {
 			if _, _, ok := ri.members("r", rev, "", 10); ok != want {
 				t.Fatalf("record at 5, request read %d: answered %v, want %v", rev, ok, want)
@@ -160,16 +151,16 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 			t.Fatal("answered for a room it has never seen")
 		}
 		// A record that does not decode is forgotten.
-		ri.apply(revEntry{entry{key: "room.r", value: []byte{0xc1}, op: jetstream.KeyValuePut}, 7}, "")
+		ri.apply(store.Change{Key: "room.r", Value: []byte{0xc1}, Rev: 7})
 		if _, _, ok := ri.members("r", 5, "", 10); ok {
 			t.Fatal("answered from an undecodable room record")
 		}
 	})
 	t.Run("newest revision", func(t *testing.T) {
 		ri := loadedIndex()
-		ri.apply(roomEntry(t, 8, api.Room{ID: "r"}), "")
-		ri.apply(revEntry{entry{key: "nonce.U.x", value: []byte{1}, op: jetstream.KeyValuePut}, 9}, "") // any key counts
-		ri.apply(roomEntry(t, 3, api.Room{ID: "old"}), "")                                              // delivered late: no step back
+		ri.apply(roomEntry(t, 8, api.Room{ID: "r"}))
+		ri.apply(store.Change{Key: "nonce.U.x", Value: []byte{1}, Rev: 9}) // any key counts
+		ri.apply(roomEntry(t, 3, api.Room{ID: "old"}))                     // delivered late: no step back
 		for seq, want := range map[uint64]bool{0: true, 9: true, 10: false} {
 			if _, _, ok := ri.roomsOf("a", seq, "", 10); ok != want {
 				t.Fatalf("applied up to 9, store at %d: answered %v, want %v", seq, ok, want)
@@ -182,10 +173,10 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 	})
 	t.Run("rooms listed", func(t *testing.T) {
 		ri := loadedIndex()
-		ri.apply(roomEntry(t, 1, api.Room{ID: "live"}), "")
-		ri.apply(roomEntry(t, 2, api.Room{ID: "gone", Deleted: true}), "")
+		ri.apply(roomEntry(t, 1, api.Room{ID: "live"}))
+		ri.apply(roomEntry(t, 2, api.Room{ID: "gone", Deleted: true}))
 		for _, r := range []string{"live", "gone", "pending"} { // pending: members seen before the record
-			ri.apply(memberEntry(t, r, "a", 1), "")
+			ri.apply(memberEntry(t, r, "a", 1))
 		}
 		got, _, _ := ri.roomsOf("a", 0, "", 10)
 		if len(got) != 1 || got[0].ID != "live" {
@@ -195,7 +186,7 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 		if again, _, _ := ri.roomsOf("a", 0, "", 10); again[0].Epoch == 99 {
 			t.Fatal("roomsOf returned the index's own record")
 		}
-		ri.apply(memberGone("live", "a"), "")
+		ri.apply(memberGone("live", "a"))
 		if got, _, _ := ri.roomsOf("a", 0, "", 10); len(got) != 0 {
 			t.Fatalf("rooms of a after leaving = %v", got)
 		}
@@ -220,5 +211,25 @@ func TestRoomRecordLast(t *testing.T) {
 	}
 	if want := []string{"member.r.a", "eprooms.a.r", "subject.x", "room.r"}; !slices.Equal(keys, want) {
 		t.Fatalf("order %v, want %v", keys, want)
+	}
+}
+
+// TestRoomIndexWakesWaitingPages: a page that the index cannot answer yet
+// waits for the index's next change, not for a timer (RoomIndexWait is an
+// hour here: only the change can end the wait).
+func TestRoomIndexWakesWaitingPages(t *testing.T) {
+	ri := newRoomIndex()
+	ri.markLoaded()
+	s := &Service{index: ri, cfg: Config{RoomIndexWait: time.Hour}}
+	done := make(chan bool)
+	go func() {
+		done <- s.waitIndex(func() bool {
+			_, _, ok := ri.members("r", 5, "", 10)
+			return ok
+		})
+	}()
+	ri.apply(roomEntry(t, 5, api.Room{ID: "r"}))
+	if !<-done {
+		t.Fatal("the page did not answer after the index caught up")
 	}
 }

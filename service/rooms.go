@@ -16,7 +16,7 @@ import (
 // MaxMembers bounds a room's membership.
 const MaxMembers = api.MaxRekeyMembers
 
-// roomForRead loads a live room; 404 when it does not exist or was deleted.
+// room loads a live room; 404 when it does not exist or was deleted.
 func (s *Service) room(ctx context.Context, c *call, id string) (*api.Room, uint64, error) {
 	if err := api.ValidateID("room", id); err != nil {
 		return nil, 0, err
@@ -276,17 +276,30 @@ func (s *Service) roomMembers(ctx context.Context, c *call) (any, error) {
 	return out, nil
 }
 
-// fromIndex runs page until the room index can answer it, for at most
-// Config.RoomIndexWait (the watch is normally a millisecond behind), and
-// counts where the page came from. false: read the store.
+// fromIndex runs page until the room index can answer it, again at each
+// change of the index, for at most Config.RoomIndexWait (the watch is
+// normally a millisecond behind), and counts where the page came from.
+// false: read the store.
 func (s *Service) fromIndex(c *call, page func() bool) bool {
-	ok := s.index != nil && page()
-	for deadline := time.Now().Add(s.cfg.RoomIndexWait); s.index != nil && !ok && time.Now().Before(deadline); {
-		time.Sleep(200 * time.Microsecond)
-		ok = page()
-	}
+	ok := s.index != nil && s.waitIndex(page)
 	s.stats.of(c.op).page(ok)
 	return ok
+}
+
+func (s *Service) waitIndex(page func() bool) bool {
+	deadline := time.NewTimer(s.cfg.RoomIndexWait)
+	defer deadline.Stop()
+	for {
+		changed := s.index.changed() // before looking: no change is missed
+		if page() {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false
+		}
+	}
 }
 
 // storedMembers reads a page of members from the store.

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -79,12 +80,18 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if st.MaxTTL() < cfg.NonceTTL() {
+		// Claims that expire before their requests stop being accepted
+		// would let a captured request be replayed.
+		return nil, fmt.Errorf("store keeps nonces for %s, shorter than the %s that a skew of %s needs: open it with MaxTTL service.NonceTTL(skew)",
+			st.MaxTTL(), cfg.NonceTTL(), cfg.Skew)
+	}
 	s := &Service{cfg: cfg, store: st, nc: nc}
 	if err := s.initDefences(); err != nil {
 		return nil, err
 	}
 	s.stats = newStats(func(ctx context.Context) (int, error) {
-		keys, err := st.Keys(ctx, "owed.")
+		keys, err := st.Keys(ctx, famOwed)
 		return len(keys), err
 	})
 	meta := map[string]string{
@@ -123,7 +130,8 @@ func (s *Service) Stop() error {
 // Micro exposes the micro service (info, stats).
 func (s *Service) Micro() micro.Service { return s.micro }
 
-// getJSON reads key into v; found is false if the key holds no value.
+// get reads key and decodes its msgpack value into v; found is false if
+// the key holds no value.
 func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
 	start := time.Now()
 	ent, err := s.store.Get(ctx, key)

@@ -58,7 +58,7 @@ func Sweep(ctx context.Context, st *store.Store, grace time.Duration) (SweepResu
 		return res, nil
 	}
 	refs := map[string]bool{}
-	err = st.Scan(ctx, "epoch.", func(_ string, v []byte) error {
+	err = st.Scan(ctx, famEpoch, func(_ string, v []byte) error {
 		var rec epochRecord
 		if msgpack.Unmarshal(v, &rec) == nil && rec.Object != "" {
 			refs[rec.Object] = true
@@ -68,7 +68,7 @@ func Sweep(ctx context.Context, st *store.Store, grace time.Duration) (SweepResu
 	if err != nil {
 		return res, err
 	}
-	err = st.Scan(ctx, "member.", func(_ string, v []byte) error {
+	err = st.Scan(ctx, famMember, func(_ string, v []byte) error {
 		var rec memberRecord
 		if msgpack.Unmarshal(v, &rec) == nil && rec.KeyObject != "" {
 			refs[rec.KeyObject] = true

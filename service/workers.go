@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 
 	"github.com/unibus/membership/internal/buildinfo"
 	"github.com/unibus/membership/subjects"
@@ -24,11 +25,11 @@ import (
 // still counts exactly the requests it answered. `nats micro ls` therefore
 // lists Workers instances per process; their request and error counts add
 // up to the process's. Each instance carries the metadata keys "worker"
-// (its index) and "workers" (the count), and "host", "pid" and "version"
-// name its process. The custom stats data (rejections, nonce claims,
+// (its index) and "workers" (the count), and "host", "pid", "version" and
+// "replica" name its replica. The custom stats data (rejections, nonce claims,
 // commits, store latency) is process-wide: every instance reports it, so
 // that any one answer shows it, and a sum over instances counts one
-// instance per host and pid (docs/operations.md).
+// instance per replica (docs/operations.md).
 
 // addInstances registers the service's micro instances on nc. On error the
 // instances already added are stopped.
@@ -104,9 +105,11 @@ func (s *Service) EndpointCounts() map[string][2]int {
 	return out
 }
 
-// processIdentity is the metadata that tells the processes of a deployment
-// apart: host, pid and the build's version.
+// processIdentity is the metadata that tells the replicas of a deployment
+// apart: host, pid, the build's version, and "replica", an id drawn when the
+// replica starts, shared by its worker instances (one process may run more
+// than one replica, as the tests do).
 func processIdentity() map[string]string {
 	host, _ := os.Hostname()
-	return map[string]string{"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildinfo.Version()}
+	return map[string]string{"host": host, "pid": strconv.Itoa(os.Getpid()), "version": buildinfo.Version(), "replica": nuid.Next()}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/subjects"
 )
 
 // Read claims: where reads claim their nonces (docs/security.md, "Read
@@ -82,9 +84,9 @@ type readClaims struct {
 
 func readClaimsConfig(bucket string, replicas int, ttl time.Duration) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        bucket + "-reads",
+		Name:        subjects.ReadClaimsStream(bucket),
 		Description: "unibus membership: read nonce claims (memory; see docs/security.md)",
-		Subjects:    []string{"$RN." + bucket + ".>"},
+		Subjects:    []string{subjects.ReadClaims(bucket)},
 		Storage:     jetstream.MemoryStorage,
 		Replicas:    replicas,
 		Duplicates:  ttl,
@@ -99,8 +101,8 @@ func openReadClaims(ctx context.Context, js jetstream.JetStream, st *Store, cfg 
 	rc := &readClaims{
 		js: js, st: st, ttl: ttl, ttlHdr: strconv.FormatInt(int64(ttl/time.Second), 10) + "s",
 		cfg:     readClaimsConfig(cfg.Bucket, cfg.Replicas, ttl),
-		claim:   "$RN." + cfg.Bucket + ".n",
-		markers: "$RN." + cfg.Bucket + ".inc.",
+		claim:   subjects.ReadClaim(cfg.Bucket),
+		markers: subjects.ReadIncarnations(cfg.Bucket),
 	}
 	rc.check.run = rc.checkMarker
 	if _, err := rc.ensure(ctx, nil); err != nil {

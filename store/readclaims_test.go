@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
 )
 
 // claimOK claims key and fails the test unless the claim is confirmed.
@@ -97,7 +97,7 @@ func TestReadClaims(t *testing.T) {
 		}
 		before := claimOK(t, st, "nonce.U1.before")
 		claimOK(t, other, "nonce.U1.other")
-		s, err := js.Stream(ctx, bucket+"-reads")
+		s, err := js.Stream(ctx, subjects.ReadClaimsStream(bucket))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestReadClaims(t *testing.T) {
 	})
 
 	t.Run("a deleted stream is recreated", func(t *testing.T) {
-		if err := js.DeleteStream(ctx, bucket+"-reads"); err != nil {
+		if err := js.DeleteStream(ctx, subjects.ReadClaimsStream(bucket)); err != nil {
 			t.Fatal(err)
 		}
 		since := claimOK(t, st, "nonce.U1.recreated") // the stream was missing: no claim was stored in it
@@ -167,7 +167,7 @@ func TestReadClaimsWiderWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctxT(t), bucket+"-reads")
+	s, err := js.Stream(ctxT(t), subjects.ReadClaimsStream(bucket))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestReadClaimsShape(t *testing.T) {
 	js := jetStream(t, natstest.Connect(t, natstest.Server(t)))
 	ctx := ctxT(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: bucket + "-reads", Subjects: []string{fmt.Sprintf("$RN.%s.>", bucket)}, Storage: jetstream.FileStorage,
+		Name: subjects.ReadClaimsStream(bucket), Subjects: []string{subjects.ReadClaims(bucket)}, Storage: jetstream.FileStorage,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,11 @@ import (
 // not be used, and the caller must fail closed.
 var (
 	ErrConflict = errors.New("store: revision conflict")
+	// ErrInFlight is an [ErrConflict] against a write the stream leader
+	// has proposed but not yet applied (on a replicated stream, until a
+	// quorum stored it): reads do not show that write yet, so a caller
+	// that wants to know what won waits for it ([Store.AwaitApplied]).
+	ErrInFlight = fmt.Errorf("%w: a write to the same key is not applied yet", ErrConflict)
 	ErrExists   = errors.New("store: key exists")
 	ErrNotFound = errors.New("store: not found")
 	// ErrBucketConfig reports an existing bucket whose settings conflict
@@ -41,7 +46,12 @@ type Store struct {
 	obj    jetstream.ObjectStore
 	prefix string // "$KV.<bucket>."
 	reads  *readClaims
+	maxTTL time.Duration
 }
+
+// MaxTTL is the longest per-key lifetime the store was opened for
+// (Config.MaxTTL, at least a second).
+func (s *Store) MaxTTL() time.Duration { return s.maxTTL }
 
 // Open creates the buckets if they do not exist and binds to them. An
 // existing bucket with another replica count or storage type is reported
@@ -110,7 +120,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
 		return nil, err
 	}
-	st := &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + "."}
+	st := &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + ".", maxTTL: max(cfg.MaxTTL, time.Second)}
 	if st.reads, err = openReadClaims(ctx, js, st, cfg); err != nil {
 		return nil, err
 	}
@@ -134,9 +144,6 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 	}
 	return nil
 }
-
-// KV is the state bucket, for watchers (the service's identity cache).
-func (s *Store) KV() jetstream.KeyValue { return s.kv }
 
 // Entry is a key's current value and the revision to compare against. A
 // missing or deleted key has a nil Value; Rev is then the sequence of its
@@ -176,6 +183,25 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return info.State.LastSeq, nil
+}
+
+// LastRevision is the newest revision of a key under any of prefixes
+// (dot-terminated token prefixes such as "id."), deleted keys included, or
+// 0 if there is none, read from the stream leader: every write under them
+// acknowledged before the call is at or below it. It writes nothing.
+func (s *Store) LastRevision(ctx context.Context, prefixes ...string) (uint64, error) {
+	var last uint64
+	for _, p := range prefixes {
+		m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+p+">")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, m.Sequence)
+	}
+	return last, nil
 }
 
 // Keys lists the live keys that start with prefix (a dot-terminated token
@@ -224,7 +250,8 @@ type Write struct {
 }
 
 // Commit applies writes as one atomic batch. If any key's revision moved,
-// nothing is written and the error is [ErrConflict]. A timeout does not tell
+// nothing is written and the error is [ErrConflict] ([ErrInFlight] when the
+// write it lost to is not applied yet). A timeout does not tell
 // whether the batch committed; callers make their batches recognisable (the
 // nonce key) so that a retry can find out.
 func (s *Store) Commit(ctx context.Context, writes []Write) error {
@@ -246,8 +273,15 @@ func (s *Store) Commit(ctx context.Context, writes []Write) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		case jetstream.JSErrCodeStreamWrongLastSequence:
 			return ErrConflict
+		case jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			// nats-server answers this constant form when a key of the
+			// batch is in process (jetstream_batching.go: inflight,
+			// expectedPerSubjectInProcess); our batches write each key
+			// once and set only per-subject expectations, so that is
+			// its only cause here.
+			return ErrInFlight
 		}
 	}
 	return err
@@ -329,10 +363,43 @@ func (s *Store) ObjectInfos(ctx context.Context) ([]ObjectInfo, error) {
 	return out, nil
 }
 
+// Change is one key of the state bucket as a watch delivers it.
+type Change struct {
+	Key     string
+	Value   []byte // nil when Deleted
+	Rev     uint64 // the key's revision: its sequence in the stream
+	Deleted bool   // a delete or purge marker
+}
+
+// Watch delivers to apply every current key under prefixes (dot-terminated
+// token prefixes such as "id."; none: every key), then calls loaded once,
+// then delivers every later change, all in stream order, until ctx ends
+// (its error is returned) or the watch fails.
+func (s *Store) Watch(ctx context.Context, prefixes []string, apply func(Change), loaded func()) error {
+	return s.watch(ctx, prefixes, false, func(c Change) error { apply(c); return nil }, func() bool { loaded(); return false })
+}
+
 // Scan calls fn with every live key under prefix (a dot-terminated token
 // prefix such as "epoch.") and its value, stopping at fn's first error.
 func (s *Store) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
-	w, err := s.kv.Watch(ctx, prefix+">", jetstream.IgnoreDeletes())
+	return s.watch(ctx, []string{prefix}, true, func(c Change) error { return fn(c.Key, c.Value) }, func() bool { return true })
+}
+
+// watch runs one ordered watch on prefixes; loaded reports whether to stop
+// once the current values are delivered.
+func (s *Store) watch(ctx context.Context, prefixes []string, liveOnly bool, fn func(Change) error, loaded func() bool) error {
+	filters := []string{">"}
+	if len(prefixes) > 0 {
+		filters = make([]string, len(prefixes))
+		for i, p := range prefixes {
+			filters[i] = p + ">"
+		}
+	}
+	var opts []jetstream.WatchOpt
+	if liveOnly {
+		opts = append(opts, jetstream.IgnoreDeletes())
+	}
+	w, err := s.kv.WatchFiltered(ctx, filters, opts...)
 	if err != nil {
 		return err
 	}
@@ -346,9 +413,16 @@ func (s *Store) Scan(ctx context.Context, prefix string, fn func(key string, val
 				return errors.New("store: watcher closed")
 			}
 			if e == nil {
-				return nil // all current values seen
+				if loaded() {
+					return nil // all current values seen
+				}
+				continue
 			}
-			if err := fn(e.Key(), e.Value()); err != nil {
+			c := Change{Key: e.Key(), Value: e.Value(), Rev: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+			if c.Deleted {
+				c.Value = nil
+			}
+			if err := fn(c); err != nil {
 				return err
 			}
 		}

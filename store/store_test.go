@@ -46,7 +46,7 @@ func open(t *testing.T) (*store.Store, jetstream.JetStream, *server.Server, *nat
 
 func ctxT(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	t.Cleanup(cancel)
 	return ctx
 }

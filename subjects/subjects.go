@@ -20,6 +20,24 @@ const (
 	DefaultKeysBucket = "membership-keys" // object store: sealed room keys
 )
 
+// ReadClaimsStream names the stream that holds a bucket's read-nonce
+// claims (memory storage; docs/security.md §4a).
+func ReadClaimsStream(bucket string) string { return bucket + "-reads" }
+
+// ReadClaims is the subject filter of a bucket's read-claims stream.
+func ReadClaims(bucket string) string { return ReadClaimsPrefix(bucket) + ">" }
+
+// ReadClaimsPrefix starts every subject of a bucket's read-claims stream.
+func ReadClaimsPrefix(bucket string) string { return "$RN." + bucket + "." }
+
+// ReadClaim is the subject a read's nonce is claimed on (the nonce is the
+// message's deduplication id).
+func ReadClaim(bucket string) string { return ReadClaimsPrefix(bucket) + "n" }
+
+// ReadIncarnations starts the subjects of the read-claims stream's
+// incarnation markers.
+func ReadIncarnations(bucket string) string { return ReadClaimsPrefix(bucket) + "inc." }
+
 // Op names an operation. Its subject is <prefix>.<Op>.
 type Op string
 

@@ -125,3 +125,18 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestReadClaimsNames: the read-claims stream's names as docs/security.md
+// §4a and the operators' `nats stream ls` show them.
+func TestReadClaimsNames(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{subjects.ReadClaimsStream("membership"), "membership-reads"},
+		{subjects.ReadClaims("membership"), "$RN.membership.>"},
+		{subjects.ReadClaim("membership"), "$RN.membership.n"},
+		{subjects.ReadIncarnations("membership"), "$RN.membership.inc."},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}

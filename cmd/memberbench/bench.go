@@ -181,7 +181,7 @@ func (e *env) start(ctx context.Context) error {
 	skew := service.DefaultSkew
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := store.Open(sctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * skew})
+	st, err := store.Open(sctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(skew)})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -404,7 +404,7 @@ func (e *env) measure(ctx context.Context) error {
 			return err
 		}
 	}
-	nonceTTL := 2 * service.DefaultSkew
+	nonceTTL := service.NonceTTL(service.DefaultSkew)
 	var uniq atomic.Int64 // raw keys must be new in every call, across repeated ops
 	room := func(w, n int) roomSeed { rs := e.rooms[w]; return rs[n%len(rs)] }
 

@@ -1,3 +1,8 @@
+//go:build long
+
+// Seeding a scale layout takes over a minute under -race: it runs with the
+// long tests (README, "Long tests").
+
 package main
 
 import (
@@ -11,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/unibus/membership/e2e/natstest"
 )
 
 // TestScaleState seeds the scale layout into a deployment, keeps it in a
@@ -18,7 +25,7 @@ import (
 // nothing is registered or created twice, the clients keep their rooms, and
 // the member-list page comparison is reported.
 func TestScaleState(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(18))
 	defer cancel()
 	dir := t.TempDir()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
@@ -28,7 +35,7 @@ func TestScaleState(t *testing.T) {
 	}
 	s.Start()
 	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(natstest.Patience) {
 		t.Fatal("nats-server did not start")
 	}
 	state := filepath.Join(dir, "state.json")

@@ -173,7 +173,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 		var err error
 		st, err = store.Open(octx, js, store.Config{
 			Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
-			MaxTTL: 2 * cfg.Service.Skew,
+			MaxTTL: service.NonceTTL(cfg.Service.Skew),
 		})
 		return err
 	})

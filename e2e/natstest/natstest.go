@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -48,7 +47,7 @@ func ServerWith(t testing.TB, opts *server.Options) *server.Server {
 		t.Fatalf("nats-server: %v", err)
 	}
 	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(Patience) {
 		t.Fatal("nats-server not ready")
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
@@ -73,10 +72,10 @@ func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	st, err := store.Open(ctx, js, store.Config{
-		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: 2 * service.DefaultSkew,
+		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(service.DefaultSkew),
 	})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
@@ -110,6 +109,12 @@ func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Servic
 		t.Fatalf("start service: %v", err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
+	// Start returns once micro sent its subscriptions; the flush waits for
+	// the server to register them, so a request right after this finds a
+	// responder (a loaded machine answered "no responders" otherwise).
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush service subscriptions: %v", err)
+	}
 	return svc
 }
 
@@ -123,7 +128,7 @@ func Admin(t testing.TB, s *server.Server) *client.Client {
 	}
 	pub, _ := id.Public()
 	nc := Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	if _, err := service.Bootstrap(ctx, Store(t, nc), pub); err != nil {
 		t.Fatalf("bootstrap admin: %v", err)
@@ -140,7 +145,7 @@ func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint strin
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	if _, err := admin.Register(ctx, pub, false); err != nil {
 		t.Fatalf("register %s: %v", endpoint, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -91,7 +92,7 @@ func Signed(t testing.TB, kp nkeys.KeyPair, op subjects.Op, body []byte) []byte 
 // headers decoded.
 func Request(t testing.TB, nc *nats.Conn, subject string, data []byte) Reply {
 	t.Helper()
-	msg, err := nc.Request(subject, data, 10*time.Second)
+	msg, err := nc.Request(subject, data, Patience)
 	if err != nil {
 		t.Fatalf("request %s: %v", subject, err)
 	}
@@ -155,7 +156,7 @@ func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, subjects.DefaultBucket)
 	if err != nil {
@@ -167,7 +168,7 @@ func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
 // Keys lists every live key of the membership bucket, sorted.
 func Keys(t testing.TB, nc *nats.Conn) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	kl, err := KV(t, nc).ListKeys(ctx)
 	if err != nil {
@@ -198,14 +199,14 @@ func NonceKeys(t testing.TB, nc *nats.Conn) []string {
 // "readclaim.<message id>", sorted.
 func ReadClaims(t testing.TB, nc *nats.Conn) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := "$RN." + subjects.DefaultBucket + ".n"
-	st, err := js.Stream(ctx, subjects.DefaultBucket+"-reads")
+	subject := subjects.ReadClaim(subjects.DefaultBucket)
+	st, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
 		t.Fatalf("read claims stream: %v", err)
 	}
@@ -236,9 +237,8 @@ func ReadClaims(t testing.TB, nc *nats.Conn) []string {
 	return out
 }
 
-// Bookkeeping keys that are not state: nonce claims, and the freshness
-// probes each replica writes on a timer for its identity cache.
-var bookkeeping = []string{"nonce.", "cachefresh."}
+// Bookkeeping keys that are not state: nonce claims.
+var bookkeeping = []string{"nonce."}
 
 func isBookkeeping(key string) bool {
 	for _, p := range bookkeeping {
@@ -255,7 +255,7 @@ func isBookkeeping(key string) bool {
 func Dump(t testing.TB, nc *nats.Conn) map[string]string {
 	t.Helper()
 	kv := KV(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
 	defer cancel()
 	out := map[string]string{}
 	for _, k := range Keys(t, nc) {
@@ -296,10 +296,25 @@ func SameDump(t testing.TB, before, after map[string]string) {
 	}
 }
 
-// NatsCLI builds the nats CLI once per test binary and returns its path.
+// NatsCLI returns the path of the executable that `go tool nats` runs. The
+// go command builds it once and keeps it in its build cache, so test
+// binaries and later runs share it instead of linking the CLI again (that
+// link took 45 s of the suite on a loaded machine).
 func NatsCLI(t testing.TB) string {
 	t.Helper()
-	return Build(t, NatsCLIPkg)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	const key = "go tool nats"
+	if p, ok := builtPaths[key]; ok {
+		return p
+	}
+	out, err := exec.Command("go", "tool", "-n", "nats").Output()
+	if err != nil {
+		t.Fatalf("go tool -n nats: %v", err)
+	}
+	p := strings.TrimSpace(string(out))
+	builtPaths[key] = p
+	return p
 }
 
 // RunNats runs the nats CLI against s with args and stdin (nil: none),
@@ -307,7 +322,7 @@ func NatsCLI(t testing.TB) string {
 func RunNats(t testing.TB, s *server.Server, stdin []byte, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	home := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), Within(3))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, NatsCLI(t), append([]string{"--server", s.ClientURL(), "--timeout", "2s"}, args...)...)
 	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+home, "XDG_CONFIG_HOME="+home, "NO_COLOR=1")
@@ -464,4 +479,15 @@ func WaitGone(t testing.TB, nc *nats.Conn, id string) {
 			t.Fatalf("micro instance %s still answers pings", id)
 		}
 	}
+}
+
+// StatInt reads one integer field of an endpoint's custom stats data.
+func StatInt(t testing.TB, data json.RawMessage, field string) int {
+	t.Helper()
+	var d map[string]any
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatalf("stats data: %v", err)
+	}
+	n, _ := d[field].(float64)
+	return int(n)
 }

@@ -1,0 +1,62 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/unibus/membership/store"
+)
+
+// TestWatch: a watch on prefixes delivers the current keys under them, the
+// end of that load, then later puts and deletes in stream order with their
+// revisions; keys under other prefixes never show. Scan sees the live keys.
+func TestWatch(t *testing.T) {
+	st, _, _, _ := open(t)
+	put := func(key, v string) uint64 {
+		t.Helper()
+		e := mustGet(t, st, key)
+		if err := st.Commit(ctxT(t), []store.Write{{Key: key, Value: []byte(v), Rev: e.Rev}}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+		return mustGet(t, st, key).Rev
+	}
+	r1 := put("id.a", "1")
+	put("room.x", "r")
+	ctx, cancel := context.WithCancel(ctxT(t))
+	changes := make(chan store.Change, 16)
+	loaded := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- st.Watch(ctx, []string{"id.", "signer."}, func(c store.Change) { changes <- c }, func() { close(loaded) })
+	}()
+	if got := <-changes; !reflect.DeepEqual(got, store.Change{Key: "id.a", Value: []byte("1"), Rev: r1}) {
+		t.Fatalf("first change %+v", got)
+	}
+	<-loaded
+	r2 := put("signer.k", "a")
+	put("room.y", "r")
+	e := mustGet(t, st, "id.a")
+	if err := st.Commit(ctxT(t), []store.Write{{Key: "id.a", Rev: e.Rev, Delete: true}}); err != nil {
+		t.Fatal(err)
+	}
+	r3 := mustGet(t, st, "id.a").Rev
+	want := []store.Change{{Key: "signer.k", Value: []byte("a"), Rev: r2}, {Key: "id.a", Rev: r3, Deleted: true}}
+	for _, w := range want {
+		if got := <-changes; !reflect.DeepEqual(got, w) {
+			t.Fatalf("change %+v, want %+v", got, w)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch after cancel: %v", err)
+	}
+	var scanned []string
+	if err := st.Scan(ctxT(t), "room.", func(k string, _ []byte) error { scanned = append(scanned, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(scanned, []string{"room.x", "room.y"}) {
+		t.Fatalf("Scan(room.) = %v", scanned)
+	}
+}
