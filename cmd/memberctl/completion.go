@@ -59,7 +59,7 @@ func bashCompletion(top []string, subs map[string][]string) string {
 	b.WriteString("_memberctl() {\n")
 	b.WriteString("  local cur=${COMP_WORDS[COMP_CWORD]} words=() i w first=\n")
 	b.WriteString("  for ((i=1; i<COMP_CWORD; i++)); do w=${COMP_WORDS[i]}; case $w in --server|--creds|--nkey|--context|--identity|--prefix|--timeout) ((i++)); continue;; -*) continue;; esac; words+=(\"$w\"); done\n")
-	b.WriteString("  if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W \"--server --creds --nkey --context --identity --prefix --timeout --json --help\" -- \"$cur\")); return; fi\n")
+	b.WriteString("  if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W \"--server --creds --nkey --context --identity --prefix --timeout --json --bus --help\" -- \"$cur\")); return; fi\n")
 	b.WriteString("  first=${words[0]}\n")
 	b.WriteString("  if (( ${#words[@]} == 0 )); then COMPREPLY=($(compgen -W \"" + strings.Join(top, " ") + "\" -- \"$cur\")); return; fi\n")
 	b.WriteString("  if (( ${#words[@]} == 1 )); then\n    case $first in\n")

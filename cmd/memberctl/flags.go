@@ -36,6 +36,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.prefix, "prefix", g.prefix, "")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "")
 	fs.BoolVar(&g.json, "json", g.json, "")
+	fs.BoolVar(&g.bus, "bus", g.bus, "")
 	fs.StringVar(&g.serviceKey, "service-key", g.serviceKey, "")
 	fs.BoolVar(&g.noVerify, "insecure-no-verify", g.noVerify, "")
 }

@@ -102,6 +102,8 @@ const globalHelp = `Global flags (before or after the command; flags win over th
   --timeout DUR      wait for each reply; a request that times out is resent up to 3 times
                      (env MEMBERCTL_TIMEOUT; default 5s)
   --json             machine output: one JSON document on stdout, snake_case field names
+  --bus              connect with the identity's signing key and its own inbox prefix, as a bus
+                     that enforces membership requires (membershipd --bus enforce; docs/deploy.md)
   --service-key N…   the service's public key: every reply must be signed by it (env
                      MEMBERCTL_SERVICE_KEY). Without it the key of the first verified reply is
                      trusted and stored in known_services.json beside the identity file, per
