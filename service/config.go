@@ -79,6 +79,9 @@ type Config struct {
 	// KeyCacheBytes bounds the cache of immutable sealed-key objects.
 	// Default 32 MiB; negative disables it.
 	KeyCacheBytes int
+	// Revoke, if set, is told which endpoints a committed mutation took
+	// access from, before the mutation is answered (bus.go, package callout).
+	Revoke Revoker
 }
 
 // Defaults.

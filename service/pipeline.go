@@ -36,6 +36,7 @@ type call struct {
 	retryAfter time.Duration // on a 429: when the signer may send again (ratelimit.go)
 	floor      time.Time     // on a nonce_floor refusal: the earliest ts accepted
 	applied    []byte        // this very mutation's reply, from the replay cache
+	afterReply func()        // the caller's own revocation, once it has its answer (bus.go)
 }
 
 // requireSigner returns the verified signer or a 401 for requests that have
@@ -102,6 +103,9 @@ func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micr
 		c := &call{op: op, subject: req.Subject(), raw: req.Data(), now: start, mutates: mutate != nil}
 		reply, err := s.serve(ctx, c, req.Data(), read, mutate)
 		s.respond(req, c, reply, err, start)
+		if c.afterReply != nil {
+			c.afterReply()
+		}
 	})
 }
 
@@ -305,6 +309,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			s.noteCommit(writes)
 			st.add(func(e *endpointStats) { e.commits++; e.nonceClaims++ })
 			s.rememberClaim(c, reply, true)
+			s.revokeCommitted(ctx, c, m.writes) // bus.go
 			if m.after != nil {
 				m.after()
 			}

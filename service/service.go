@@ -37,10 +37,11 @@ type Service struct {
 	index     *roomIndex      // nil when disabled (roomindex.go)
 	keys      *objectCache    // nil when disabled (cache.go)
 	stopCache context.CancelFunc
-	nc        *nats.Conn
+	nc        *nats.Conn   // flushed before a caller's own connections are kicked (bus.go)
 	conn      *connEpoch   // ends requests in flight when nc drops (connloss.go)
 	active    atomic.Int64 // handlers running (Stop waits for them)
 	started   atomic.Int64 // handlers ever started
+	busSeq    seqRounds    // the callout's last-sequence reads, coalesced (bus.go)
 }
 
 // operation binds an op to its handler and its body types. Exactly one of
@@ -89,7 +90,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("store keeps nonces for %s, shorter than the %s that a skew of %s needs: open it with MaxTTL service.NonceTTL(skew)",
 			st.MaxTTL(), cfg.NonceTTL(), cfg.Skew)
 	}
-	s := &Service{cfg: cfg, store: st}
+	s := &Service{cfg: cfg, store: st, nc: nc}
 	if err := s.initDefences(); err != nil {
 		return nil, err
 	}

@@ -566,6 +566,11 @@ func (e *env) measure(ctx context.Context) error {
 		return ra.rate() / rb.rate()
 	}
 	e.channelFigures(ctx) // the channel row and its CHANNEL line (channel.go)
+	if o.quick || o.bus { // bus.go
+		if err := busBench(ctx, o, e.out); err != nil {
+			fmt.Fprintf(e.out, "BUS failed: %v\n", err)
+		}
+	}
 	fmt.Fprintf(e.out, "RATIOS read_vs_echo=%.2f key_vs_echo=%.2f mutate_vs_batch=%.2f\n",
 		ratio("read", "echo"), ratio("key", "echo"), ratio("mutate", "batch"))
 	return nil

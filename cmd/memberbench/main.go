@@ -22,6 +22,10 @@
 //
 //	RATIOS read_vs_echo=0.00 key_vs_echo=0.00 mutate_vs_batch=0.00
 //
+// preceded, with --quick or --bus, by the bus's figures (bus.go):
+//
+//	BUS revoke_p99_ms=N connect_p99_ms=N
+//
 // Scale runs (scale.go): --rooms-per-client N seeds a layout in which every
 // client belongs to exactly N rooms whatever --rooms is, the other rooms
 // being owned and filled by the other identities; --state FILE keeps what
@@ -82,6 +86,9 @@ type options struct {
 	probe          bool
 	pages          bool
 	adminFile      string
+
+	bus          bool // bus.go: the callout's revocation and connect figures
+	busEndpoints int  // bus.go: connected endpoints, 0: the scale's
 }
 
 func main() {
@@ -116,6 +123,8 @@ func main() {
 	flag.BoolVar(&o.pages, "pages", true, "scale layout with --big-room: time member-list pages of the large and the small room")
 	flag.BoolVar(&o.probe, "probe-ready", false, "only wait until the service at --nats-url answers a signed whoami (admin of --state or --admin-identity), print READY with the time, and exit; start it with membershipd to time startup")
 	flag.StringVar(&o.adminFile, "admin-identity", "", "with --probe-ready: admin identity file (e.g. <data-dir>/admin.identity)")
+	flag.BoolVar(&o.bus, "bus", false, "also measure the bus enforcing membership at the issue's scale (10k identities, 1,000 connected endpoints, 100 rooms); --quick always measures it at a tenth")
+	flag.IntVar(&o.busEndpoints, "bus-endpoints", 0, "bus run: endpoints connected (and connecting at once); 0: 1,000, or 100 with --quick")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

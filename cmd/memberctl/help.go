@@ -101,6 +101,8 @@ func (g *globals) globalFlags(app *fisk.Application) {
 	app.Flag("timeout", "wait for each reply; a request that times out is resent up to 3 times").
 		Envar(envTimeout).Default("5s").PlaceHolder("DUR").DurationVar(&g.timeout)
 	app.Flag("json", "machine output: one JSON document on stdout, snake_case field names").UnNegatableBoolVar(&g.json)
+	app.Flag("bus", "connect with the identity's signing key and its own inbox prefix, as a bus that enforces membership "+
+		"requires (membershipd --bus enforce; docs/deploy.md)").UnNegatableBoolVar(&g.bus)
 	app.Flag("service-key", "the service's public key: every reply must be signed by it. Without it the key of the first "+
 		"verified reply is trusted and stored in known_services.json beside the identity file, per server set and prefix; "+
 		"a later key is accepted only through a rotation statement signed by the stored one, or by giving it here").

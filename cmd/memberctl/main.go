@@ -60,6 +60,7 @@ type globals struct {
 	prefix   string
 	timeout  time.Duration
 	json     bool
+	bus      bool // connect with the identity's key (client.Identity.BusOptions)
 
 	serviceKey string // --service-key: the service key to pin (pin.go)
 	noVerify   bool   // --insecure-no-verify: replies are not verified (pin.go)
@@ -109,6 +110,9 @@ func (g *globals) check() error {
 	if err := g.conn.Validate(); err != nil {
 		return usagef("%v", err)
 	}
+	if c := g.conn; g.bus && (c.Creds != "" || c.NKey != "" || c.User != "" || c.Token != "") {
+		return usagef("--bus connects with the identity's key: drop --user, --token, --creds and --nkey")
+	}
 	return nil
 }
 
@@ -127,12 +131,16 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, localErr("load identity", err)
 	}
-	nc, err := a.g.conn.Connect(nats.Name("memberctl"), nats.Timeout(a.g.timeout),
+	var busOpts []nats.Option
+	if a.g.bus { // the identity's key and inbox prefix (client.Identity.BusOptions)
+		busOpts = id.BusOptions()
+	}
+	nc, err := a.g.conn.Connect(append(busOpts, nats.Name("memberctl"), nats.Timeout(a.g.timeout),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), "Subscription") {
 				a.inboxDenied.Store(true)
 			}
-		}))
+		}))...)
 	if err != nil {
 		return nil, localErr("connect to "+a.g.conn.Describe(), err)
 	}

@@ -55,6 +55,7 @@ type Config struct {
 	PreviousServiceKey string
 
 	Service service.Config
+	Bus     busConfig // bus enforcement (bus.go)
 
 	PrintConfig bool              // print the effective settings and exit
 	app         *fisk.Application // for --print-config
@@ -106,7 +107,7 @@ func (c *Config) Validate() error {
 	if timeout := max(c.Service.RequestTimeout, service.DefaultRequestTimeout); c.SweepGrace <= 2*timeout {
 		errs = append(errs, fmt.Errorf("--sweep-grace %s: want more than twice the request timeout (%s)", c.SweepGrace, timeout))
 	}
-	errs = append(errs, c.Service.Validate())
+	errs = append(errs, c.Service.Validate(), c.Bus.validate(c.Embedded(), c.Conn.Server, c.Routes))
 	return errors.Join(errs...)
 }
 
@@ -152,11 +153,12 @@ func newApp(c *Config, auth *string, stdout, stderr io.Writer) *fisk.Application
 	str(&c.AdminEndpoint, "admin-endpoint", "MEMBERSHIPD_ADMIN_ENDPOINT", "admin", "endpoint id for a generated admin identity")
 	str(&c.Service.Prefix, "prefix", "MEMBERSHIPD_PREFIX", subjects.DefaultPrefix, "subject prefix of the operations")
 	str(&c.Service.QueueGroup, "queue", "MEMBERSHIPD_QUEUE", subjects.DefaultQueue, "queue group shared by all replicas")
-	str(auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft (log and let through unsigned) or off")
+	str(auth, "auth", "MEMBERSHIPD_AUTH", string(service.AuthEnforce), "request authentication: enforce, soft or off. soft and off are moot today: every v1 operation needs a signer, so they refuse unsigned requests as enforce does (soft only logs the reason first); the rollout switch for the bus is --bus")
 	str(&c.LogLevel, "log-level", "MEMBERSHIPD_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "MEMBERSHIPD_LOG_FORMAT", "text", "text or json")
 	str(&c.PreviousServiceKey, "previous-service-key", "MEMBERSHIPD_PREVIOUS_SERVICE_KEY", "", "during a key rotation: the seed file of the key --service-key replaces; it signs the statement that moves pinned clients to the new key (docs/protocol.md §16)")
 	str(&c.ServiceKey, "service-key", "MEMBERSHIPD_SERVICE_KEY", "", "nkeys server seed file (SN…) signing replies and audit entries; clients pin its public key. Embedded default: <data-dir>/service.nk, generated if missing; every replica of a deployment needs the same file")
+	c.Bus.flags(str)
 	num := func(name, env string, def any, help string) *fisk.FlagClause {
 		return app.Flag(name, help).Envar(env).Default(fmt.Sprint(def))
 	}

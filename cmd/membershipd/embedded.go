@@ -61,6 +61,9 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*embeddedServer, error) {
 			return nil, err
 		}
 	}
+	if err := cfg.Bus.configureEmbedded(opts); err != nil {
+		return nil, err
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats-server: %w", err)

@@ -90,8 +90,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Service.Metadata = processMetadata(cfg)
+	bus, err := startBus(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer bus.stop()
 	svc, err := service.Start(nc, st, cfg.Service)
 	if err != nil {
+		return err
+	}
+	if err := bus.serve(nc, svc); err != nil {
 		return err
 	}
 	sweepDone := make(chan struct{})
@@ -104,7 +112,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		close(sweepDone)
 	}
 	log.Info("membershipd ready", "nats", nc.ConnectedUrlRedacted(), "prefix", cfg.Service.Prefix,
-		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "embedded", embeddedMode, "service_key", svc.PublicKey())
+		"queue", cfg.Service.QueueGroup, "auth", cfg.Service.Auth, "bus", cfg.Bus.Mode, "embedded", embeddedMode, "service_key", svc.PublicKey())
 	fmt.Fprintf(stdout, "membershipd ready on %s (subjects %s.*)\n", nc.ConnectedUrlRedacted(), cfg.Service.Prefix)
 
 	<-ctx.Done()
@@ -136,7 +144,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*nats.Conn, er
 	var nc *nats.Conn
 	err := retry(ctx, log, "connect to NATS", func(err error) bool { return errors.Is(err, nats.ErrNoServers) }, func() error {
 		var err error
-		nc, err = cfg.Conn.Connect(nats.Name("membershipd"), nats.MaxReconnects(-1))
+		nc, err = cfg.Conn.Connect(append(cfg.Bus.connOptions(), nats.Name("membershipd"), nats.MaxReconnects(-1))...)
 		return err
 	})
 	if err != nil {

@@ -1,0 +1,44 @@
+package callout
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/unibus/membership/client"
+)
+
+// InboxPrefix is the inbox prefix of an endpoint: its only replies subject.
+// Clients connect with it (nats.CustomInboxPrefix, nats --inbox-prefix), so
+// no endpoint can read another's replies.
+func InboxPrefix(endpoint string) string { return client.BusInboxPrefix(endpoint) }
+
+// Responses bounds the replies an endpoint may publish to requests it
+// received on a room subject: one per request, within a minute.
+var Responses = jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+
+// Permissions is what an endpoint may do on the bus (docs/protocol.md):
+//   - publish and subscribe: each room subject and its children (s, s.>);
+//   - publish: the service's operations (prefix.>) and micro discovery
+//     ($SRV.>);
+//   - subscribe: its own inbox prefix;
+//   - reply once to a request it received.
+//
+// Everything else is denied: with an allow list, nats-server denies what it
+// does not name. A room subject that could reach the service, an inbox or a
+// system subject is never granted (logged).
+func Permissions(prefix, endpoint string, rooms []string, log *slog.Logger) *jwt.Permissions {
+	p := &jwt.Permissions{Resp: &jwt.ResponsePermission{MaxMsgs: Responses.MaxMsgs, Expires: Responses.Expires}}
+	for _, s := range rooms {
+		if !validRoomSubject(prefix, s) {
+			log.Warn("bus: room subject not granted", "endpoint", endpoint, "subject", s)
+			continue
+		}
+		p.Pub.Allow.Add(s, s+".>")
+		p.Sub.Allow.Add(s, s+".>")
+	}
+	p.Pub.Allow.Add(prefix+".>", "$SRV.>")
+	p.Sub.Allow.Add(InboxPrefix(endpoint) + ".>")
+	return p
+}

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/callout"
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// The bus run (issue 16): a node of its own whose connections are
+// authorized by the callout, as membershipd --bus enforce runs it embedded.
+// It measures
+//
+//   - revocation: from the acknowledged room.remove to the last message the
+//     removed member receives on the room's subject, with busEndpoints
+//     endpoints connected (the owner publishes every millisecond);
+//   - connect: a whole connection (TCP, INFO, callout answer) of an
+//     endpoint in busRooms rooms among busIdentities identities, and
+//     busEndpoints endpoints connecting at once, all admitted;
+//
+// and prints BUS revoke_p99_ms=N connect_p99_ms=N.
+
+// busScale is the size of the bus run.
+type busScale struct {
+	identities, endpoints, rooms, revokes, connects int
+}
+
+// busScaleOf is the run's size: the issue's targets, or a tenth in --quick.
+func busScaleOf(o options) busScale {
+	sc := busScale{identities: 10000, endpoints: 1000, rooms: 100, revokes: 100, connects: 500}
+	if o.quick {
+		sc = busScale{identities: 120, endpoints: 100, rooms: 20, revokes: 20, connects: 200}
+	}
+	if o.busEndpoints > 0 {
+		sc.endpoints = o.busEndpoints
+		sc.identities = max(sc.identities, sc.endpoints+1)
+		sc.revokes = min(sc.revokes, sc.endpoints)
+	}
+	return sc
+}
+
+// busNode is the bus run's server, service and callout.
+type busNode struct {
+	co    *callout.Callout
+	srv   *server.Server
+	keys  *callout.EmbeddedKeys
+	admin *client.Client
+	close []func()
+}
+
+func (b *busNode) shutdown() {
+	for i := len(b.close) - 1; i >= 0; i-- {
+		b.close[i]()
+	}
+}
+
+// startBusNode starts the node in dir with fsync policy like the main run.
+func startBusNode(ctx context.Context, o options, dir string) (*busNode, error) {
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
+		MaxConn: 1 << 16}
+	if o.sync == "always" {
+		opts.SyncAlways = true
+	}
+	keys, err := callout.ConfigureEmbedded(opts)
+	if err != nil {
+		return nil, err
+	}
+	b := &busNode{keys: keys}
+	if b.srv, err = server.NewServer(opts); err != nil {
+		return nil, err
+	}
+	b.srv.Start()
+	b.close = append(b.close, func() { b.srv.Shutdown(); b.srv.WaitForShutdown() })
+	if !b.srv.ReadyForConnections(30 * time.Second) {
+		b.shutdown()
+		return nil, fmt.Errorf("bus node not ready")
+	}
+	if err := b.startService(ctx); err != nil {
+		b.shutdown()
+		return nil, err
+	}
+	return b, nil
+}
+
+// startService runs the service, its revoker and the callout on the node,
+// and an admin connected with its key.
+func (b *busNode) startService(ctx context.Context) error {
+	dial := func(kp interface {
+		PublicKey() (string, error)
+		Sign([]byte) ([]byte, error)
+	}) (*nats.Conn, error) {
+		pub, _ := kp.PublicKey()
+		nc, err := nats.Connect(b.srv.ClientURL(), nats.Nkey(pub, kp.Sign))
+		if err == nil {
+			b.close = append(b.close, nc.Close)
+		}
+		return nc, err
+	}
+	svcNC, err := dial(b.keys.Service)
+	if err != nil {
+		return err
+	}
+	sysNC, err := dial(b.keys.System)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(svcNC)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
+		Replicas: 1, MaxTTL: 2 * service.DefaultSkew}) // as membershipd embedded: direct gets
+	if err != nil {
+		return err
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	co, err := callout.New(callout.Config{Mode: callout.Enforce, Issuer: b.keys.Issuer,
+		Account: callout.EmbeddedAccount, Prefix: subjects.DefaultPrefix, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	b.close = append(b.close, cancel)
+	svc, err := service.Start(svcNC, st, service.Config{Revoke: co.NewRevoker(rctx, sysNC).Revoke,
+		RateLimit: -1, Workers: 4, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	b.close = append(b.close, func() { _ = svc.Stop() })
+	if err := co.Serve(svcNC, svc); err != nil {
+		return err
+	}
+	b.close = append(b.close, func() { _ = co.Stop() })
+	b.co = co
+	id, _ := client.NewIdentity("admin")
+	pub, _ := id.Public()
+	if _, err := service.Bootstrap(ctx, st, pub); err != nil {
+		return err
+	}
+	nc, err := b.dial(id)
+	if err != nil {
+		return err
+	}
+	b.admin = client.New(nc, id, client.WithTimeout(30*time.Second))
+	return nil
+}
+
+// dial connects id with its key; closed with the node.
+func (b *busNode) dial(id *client.Identity, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(b.srv.ClientURL(), append(id.BusOptions(), opts...)...)
+	if err == nil {
+		b.close = append(b.close, nc.Close)
+	}
+	return nc, err
+}
+
+// busBench runs the bus measurements and prints the BUS lines.
+func busBench(ctx context.Context, o options, out io.Writer) error {
+	sc := busScaleOf(o)
+	dir, err := os.MkdirTemp("", "memberbench-bus-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b, err := startBusNode(ctx, o, dir)
+	if err != nil {
+		return err
+	}
+	defer b.shutdown()
+	t0 := time.Now()
+	ids := make([]*client.Identity, sc.identities)
+	// Registry operations share one audit chain: a few at a time, and a
+	// conflict is retried (as the scale seeding does).
+	if err := parallel(ctx, len(ids), 3, func(i int) error {
+		ids[i], _ = client.NewIdentity(fmt.Sprintf("bus%05d", i))
+		pub, _ := ids[i].Public()
+		for {
+			if _, err := b.admin.Register(ctx, pub, false); !errors.Is(err, client.ErrConflict) {
+				return err
+			}
+		}
+	}); err != nil {
+		return fmt.Errorf("bus seed: %w", err)
+	}
+	hub := ids[0]
+	hubNC, err := b.dial(hub)
+	if err != nil {
+		return err
+	}
+	hubCl := client.New(hubNC, hub, client.WithTimeout(30*time.Second))
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if err := parallel(ctx, sc.rooms, 8, func(i int) error {
+		return createRoom(ctx, hubCl, fmt.Sprintf("hub%03d", i), fmt.Sprintf("bus.hub.%03d", i), key, []*client.Identity{hub})
+	}); err != nil {
+		return fmt.Errorf("bus seed rooms: %w", err)
+	}
+	fmt.Fprintf(out, "# bus: seeded %d identities, one endpoint in %d rooms, in %s\n", sc.identities, sc.rooms, time.Since(t0).Round(time.Millisecond))
+
+	connect, err := busConnects(b, hub, sc.connects)
+	if err != nil {
+		return err
+	}
+	peers := ids[1 : 1+sc.endpoints]
+	admitted, storm := busStorm(b, peers)
+	revoke, cut, grant, err := busRevokes(ctx, b, hubCl, key, peers[:sc.revokes])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "# bus: connect (%d rooms) p50 %s p99 %s; %d endpoints connecting at once: %d admitted in %s; "+
+		"removal sent to connection cut p50 %s p99 %s; room created to first message on new connections p50 %s p99 %s (%d samples)\n",
+		sc.rooms, ms(pctOf(connect, 0.50)), ms(pctOf(connect, 0.99)), len(peers), admitted, storm.Round(time.Millisecond),
+		ms(pctOf(cut, 0.50)), ms(pctOf(cut, 0.99)), ms(pctOf(grant, 0.50)), ms(pctOf(grant, 0.99)), len(cut))
+	fmt.Fprintf(out, "BUS revoke_p99_ms=%d connect_p99_ms=%d\n",
+		pctOf(revoke, 0.99).Milliseconds(), pctOf(connect, 0.99).Milliseconds())
+	return nil
+}
+
+// pctOf is the q-quantile of ds (nearest rank).
+func pctOf(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// busConnects times n sequential connections of id.
+func busConnects(b *busNode, id *client.Identity, n int) ([]time.Duration, error) {
+	out := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		nc, err := nats.Connect(b.srv.ClientURL(), id.BusOptions()...)
+		if err != nil {
+			return nil, fmt.Errorf("bus connect: %w", err)
+		}
+		out = append(out, time.Since(start))
+		nc.Close()
+	}
+	return out, nil
+}
+
+// busStorm connects every peer at once and keeps the connections; it
+// reports how many were admitted and how long the storm took.
+func busStorm(b *busNode, peers []*client.Identity) (int, time.Duration) {
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, p := range peers {
+		wg.Go(func() {
+			// BusOptions wait longer than the server's authorization
+			// timeout: a refusal is heard, not guessed.
+			if _, err := b.dial(p); err == nil {
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(ok.Load()), time.Since(start)
+}
+
+// busRevokes measures one removal per victim: the room is created with the
+// victim, which connects anew (a grant takes effect on the next
+// connection) and receives the owner's messages; the owner removes it.
+// revoke is the last message received after the removal was acknowledged
+// (0 when the connection was cut before), cut the time from sending the
+// removal to the connection's end, grant the time from the acknowledged
+// room.create to the first message on the new connections (the victim's
+// and the publishing owner's: a grant takes effect on the next connection).
+func busRevokes(ctx context.Context, b *busNode, owner *client.Client, key []byte, victims []*client.Identity) (revoke, cut, grant []time.Duration, err error) {
+	for i, v := range victims {
+		room, subject := fmt.Sprintf("rv%04d", i), fmt.Sprintf("bus.rv.%04d", i)
+		if err := createRoom(ctx, owner, room, subject, key, []*client.Identity{owner.Identity(), v}); err != nil {
+			return nil, nil, nil, err
+		}
+		created := time.Now()
+		var last atomic.Int64
+		gone := make(chan time.Time, 1)
+		nc, err := b.dial(v, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { gone <- time.Now() }))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		got := make(chan struct{}, 1)
+		if _, err := nc.Subscribe(subject, func(*nats.Msg) {
+			last.Store(time.Now().UnixNano())
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}); err != nil {
+			return nil, nil, nil, err
+		}
+		// The owner's grant, too, takes effect on its next connection.
+		pubNC, err := b.dial(owner.Identity())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		stop := publishEvery(pubNC, subject, time.Millisecond)
+		select {
+		case <-got:
+			grant = append(grant, time.Since(created))
+		case <-time.After(10 * time.Second):
+			stop()
+			return nil, nil, nil, fmt.Errorf("bus: %s received nothing on its room", v.Endpoint)
+		}
+		sent := time.Now()
+		if _, err := owner.RemoveMember(ctx, room, v.Endpoint); err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		acked := time.Now()
+		var end time.Time
+		select {
+		case end = <-gone:
+		case <-time.After(10 * time.Second):
+			stop()
+			return nil, nil, nil, fmt.Errorf("bus: %s not disconnected after its removal", v.Endpoint)
+		}
+		stop()
+		pubNC.Close()
+		revoke = append(revoke, max(0, time.Unix(0, last.Load()).Sub(acked)))
+		cut = append(cut, end.Sub(sent))
+	}
+	return revoke, cut, grant, nil
+}
+
+// publishEvery publishes on subject every d until stop is called.
+func publishEvery(nc *nats.Conn, subject string, d time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = nc.Publish(subject, []byte("m"))
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
