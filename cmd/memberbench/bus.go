@@ -62,10 +62,21 @@ type busNode struct {
 	srv   *server.Server
 	keys  *callout.EmbeddedKeys
 	admin *client.Client
+
+	mu    sync.Mutex // guards close: the connection storm dials from many goroutines
 	close []func()
 }
 
+// onClose registers f to run at shutdown, in reverse order.
+func (b *busNode) onClose(f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.close = append(b.close, f)
+}
+
 func (b *busNode) shutdown() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for i := len(b.close) - 1; i >= 0; i-- {
 		b.close[i]()
 	}
@@ -87,7 +98,7 @@ func startBusNode(ctx context.Context, o options, dir string) (*busNode, error) 
 		return nil, err
 	}
 	b.srv.Start()
-	b.close = append(b.close, func() { b.srv.Shutdown(); b.srv.WaitForShutdown() })
+	b.onClose(func() { b.srv.Shutdown(); b.srv.WaitForShutdown() })
 	if !b.srv.ReadyForConnections(30 * time.Second) {
 		b.shutdown()
 		return nil, fmt.Errorf("bus node not ready")
@@ -109,7 +120,7 @@ func (b *busNode) startService(ctx context.Context) error {
 		pub, _ := kp.PublicKey()
 		nc, err := nats.Connect(b.srv.ClientURL(), nats.Nkey(pub, kp.Sign))
 		if err == nil {
-			b.close = append(b.close, nc.Close)
+			b.onClose(nc.Close)
 		}
 		return nc, err
 	}
@@ -137,17 +148,17 @@ func (b *busNode) startService(ctx context.Context) error {
 		return err
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	b.close = append(b.close, cancel)
+	b.onClose(cancel)
 	svc, err := service.Start(svcNC, st, service.Config{Revoke: co.NewRevoker(rctx, sysNC).Revoke,
 		RateLimit: -1, Workers: 4, Logger: quiet})
 	if err != nil {
 		return err
 	}
-	b.close = append(b.close, func() { _ = svc.Stop() })
+	b.onClose(func() { _ = svc.Stop() })
 	if err := co.Serve(svcNC, svc); err != nil {
 		return err
 	}
-	b.close = append(b.close, func() { _ = co.Stop() })
+	b.onClose(func() { _ = co.Stop() })
 	b.co = co
 	id, _ := client.NewIdentity("admin")
 	pub, _ := id.Public()
@@ -166,7 +177,7 @@ func (b *busNode) startService(ctx context.Context) error {
 func (b *busNode) dial(id *client.Identity, opts ...nats.Option) (*nats.Conn, error) {
 	nc, err := nats.Connect(b.srv.ClientURL(), append(id.BusOptions(), opts...)...)
 	if err == nil {
-		b.close = append(b.close, nc.Close)
+		b.onClose(nc.Close)
 	}
 	return nc, err
 }
