@@ -313,8 +313,12 @@ func (e *env) seed(ctx context.Context) error {
 	if err := e.register(ctx, all); err != nil {
 		return err
 	}
+	opts := []client.Option{client.WithPrefix(e.prefix), client.WithRetries(0)}
+	if e.o.unverified {
+		opts = append(opts, client.WithUnverifiedReplies())
+	}
 	for i, id := range cids {
-		e.clients = append(e.clients, client.New(e.conns[i], id, client.WithPrefix(e.prefix), client.WithRetries(0)))
+		e.clients = append(e.clients, client.New(e.conns[i], id, opts...))
 	}
 	e.rooms = make([][]roomSeed, o.clients)
 	for i := range e.rooms {

@@ -69,6 +69,7 @@ type options struct {
 	workers    int
 	idCache    bool
 	keyCache   bool
+	unverified bool // measured clients opt out of reply verification
 	roomIndex  bool
 	maxStale   time.Duration
 	prefix     string
@@ -108,6 +109,7 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 4, "in-process service: micro instances (Config.Workers)")
 	flag.BoolVar(&o.idCache, "id-cache", true, "in-process service: identity cache (Config.IdentityMaxStale)")
 	flag.DurationVar(&o.maxStale, "max-stale", 2*time.Second, "in-process service: identity cache staleness bound")
+	flag.BoolVar(&o.unverified, "unverified-replies", false, "measured clients do not verify the service's reply signatures (client.WithUnverifiedReplies); by default they do, as the client does")
 	flag.BoolVar(&o.keyCache, "key-cache", true, "in-process service: sealed-key object cache (Config.KeyCacheBytes)")
 	flag.BoolVar(&o.roomIndex, "room-index", true, "in-process service: room index for member pages and my rooms (Config.RoomIndexWait)")
 	flag.StringVar(&o.prefix, "prefix", "", "service subject prefix (default the service's)")
