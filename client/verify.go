@@ -91,8 +91,8 @@ func (e *KeyMismatchError) Error() string {
 func (e *KeyMismatchError) Is(target error) bool { return target == ErrReplySignature }
 
 // roundTrip sends one request and returns its reply. Unless verification
-// is off it listens on its own reply subject (replymux.go) and takes the
-// first reply that verifies (accept): a rogue responder on the same subjects can then
+// is off it listens on its own inbox and takes the first reply that
+// verifies (accept): a rogue responder on the same subjects can then
 // neither answer in the service's name nor, by answering first, stop the
 // real reply from being used. If the attempt ends without one, the result
 // is ErrReplySignature (or a *KeyMismatchError) when something did answer,
@@ -101,24 +101,23 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 	if c.unverified {
 		return c.nc.RequestWithContext(ctx, subject, data)
 	}
-	inbox, replies, done, err := c.replies.open(c.nc)
+	inbox := c.nc.NewInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer func() { _ = sub.Unsubscribe() }()
 	if err := c.nc.PublishRequest(subject, inbox, data); err != nil {
 		return nil, err
 	}
 	var refused error
 	for {
-		var msg *nats.Msg
-		select {
-		case msg = <-replies:
-		case <-ctx.Done():
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
 			if refused != nil {
 				return nil, refused
 			}
-			return nil, ctx.Err()
+			return nil, err
 		}
 		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
 			// The server's own no-responders status: nobody is
