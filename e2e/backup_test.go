@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nkeys"
-
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/service"
@@ -24,10 +22,9 @@ import (
 // stamped before the restore is refused by the nonce floor (the read
 // claims were not backed up).
 func TestBackupRestore(t *testing.T) {
-	svcKey, _ := nkeys.CreateServer()
-	svcPub, _ := svcKey.PublicKey()
+	svcPub := natstest.ServicePub()
 	src := natstest.Server(t)
-	natstest.Service(t, src, service.Config{ServiceKey: svcKey})
+	natstest.Service(t, src, service.Config{})
 	admin := natstest.Admin(t, src)
 	alice := natstest.Member(t, src, admin, "alice")
 	bob := natstest.Member(t, src, admin, "bob")
@@ -57,7 +54,7 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatalf("restore %s: %v\n%s", stream, err, errOut)
 		}
 	}
-	natstest.Service(t, dst, service.Config{ServiceKey: svcKey})
+	natstest.Service(t, dst, service.Config{})
 	nc := natstest.Connect(t, dst)
 
 	r := natstest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)

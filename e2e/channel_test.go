@@ -46,13 +46,9 @@ type channelWorld struct {
 }
 
 func newChannelWorld(t *testing.T) *channelWorld {
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, _ := skp.PublicKey()
+	spub := natstest.ServicePub()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{ServiceKey: skp})
+	natstest.Service(t, s, service.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), channelWait)
 	t.Cleanup(cancel)
 	return &channelWorld{t: t, s: s, admin: natstest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*client.Identity{}, ctx: ctx}
@@ -824,13 +820,9 @@ func newWire(room string, epoch uint64, sender string) *wireMsg {
 // pub` sends, as JSON lines, including after a rekey, stops after --count
 // or on SIGINT with exit 0, and refuses to run without a pinned service key.
 func TestMemberctlChannel(t *testing.T) {
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, _ := skp.PublicKey()
+	spub := natstest.ServicePub()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{ServiceKey: skp})
+	natstest.Service(t, s, service.Config{})
 	c := &ctl{t: t, bin: natstest.Build(t, memberctlPkg), dir: t.TempDir(), server: s.ClientURL()}
 	id, err := client.NewIdentity("admin")
 	if err != nil {

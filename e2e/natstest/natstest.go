@@ -94,6 +94,12 @@ var ServiceKey = sync.OnceValue(func() nkeys.KeyPair {
 	return kp
 })
 
+// ServicePub is the public key (N…) of [ServiceKey], the key clients pin.
+func ServicePub() string {
+	pub, _ := ServiceKey().PublicKey()
+	return pub
+}
+
 // Service starts a service replica on its own connection to s.
 func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Service {
 	t.Helper()
