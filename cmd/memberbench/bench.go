@@ -68,14 +68,17 @@ func benchTo(ctx context.Context, o options, out io.Writer) error {
 	return bench(ctx, o, out, nil)
 }
 
+// close runs the env's closers, last registered first.
+func (e *env) close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
 // bench runs the benchmark; prog, if not nil, gets a progress line.
 func bench(ctx context.Context, o options, out, prog io.Writer) error {
 	e := &env{o: o, out: out, prog: prog, run: randHex(3), raw: randHex(3)}
-	defer func() {
-		for i := len(e.closers) - 1; i >= 0; i-- {
-			e.closers[i]()
-		}
-	}()
+	defer e.close()
 	if o.scaleMode() {
 		if err := e.prepareState(); err != nil {
 			return err

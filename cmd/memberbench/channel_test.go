@@ -20,11 +20,7 @@ func TestChannelRow(t *testing.T) {
 	var out bytes.Buffer
 	e := &env{o: options{sync: "interval", quick: true, clients: 1, workers: 2, idCache: true, keyCache: true, roomIndex: true, maxStale: time.Second},
 		out: &out, run: randHex(3), raw: randHex(3)}
-	defer func() {
-		for i := len(e.closers) - 1; i >= 0; i-- {
-			e.closers[i]()
-		}
-	}()
+	defer e.close()
 	if err := e.start(ctx); err != nil {
 		t.Fatal(err)
 	}
