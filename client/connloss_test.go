@@ -32,6 +32,11 @@ func TestResendOnReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server must know the watcher before the first copy goes out, or
+	// the copy meets no responders and spends the retry budget.
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, 1)
 	go func() { _, err := c.Register(ctx, pub, false); errs <- err }()
 	first, err := sub.NextMsgWithContext(ctx)
