@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/unibus/membership/service/api"
 )
 
 // replayCache remembers signer+nonce pairs this replica saw claimed, so that
@@ -174,16 +172,14 @@ func (s *Service) checkReplayCache(c *call) error {
 	hit, reply := s.replays.lookup(c.cacheKey(), c.digest[:], e.Sig, c.now)
 	switch hit {
 	case replayReject:
-		c.reject = reasonReplay
 		s.replays.hits.Add(1)
-		return api.E(api.KindReplay, "nonce already used")
+		return errReplay()
 	case replayApplied:
 		// Byte-identical to a request this replica saw commit (same
 		// digest, same signature): answer exactly what the KV record
 		// would, without reading it.
 		s.replays.hits.Add(1)
-		c.applied = reply
-		return api.E(api.KindAlreadyApplied, "request already applied")
+		return errApplied(reply)
 	}
 	return nil
 }
