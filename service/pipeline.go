@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -137,54 +136,6 @@ func encodeRead(out any, err error) ([]byte, error) {
 	return msgpack.Marshal(out)
 }
 
-// claimReadNonce claims a read's nonce in the read-claims stream (memory,
-// no fsync; store/readclaims.go): first sight wins cluster-wide; any store
-// error fails closed. That stream may lose its claims in a crash, so a read
-// is accepted only if it is stamped at or after the floor of the claim's
-// incarnation, before which lost claims could lie (docs/security.md, "Read
-// nonces and the nonce floor"). The floor is checked before claiming too,
-// so that a refused read writes nothing.
-func (s *Service) claimReadNonce(ctx context.Context, c *call) error {
-	if since, ok := s.store.ReadSince(); ok {
-		if err := s.checkFloor(c, since); err != nil {
-			return err
-		}
-	}
-	start := time.Now()
-	since, err := s.store.ClaimRead(ctx, c.nonce)
-	st := s.stats.of(c.op)
-	st.storeLatency(time.Since(start))
-	if err != nil {
-		if errors.Is(err, store.ErrExists) {
-			s.rememberClaim(c, nil, false)
-			return errReplay()
-		}
-		return s.storeErr(c, "claim nonce", err)
-	}
-	if err := s.checkFloor(c, since); err != nil {
-		return err
-	}
-	st.add(func(e *endpointStats) { e.nonceClaims++ })
-	s.rememberClaim(c, nil, false)
-	return nil
-}
-
-// checkFloor refuses a read stamped before since's floor: the start of the
-// read claims' incarnation plus the skew (none for a deployment's first).
-func (s *Service) checkFloor(c *call, since store.ReadSince) error {
-	if since.First {
-		return nil
-	}
-	floor := since.Start.Add(s.cfg.Skew)
-	if c.env.TS >= floor.UnixMilli() {
-		return nil
-	}
-	r := refuse(reasonNonceFloor, api.KindNonceFloor, "read stamped before the read-nonce floor (read nonces may have been lost at %s); stamp ts ≥ %d",
-		since.Start.UTC().Format(time.RFC3339), floor.UnixMilli())
-	r.floor = floor
-	return r
-}
-
 // authenticate runs steps 1–5 and prepares step 6 (the nonce key).
 func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error {
 	if len(data) > s.cfg.MaxRequest {
@@ -281,8 +232,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		if err != nil {
 			return nil, s.internal(c, "encode reply", err)
 		}
-		rec, _ := msgpack.Marshal(nonceRecord{Digest: c.digest[:], Reply: reply})
-		writes := append([]store.Write{{Key: c.nonce, Value: rec, TTL: s.cfg.NonceTTL()}}, m.writes...)
+		writes := append([]store.Write{s.nonceClaim(c, reply)}, m.writes...)
 		start := time.Now()
 		err = s.store.Commit(ctx, writes)
 		st := s.stats.of(c.op)
@@ -370,27 +320,6 @@ func isRoomRecord(key string) int {
 		return 1
 	}
 	return 0
-}
-
-// checkApplied looks up the mutation's nonce. It returns an already-applied
-// rejection carrying the original reply when this very request committed
-// before, a replay rejection when another request used the nonce, and nil
-// when the nonce is free.
-func (s *Service) checkApplied(ctx context.Context, c *call) error {
-	ent, err := s.store.Get(ctx, c.nonce)
-	if err != nil {
-		return s.storeErr(c, "read nonce", err)
-	}
-	if !ent.Exists() {
-		return nil
-	}
-	var rec nonceRecord
-	if err := msgpack.Unmarshal(ent.Value, &rec); err == nil && len(rec.Digest) > 0 && bytes.Equal(rec.Digest, c.digest[:]) {
-		s.rememberClaim(c, rec.Reply, true)
-		return errApplied(rec.Reply)
-	}
-	s.rememberClaim(c, nil, false)
-	return errReplay()
 }
 
 // removeObjects removes the sealed-key objects of an attempt that cannot
