@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/subjects"
 )
 
