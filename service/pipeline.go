@@ -32,26 +32,6 @@ type call struct {
 	afterReply func() // the caller's own revocation, once it has its answer (bus.go)
 }
 
-// requireSigner returns the verified signer or a 401 for requests that have
-// none (soft or off mode).
-func (c *call) requireSigner() (*api.Identity, error) {
-	if c.signer == nil {
-		return nil, api.E(api.KindUnauthenticated, "operation %s requires a signed request from a registered identity", c.op)
-	}
-	return c.signer, nil
-}
-
-func (c *call) requireAdmin() (*api.Identity, error) {
-	id, err := c.requireSigner()
-	if err != nil {
-		return nil, err
-	}
-	if !id.Admin {
-		return nil, api.E(api.KindForbidden, "operation %s is for admins", c.op)
-	}
-	return id, nil
-}
-
 // body decodes the request body strictly into v.
 func (c *call) body(v any) error {
 	if c.env == nil {
@@ -114,7 +94,7 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 		return s.runMutation(ctx, c, mutate)
 	}
 	if c.signer == nil {
-		return encodeRead(read(ctx, c))
+		return encodeRead(s.authorizedRead(ctx, c, read))
 	}
 	// The nonce claim and the read run at once: the read has no side
 	// effects and its result is only sent if the claim won, so this
@@ -122,7 +102,7 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 	// instead of three), not what is accepted.
 	claimed := make(chan error, 1)
 	go func() { claimed <- s.claimReadNonce(ctx, c) }()
-	out, err := read(ctx, c)
+	out, err := s.authorizedRead(ctx, c, read)
 	if cerr := <-claimed; cerr != nil {
 		return nil, cerr
 	}
@@ -207,7 +187,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		return nil, err
 	}
 	for attempt, wait := 0, inFlightBackoff; ; {
-		m, err := mutate(ctx, c)
+		m, err := s.plan(ctx, c, mutate)
 		if err != nil {
 			// A copy of this very request may have committed on another
 			// replica between the nonce check above and this plan, which
