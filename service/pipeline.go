@@ -215,7 +215,7 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 	if err != nil && s.cfg.Auth == AuthSoft {
 		reason := c.reject
 		if reason == "" {
-			reason = api.KindOf(err).String()
+			reason = api.KindOf(err).Reason()
 		}
 		s.cfg.Logger.Info("request rejected (soft mode: let through unsigned)",
 			"op", c.op, "reason", reason, "error", err)
@@ -472,7 +472,7 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 	var data []byte
 	reason := c.reject
 	if reason == "" {
-		reason = ae.Kind.String()
+		reason = ae.Kind.Reason()
 	}
 	if ae.Kind == api.KindAlreadyApplied {
 		data = reply
@@ -480,14 +480,14 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 	} else {
 		s.stats.of(c.op).reject(reason)
 	}
-	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.String()}}
+	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.Reason()}}
 	if c.retryAfter > 0 {
 		hdr[subjects.HeaderRetryAfter] = []string{strconv.FormatInt(c.retryAfter.Milliseconds(), 10)}
 	}
 	if !c.floor.IsZero() {
 		hdr[subjects.HeaderNonceFloor] = []string{strconv.FormatInt(c.floor.UnixMilli(), 10)}
 	}
-	hdr = s.replyHeaders(c, ae.Kind.Code(), ae.Kind.String(), data, hdr)
+	hdr = s.replyHeaders(c, ae.Kind.Code(), ae.Kind.Reason(), data, hdr)
 	if rerr := req.Error(strconv.Itoa(ae.Kind.Code()), ae.Message, data, micro.WithHeaders(hdr)); rerr != nil {
 		s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
 	}
