@@ -65,8 +65,8 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 	var replies []reply
 	for _, b := range bombs {
 		replies = append(replies,
-			reply{b.name, b.b, true},
-			reply{b.name + " in members", append([]byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}, b.b...), true})
+			reply{b.Name, b.Hdr, true},
+			reply{b.Name + " in members", append([]byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}, b.Hdr...), true})
 	}
 	replies = append(replies,
 		reply{"trailing byte", []byte{0x80, 0xc0}, true},
