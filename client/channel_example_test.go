@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nkeys"
-
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
@@ -19,10 +17,9 @@ import (
 func ExampleClient_Channel() {
 	t := newExampleT()
 	defer t.cleanup()
-	skp, _ := nkeys.CreateServer()
-	spub, _ := skp.PublicKey()
+	spub := membertest.ServicePub() // the key membertest.Service signs with
 	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	membertest.Service(t, s, service.Config{})
 	admin := membertest.Admin(t, s)
 	pinned := func(name string) *client.Client {
 		c := membertest.Member(t, s, admin, name)

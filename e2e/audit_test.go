@@ -26,14 +26,10 @@ import (
 // removing or re-ordering a stored entry directly in the KV bucket is
 // detected.
 func TestAuditTrail(t *testing.T) {
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, _ := skp.PublicKey()
+	spub := membertest.ServicePub()
 	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	membertest.Service(t, s, service.Config{}) // two replicas, one service key
+	membertest.Service(t, s, service.Config{})
 	admin := membertest.Admin(t, s)
 	pin := client.WithServiceKey(spub)
 	member := func(name string) *client.Client {

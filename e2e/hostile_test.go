@@ -323,10 +323,7 @@ func secretForms(name string, b []byte) map[string]string {
 func TestSecretsNeverLogged(t *testing.T) {
 	s := natstest.Server(t)
 	logs := &lockedBuffer{}
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
+	skp := membertest.ServiceKey()
 	svc := membertest.Service(t, s, service.Config{
 		ServiceKey: skp, RateLimit: 0.0001, RateBurst: 40,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -108,9 +108,8 @@ func TestNATSPermissions(t *testing.T) {
 	// The service under its user.
 	snc := natstest.Connect(t, s, nkeyAuth(svcUser))
 	st := membertest.Store(t, snc)
-	skp, _ := nkeys.CreateServer()
-	spub, _ := skp.PublicKey()
-	svc, err := service.Start(snc, st, service.Config{ServiceKey: skp})
+	spub := membertest.ServicePub()
+	svc, err := service.Start(snc, st, service.Config{ServiceKey: membertest.ServiceKey()})
 	if err != nil {
 		t.Fatalf("service under the deployment's service user: %v", err)
 	}

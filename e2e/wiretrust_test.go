@@ -266,13 +266,11 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 // answer any request.
 func TestWireReplyBinding(t *testing.T) {
 	s := natstest.Server(t)
-	skp, _ := nkeys.CreateServer()
-	membertest.Service(t, s, service.Config{ServiceKey: skp, MaxRequest: wireMaxRequest})
+	membertest.Service(t, s, service.Config{MaxRequest: wireMaxRequest})
 	admin := membertest.Admin(t, s)
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
-	pub, _ := skp.PublicKey()
-	verifier, _ := nkeys.FromPublicKey(pub)
+	verifier, _ := nkeys.FromPublicKey(membertest.ServicePub())
 	body := membertest.Body(t, api.RoomRequest{Room: "r1"})
 	env := func(change func(m map[string]any)) []byte {
 		e := membertest.Envelope(t, kp, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), time.Now(), membertest.Nonce(t), body)

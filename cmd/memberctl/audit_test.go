@@ -22,10 +22,9 @@ import (
 // key fails (exit 3), and without --service-key the key stored by the
 // first run is used.
 func TestAuditCommand(t *testing.T) {
-	skp, _ := nkeys.CreateServer()
-	spub, _ := skp.PublicKey()
+	spub := membertest.ServicePub()
 	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	membertest.Service(t, s, service.Config{})
 	admin := membertest.Admin(t, s)
 	alice := membertest.Member(t, s, admin, "alice")
 	membertest.Member(t, s, admin, "bob")

@@ -62,8 +62,7 @@ func storedPin(t *testing.T, dir string) knownService {
 // statement signed by the pinned key, says so on stderr when told not to
 // verify, and reads the identities chain.
 func TestPinning(t *testing.T) {
-	k1, _ := nkeys.CreateServer()
-	p1, _ := k1.PublicKey()
+	k1, p1 := membertest.ServiceKey(), membertest.ServicePub()
 	k2, _ := nkeys.CreateServer()
 	p2, _ := k2.PublicKey()
 	s := natstest.Server(t)
