@@ -19,12 +19,12 @@ import (
 )
 
 // requestTypes are the body types of every operation, in registration
-// order (taken from the service's own table, so a new operation is fuzzed
-// without editing this file).
+// order (taken from the protocol's operation table, so a new operation is
+// fuzzed without editing this file).
 func requestTypes() []reflect.Type {
 	var out []reflect.Type
-	for _, o := range (&Service{}).operations() {
-		out = append(out, reflect.TypeOf(o.request))
+	for _, o := range api.Ops {
+		out = append(out, reflect.TypeOf(o.Request))
 	}
 	return out
 }

@@ -185,9 +185,9 @@ func TestSoft(t *testing.T) {
 func TestOff(t *testing.T) {
 	e := newEnv(t, service.Config{Auth: service.AuthOff})
 	adminKP := e.admin.Identity().Sign
-	for _, op := range subjects.Ops {
-		t.Run(string(op), func(t *testing.T) {
-			subject := e.subject(op)
+	for _, o := range api.Ops {
+		t.Run(string(o.Op), func(t *testing.T) {
+			subject := e.subject(o.Op)
 			request(t, e.nc, subject, sign(t, adminKP, subject, api.Empty{}, signOpts{})).expect(t, api.KindUnauthenticated)
 		})
 	}
