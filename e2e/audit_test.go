@@ -45,8 +45,7 @@ func TestAuditTrail(t *testing.T) {
 			m0 = c
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatal(err)

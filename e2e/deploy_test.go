@@ -168,8 +168,7 @@ func TestDeployDocs(t *testing.T) {
 	}
 	d.replica(t, adminFile, filepath.Join(dir, "replica"))
 
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(12))
-	defer cancel()
+	ctx := natstest.Ctx(t, 12)
 	nc, errs := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(200 * time.Millisecond)}
 	adm := client.New(nc, admin, opts...)

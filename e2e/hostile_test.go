@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -162,8 +161,7 @@ func TestReplayFlood(t *testing.T) {
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
 		t.Fatal(err)
@@ -264,8 +262,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 			}
 		}()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	for i := range 10 {
 		if _, err := polite.Whoami(ctx); err != nil {
 			t.Fatalf("polite request %d while greedy floods: %v", i+1, err)
@@ -332,8 +329,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 
 	var errTexts []string
 	note := func(err error) {

@@ -102,8 +102,7 @@ func violations(ch chan error) nats.Option {
 // service's inbox, and cannot reach the buckets through $KV or $JS.
 func TestNATSPermissions(t *testing.T) {
 	s, svcUser, c1, c2 := authServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 
 	// The service under its user.
 	snc := natstest.Connect(t, s, nkeyAuth(svcUser))

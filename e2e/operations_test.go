@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -37,8 +36,7 @@ func TestRoomLifecycle(t *testing.T) {
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
 	dave := membertest.Member(t, s, admin, "dave")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	sealer, _ := alice.Identity().XKey.PublicKey()
 	var key1, key2 []byte
 
@@ -347,8 +345,7 @@ func TestIdentityAdmin(t *testing.T) {
 	admin := membertest.Admin(t, s)
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -514,8 +511,7 @@ func TestConcurrentAdds(t *testing.T) {
 		members[i] = fmt.Sprintf("m%d", i)
 		clients[i] = membertest.Member(t, s, admin, members[i])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	_, key, err := alice.CreateRoom(ctx, "busy", "chat.busy", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"testing"
 
 	"github.com/unibus/membership/internal/membertest"
@@ -19,8 +18,7 @@ func TestQuickstartClient(t *testing.T) {
 	admin := membertest.Admin(t, s)
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 
 	room, key, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
 	if err != nil {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"testing"
@@ -102,8 +101,7 @@ func TestRogueResponder(t *testing.T) {
 	membertest.Service(t, real, service.Config{})
 	admin := membertest.Admin(t, real)
 	alice := membertest.Member(t, real, admin, "alice")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}

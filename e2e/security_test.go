@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -54,8 +53,7 @@ func TestStoreUnreachable(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -200,8 +198,7 @@ func TestAuditH3(t *testing.T) {
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
 	mallory := membertest.Member(t, s, admin, "mallory")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	for _, r := range []struct {
 		id      string
 		members []string
@@ -317,8 +314,7 @@ func TestAuditH6(t *testing.T) {
 	bob := membertest.Member(t, s, admin, "bob")
 	mallory := membertest.Member(t, s, admin, "mallory")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 
 	aliceX, _ := alice.Identity().XKey.PublicKey()
 	malloryX, _ := mallory.Identity().XKey.PublicKey()
@@ -408,8 +404,7 @@ func TestAuditH7(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	eve := membertest.Member(t, s, admin, "eve")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"eve"}); err != nil {
 		t.Fatalf("create: %v", err)
 	}

@@ -203,8 +203,7 @@ func TestWireBodyTypes(t *testing.T) {
 // operation's own request.
 func TestWireArrayFormAuditTarget(t *testing.T) {
 	f := newWireFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
-	defer cancel()
+	ctx := natstest.Ctx(t, 1)
 	kp := f.alice.Identity().Sign
 	sealer, _ := f.alice.Identity().XKey.PublicKey()
 	// RemoveMemberRequest{room, endpoint} by position.

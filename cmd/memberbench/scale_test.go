@@ -7,7 +7,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,8 +24,7 @@ import (
 // nothing is registered or created twice, the clients keep their rooms, and
 // the member-list page comparison is reported.
 func TestScaleState(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(18))
-	defer cancel()
+	ctx := natstest.Ctx(t, 18)
 	dir := t.TempDir()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
 		StoreDir: filepath.Join(dir, "js"), MaxPayload: 8 << 20, NoLog: true, NoSigs: true})
