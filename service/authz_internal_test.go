@@ -19,11 +19,11 @@ func TestEveryOperationHasARule(t *testing.T) {
 	if r := ruleOf(subjects.Op("room.unknown")); r != 0 {
 		t.Errorf("an unknown operation has rule %d, want none", r)
 	}
-	ops, err := (&Service{}).operations()
+	served, err := (&Service{}).operations()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range ops {
+	for _, o := range served {
 		if ruleOf(o.Op) == 0 {
 			t.Errorf("served operation %s has no rule", o.Op)
 		}
