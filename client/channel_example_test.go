@@ -18,9 +18,7 @@ func ExampleClient_Channel() {
 	t := newExampleT()
 	defer t.cleanup()
 	spub := membertest.ServicePub() // the key membertest.Service signs with
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	pinned := func(name string) *client.Client {
 		c := membertest.Member(t, s, admin, name)
 		return client.New(natstest.Connect(t, s), c.Identity(), client.WithServiceKey(spub))

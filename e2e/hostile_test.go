@@ -154,9 +154,7 @@ func atoiOr(s string, def int) int {
 // none a JetStream API call. The rejection rate is logged: docs/security.md
 // records it.
 func TestReplayFlood(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
@@ -229,9 +227,7 @@ func TestReplayFlood(t *testing.T) {
 // succeed meanwhile. The rate is so low that no token comes back during the
 // test, so the outcome does not depend on the machine's speed.
 func TestRateLimitNoStarvation(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{RateLimit: 0.0001, RateBurst: 10})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{RateLimit: 0.0001, RateBurst: 10})
 	greedy := membertest.Member(t, s, admin, "greedy")
 	polite := membertest.Member(t, s, admin, "polite")
 	nc := natstest.Connect(t, s)
@@ -448,9 +444,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 // copies 429 after their signature check (a second, costlier line of
 // defence). Its rate is logged for docs/security.md.
 func TestReplayFloodWithoutCache(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ReplayCache: -1, RateLimit: -1})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{ReplayCache: -1, RateLimit: -1})
 	bob := membertest.Member(t, s, admin, "bob")
 	nc := natstest.Connect(t, s)
 	read := membertest.Signed(t, bob.Identity().Sign, subjects.OpWhoami, membertest.Body(t, api.Empty{}))

@@ -29,9 +29,7 @@ func step(t *testing.T, name string, f func(t *testing.T)) {
 // TestRoomLifecycle walks a room through every operation with the client:
 // create, read, page, add, keys per epoch, remove, rekey, leave, delete.
 func TestRoomLifecycle(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
@@ -340,9 +338,7 @@ func eventually(t *testing.T, what string, f func() error) {
 // disable, enable and list; any active identity looks up public keys and
 // itself; a disabled identity is refused everything.
 func TestIdentityAdmin(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	ctx := natstest.Ctx(t, 6)

@@ -13,9 +13,7 @@ import (
 // admin bootstrapped, two identities registered, a room created, the second
 // member fetching and opening its key.
 func TestQuickstartClient(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	ctx := natstest.Ctx(t, 3)

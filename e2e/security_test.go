@@ -191,9 +191,7 @@ func TestStoreUnreachable(t *testing.T) {
 // reads need membership, a member gets only its own sealed key and only
 // for epochs it belonged to, and the room directory is one's own.
 func TestAuditH3(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
@@ -307,9 +305,7 @@ func TestAuditH3(t *testing.T) {
 // identity: a body cannot name another owner or seal with another's key,
 // and nobody but the owner may change the room.
 func TestAuditH6(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	mallory := membertest.Member(t, s, admin, "mallory")
@@ -398,9 +394,7 @@ func must[T any](v T, err error) T {
 // nonce: an unregistered key's valid signed request is 401, a disabled
 // identity's is 403, and neither writes a nonce. key to the bucket.
 func TestAuditH7(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	eve := membertest.Member(t, s, admin, "eve")
 	nc := natstest.Connect(t, s)

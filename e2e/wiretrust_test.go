@@ -154,9 +154,7 @@ func msgpackKey(k string) []byte { return append([]byte{0xa0 | byte(len(k))}, k.
 // epoch wrapped to 2^64−1, bin passed for str, and 11 texts were the
 // library's.
 func TestWireBodyTypes(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{RateLimit: -1})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{RateLimit: -1})
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
 	checked := 0
@@ -238,9 +236,7 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 // Before the fix these replies carried an empty nonce, so one of them could
 // answer any request.
 func TestWireReplyBinding(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{MaxRequest: wireMaxRequest})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{MaxRequest: wireMaxRequest})
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
 	verifier, _ := nkeys.FromPublicKey(membertest.ServicePub())

@@ -23,9 +23,7 @@ import (
 // first run is used.
 func TestAuditCommand(t *testing.T) {
 	spub := membertest.ServicePub()
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	membertest.Member(t, s, admin, "bob")
 	ctx := natstest.Ctx(t, 3)

@@ -135,9 +135,7 @@ func TestPinning(t *testing.T) {
 // tail), or differs at it, fails.
 func TestAuditRollback(t *testing.T) {
 	ctx := natstest.Ctx(t, 3)
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	membertest.Member(t, s, admin, "bob")
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {

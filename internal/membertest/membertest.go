@@ -117,3 +117,12 @@ func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint strin
 	}
 	return client.New(natstest.Connect(t, s), id)
 }
+
+// Start starts a server with one service replica configured by cfg and
+// bootstraps the admin: the setup most tests begin with.
+func Start(t testing.TB, cfg service.Config) (*server.Server, *client.Client) {
+	t.Helper()
+	s := natstest.Server(t)
+	Service(t, s, cfg)
+	return s, Admin(t, s)
+}
