@@ -354,10 +354,7 @@ func (c *testCluster) connect(t *testing.T, i int) *nats.Conn {
 // streamLeader asks JetStream which server leads the bucket's stream.
 func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	deadline := time.Now().Add(nodeReadyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))

@@ -171,10 +171,7 @@ func TestNATSPermissions(t *testing.T) {
 	}
 
 	t.Run("no JetStream API", func(t *testing.T) {
-		js, err := jetstream.New(nc1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, nc1)
 		for name, call := range map[string]func(context.Context) error{
 			"bind the KV bucket": func(ctx context.Context) error {
 				_, err := js.KeyValue(ctx, subjects.DefaultBucket)

@@ -160,10 +160,7 @@ func TestStoreUnreachable(t *testing.T) {
 	})
 
 	t.Run("bucket deleted", func(t *testing.T) {
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, nc)
 		if err := js.DeleteKeyValue(ctx, subjects.DefaultBucket); err != nil {
 			t.Fatalf("delete bucket: %v", err)
 		}
