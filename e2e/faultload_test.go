@@ -170,6 +170,20 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 	return tl
 }
 
+// underLoad runs fault under the load between two checks that the load
+// progresses (5 acknowledgements before it, 5 more once every replica is
+// current again after it), then verifies what was acknowledged.
+func (w *faultWorld) underLoad(t *testing.T, name string, watch *nats.Conn, fault func(tl *tally)) {
+	t.Helper()
+	tl := w.load(t, func(tl *tally) {
+		waitAcks(t, tl, 5)
+		fault(tl)
+		w.c.waitCurrent(t, watch)
+		waitAcks(t, tl, 5)
+	})
+	w.verify(t, name, tl)
+}
+
 // waitAcks waits until the load has acknowledged n more mutations.
 func waitAcks(t *testing.T, tl *tally, n int) {
 	t.Helper()
