@@ -109,17 +109,11 @@ func TestClusterFaults(t *testing.T) {
 func (w *faultWorld) sameRequest(t *testing.T) {
 	tl := newTally()
 	room := w.rooms[0]
-	id, _ := client.NewIdentity(fmt.Sprintf("dup%d", w.seq.Add(1)))
-	pub, _ := id.Public()
 	conns := []*nats.Conn{w.c.connect(t, 0), w.c.connect(t, 1), w.c.connect(t, 2)}
-	if ok, a := mutate(conns[0], subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
-		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl); !ok {
+	id, a := w.register(t, conns[0], "dup", room, tl)
+	if id == nil {
 		t.Fatalf("register: %+v", a)
 	}
-	w.mu.Lock()
-	w.registered[id.Endpoint] = id
-	w.attempted[room][id.Endpoint] = true
-	w.mu.Unlock()
 	data := w.addRequest(t, room, id)
 	const copies = 100
 	var (
@@ -380,17 +374,11 @@ func (w *faultWorld) partition(t *testing.T) {
 	tl := newTally()
 	room := w.rooms[1]
 	alone := w.c.nodes[2]
-	id, _ := client.NewIdentity(fmt.Sprintf("part%d", w.seq.Add(1)))
-	pub, _ := id.Public()
 	nc := w.c.connect(t, 2)
-	if ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
-		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl); !ok {
+	id, a := w.register(t, nc, "part", room, tl)
+	if id == nil {
 		t.Fatalf("register: %+v", a)
 	}
-	w.mu.Lock()
-	w.registered[id.Endpoint] = id
-	w.attempted[room][id.Endpoint] = true
-	w.mu.Unlock()
 
 	for _, n := range w.c.nodes[:2] {
 		t.Logf("SIGKILL %s", n.name)
