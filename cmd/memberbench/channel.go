@@ -44,6 +44,9 @@ const (
 
 // channelMsgs is the message count of both throughput runs.
 func (e *env) channelMsgs() int {
+	if e.o.channelMsgs > 0 {
+		return e.o.channelMsgs
+	}
 	if e.o.quick {
 		return 10000
 	}
