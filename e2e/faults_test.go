@@ -36,14 +36,13 @@ import (
 // sender that sees every attempt, so that each fault's figures (operations,
 // acknowledged, lost, duplicates, retries) are exact.
 
-// Bounds of the load. Counts bound it; the time limits only stop a load
-// that cannot finish and never decide pass or fail on their own.
+// Bounds of the loads. The fault scenarios' load runs as long as its fault
+// (load); the race test's is bound by count, and by time only to stop a
+// load that cannot finish.
 const (
-	faultSkew       = 2 * time.Minute  // request window: outlives any restart here
-	maxOpsPerWorker = 150              // load bound by count
-	loadTimeLimit   = 3 * time.Minute  // load bound by time
-	raceOps         = 1000             // race test: operations in total
-	raceTimeLimit   = 75 * time.Second // race test: bound by time as well
+	faultSkew     = 2 * time.Minute  // request window: outlives any restart here
+	raceOps       = 1000             // race test: operations in total
+	raceTimeLimit = 75 * time.Second // race test: bound by time as well
 )
 
 // faultWorld is the state the fault load builds and checks: who is
@@ -124,20 +123,24 @@ func (w *faultWorld) addRequest(t *testing.T, room string, id *client.Identity) 
 		Member: api.SealedKey{Endpoint: id.Endpoint, Sealed: sealed}})
 }
 
-// load runs a bounded, self-stopping load — one mutation worker per room and
-// one reader, each on its own node — while fault runs, and stops once the
-// fault is over.
+// load runs a load — one mutation worker per room and one reader, each on
+// its own node — for as long as fault runs, and stops it when fault returns
+// or fails the test. The load has no bound of its own: with one (it had 150
+// operations per worker, at most 900 acknowledgements) a quick cluster
+// could finish it while the fault still waited for progress, and waitAcks
+// then failed with a healthy cluster (KillStreamLeaderTwice: "900 of 905
+// acknowledgements", LoadLastsAsLongAsItsFault). Every wait of a fault is
+// bounded, and so is the load.
 func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 	t.Helper()
 	tl := newTally()
 	stop := make(chan struct{})
-	deadline := time.Now().Add(loadTimeLimit)
-	running := func(done int) bool {
+	running := func() bool {
 		select {
 		case <-stop:
 			return false
 		default:
-			return done < maxOpsPerWorker && time.Now().Before(deadline)
+			return true
 		}
 	}
 	var wg sync.WaitGroup
@@ -146,7 +149,7 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := 0; running(n); n++ {
+			for running() {
 				w.registerAndAdd(t, nc, room, tl)
 			}
 		}()
@@ -155,7 +158,7 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n := 0; running(n); n++ {
+		for n := 0; running(); n++ {
 			room := w.rooms[n%len(w.rooms)]
 			ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
 			key, _, err := reader.Key(ctx, room, 1)
@@ -175,9 +178,8 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 			tl.mu.Unlock()
 		}
 	}()
+	defer func() { close(stop); wg.Wait() }() // also when fault fails the test
 	fault(tl)
-	close(stop)
-	wg.Wait()
 	return tl
 }
 
@@ -331,6 +333,12 @@ func TestClusterFaults(t *testing.T) {
 		name string
 		run  func(t *testing.T)
 	}{
+		{"LoadLastsAsLongAsItsFault", func(t *testing.T) {
+			// More acknowledgements than the load's old count bound
+			// allowed (900): with that bound this failed every time.
+			tl := w.load(t, func(tl *tally) { waitAcks(t, tl, 905) })
+			w.verify(t, "long-fault", tl)
+		}},
 		{"KillStreamLeaderTwice", func(t *testing.T) {
 			tl := w.load(t, func(tl *tally) {
 				for range 2 {
