@@ -4,7 +4,8 @@ import (
 	"testing"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -15,11 +16,11 @@ import (
 // registered, alice adds a member twice.
 func TestMethodsReturnNilOnError(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	natstest.Member(t, s, admin, "carol")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	membertest.Member(t, s, admin, "carol")
 	mallory, _ := client.NewIdentity("mallory")
 	stranger := client.New(natstest.Connect(t, s), mallory)
 	ctx := ctxT(t)

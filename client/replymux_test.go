@@ -9,7 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -19,8 +20,8 @@ import (
 // per call (replymux.go), and none is left behind.
 func TestVerifiedCallsShareOneSubscription(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
 	nc := natstest.Connect(t, s)
 	c := client.New(nc, admin.Identity())
 	whoamiAll(t, c, 20)
@@ -51,8 +52,8 @@ func whoamiAll(t *testing.T, c *client.Client, n int) {
 // anything buffered), and verified calls get their replies through it.
 func TestReplyMuxAcrossReconnect(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
 	reconnected := make(chan struct{}, 1)
 	nc := natstest.Connect(t, s, nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
 	c := client.New(nc, admin.Identity(), client.WithRetries(0))
@@ -80,7 +81,7 @@ func TestReplyMuxAcrossReconnect(t *testing.T) {
 // waiting on it.
 func TestVerifiedCallEndsWhenConnectionCloses(t *testing.T) {
 	s := natstest.Server(t)
-	admin := natstest.Admin(t, s)
+	admin := membertest.Admin(t, s)
 	// A silent listener on the operation: the request meets a responder
 	// (no 503) that never answers.
 	watch := natstest.Connect(t, s)
