@@ -49,7 +49,6 @@ type Client struct {
 	unverified bool                      // WithUnverifiedReplies: replies are not verified
 	onPin      func(old, new string)     // told when a key is pinned on first use or rotated to
 	badReplies atomic.Int64              // replies refused by verification (verify.go)
-	replies    replyMux                  // one subscription for the replies of verified calls
 
 	// floor is the service's read-nonce floor (Unix ms) last seen in a
 	// nonce_floor refusal: reads are stamped no earlier than it.

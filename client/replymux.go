@@ -10,25 +10,42 @@ import (
 )
 
 // replyMux routes the replies of verified requests through one wildcard
-// subscription per client (<inbox>.<token>) instead of a subscription per
-// request: subscribing and unsubscribing for every call cost the server and
-// the client more than the reply's signature check did (docs/performance.md).
-// Every reply to a token reaches its waiting call, not only the first, so a
-// rogue responder answering first still cannot stop the real reply from
-// being used.
+// subscription per connection (<inbox>.<token>) instead of a subscription
+// per request: subscribing and unsubscribing for every call cost the server
+// and the client more than the reply's signature check did
+// (docs/performance.md). Every reply to a token reaches its waiting call,
+// not only the first, so a rogue responder answering first still cannot
+// stop the real reply from being used.
 //
+// The mux belongs to the connection, not to a Client, the way nats.go
+// shares one response subscription among a connection's requests: a
+// program that makes a Client per operation on one connection (memberbench
+// seeds each room through its owner's) adds no subscription per Client.
 // The subscription lives as long as the connection: nats.go sends it again
-// after a reconnect (a call in flight then ends with [ErrConnectionLost] and
-// is resent, connloss.go), and when the connection closes every waiting
-// call ends at once with nats.ErrConnectionClosed, as a per-call
-// subscription's NextMsg would.
+// after a reconnect (a call in flight then ends with [ErrConnectionLost]
+// and is resent, connloss.go), and when the connection closes every
+// waiting call ends at once with nats.ErrConnectionClosed, as a per-call
+// subscription's NextMsg would, and the mux is forgotten.
 type replyMux struct {
+	nc      *nats.Conn
 	mu      sync.Mutex
 	sub     *nats.Subscription
 	prefix  string                // "<inbox>."
 	gone    chan struct{}         // closed when sub ends
 	waiting map[string]*replyCall // token → the call waiting for it
 	next    uint64                // tokens are never reused, across subscriptions too
+}
+
+// muxes holds each connection's reply mux.
+var muxes sync.Map // *nats.Conn → *replyMux
+
+// muxOf returns nc's reply mux.
+func muxOf(nc *nats.Conn) *replyMux {
+	if m, ok := muxes.Load(nc); ok {
+		return m.(*replyMux)
+	}
+	m, _ := muxes.LoadOrStore(nc, &replyMux{nc: nc})
+	return m.(*replyMux)
 }
 
 // replyCall is one call's registration with the mux: the replies that came
@@ -53,12 +70,13 @@ const (
 	maxQueuedBytes   = nats.DefaultSubPendingBytesLimit
 )
 
-// open registers a new call on nc.
-func (m *replyMux) open(nc *nats.Conn) (*replyCall, error) {
+// open registers a new call.
+func (m *replyMux) open() (*replyCall, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.sub == nil || !m.sub.IsValid() {
-		if err := m.subscribe(nc); err != nil {
+		if err := m.subscribe(); err != nil {
+			muxes.CompareAndDelete(m.nc, m)
 			return nil, err
 		}
 	}
@@ -71,15 +89,20 @@ func (m *replyMux) open(nc *nats.Conn) (*replyCall, error) {
 
 // subscribe takes the mux's subscription on a fresh inbox. Called with mu
 // held.
-func (m *replyMux) subscribe(nc *nats.Conn) error {
-	prefix := nc.NewInbox() + "."
-	sub, err := nc.Subscribe(prefix+"*", m.deliver)
+func (m *replyMux) subscribe() error {
+	prefix := m.nc.NewInbox() + "."
+	sub, err := m.nc.Subscribe(prefix+"*", m.deliver)
 	if err != nil {
 		return err
 	}
 	gone := make(chan struct{})
 	var once sync.Once
-	end := func(string) { once.Do(func() { close(gone) }) }
+	end := func(string) {
+		once.Do(func() {
+			close(gone)
+			muxes.CompareAndDelete(m.nc, m)
+		})
+	}
 	sub.SetClosedHandler(end)
 	if !sub.IsValid() { // closed before the handler was set
 		end("")

@@ -16,17 +16,19 @@ import (
 )
 
 // TestVerifiedCallsShareOneSubscription: concurrent verified calls each get
-// their own reply, through one subscription of the client rather than one
-// per call (replymux.go), and none is left behind.
+// their own reply, through one subscription of the connection rather than
+// one per call (replymux.go), and none is left behind — however many
+// Clients share the connection.
 func TestVerifiedCallsShareOneSubscription(t *testing.T) {
 	s := natstest.Server(t)
 	membertest.Service(t, s, service.Config{})
 	admin := membertest.Admin(t, s)
 	nc := natstest.Connect(t, s)
-	c := client.New(nc, admin.Identity())
-	whoamiAll(t, c, 20)
+	for range 3 {
+		whoamiAll(t, client.New(nc, admin.Identity()), 20)
+	}
 	if n := nc.NumSubscriptions(); n != 1 {
-		t.Fatalf("%d subscriptions after 20 verified calls, want 1", n)
+		t.Fatalf("%d subscriptions after 60 verified calls of 3 clients, want 1", n)
 	}
 }
 

@@ -91,8 +91,8 @@ func (e *KeyMismatchError) Error() string {
 func (e *KeyMismatchError) Is(target error) bool { return target == ErrReplySignature }
 
 // roundTrip sends one request and returns its reply. Unless verification
-// is off it listens on a reply subject of its own (a token on the client's
-// one reply subscription, replymux.go) and takes the first reply that
+// is off it listens on a reply subject of its own (a token on the
+// connection's one reply subscription, replymux.go) and takes the first reply that
 // verifies (accept): a rogue responder on the same subjects can then
 // neither answer in the service's name nor, by answering first, stop the
 // real reply from being used. If the attempt ends without one, the result
@@ -102,7 +102,7 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 	if c.unverified {
 		return c.nc.RequestWithContext(ctx, subject, data)
 	}
-	call, err := c.replies.open(c.nc)
+	call, err := muxOf(c.nc).open()
 	if err != nil {
 		return nil, err
 	}
