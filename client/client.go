@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/api"
@@ -106,15 +107,6 @@ func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
 // Identity is the identity the client signs as.
 func (c *Client) Identity() *Identity { return c.id }
 
-// mutating reports which operations commit state; only those are resent
-// unchanged (reads claim their nonce on first sight, so a resent read would
-// be a replay).
-var mutating = map[subjects.Op]bool{
-	subjects.OpIdentityRegister: true, subjects.OpIdentityDisable: true, subjects.OpIdentityEnable: true,
-	subjects.OpRoomCreate: true, subjects.OpRoomAdd: true, subjects.OpRoomRemove: true,
-	subjects.OpRoomLeave: true, subjects.OpRoomRekey: true, subjects.OpRoomDelete: true,
-}
-
 // Call sends req to op and decodes the reply into resp. Most callers use the
 // typed methods instead.
 func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error {
@@ -123,8 +115,11 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 		return err
 	}
 	subject := subjects.Subject(c.prefix, op)
+	// Only a mutation is resent unchanged: a read claims its nonce on first
+	// sight, so a resent read would be a replay (api.OpSpec.Mutates).
+	mutates := api.Mutates(op)
 	var data []byte
-	if mutating[op] {
+	if mutates {
 		data, err = c.sign(subject, body)
 		if err != nil {
 			return err
@@ -133,7 +128,7 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 	wait := c.backoff
 	restamped := false
 	for attempt := 0; ; attempt++ {
-		if !mutating[op] {
+		if !mutates {
 			if data, err = c.sign(subject, body); err != nil {
 				return err
 			}
@@ -247,11 +242,11 @@ func (c *Client) send(ctx context.Context, subject string, data []byte) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	code := msg.Header.Get(subjects.HeaderErrorCode)
+	code := msg.Header.Get(micro.ErrorCodeHeader)
 	if code == "" {
 		return msg.Data, nil
 	}
-	err = replyError(code, msg.Header.Get(subjects.HeaderError), msg.Header.Get(subjects.HeaderReason))
+	err = replyError(code, msg.Header.Get(micro.ErrorHeader), msg.Header.Get(subjects.HeaderReason))
 	if errors.Is(err, api.ErrNonceFloor) {
 		c.raiseFloor(msg.Header.Get(subjects.HeaderNonceFloor))
 	}

@@ -23,7 +23,7 @@ func TestMethodsReturnNilOnError(t *testing.T) {
 	membertest.Member(t, s, admin, "carol")
 	mallory, _ := client.NewIdentity("mallory")
 	stranger := client.New(natstest.Connect(t, s), mallory)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"carol"}); err != nil {
 		t.Fatal(err)
 	}

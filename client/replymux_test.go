@@ -36,7 +36,7 @@ func TestVerifiedCallsShareOneSubscription(t *testing.T) {
 // own answer.
 func whoamiAll(t *testing.T, c *client.Client, n int) {
 	t.Helper()
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
@@ -66,7 +66,7 @@ func TestReplyMuxAcrossReconnect(t *testing.T) {
 		}
 		select {
 		case <-reconnected:
-		case <-ctxT(t).Done():
+		case <-natstest.Ctx(t, 2).Done():
 			t.Fatal("no reconnect")
 		}
 		whoamiAll(t, c, 5) // no retries: a lost reply would fail the call
@@ -96,7 +96,7 @@ func TestVerifiedCallEndsWhenConnectionCloses(t *testing.T) {
 	}
 	nc := natstest.Connect(t, s)
 	c := client.New(nc, admin.Identity(), client.WithTimeout(time.Hour), client.WithRetries(0))
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	errs := make(chan error, 1)
 	go func() { _, err := c.Whoami(ctx); errs <- err }()
 	if _, err := sub.NextMsgWithContext(ctx); err != nil {

@@ -31,13 +31,13 @@ func TestNatsCLIMicro(t *testing.T) {
 		for _, n := range names {
 			have[n] = true
 		}
-		for _, op := range subjects.Ops {
-			if !have[op.EndpointName()] {
-				t.Errorf("%s lacks endpoint %s (has %v)", what, op.EndpointName(), names)
+		for _, o := range api.Ops {
+			if !have[o.Op.EndpointName()] {
+				t.Errorf("%s lacks endpoint %s (has %v)", what, o.Op.EndpointName(), names)
 			}
 		}
-		if len(names) != len(subjects.Ops) {
-			t.Errorf("%s lists %d endpoints, want %d", what, len(names), len(subjects.Ops))
+		if len(names) != len(api.Ops) {
+			t.Errorf("%s lists %d endpoints, want %d", what, len(names), len(api.Ops))
 		}
 	}
 
@@ -79,9 +79,9 @@ func TestNatsCLIMicro(t *testing.T) {
 		for _, e := range got.Info.Endpoints {
 			names = append(names, e.Name)
 			op := subjects.Op("")
-			for _, o := range subjects.Ops {
-				if o.EndpointName() == e.Name {
-					op = o
+			for _, o := range api.Ops {
+				if o.Op.EndpointName() == e.Name {
+					op = o.Op
 				}
 			}
 			if want := subjects.Subject(subjects.DefaultPrefix, op); e.Subject != want {
@@ -97,7 +97,7 @@ func TestNatsCLIMicro(t *testing.T) {
 	t.Run("stats", func(t *testing.T) {
 		// One rejected request first, so stats have something to count.
 		membertest.RequestOp(t, natstest.Connect(t, s), subjects.OpRoomGet, []byte("hello")).
-			Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+			Expect(t, subjects.CodeBadRequest, api.KindInvalid.Reason())
 		out, errOut, err := natstest.RunNats(t, s, nil, "micro", "stats", subjects.ServiceName, "--json")
 		if err != nil {
 			t.Fatalf("nats micro stats: %v\n%s", err, errOut)
@@ -120,7 +120,7 @@ func TestNatsCLIMicro(t *testing.T) {
 	})
 }
 
-var errCodeLine = regexp.MustCompile(`Nats-Service-Error-Code: (\d+)`)
+var errCodeLine = regexp.MustCompile(regexp.QuoteMeta(micro.ErrorCodeHeader) + `: (\d+)`)
 
 // TestNatsCLIRequest sends requests the service must refuse with the nats
 // CLI and reads the error code from its printed headers. Codes observed:
@@ -162,10 +162,10 @@ func TestNatsCLIRequest(t *testing.T) {
 			}
 			m := errCodeLine.FindStringSubmatch(out + errOut)
 			if m == nil {
-				t.Fatalf("no %s header in output:\n%s%s", subjects.HeaderErrorCode, out, errOut)
+				t.Fatalf("no %s header in output:\n%s%s", micro.ErrorCodeHeader, out, errOut)
 			}
 			if code, _ := strconv.Atoi(m[1]); code != tt.code {
-				t.Fatalf("nats req printed %s %d, want %d:\n%s%s", subjects.HeaderErrorCode, code, tt.code, out, errOut)
+				t.Fatalf("nats req printed %s %d, want %d:\n%s%s", micro.ErrorCodeHeader, code, tt.code, out, errOut)
 			}
 		})
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -22,32 +23,6 @@ import (
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
-
-// opTypes is every operation with its request and reply types
-// (docs/protocol.md §10).
-var opTypes = []struct {
-	op        subjects.Op
-	req, resp any
-}{
-	{subjects.OpIdentityRegister, api.RegisterRequest{}, api.Identity{}},
-	{subjects.OpIdentityDisable, api.EndpointRequest{}, api.Identity{}},
-	{subjects.OpIdentityEnable, api.EndpointRequest{}, api.Identity{}},
-	{subjects.OpIdentityGet, api.EndpointRequest{}, api.PublicKeys{}},
-	{subjects.OpIdentityList, api.PageRequest{}, api.IdentityPage{}},
-	{subjects.OpWhoami, api.Empty{}, api.Identity{}},
-	{subjects.OpRoomCreate, api.CreateRoomRequest{}, api.Room{}},
-	{subjects.OpRoomGet, api.RoomRequest{}, api.Room{}},
-	{subjects.OpRoomMembers, api.MembersRequest{}, api.MembersPage{}},
-	{subjects.OpRoomKey, api.KeyRequest{}, api.KeyReply{}},
-	{subjects.OpRoomAdd, api.AddMemberRequest{}, api.Room{}},
-	{subjects.OpRoomRemove, api.RemoveMemberRequest{}, api.Room{}},
-	{subjects.OpRoomLeave, api.RoomRequest{}, api.Room{}},
-	{subjects.OpRoomRekey, api.RekeyRequest{}, api.Room{}},
-	{subjects.OpRoomDelete, api.RoomRequest{}, api.Room{}},
-	{subjects.OpRoomMine, api.PageRequest{}, api.RoomPage{}},
-	{subjects.OpRoomAudit, api.AuditRequest{}, api.AuditPage{}},
-	{subjects.OpIdentityAudit, api.IdentityAuditRequest{}, api.AuditPage{}},
-}
 
 // rogueAnswers makes a responder on the service subjects answer every
 // request with payload. It stands for anyone who may publish there.
@@ -90,8 +65,8 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 	var replies []reply
 	for _, b := range bombs {
 		replies = append(replies,
-			reply{b.name, b.b, true},
-			reply{b.name + " in members", append([]byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}, b.b...), true})
+			reply{b.Name, b.Hdr, true},
+			reply{b.Name + " in members", append([]byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}, b.Hdr...), true})
 	}
 	replies = append(replies,
 		reply{"trailing byte", []byte{0x80, 0xc0}, true},
@@ -104,27 +79,27 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 	var worst uint64
 	for _, r := range replies {
 		payload = r.b
-		for _, o := range opTypes {
-			resp := reflect.New(reflect.TypeOf(o.resp)).Interface()
+		for _, o := range api.Ops {
+			resp := reflect.New(reflect.TypeOf(o.Reply)).Interface()
 			ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			err := cl.Call(ctx, o.op, o.req, resp)
+			err := cl.Call(ctx, o.Op, o.Request, resp)
 			runtime.ReadMemStats(&after)
 			cancel()
 			if !errors.Is(err, client.ErrMalformedReply) {
-				t.Fatalf("%s answered %s: %v, want ErrMalformedReply", o.op, r.name, err)
+				t.Fatalf("%s answered %s: %v, want ErrMalformedReply", o.Op, r.name, err)
 			}
 			if d := after.TotalAlloc - before.TotalAlloc; r.bounded {
 				worst = max(worst, d)
 				if d > maxReplyAlloc {
-					t.Fatalf("%s answered %s allocated %d bytes", o.op, r.name, d)
+					t.Fatalf("%s answered %s allocated %d bytes", o.Op, r.name, d)
 				}
 			}
 		}
 	}
-	t.Logf("%d replies × %d operations refused; most allocated by one call: %d bytes", len(replies), len(opTypes), worst)
+	t.Logf("%d replies × %d operations refused; most allocated by one call: %d bytes", len(replies), len(api.Ops), worst)
 }
 
 // libraryWording matches texts of the msgpack library, which must never
@@ -189,7 +164,7 @@ func TestWireBodyTypes(t *testing.T) {
 	check := func(t *testing.T, op subjects.Op, body []byte, field string) {
 		t.Helper()
 		r := membertest.RequestOp(t, nc, op, membertest.Signed(t, kp, op, body))
-		r.Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+		r.Expect(t, subjects.CodeBadRequest, api.KindInvalid.Reason())
 		checked++
 		if libraryWording.MatchString(r.Text) {
 			t.Errorf("%s ← %x: library wording in %q", op, body, r.Text)
@@ -198,11 +173,11 @@ func TestWireBodyTypes(t *testing.T) {
 			t.Errorf("%s ← %x: %q does not name %q", op, body, r.Text, field)
 		}
 	}
-	for _, o := range opTypes {
-		rt := reflect.TypeOf(o.req)
-		t.Run(string(o.op), func(t *testing.T) {
-			check(t, o.op, []byte{0x91, 0xa1, 'x'}, "array form")
-			check(t, o.op, append(append([]byte{0x81}, msgpackKey("extra")...), 0x01), `unknown field "extra"`)
+	for _, o := range api.Ops {
+		rt := reflect.TypeOf(o.Request)
+		t.Run(string(o.Op), func(t *testing.T) {
+			check(t, o.Op, []byte{0x91, 0xa1, 'x'}, "array form")
+			check(t, o.Op, append(append([]byte{0x81}, msgpackKey("extra")...), 0x01), `unknown field "extra"`)
 			for i := range rt.NumField() {
 				f := rt.Field(i)
 				name, _, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
@@ -211,7 +186,7 @@ func TestWireBodyTypes(t *testing.T) {
 						continue
 					}
 					body := append(append([]byte{0x81}, msgpackKey(name)...), k.b...)
-					check(t, o.op, body, "field "+name)
+					check(t, o.Op, body, "field "+name)
 				}
 			}
 		})
@@ -235,11 +210,11 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 	sealer, _ := f.alice.Identity().XKey.PublicKey()
 	// RemoveMemberRequest{room, endpoint} by position.
 	remove := []byte{0x92, 0xa2, 'r', '1', 0xa3, 'b', 'o', 'b'}
-	f.send(t, subjects.OpRoomRemove, membertest.Signed(t, kp, subjects.OpRoomRemove, remove), subjects.CodeBadRequest, api.KindInvalid.String())
+	f.send(t, subjects.OpRoomRemove, membertest.Signed(t, kp, subjects.OpRoomRemove, remove), subjects.CodeBadRequest, api.KindInvalid.Reason())
 	// AddMemberRequest{room, epoch, sealer, member{endpoint, sealed}} by position.
 	add := append([]byte{0x94, 0xa2, 'r', '1', 0x01, 0xd9, byte(len(sealer))}, sealer...)
 	add = append(add, 0x92, 0xa5, 'a', 'd', 'm', 'i', 'n', 0xc4, 1, 1)
-	f.send(t, subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, add), subjects.CodeBadRequest, api.KindInvalid.String())
+	f.send(t, subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, add), subjects.CodeBadRequest, api.KindInvalid.Reason())
 	if _, err := f.alice.RemoveMember(ctx, "r1", "bob"); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +275,7 @@ func TestWireReplyBinding(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if msg.Header.Get(subjects.HeaderErrorCode) == "" {
+			if msg.Header.Get(micro.ErrorCodeHeader) == "" {
 				t.Fatalf("accepted: %x", tt.data)
 			}
 			if err := client.VerifyReplyTo(verifier, tt.data, msg); err != nil {

@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -22,13 +22,6 @@ import (
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
-
-func ctxT(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // env is a test bed: a server, a service replica, the admin client and a
 // raw connection for hand-made requests.
@@ -63,7 +56,7 @@ func (e *env) register(t *testing.T, endpoint string) *client.Identity {
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()
-	if _, err := e.admin.Register(ctxT(t), pub, false); err != nil {
+	if _, err := e.admin.Register(natstest.Ctx(t, 2), pub, false); err != nil {
 		t.Fatalf("register %s: %v", endpoint, err)
 	}
 	return id
@@ -131,7 +124,7 @@ func request(t *testing.T, nc *nats.Conn, subject string, data []byte) reply {
 		t.Fatalf("request %s: %v", subject, err)
 	}
 	r := reply{data: m.Data, header: m.Header}
-	if c := m.Header.Get(subjects.HeaderErrorCode); c != "" {
+	if c := m.Header.Get(micro.ErrorCodeHeader); c != "" {
 		r.code, _ = strconv.Atoi(c)
 		r.kind = api.KindFromReason(m.Header.Get(subjects.HeaderReason))
 	}
@@ -144,12 +137,12 @@ func (r reply) expect(t *testing.T, want api.Kind) {
 	t.Helper()
 	if want == api.KindOther {
 		if r.code != 0 {
-			t.Fatalf("got %d %s (%s), want success", r.code, r.kind, r.header.Get(subjects.HeaderError))
+			t.Fatalf("got %d %s (%s), want success", r.code, r.kind, r.header.Get(micro.ErrorHeader))
 		}
 		return
 	}
 	if r.kind != want || r.code != want.Code() {
-		t.Fatalf("got code %d kind %s (%s), want %d %s", r.code, r.kind, r.header.Get(subjects.HeaderError), want.Code(), want)
+		t.Fatalf("got code %d kind %s (%s), want %d %s", r.code, r.kind, r.header.Get(micro.ErrorHeader), want.Code(), want)
 	}
 }
 
@@ -176,7 +169,7 @@ func rejections(t *testing.T, svc *service.Service, op subjects.Op) map[string]i
 // keyCount counts the live keys under prefix.
 func keyCount(t *testing.T, st *store.Store, prefix string) int {
 	t.Helper()
-	keys, err := st.Keys(ctxT(t), prefix)
+	keys, err := st.Keys(natstest.Ctx(t, 2), prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +180,7 @@ func keyCount(t *testing.T, st *store.Store, prefix string) int {
 // and reads' claims in the read-claims stream.
 func nonceCount(t *testing.T, st *store.Store) int {
 	t.Helper()
-	reads, err := st.ReadClaims(ctxT(t))
+	reads, err := st.ReadClaims(natstest.Ctx(t, 2))
 	if err != nil {
 		t.Fatal(err)
 	}

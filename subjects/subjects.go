@@ -41,7 +41,8 @@ func ReadIncarnations(bucket string) string { return ReadClaimsPrefix(bucket) + 
 // Op names an operation. Its subject is <prefix>.<Op>.
 type Op string
 
-// Every operation of protocol v1.
+// Every operation of protocol v1. The operation table (api.Ops) lists each
+// with whether it mutates and its body types.
 const (
 	OpIdentityRegister Op = "identity.register"
 	OpIdentityDisable  Op = "identity.disable"
@@ -64,13 +65,6 @@ const (
 
 	OpIdentityAudit Op = "identity.audit"
 )
-
-// Ops lists every operation in the order the service registers them.
-var Ops = []Op{
-	OpIdentityRegister, OpIdentityDisable, OpIdentityEnable, OpIdentityGet, OpIdentityList, OpWhoami,
-	OpRoomCreate, OpRoomGet, OpRoomMembers, OpRoomKey, OpRoomAdd, OpRoomRemove, OpRoomLeave,
-	OpRoomRekey, OpRoomDelete, OpRoomMine, OpRoomAudit, OpIdentityAudit,
-}
 
 // EndpointName is the micro endpoint name of op (micro names allow no dots).
 func (op Op) EndpointName() string { return strings.ReplaceAll(string(op), ".", "_") }
@@ -119,10 +113,10 @@ func ValidateSubject(s string) error {
 // MaxSubjectLen bounds a room subject.
 const MaxSubjectLen = 255
 
-// Reply headers. The error pair is micro's own.
+// Reply headers. The error code and text travel in micro's own headers
+// (micro.ErrorCodeHeader "Nats-Service-Error-Code", micro.ErrorHeader
+// "Nats-Service-Error"); these are the protocol's additions.
 const (
-	HeaderErrorCode = "Nats-Service-Error-Code"
-	HeaderError     = "Nats-Service-Error"
 	// HeaderReason carries the error kind as a token (stale, replay, …),
 	// finer than the code.
 	HeaderReason = "Unibus-Error-Reason"
@@ -143,10 +137,11 @@ const (
 )
 
 // CodeOK is the status a successful reply is signed with; it never travels
-// in [HeaderErrorCode].
+// in micro's error code header.
 const CodeOK = 200
 
-// Wire error codes, HTTP-like, carried in [HeaderErrorCode].
+// Wire error codes, HTTP-like, carried in micro's error code header
+// (Nats-Service-Error-Code).
 const (
 	CodeAlreadyApplied = 208 // the same signed mutation was applied before; body = original reply
 	CodeBadRequest     = 400
