@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
@@ -96,8 +98,7 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	carol := membertest.Member(t, s, admin, "carol")
 	dave := membertest.Member(t, s, admin, "dave")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -212,7 +213,8 @@ func TestReplayAcrossReplicas(t *testing.T) {
 
 // TestSameMutationRace sends copies of one signed mutation at once to four
 // replicas, round after round: one copy commits and every other copy must
-// be answered 208 from the nonce record, including a copy that checked the
+// be answered 208 from the nonce record (a 503 is resent, as a client
+// would; it must then learn the same), including a copy that checked the
 // nonce before the winner committed and planned after it (the plan then
 // sees "already a member", but the request was applied, not refused).
 func TestSameMutationRace(t *testing.T) {
@@ -228,8 +230,7 @@ func TestSameMutationRace(t *testing.T) {
 	admin := membertest.Admin(t, s)
 	alice := membertest.Member(t, s, admin, "alice")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -243,11 +244,7 @@ func TestSameMutationRace(t *testing.T) {
 		for range copies {
 			go func() {
 				<-start
-				msg, err := nc.Request(subject, data, natstest.Patience)
-				if err != nil {
-					msg = nil // counted as no reply
-				}
-				replies <- msg
+				replies <- requestUntilAnswered(nc, subject, data)
 			}()
 		}
 		close(start)
@@ -270,6 +267,22 @@ func TestSameMutationRace(t *testing.T) {
 	}
 }
 
+// requestUntilAnswered sends data and, while the service answers 503 (a
+// replica too loaded to finish within the request's deadline: the outcome
+// is open), resends the very same bytes as a client would; nil is no reply.
+func requestUntilAnswered(nc *nats.Conn, subject string, data []byte) *nats.Msg {
+	for range 5 {
+		msg, err := nc.Request(subject, data, natstest.Patience)
+		if err != nil {
+			return nil
+		}
+		if msg.Header.Get(micro.ErrorCodeHeader) != strconv.Itoa(subjects.CodeUnavailable) {
+			return msg
+		}
+	}
+	return nil
+}
+
 // TestLostReply sends a mutation whose reply nobody receives; once the
 // state shows it applied, the very same bytes are answered 208 with the
 // original outcome and nothing is applied twice.
@@ -280,8 +293,7 @@ func TestLostReply(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)
