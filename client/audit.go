@@ -21,9 +21,7 @@ var ErrAuditChain = errors.New("client: audit chain does not verify")
 // AuditPage returns one page of a room's audit entries with Seq > after
 // (members only). The entries are as stored; check them with [VerifyAudit].
 func (c *Client) AuditPage(ctx context.Context, room string, after uint64, limit int) (*api.AuditPage, error) {
-	var out api.AuditPage
-	err := c.Call(ctx, subjects.OpRoomAudit, &api.AuditRequest{Room: room, After: after, Limit: limit}, &out)
-	return &out, err
+	return call[api.AuditPage](ctx, c, subjects.OpRoomAudit, &api.AuditRequest{Room: room, After: after, Limit: limit})
 }
 
 // Audit returns a room's whole audit trail, page by page.
@@ -46,9 +44,7 @@ func (c *Client) Audit(ctx context.Context, room string) ([]api.AuditEntry, erro
 // IdentityAuditPage returns one page of the identities chain (admins
 // only): every register, disable and enable, as stored.
 func (c *Client) IdentityAuditPage(ctx context.Context, after uint64, limit int) (*api.AuditPage, error) {
-	var out api.AuditPage
-	err := c.Call(ctx, subjects.OpIdentityAudit, &api.IdentityAuditRequest{After: after, Limit: limit}, &out)
-	return &out, err
+	return call[api.AuditPage](ctx, c, subjects.OpIdentityAudit, &api.IdentityAuditRequest{After: after, Limit: limit})
 }
 
 // IdentityAudit returns the whole identities chain, page by page.

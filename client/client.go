@@ -165,6 +165,17 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 	}
 }
 
+// call makes op's call and returns its decoded reply: nil with the error
+// when the call fails, never a zero or partly decoded value. The typed
+// methods are made of it.
+func call[T any](ctx context.Context, c *Client, op subjects.Op, req any) (*T, error) {
+	var out T
+	if err := c.Call(ctx, op, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // ErrMalformedReply reports a reply body that is not the operation's reply
 // type in the protocol's strict msgpack (docs/protocol.md §6): a length
 // bomb, a wrong type, trailing bytes, a reply over [MaxReply]. It wraps

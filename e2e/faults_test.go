@@ -24,9 +24,10 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
-// Bounds of the scenarios (the load's own are in faultload_test.go). The
-// time limit only stops a race that cannot finish and never decides pass
-// or fail on its own.
+// Bounds of the scenarios. The fault load has none of its own: it runs as
+// long as its fault (faultload_test.go). The race test's time limit only
+// stops a race that cannot finish and never decides pass or fail on its
+// own.
 const (
 	faultSkew     = 2 * time.Minute  // request window: outlives any restart here
 	raceOps       = 1000             // race test: operations in total
@@ -45,6 +46,12 @@ func TestClusterFaults(t *testing.T) {
 		name string
 		run  func(t *testing.T)
 	}{
+		{"LoadLastsAsLongAsItsFault", func(t *testing.T) {
+			// More acknowledgements than the load's old count bound
+			// allowed (900): with that bound this failed every time.
+			tl := w.load(t, func(tl *tally) { waitAcks(t, tl, 905) })
+			w.verify(t, "long-fault", tl)
+		}},
 		{"KillStreamLeaderTwice", func(t *testing.T) {
 			w.underLoad(t, "kill-leader-x2", watch, func(tl *tally) {
 				killLeader := func() {
