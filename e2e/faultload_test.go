@@ -17,6 +17,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -39,15 +40,15 @@ const (
 // registered, which rooms exist with which key, every acknowledged add.
 type faultWorld struct {
 	c      *testCluster
-	owner  *client.Identity
-	reader *client.Identity
+	owner  *identity.Identity
+	reader *identity.Identity
 	keys   map[string][]byte // room -> epoch 1 key
 	rooms  []string
 
 	mu         sync.Mutex
-	registered map[string]*client.Identity // acknowledged registrations
-	added      map[string]map[string]bool  // room -> endpoints whose add was acknowledged
-	attempted  map[string]map[string]bool  // room -> endpoints an add was sent for
+	registered map[string]*identity.Identity // acknowledged registrations
+	added      map[string]map[string]bool    // room -> endpoints whose add was acknowledged
+	attempted  map[string]map[string]bool    // room -> endpoints an add was sent for
 	seq        atomic.Int64
 }
 
@@ -82,7 +83,7 @@ func (w *faultWorld) ownerClient(t *testing.T, node int) *client.Client {
 // (owner), both as signed mutations through nc.
 func (w *faultWorld) registerAndAdd(t *testing.T, nc *nats.Conn, room string, tl *tally) {
 	name := fmt.Sprintf("m%d", w.seq.Add(1))
-	id, _ := client.NewIdentity(name)
+	id, _ := identity.New(name)
 	pub, _ := id.Public()
 	ok, _ := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
 		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl)
@@ -102,7 +103,7 @@ func (w *faultWorld) registerAndAdd(t *testing.T, nc *nats.Conn, room string, tl
 }
 
 // addRequest is the owner's signed room.add of id at epoch 1.
-func (w *faultWorld) addRequest(t *testing.T, room string, id *client.Identity) []byte {
+func (w *faultWorld) addRequest(t *testing.T, room string, id *identity.Identity) []byte {
 	pub, _ := id.Public()
 	sealed, err := w.owner.XKey.Seal(w.keys[room], pub.XKey)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -117,7 +118,7 @@ func TestClusterFaults(t *testing.T) {
 func (w *faultWorld) sameRequest(t *testing.T) {
 	tl := newTally()
 	room := w.rooms[0]
-	id, _ := client.NewIdentity(fmt.Sprintf("dup%d", w.seq.Add(1)))
+	id, _ := identity.New(fmt.Sprintf("dup%d", w.seq.Add(1)))
 	pub, _ := id.Public()
 	conns := []*nats.Conn{w.c.connect(t, 0), w.c.connect(t, 1), w.c.connect(t, 2)}
 	if ok, a := mutate(conns[0], subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
@@ -233,9 +234,9 @@ func (w *faultWorld) race(t *testing.T) {
 	owner := w.ownerClient(t, 0)
 	admin := client.New(w.c.connect(t, 0), w.c.admin, client.WithRetries(10), client.WithTimeout(attemptTimeout))
 	const room = "race"
-	var candidates []*client.Identity
+	var candidates []*identity.Identity
 	for i := range 6 {
-		id, _ := client.NewIdentity(fmt.Sprintf("racer%d", i))
+		id, _ := identity.New(fmt.Sprintf("racer%d", i))
 		pub, _ := id.Public()
 		if _, err := admin.Register(ctx, pub, false); err != nil {
 			t.Fatalf("register: %v", err)
@@ -388,7 +389,7 @@ func (w *faultWorld) partition(t *testing.T) {
 	tl := newTally()
 	room := w.rooms[1]
 	alone := w.c.nodes[2]
-	id, _ := client.NewIdentity(fmt.Sprintf("part%d", w.seq.Add(1)))
+	id, _ := identity.New(fmt.Sprintf("part%d", w.seq.Add(1)))
 	pub, _ := id.Public()
 	nc := w.c.connect(t, 2)
 	if ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
@@ -495,7 +496,7 @@ func (w *faultWorld) restartAll(t *testing.T) {
 	}
 	// A member added mid-epoch opens its own sealed key object.
 	w.mu.Lock()
-	var some *client.Identity
+	var some *identity.Identity
 	for e := range w.added[w.rooms[0]] {
 		some = w.registered[e]
 		break

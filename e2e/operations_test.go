@@ -12,6 +12,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -366,7 +367,7 @@ func TestIdentityAdmin(t *testing.T) {
 		}
 	})
 
-	frank, err := client.NewIdentity("frank")
+	frank, err := identity.New("frank")
 	if err != nil {
 		t.Fatal(err)
 	}
