@@ -146,8 +146,11 @@ func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.
 	return r, rev, mr.m, nil
 }
 
-// ownedRoom loads a room the signer owns: the owner is the endpoint and the
-// signing key that created it (H6).
+// ownedRoom loads a room the signer owns (H6): the signer's endpoint is
+// the room's owner, which createRoom set from the verified signer, never
+// from the body. The check compares endpoints only: the signing key that
+// created the room (OwnerKey) is recorded, not required, so an owner whose
+// key an admin replaced keeps its rooms.
 func (s *Service) ownedRoom(ctx context.Context, c *call, roomID string) (*api.Room, uint64, error) {
 	me, err := c.requireSigner()
 	if err != nil {
