@@ -12,9 +12,11 @@ import (
 // rule (ruleOf). The pipeline checks the signer's part of it before the
 // operation plans or reads anything (authorize); an operation on a room
 // loads the room through roomFor, which applies the room's part once the
-// body has named the room: membership (H3) or ownership (H6). Rules read
-// the store, never the room index or a cache: a revoked right is gone on
-// the next request, on every replica.
+// body has named the room: membership (H3) or ownership (H6). The room
+// rules read the room's records from the store, never the room index: a
+// membership removed is gone on the next request, on every replica. The
+// signer's identity (admin, disabled) is the one verify found, through the
+// identity cache within Config.IdentityMaxStale (cache.go).
 
 // rule is what an operation requires of its signer.
 type rule int
