@@ -267,7 +267,9 @@ func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, 
 	if err != nil {
 		return nil, err
 	}
-	datas, err := openChannel(m, aead)
+	// The received bytes are this subscription's own (nats.go copies
+	// each delivery); only WithRefusals shows them to anyone afterwards.
+	datas, err := openChannel(m, aead, ch.onRefused == nil)
 	if err != nil {
 		return nil, err
 	}

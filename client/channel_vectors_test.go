@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/hex"
@@ -127,13 +128,27 @@ func checkVector(f *channelVectorFile, v *channelVector) error {
 	if err != nil {
 		return err
 	}
-	datas, err := openChannel(m, aead)
-	if err != nil {
-		return err
-	}
 	want := v.MessagesHex
 	if m.ids == nil {
 		want = []string{v.PlainHex}
+	}
+	for _, inPlace := range []bool{false, true} { // into a new buffer, then over wire
+		if err := checkOpened(m, aead, inPlace, want); err != nil {
+			return err
+		}
+	}
+	w := &replayWindow{keep: time.Minute, seen: map[MessageID]struct{}{}}
+	if !w.claim(m.messageIDs(), now) {
+		return ErrChannelReplay
+	}
+	return nil
+}
+
+// checkOpened opens m and compares its messages with want (hex).
+func checkOpened(m *channelMsg, aead cipher.AEAD, inPlace bool, want []string) error {
+	datas, err := openChannel(m, aead, inPlace)
+	if err != nil {
+		return err
 	}
 	if len(datas) != len(want) {
 		return errors.New("message count differs")
@@ -142,10 +157,6 @@ func checkVector(f *channelVectorFile, v *channelVector) error {
 		if hex.EncodeToString(d) != want[i] {
 			return errors.New("plaintext differs from plaintext_hex or messages_hex")
 		}
-	}
-	w := &replayWindow{keep: time.Minute, seen: map[MessageID]struct{}{}}
-	if !w.claim(m.messageIDs(), now) {
-		return ErrChannelReplay
 	}
 	return nil
 }
