@@ -175,7 +175,16 @@ func TestOneShardLayoutUnchanged(t *testing.T) {
 		t.Fatalf("a refused open created a room shard: %v", err)
 	}
 
-	cfg.Bucket, cfg.Shards = "t-new-one", 1
+	cfg.Bucket, cfg.Shards, cfg.NewShards = "t-newdefault", 0, 4
+	if st, err := store.Open(ctx, js, cfg); err != nil || st.RoomShards() != 4 {
+		t.Fatalf("new deployment with NewShards 4: %v", err)
+	}
+	cfg.Bucket = "t-legacy"
+	if st, err := store.Open(ctx, js, cfg); err != nil || st.RoomShards() != 1 {
+		t.Fatalf("older deployment with NewShards 4 and Shards 0: %v, want it opened with its one shard", err)
+	}
+
+	cfg.Bucket, cfg.Shards, cfg.NewShards = "t-new-one", 1, 0
 	if _, err := store.Open(ctx, js, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,9 @@ type Config struct {
 	// count is fixed when the deployment is created; another one is
 	// refused with [ErrBucketConfig].
 	Shards int
+	// NewShards is, with Shards 0, the count a deployment that does not
+	// exist yet is created with (0: one).
+	NewShards int
 }
 
 // Store is the service's view of JetStream. Its own Get, Commit, Keys and
@@ -69,14 +72,20 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	if cfg.Shards < 0 || cfg.Shards > MaxShards {
-		return nil, fmt.Errorf("%w: %d room shards: want 1 to %d", ErrBucketConfig, cfg.Shards, MaxShards)
+	for _, n := range []int{cfg.Shards, cfg.NewShards} {
+		if n < 0 || n > MaxShards {
+			return nil, fmt.Errorf("%w: %d room shards: want 1 to %d", ErrBucketConfig, n, MaxShards)
+		}
+	}
+	create := cfg.Shards
+	if create == 0 {
+		create = cfg.NewShards
 	}
 	desc := "unibus membership: state and request nonces"
-	if cfg.Shards > 1 {
-		desc = fmt.Sprintf("unibus membership: identities and their nonces (rooms in %d shards)", cfg.Shards)
+	if create > 1 {
+		desc = fmt.Sprintf("unibus membership: identities and their nonces (rooms in %d shards)", create)
 	}
-	base, err := openBucket(ctx, js, cfg, cfg.Bucket, baseMetadata(cfg.Shards), desc)
+	base, err := openBucket(ctx, js, cfg, cfg.Bucket, baseMetadata(create), desc)
 	if err != nil {
 		return nil, err
 	}

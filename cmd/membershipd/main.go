@@ -164,7 +164,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 		var err error
 		st, err = store.Open(octx, js, store.Config{
 			Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
-			MaxTTL: service.NonceTTL(cfg.Service.Skew),
+			MaxTTL: service.NonceTTL(cfg.Service.Skew), Shards: cfg.Shards, NewShards: DefaultShards,
 		})
 		return err
 	})
