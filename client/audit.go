@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

@@ -12,10 +12,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

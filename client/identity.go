@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 )
 
 // IdentityHeader starts every identity file.

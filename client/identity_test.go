@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/service/api"
 )
 
 func TestNewIdentity(t *testing.T) {

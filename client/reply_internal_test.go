@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 )
 
 // TestReplyError maps error headers to kinds: the reason token wins, the

@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 
 	"github.com/unibus/membership/e2e/natstest"

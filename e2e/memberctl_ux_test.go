@@ -14,9 +14,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
-	"github.com/unibus/membership/service/api"
 )
 
 // TestMemberctlContextAndDefaultIdentity uses memberctl the way nats users

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 )
 
 // FuzzDecode: Decode never panics, fails only with the package's

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 )
 
 // bombs declare the largest length or count their header can hold and carry

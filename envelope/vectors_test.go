@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/vectors.json from the generator")

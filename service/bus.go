@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )

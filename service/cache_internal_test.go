@@ -7,7 +7,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/store"
 )
 

@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

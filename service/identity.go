@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/store"
 )
 

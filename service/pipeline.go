@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )

@@ -10,9 +10,9 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

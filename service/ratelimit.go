@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 )
 
 // reasonRateLimited is the stats' rejection reason for a 429.

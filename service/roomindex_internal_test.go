@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/store"
 )
 

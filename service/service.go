@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )

@@ -24,9 +24,9 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 )
 
 // opFunc performs one operation as client worker w, its n-th call.

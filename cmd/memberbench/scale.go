@@ -20,8 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

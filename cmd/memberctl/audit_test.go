@@ -11,10 +11,10 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
 )
 
 // TestAuditCommand runs `memberctl audit` in-process against a real

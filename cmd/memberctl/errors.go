@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/subjects"
 )
 

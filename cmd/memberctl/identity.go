@@ -13,9 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 

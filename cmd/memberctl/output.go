@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 )
 
 // JSON shapes: stable snake_case names, independent of the wire types.

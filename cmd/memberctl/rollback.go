@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 )
 
 // errRollback reports an audit trail that no longer reaches a head this

@@ -8,8 +8,8 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/service/api"
 	"github.com/unibus/membership/subjects"
 )
 
