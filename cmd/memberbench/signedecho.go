@@ -15,7 +15,7 @@ import (
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/service/api"
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/subjects"
 )
 
