@@ -668,7 +668,7 @@ func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
 	ok := false
 	if s.index != nil {
 		// As current as the store when the request arrived (roomindex.go).
-		seq, err := s.store.LastSeq(ctx)
+		seq, err := s.lastSeqs(ctx)
 		if err != nil {
 			return nil, s.storeErr(c, "last revision", err)
 		}

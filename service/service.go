@@ -41,7 +41,7 @@ type Service struct {
 	conn      *connEpoch   // ends requests in flight when nc drops (connloss.go)
 	active    atomic.Int64 // handlers running (Stop waits for them)
 	started   atomic.Int64 // handlers ever started
-	busSeq    seqRounds    // the callout's last-sequence reads, coalesced (bus.go)
+	seqs      seqRounds    // the shards' last-sequence reads of the callout and room.mine, coalesced (bus.go)
 }
 
 // operation binds an op to its handler and its body types. Exactly one of

@@ -105,3 +105,16 @@ func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n i
 	}
 	return shards, nil
 }
+
+// LastSeqs is every shard's newest revision ([Shard.LastSeq]), by
+// [Shard.ID], read from the shards' leaders at once: every write
+// acknowledged before the call is at or below its shard's entry.
+func (s *Store) LastSeqs(ctx context.Context) ([]uint64, error) {
+	seqs := make([]uint64, len(s.all))
+	err := s.each(ctx, func(ctx context.Context, sh *Shard) error {
+		seq, err := sh.LastSeq(ctx)
+		seqs[sh.id] = seq
+		return err
+	})
+	return seqs, err
+}

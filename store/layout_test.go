@@ -97,6 +97,19 @@ func TestShardLayout(t *testing.T) {
 		}
 	}
 
+	seqs, err := st.LastSeqs(ctx)
+	if err != nil || len(seqs) != 5 {
+		t.Fatalf("LastSeqs = %v, %v", seqs, err)
+	}
+	for i, sh := range st.Shards() {
+		if want, _ := sh.LastSeq(ctx); seqs[i] != want {
+			t.Fatalf("LastSeqs[%d] = %d, shard %s's LastSeq %d", i, seqs[i], sh.Name(), want)
+		}
+	}
+	if seqs[sh.ID()] == 0 {
+		t.Fatal("the room's shard has no revision after a commit")
+	}
+
 	reopened, err := store.Open(ctx, js, store.Config{Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, MaxTTL: cfg.MaxTTL})
 	if err != nil {
 		t.Fatalf("reopen with count 0: %v", err)
