@@ -8,7 +8,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -21,10 +22,10 @@ func ExampleClient_Channel() {
 	skp, _ := nkeys.CreateServer()
 	spub, _ := skp.PublicKey()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{ServiceKey: skp})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	admin := membertest.Admin(t, s)
 	pinned := func(name string) *client.Client {
-		c := natstest.Member(t, s, admin, name)
+		c := membertest.Member(t, s, admin, name)
 		return client.New(natstest.Connect(t, s), c.Identity(), client.WithServiceKey(spub))
 	}
 	alice, bob := pinned("alice"), pinned("bob")

@@ -14,7 +14,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -31,11 +32,11 @@ func ctxT(t *testing.T) context.Context {
 // member at, and nobody else gets one.
 func TestRoomKeys(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
 	ctx := ctxT(t)
 
 	_, key1, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
@@ -107,7 +108,7 @@ func TestRoomKeys(t *testing.T) {
 // a replica starts, and the mutation is applied once.
 func TestRetryUntilServiceStarts(t *testing.T) {
 	s := natstest.Server(t)
-	admin := natstest.Admin(t, s) // bootstraps through the store: no service needed
+	admin := membertest.Admin(t, s) // bootstraps through the store: no service needed
 	bob, err := client.NewIdentity("bob")
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestRetryUntilServiceStarts(t *testing.T) {
 		t.Fatalf("Register returned before any service ran: %+v, %v", r.id, r.err)
 	default:
 	}
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("Register with retries: %v", r.err)
@@ -169,10 +170,10 @@ func TestRetryUntilServiceStarts(t *testing.T) {
 
 func TestErrorSentinels(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
 	stranger, err := client.NewIdentity("stranger")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -16,7 +17,7 @@ import (
 // long before its timeout, and the mutation commits once.
 func TestResendOnReconnect(t *testing.T) {
 	s := natstest.Server(t)
-	admin := natstest.Admin(t, s)
+	admin := membertest.Admin(t, s)
 	bob, _ := client.NewIdentity("bob")
 	pub, _ := bob.Public()
 	ctx := ctxT(t)
@@ -43,7 +44,7 @@ func TestResendOnReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -19,10 +20,10 @@ func Example() {
 	defer t.cleanup()
 
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -40,7 +41,7 @@ func Example() {
 	// Output: room ops: 2 members; bob opened a 32-byte key of epoch 1
 }
 
-// exampleT lets an Example use the natstest helpers, which take a
+// exampleT lets an Example use the test kit's helpers, which take a
 // testing.TB: it provides the few methods they call and panics on the rest.
 type exampleT struct {
 	testing.TB

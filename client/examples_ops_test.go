@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -23,10 +24,10 @@ type world struct {
 func newWorld() *world {
 	t := newExampleT()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	w := &world{t: t, admin: natstest.Admin(t, s)}
-	w.alice = natstest.Member(t, s, w.admin, "alice")
-	w.bob = natstest.Member(t, s, w.admin, "bob")
+	membertest.Service(t, s, service.Config{})
+	w := &world{t: t, admin: membertest.Admin(t, s)}
+	w.alice = membertest.Member(t, s, w.admin, "alice")
+	w.bob = membertest.Member(t, s, w.admin, "bob")
 	w.ctx, w.cancel = context.WithTimeout(context.Background(), 20*time.Second)
 	return w
 }

@@ -13,7 +13,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -31,12 +32,12 @@ func TestAuditTrail(t *testing.T) {
 	}
 	spub, _ := skp.PublicKey()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{ServiceKey: skp})
-	natstest.Service(t, s, service.Config{ServiceKey: skp})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	admin := membertest.Admin(t, s)
 	pin := client.WithServiceKey(spub)
 	member := func(name string) *client.Client {
-		c := natstest.Member(t, s, admin, name)
+		c := membertest.Member(t, s, admin, name)
 		return client.New(natstest.Connect(t, s), c.Identity(), pin)
 	}
 	alice, bob, eve := member("alice"), member("bob"), member("eve")
@@ -128,7 +129,7 @@ func TestAuditTrail(t *testing.T) {
 		}
 	})
 
-	kv := natstest.KV(t, natstest.Connect(t, s))
+	kv := membertest.KV(t, natstest.Connect(t, s))
 	key := func(seq uint64) string { return fmt.Sprintf("audit.room.r1.%012d", seq) }
 	tamper := []struct {
 		name   string

@@ -9,7 +9,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -22,23 +23,23 @@ import (
 // stamped before the restore is refused by the nonce floor (the read
 // claims were not backed up).
 func TestBackupRestore(t *testing.T) {
-	svcPub := natstest.ServicePub()
+	svcPub := membertest.ServicePub()
 	src := natstest.Server(t)
-	natstest.Service(t, src, service.Config{})
-	admin := natstest.Admin(t, src)
-	alice := natstest.Member(t, src, admin, "alice")
-	bob := natstest.Member(t, src, admin, "bob")
-	carol := natstest.Member(t, src, admin, "carol")
+	membertest.Service(t, src, service.Config{})
+	admin := membertest.Admin(t, src)
+	alice := membertest.Member(t, src, admin, "alice")
+	bob := membertest.Member(t, src, admin, "bob")
+	carol := membertest.Member(t, src, admin, "carol")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mutation := addRequest(t, alice, carol, "r1", key, natstest.Nonce(t))
-	first := natstest.RequestOp(t, natstest.Connect(t, src), subjects.OpRoomAdd, mutation)
+	mutation := addRequest(t, alice, carol, "r1", key, membertest.Nonce(t))
+	first := membertest.RequestOp(t, natstest.Connect(t, src), subjects.OpRoomAdd, mutation)
 	first.Expect(t, 0, "")
-	read := natstest.Signed(t, bob.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"}))
+	read := membertest.Signed(t, bob.Identity().Sign, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1"}))
 
 	dir := t.TempDir()
 	// The KV stream first, as docs/deploy.md says.
@@ -54,15 +55,15 @@ func TestBackupRestore(t *testing.T) {
 			t.Fatalf("restore %s: %v\n%s", stream, err, errOut)
 		}
 	}
-	natstest.Service(t, dst, service.Config{})
+	membertest.Service(t, dst, service.Config{})
 	nc := natstest.Connect(t, dst)
 
-	r := natstest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+	r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
 	r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
 	if !bytes.Equal(r.Data, first.Data) {
 		t.Fatalf("resent mutation after the restore: body %x, want the first reply %x", r.Data, first.Data)
 	}
-	natstest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
+	membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
 
 	for _, who := range []*client.Client{bob, carol} {
 		c := client.New(nc, who.Identity(), client.WithServiceKey(svcPub))

@@ -19,7 +19,8 @@ import (
 
 	"github.com/unibus/membership/callout"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -58,7 +59,7 @@ func startBusNode(t *testing.T, mode callout.Mode) *busNode {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	rev := co.NewRevoker(ctx, sysNC)
-	st := natstest.Store(t, svcNC)
+	st := membertest.Store(t, svcNC)
 	svc, err := service.Start(svcNC, st, service.Config{Revoke: rev.Revoke, Logger: log})
 	if err != nil {
 		t.Fatal(err)

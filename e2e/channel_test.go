@@ -27,7 +27,8 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -46,17 +47,17 @@ type channelWorld struct {
 }
 
 func newChannelWorld(t *testing.T) *channelWorld {
-	spub := natstest.ServicePub()
+	spub := membertest.ServicePub()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), channelWait)
 	t.Cleanup(cancel)
-	return &channelWorld{t: t, s: s, admin: natstest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*client.Identity{}, ctx: ctx}
+	return &channelWorld{t: t, s: s, admin: membertest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*client.Identity{}, ctx: ctx}
 }
 
 // member registers name and returns a pinned client on its own connection.
 func (w *channelWorld) member(name string) *client.Client {
-	c := natstest.Member(w.t, w.s, w.admin, name)
+	c := membertest.Member(w.t, w.s, w.admin, name)
 	w.ids[name] = c.Identity()
 	return w.pinned(name)
 }
@@ -820,9 +821,9 @@ func newWire(room string, epoch uint64, sender string) *wireMsg {
 // pub` sends, as JSON lines, including after a rekey, stops after --count
 // or on SIGINT with exit 0, and refuses to run without a pinned service key.
 func TestMemberctlChannel(t *testing.T) {
-	spub := natstest.ServicePub()
+	spub := membertest.ServicePub()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	c := &ctl{t: t, bin: natstest.Build(t, memberctlPkg), dir: t.TempDir(), server: s.ClientURL()}
 	id, err := client.NewIdentity("admin")
 	if err != nil {
@@ -834,7 +835,7 @@ func TestMemberctlChannel(t *testing.T) {
 	pub, _ := id.Public()
 	ctx, cancel := context.WithTimeout(context.Background(), channelWait)
 	defer cancel()
-	if _, err := service.Bootstrap(ctx, natstest.Store(t, natstest.Connect(t, s)), pub); err != nil {
+	if _, err := service.Bootstrap(ctx, membertest.Store(t, natstest.Connect(t, s)), pub); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"alice", "bob"} {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestClusterQuickstart forms a 3-node cluster of membershipd processes,

@@ -18,7 +18,7 @@ import (
 
 	"github.com/unibus/membership/client"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestRollingRestart restarts each of three service replicas in turn with

@@ -25,7 +25,7 @@ import (
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/subjects"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // The fault tests run one 3-node cluster of membershipd processes (each a

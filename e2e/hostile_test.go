@@ -19,7 +19,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -155,11 +156,11 @@ func atoiOr(s string, def int) int {
 // records it.
 func TestReplayFlood(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -167,10 +168,10 @@ func TestReplayFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := natstest.Signed(t, bob.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"}))
-	natstest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, 0, "")
-	mutation := addRequest(t, alice, carol, "r1", key, natstest.Nonce(t))
-	first := natstest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+	read := membertest.Signed(t, bob.Identity().Sign, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1"}))
+	membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, 0, "")
+	mutation := addRequest(t, alice, carol, "r1", key, membertest.Nonce(t))
+	first := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
 	first.Expect(t, 0, "")
 
 	conns := make([]*nats.Conn, 6)
@@ -194,8 +195,8 @@ func TestReplayFlood(t *testing.T) {
 			writes := countSubject(t, mon, "$KV."+subjects.DefaultBucket+".>")
 			claims := countSubject(t, mon, subjects.ReadClaims(subjects.DefaultBucket)) // read claims
 			apiCalls := countSubject(t, mon, "$JS.API.>")
-			before := natstest.Dump(t, nc)
-			nonces := len(natstest.NonceKeys(t, nc))
+			before := membertest.Dump(t, nc)
+			nonces := len(membertest.NonceKeys(t, nc))
 			w0, a0 := writes.settle(t, mon)+claims.settle(t, mon), apiCalls.settle(t, mon)
 
 			codes, took := flood(t, conns, 4, copies, subjects.Subject(subjects.DefaultPrefix, tc.op), tc.data)
@@ -215,8 +216,8 @@ func TestReplayFlood(t *testing.T) {
 			if a1-a0 > copies/100 {
 				t.Fatalf("%d JetStream API calls for %d replays: the replay cache did not answer them", a1-a0, copies)
 			}
-			natstest.SameDump(t, before, natstest.Dump(t, nc))
-			if n := len(natstest.NonceKeys(t, nc)); n != nonces {
+			membertest.SameDump(t, before, membertest.Dump(t, nc))
+			if n := len(membertest.NonceKeys(t, nc)); n != nonces {
 				t.Fatalf("nonce keys %d → %d", nonces, n)
 			}
 			t.Logf("replay flood %s: %d copies from %d connections × 4 in flight refused in %s: %.0f rejections/s, %d KV writes, %d API calls",
@@ -231,12 +232,12 @@ func TestReplayFlood(t *testing.T) {
 // test, so the outcome does not depend on the machine's speed.
 func TestRateLimitNoStarvation(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{RateLimit: 0.0001, RateBurst: 10})
-	admin := natstest.Admin(t, s)
-	greedy := natstest.Member(t, s, admin, "greedy")
-	polite := natstest.Member(t, s, admin, "polite")
+	membertest.Service(t, s, service.Config{RateLimit: 0.0001, RateBurst: 10})
+	admin := membertest.Admin(t, s)
+	greedy := membertest.Member(t, s, admin, "greedy")
+	polite := membertest.Member(t, s, admin, "polite")
 	nc := natstest.Connect(t, s)
-	nonces := len(natstest.NonceKeys(t, nc))
+	nonces := len(membertest.NonceKeys(t, nc))
 
 	var wg sync.WaitGroup
 	var limited, ok atomic.Int64
@@ -246,7 +247,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 25 {
-				data := natstest.Signed(t, greedy.Identity().Sign, subjects.OpWhoami, natstest.Body(t, api.Empty{}))
+				data := membertest.Signed(t, greedy.Identity().Sign, subjects.OpWhoami, membertest.Body(t, api.Empty{}))
 				m, err := nc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpWhoami), data, natstest.Within(3))
 				if err != nil {
 					continue
@@ -277,7 +278,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 	if hintMissing.Load() {
 		t.Fatal("a 429 without a positive retry hint")
 	}
-	if got := len(natstest.NonceKeys(t, nc)) - nonces; got != 20 {
+	if got := len(membertest.NonceKeys(t, nc)) - nonces; got != 20 {
 		t.Fatalf("%d nonces claimed, want 20 (10 per identity): a 429 must not claim one", got)
 	}
 	if _, err := greedy.Whoami(ctx); !errors.Is(err, client.ErrRateLimited) {
@@ -326,14 +327,14 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := natstest.Service(t, s, service.Config{
+	svc := membertest.Service(t, s, service.Config{
 		ServiceKey: skp, RateLimit: 0.0001, RateBurst: 40,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 
@@ -382,14 +383,14 @@ func TestSecretsNeverLogged(t *testing.T) {
 	// Hand-made bad requests: stale, bad signature, unknown signer.
 	nc := natstest.Connect(t, s)
 	subject := subjects.Subject(subjects.DefaultPrefix, subjects.OpWhoami)
-	body := natstest.Body(t, api.Empty{})
-	stale := natstest.Envelope(t, bob.Identity().Sign, subject, time.Now().Add(-time.Hour), natstest.Nonce(t), body)
-	natstest.Request(t, nc, subject, natstest.Marshal(t, stale))
-	bad := natstest.Envelope(t, bob.Identity().Sign, subject, time.Now(), natstest.Nonce(t), body)
+	body := membertest.Body(t, api.Empty{})
+	stale := membertest.Envelope(t, bob.Identity().Sign, subject, time.Now().Add(-time.Hour), membertest.Nonce(t), body)
+	membertest.Request(t, nc, subject, membertest.Marshal(t, stale))
+	bad := membertest.Envelope(t, bob.Identity().Sign, subject, time.Now(), membertest.Nonce(t), body)
 	bad.Sig[0] ^= 1
-	natstest.Request(t, nc, subject, natstest.Marshal(t, bad))
+	membertest.Request(t, nc, subject, membertest.Marshal(t, bad))
 	stranger, _ := client.NewIdentity("stranger")
-	natstest.Request(t, nc, subject, natstest.Signed(t, stranger.Sign, subjects.OpWhoami, body))
+	membertest.Request(t, nc, subject, membertest.Signed(t, stranger.Sign, subjects.OpWhoami, body))
 	for range 45 {
 		_, err := bob.Whoami(ctx)
 		note(err) // the last ones are 429
@@ -455,12 +456,12 @@ func TestSecretsNeverLogged(t *testing.T) {
 // defence). Its rate is logged for docs/security.md.
 func TestReplayFloodWithoutCache(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{ReplayCache: -1, RateLimit: -1})
-	admin := natstest.Admin(t, s)
-	bob := natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{ReplayCache: -1, RateLimit: -1})
+	admin := membertest.Admin(t, s)
+	bob := membertest.Member(t, s, admin, "bob")
 	nc := natstest.Connect(t, s)
-	read := natstest.Signed(t, bob.Identity().Sign, subjects.OpWhoami, natstest.Body(t, api.Empty{}))
-	natstest.RequestOp(t, nc, subjects.OpWhoami, read).Expect(t, 0, "")
+	read := membertest.Signed(t, bob.Identity().Sign, subjects.OpWhoami, membertest.Body(t, api.Empty{}))
+	membertest.RequestOp(t, nc, subjects.OpWhoami, read).Expect(t, 0, "")
 	conns := make([]*nats.Conn, 6)
 	for i := range conns {
 		conns[i] = natstest.Connect(t, s)

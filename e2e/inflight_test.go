@@ -14,7 +14,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
@@ -56,19 +57,19 @@ func TestCopyOfInFlightMutation(t *testing.T) {
 	}
 
 	id := publicOf(t, "inflight")
-	data := natstest.Signed(t, adminID.Sign, subjects.OpIdentityRegister,
-		natstest.Body(t, api.RegisterRequest{Endpoint: id.Endpoint, SignKey: id.SignKey, XKey: id.XKey}))
+	data := membertest.Signed(t, adminID.Sign, subjects.OpIdentityRegister,
+		membertest.Body(t, api.RegisterRequest{Endpoint: id.Endpoint, SignKey: id.SignKey, XKey: id.XKey}))
 
 	links.hold()
-	replies := make(chan natstest.Reply, copies)
+	replies := make(chan membertest.Reply, copies)
 	for range copies {
 		go func() {
 			m, err := nc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpIdentityRegister), data, natstest.Within(4))
 			if err != nil {
-				replies <- natstest.Reply{Code: -1, Text: err.Error()}
+				replies <- membertest.Reply{Code: -1, Text: err.Error()}
 				return
 			}
-			replies <- natstest.ReplyOf(t, m)
+			replies <- membertest.ReplyOf(t, m)
 		}()
 	}
 	// Hold until the losing copies have lost often enough that one of them

@@ -17,7 +17,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -43,7 +44,7 @@ func newCtl(t *testing.T) (*ctl, *server.Server) {
 	t.Helper()
 	bin := natstest.Build(t, memberctlPkg)
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	c := &ctl{t: t, bin: bin, dir: t.TempDir(), server: s.ClientURL()}
 
 	id, err := client.NewIdentity("admin")
@@ -59,7 +60,7 @@ func newCtl(t *testing.T) (*ctl, *server.Server) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
-	if _, err := service.Bootstrap(ctx, natstest.Store(t, natstest.Connect(t, s)), pub); err != nil {
+	if _, err := service.Bootstrap(ctx, membertest.Store(t, natstest.Connect(t, s)), pub); err != nil {
 		t.Fatalf("bootstrap admin: %v", err)
 	}
 	return c, s

@@ -16,7 +16,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestMemberctlContextAndDefaultIdentity uses memberctl the way nats users

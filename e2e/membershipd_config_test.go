@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestMembershipdConfigFile checks the precedence flags > environment >

@@ -14,7 +14,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -106,7 +107,7 @@ func TestNATSPermissions(t *testing.T) {
 
 	// The service under its user.
 	snc := natstest.Connect(t, s, nkeyAuth(svcUser))
-	st := natstest.Store(t, snc)
+	st := membertest.Store(t, snc)
 	skp, _ := nkeys.CreateServer()
 	spub, _ := skp.PublicKey()
 	svc, err := service.Start(snc, st, service.Config{ServiceKey: skp})
@@ -212,7 +213,7 @@ func TestNATSPermissions(t *testing.T) {
 	})
 
 	t.Run("no direct KV writes", func(t *testing.T) {
-		before := natstest.Dump(t, snc)
+		before := membertest.Dump(t, snc)
 		drain(errs1)
 		for _, key := range []string{"room.r1", "nonce.forged", "id.mallory", "audit.room.r1.000000000001"} {
 			if err := nc1.Publish("$KV."+subjects.DefaultBucket+"."+key, []byte("forged")); err != nil {
@@ -223,7 +224,7 @@ func TestNATSPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		awaitViolation(t, errs1)
-		natstest.SameDump(t, before, natstest.Dump(t, snc))
+		membertest.SameDump(t, before, membertest.Dump(t, snc))
 		r, err := admin.Room(ctx, "r1")
 		if err != nil || r.Owner != "admin" {
 			t.Fatalf("room after forged writes: %+v %v", r, err)

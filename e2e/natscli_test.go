@@ -11,8 +11,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -21,7 +22,7 @@ import (
 // info and stats list the service and every endpoint of protocol v1.
 func TestNatsCLIMicro(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	natstest.NatsCLI(t)
 
 	wantEndpoints := func(t *testing.T, what string, names []string) {
@@ -95,7 +96,7 @@ func TestNatsCLIMicro(t *testing.T) {
 
 	t.Run("stats", func(t *testing.T) {
 		// One rejected request first, so stats have something to count.
-		natstest.RequestOp(t, natstest.Connect(t, s), subjects.OpRoomGet, []byte("hello")).
+		membertest.RequestOp(t, natstest.Connect(t, s), subjects.OpRoomGet, []byte("hello")).
 			Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
 		out, errOut, err := natstest.RunNats(t, s, nil, "micro", "stats", subjects.ServiceName, "--json")
 		if err != nil {
@@ -127,14 +128,14 @@ var errCodeLine = regexp.MustCompile(`Nats-Service-Error-Code: (\d+)`)
 // envelope with a zero signature is 401 (unsigned / bad signature).
 func TestNatsCLIRequest(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	subject := subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet)
 
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)
 	}
-	zeroSig := natstest.Envelope(t, kp, subject, time.Now(), natstest.Nonce(t), natstest.Body(t, api.RoomRequest{Room: "r1"}))
+	zeroSig := membertest.Envelope(t, kp, subject, time.Now(), membertest.Nonce(t), membertest.Body(t, api.RoomRequest{Room: "r1"}))
 	zeroSig.Sig = make([]byte, envelope.SigSize)
 
 	tests := []struct {
@@ -145,7 +146,7 @@ func TestNatsCLIRequest(t *testing.T) {
 	}{
 		{name: "unsigned text", arg: "hello", code: subjects.CodeBadRequest},
 		{name: "empty msgpack map", stdin: []byte{0x80}, code: subjects.CodeUnauthorized},
-		{name: "zero signature", stdin: natstest.Marshal(t, zeroSig), code: subjects.CodeUnauthorized},
+		{name: "zero signature", stdin: membertest.Marshal(t, zeroSig), code: subjects.CodeUnauthorized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -30,12 +31,12 @@ func step(t *testing.T, name string, f func(t *testing.T)) {
 // create, read, page, add, keys per epoch, remove, rekey, leave, delete.
 func TestRoomLifecycle(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
-	dave := natstest.Member(t, s, admin, "dave")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
+	dave := membertest.Member(t, s, admin, "dave")
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	sealer, _ := alice.Identity().XKey.PublicKey()
@@ -342,10 +343,10 @@ func eventually(t *testing.T, what string, f func() error) {
 // itself; a disabled identity is refused everything.
 func TestIdentityAdmin(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
@@ -503,15 +504,15 @@ func TestIdentityAdmin(t *testing.T) {
 func TestConcurrentAdds(t *testing.T) {
 	const n = 8
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
+	membertest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
 	members := make([]string, n)
 	clients := make([]*client.Client, n)
 	for i := range n {
 		members[i] = fmt.Sprintf("m%d", i)
-		clients[i] = natstest.Member(t, s, admin, members[i])
+		clients[i] = membertest.Member(t, s, admin, members[i])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()

@@ -5,7 +5,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -14,10 +15,10 @@ import (
 // member fetching and opening its key.
 func TestQuickstartClient(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 

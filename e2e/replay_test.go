@@ -14,7 +14,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -58,10 +59,10 @@ func addRequest(t *testing.T, owner, member *client.Client, room string, key, no
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := natstest.Body(t, api.AddMemberRequest{Room: room, Epoch: 1, Sealer: sealer,
+	body := membertest.Body(t, api.AddMemberRequest{Room: room, Epoch: 1, Sealer: sealer,
 		Member: api.SealedKey{Endpoint: member.Identity().Endpoint, Sealed: sealed}})
 	subject := subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomAdd)
-	return natstest.Marshal(t, natstest.Envelope(t, owner.Identity().Sign, subject, time.Now(), nonce, body))
+	return membertest.Marshal(t, membertest.Envelope(t, owner.Identity().Sign, subject, time.Now(), nonce, body))
 }
 
 // memberIDs lists a room's members as c sees them.
@@ -88,12 +89,12 @@ func memberIDs(t *testing.T, c *client.Client, room string) []string {
 // applied once. Another request reusing the nonce is 401 replay.
 func TestReplayAcrossReplicas(t *testing.T) {
 	s := natstest.Server(t)
-	a := natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
-	dave := natstest.Member(t, s, admin, "dave")
+	a := membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
+	dave := membertest.Member(t, s, admin, "dave")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -103,11 +104,11 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	}
 
 	// Phase 1: only A runs. Capture one read and one mutation.
-	read := natstest.Signed(t, bob.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"}))
-	natstest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, 0, "")
-	mutNonce := natstest.Nonce(t)
+	read := membertest.Signed(t, bob.Identity().Sign, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1"}))
+	membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, 0, "")
+	mutNonce := membertest.Nonce(t)
 	mutation := addRequest(t, alice, carol, "r1", key, mutNonce)
-	first := natstest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+	first := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
 	first.Expect(t, 0, "")
 	var applied api.Room
 	first.Decode(t, &applied)
@@ -116,20 +117,20 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	}
 
 	// Phase 2: B starts, A stops. Every replay reaches B.
-	b := natstest.Service(t, s, service.Config{})
+	b := membertest.Service(t, s, service.Config{})
 	aID := a.Micro().Info().ID
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitGone(t, nc, aID)
+	membertest.WaitGone(t, nc, aID)
 	t.Run("read replayed to another replica", func(t *testing.T) {
 		before := requests(t, b, subjects.OpRoomGet)
-		natstest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+		membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
 		waitRequests(t, b, subjects.OpRoomGet, before+1)
 	})
 	t.Run("mutation replayed to another replica", func(t *testing.T) {
 		before := requests(t, b, subjects.OpRoomAdd)
-		r := natstest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
 		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
 		if !bytes.Equal(r.Data, first.Data) {
 			t.Fatalf("already-applied body %x, want the original reply %x", r.Data, first.Data)
@@ -139,18 +140,18 @@ func TestReplayAcrossReplicas(t *testing.T) {
 
 	// Phase 3: C and D start, B stops: the queue group spreads the replays
 	// over two fresh replicas.
-	c := natstest.Service(t, s, service.Config{})
-	d := natstest.Service(t, s, service.Config{})
+	c := membertest.Service(t, s, service.Config{})
+	d := membertest.Service(t, s, service.Config{})
 	bID := b.Micro().Info().ID
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitGone(t, nc, bID)
+	membertest.WaitGone(t, nc, bID)
 	t.Run("replays to restarted replicas", func(t *testing.T) {
-		before := natstest.Dump(t, nc)
+		before := membertest.Dump(t, nc)
 		for range 8 {
-			natstest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
-			r := natstest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+			membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+			r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
 			r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
 			var got api.Room
 			r.Decode(t, &got)
@@ -158,7 +159,7 @@ func TestReplayAcrossReplicas(t *testing.T) {
 				t.Fatalf("already-applied reply %+v, want %+v", got, applied)
 			}
 		}
-		natstest.SameDump(t, before, natstest.Dump(t, nc))
+		membertest.SameDump(t, before, membertest.Dump(t, nc))
 		deadline := time.Now().Add(5 * time.Second)
 		for requests(t, c, subjects.OpRoomAdd)+requests(t, d, subjects.OpRoomAdd) != 8 {
 			if time.Now().After(deadline) {
@@ -169,26 +170,26 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	})
 
 	t.Run("other requests reusing a nonce", func(t *testing.T) {
-		before := natstest.Dump(t, nc)
+		before := membertest.Dump(t, nc)
 		subject := func(op subjects.Op) string { return subjects.Subject(subjects.DefaultPrefix, op) }
 		// Another mutation with the nonce of the applied one.
-		natstest.RequestOp(t, nc, subjects.OpRoomAdd, addRequest(t, alice, dave, "r1", key, mutNonce)).
+		membertest.RequestOp(t, nc, subjects.OpRoomAdd, addRequest(t, alice, dave, "r1", key, mutNonce)).
 			Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
 		// A read with the nonce of the applied mutation is that nonce's
 		// first read: reads and mutations claim nonces apart
 		// (docs/protocol.md §9). Sent again, on any replica, it is a
 		// replay.
-		readWithMutNonce := natstest.Marshal(t, natstest.Envelope(t, alice.Identity().Sign,
-			subject(subjects.OpRoomGet), time.Now(), mutNonce, natstest.Body(t, api.RoomRequest{Room: "r1"})))
-		natstest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, 0, "")
+		readWithMutNonce := membertest.Marshal(t, membertest.Envelope(t, alice.Identity().Sign,
+			subject(subjects.OpRoomGet), time.Now(), mutNonce, membertest.Body(t, api.RoomRequest{Room: "r1"})))
+		membertest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, 0, "")
 		for range 4 {
-			natstest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+			membertest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
 		}
 		// A delete with that nonce: it would destroy the room if accepted.
-		natstest.RequestOp(t, nc, subjects.OpRoomDelete, natstest.Marshal(t, natstest.Envelope(t, alice.Identity().Sign,
-			subject(subjects.OpRoomDelete), time.Now(), mutNonce, natstest.Body(t, api.RoomRequest{Room: "r1"})))).
+		membertest.RequestOp(t, nc, subjects.OpRoomDelete, membertest.Marshal(t, membertest.Envelope(t, alice.Identity().Sign,
+			subject(subjects.OpRoomDelete), time.Now(), mutNonce, membertest.Body(t, api.RoomRequest{Room: "r1"})))).
 			Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
-		natstest.SameDump(t, before, natstest.Dump(t, nc))
+		membertest.SameDump(t, before, membertest.Dump(t, nc))
 	})
 
 	t.Run("applied once", func(t *testing.T) {
@@ -222,10 +223,10 @@ func TestSameMutationRace(t *testing.T) {
 	)
 	s := natstest.Server(t)
 	for range replicas {
-		natstest.Service(t, s, service.Config{})
+		membertest.Service(t, s, service.Config{})
 	}
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -235,8 +236,8 @@ func TestSameMutationRace(t *testing.T) {
 	}
 	subject := subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomAdd)
 	for round := range rounds {
-		member := natstest.Member(t, s, admin, fmt.Sprintf("m%d", round))
-		data := addRequest(t, alice, member, "r1", key, natstest.Nonce(t))
+		member := membertest.Member(t, s, admin, fmt.Sprintf("m%d", round))
+		data := addRequest(t, alice, member, "r1", key, membertest.Nonce(t))
 		replies := make(chan *nats.Msg, copies)
 		start := make(chan struct{})
 		for range copies {
@@ -257,7 +258,7 @@ func TestSameMutationRace(t *testing.T) {
 				codes[-1]++
 				continue
 			}
-			codes[natstest.ReplyOf(t, msg).Code]++
+			codes[membertest.ReplyOf(t, msg).Code]++
 		}
 		if codes[0] != 1 || codes[subjects.CodeAlreadyApplied] != copies-1 {
 			t.Fatalf("round %d: codes %v, want one success and %d already applied", round, codes, copies-1)
@@ -274,10 +275,10 @@ func TestSameMutationRace(t *testing.T) {
 // original outcome and nothing is applied twice.
 func TestLostReply(t *testing.T) {
 	s := natstest.Server(t)
-	replicas := []*service.Service{natstest.Service(t, s, service.Config{}), natstest.Service(t, s, service.Config{})}
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	carol := natstest.Member(t, s, admin, "carol")
+	replicas := []*service.Service{membertest.Service(t, s, service.Config{}), membertest.Service(t, s, service.Config{})}
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -287,11 +288,11 @@ func TestLostReply(t *testing.T) {
 	}
 
 	t.Run("raw", func(t *testing.T) {
-		data := addRequest(t, alice, carol, "r1", key, natstest.Nonce(t))
+		data := addRequest(t, alice, carol, "r1", key, membertest.Nonce(t))
 		if err := nc.PublishRequest(subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomAdd), "lost.reply."+nats.NewInbox(), data); err != nil {
 			t.Fatal(err)
 		}
-		kv := natstest.KV(t, nc)
+		kv := membertest.KV(t, nc)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if _, err := kv.Get(ctx, "member.r1.carol"); err == nil {
@@ -302,15 +303,15 @@ func TestLostReply(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		before := natstest.Dump(t, nc)
-		r := natstest.RequestOp(t, nc, subjects.OpRoomAdd, data)
+		before := membertest.Dump(t, nc)
+		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, data)
 		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
 		var got api.Room
 		r.Decode(t, &got)
 		if got.ID != "r1" || got.Members != 2 || got.Epoch != 1 {
 			t.Fatalf("original outcome = %+v", got)
 		}
-		natstest.SameDump(t, before, natstest.Dump(t, nc))
+		membertest.SameDump(t, before, membertest.Dump(t, nc))
 		if ids := memberIDs(t, alice, "r1"); !slices.Equal(ids, []string{"alice", "carol"}) {
 			t.Fatalf("members %v", ids)
 		}
@@ -325,7 +326,7 @@ func TestLostReply(t *testing.T) {
 		// the mutation is applied and the first attempt has timed out:
 		// that reply is lost, the client resends the same signed request
 		// and must report the original outcome as success, applied once.
-		dave := natstest.Member(t, s, admin, "dave")
+		dave := membertest.Member(t, s, admin, "dave")
 		proxy := natstest.NewProxy(t, s)
 		pnc, err := nats.Connect(proxy.URL, nats.NoReconnect())
 		if err != nil {
@@ -343,7 +344,7 @@ func TestLostReply(t *testing.T) {
 		sealer, _ := alice.Identity().XKey.PublicKey()
 		appliedBefore := alreadyApplied(t, replicas)
 
-		kv := natstest.KV(t, nc)
+		kv := membertest.KV(t, nc)
 		proxy.Hold()
 		released := make(chan error, 1)
 		go func() {

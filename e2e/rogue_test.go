@@ -12,8 +12,9 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -53,7 +54,7 @@ func startRogue(t *testing.T, nc, upstream *nats.Conn, reply rogueReply) {
 
 // fakeRoom is the rogue's lie: a room owned by mallory.
 func fakeRoom(t *testing.T) []byte {
-	return natstest.Body(t, api.Room{ID: "r1", Subject: "chat.r1", Owner: "mallory", Epoch: 7, Members: 1})
+	return membertest.Body(t, api.Room{ID: "r1", Subject: "chat.r1", Owner: "mallory", Epoch: 7, Members: 1})
 }
 
 // rogues are the rogue responders' strategies: unsigned, signed by their
@@ -102,9 +103,9 @@ func TestRogueResponder(t *testing.T) {
 
 	// A genuine signed reply to record, from a real deployment.
 	real := natstest.Server(t)
-	natstest.Service(t, real, service.Config{ServiceKey: skp})
-	admin := natstest.Admin(t, real)
-	alice := natstest.Member(t, real, admin, "alice")
+	membertest.Service(t, real, service.Config{ServiceKey: skp})
+	admin := membertest.Admin(t, real)
+	alice := membertest.Member(t, real, admin, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
 	defer cancel()
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
@@ -112,7 +113,7 @@ func TestRogueResponder(t *testing.T) {
 	}
 	rnc := natstest.Connect(t, real)
 	recorded, err := rnc.Request(subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet),
-		natstest.Signed(t, alice.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"})), 10*time.Second)
+		membertest.Signed(t, alice.Identity().Sign, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1"})), 10*time.Second)
 	if err != nil || recorded.Header.Get(subjects.HeaderReplySig) == "" {
 		t.Fatalf("record a genuine reply: %v %v", err, recorded)
 	}

@@ -11,7 +11,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -36,9 +37,9 @@ func TestServiceKeyPinning(t *testing.T) {
 	k2, p2 := serverKey(t)
 	k3, p3 := serverKey(t)
 	s := natstest.Server(t)
-	svc := natstest.Service(t, s, service.Config{ServiceKey: k1})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
+	svc := membertest.Service(t, s, service.Config{ServiceKey: k1})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
 
 	var pins [][2]string
 	record := client.WithPinned(func(old, new string) { pins = append(pins, [2]string{old, new}) })
@@ -54,7 +55,7 @@ func TestServiceKeyPinning(t *testing.T) {
 
 	// The operator rotates: the replica restarts with k2 and the old k1.
 	_ = svc.Stop()
-	svc = natstest.Service(t, s, service.Config{ServiceKey: k2, PreviousServiceKey: k1})
+	svc = membertest.Service(t, s, service.Config{ServiceKey: k2, PreviousServiceKey: k1})
 	if _, err := cl.Whoami(ctx); err != nil {
 		t.Fatalf("after a rotation signed by the pinned key: %v", err)
 	}
@@ -66,7 +67,7 @@ func TestServiceKeyPinning(t *testing.T) {
 	// k2) claiming to succeed k2: forged, refused.
 	_ = svc.Stop()
 	forged, _ := k3.Sign(api.RotationCanonical(p2, p3))
-	natstest.Service(t, s, service.Config{ServiceKey: k3, Metadata: map[string]string{
+	membertest.Service(t, s, service.Config{ServiceKey: k3, Metadata: map[string]string{
 		api.MetaPreviousKey: p2, api.MetaRotationSig: base64.RawURLEncoding.EncodeToString(forged)}})
 	_, err := cl.Whoami(ctx)
 	var mismatch *client.KeyMismatchError

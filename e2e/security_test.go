@@ -14,7 +14,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -48,10 +49,10 @@ func checkGeneric(t *testing.T, text, storeDir string) {
 func TestStoreUnreachable(t *testing.T) {
 	dir := t.TempDir()
 	s := natstest.ServerWith(t, &server.Options{StoreDir: dir})
-	svc := natstest.Service(t, s, service.Config{RequestTimeout: 300 * time.Millisecond})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	carol := natstest.Member(t, s, admin, "carol")
+	svc := membertest.Service(t, s, service.Config{RequestTimeout: 300 * time.Millisecond})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -59,16 +60,16 @@ func TestStoreUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
-	beforeDump, beforeNonces := natstest.Dump(t, nc), natstest.NonceKeys(t, nc)
+	beforeDump, beforeNonces := membertest.Dump(t, nc), membertest.NonceKeys(t, nc)
 	jsCfg := s.JetStreamConfig()
 	if jsCfg == nil {
 		t.Fatal("no JetStream config")
 	}
 	storeDir := jsCfg.StoreDir
 
-	read := natstest.Signed(t, alice.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"}))
-	mutation := addRequest(t, alice, carol, "r1", key, natstest.Nonce(t))
-	whoami := natstest.Signed(t, carol.Identity().Sign, subjects.OpWhoami, natstest.Body(t, api.Empty{}))
+	read := membertest.Signed(t, alice.Identity().Sign, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1"}))
+	mutation := addRequest(t, alice, carol, "r1", key, membertest.Nonce(t))
+	whoami := membertest.Signed(t, carol.Identity().Sign, subjects.OpWhoami, membertest.Body(t, api.Empty{}))
 
 	if err := s.ShutdownJetStream(); err != nil {
 		t.Fatalf("shut down JetStream: %v", err)
@@ -87,7 +88,7 @@ func TestStoreUnreachable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run("unreachable/"+tt.name, func(t *testing.T) {
-			r := natstest.RequestOp(t, nc, tt.op, tt.data)
+			r := membertest.RequestOp(t, nc, tt.op, tt.data)
 			r.Expect(t, subjects.CodeUnavailable, api.KindUnavailable.String())
 			checkGeneric(t, r.Text, storeDir)
 			if len(r.Data) != 0 {
@@ -122,20 +123,20 @@ func TestStoreUnreachable(t *testing.T) {
 	s.Shutdown()
 	s.WaitForShutdown()
 	s = natstest.ServerWith(t, &server.Options{StoreDir: dir})
-	natstest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
 	nc = natstest.Connect(t, s)
 	alice = client.New(natstest.Connect(t, s), alice.Identity())
 	admin = client.New(natstest.Connect(t, s), admin.Identity())
 
 	var floor int64 // the nonce floor after the restart
 	t.Run("nothing accepted", func(t *testing.T) {
-		natstest.SameDump(t, beforeDump, natstest.Dump(t, nc))
+		membertest.SameDump(t, beforeDump, membertest.Dump(t, nc))
 		// The restart lost the read claims (memory, by design); the
 		// durable nonce keys must be exactly as before.
 		durable := func(keys []string) []string {
 			return slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return strings.HasPrefix(k, "readclaim.") })
 		}
-		if after := natstest.NonceKeys(t, nc); !slices.Equal(durable(beforeNonces), durable(after)) {
+		if after := membertest.NonceKeys(t, nc); !slices.Equal(durable(beforeNonces), durable(after)) {
 			t.Fatalf("nonce keys changed while the store was down: %v → %v", beforeNonces, after)
 		}
 		// The requests refused with 503 claimed no nonce: the same bytes
@@ -145,10 +146,10 @@ func TestStoreUnreachable(t *testing.T) {
 		// nonce floor, and signed anew they are served.
 		for _, tt := range tests {
 			if tt.op == subjects.OpRoomAdd {
-				natstest.RequestOp(t, nc, tt.op, tt.data).Expect(t, 0, "")
+				membertest.RequestOp(t, nc, tt.op, tt.data).Expect(t, 0, "")
 				continue
 			}
-			r := natstest.RequestOp(t, nc, tt.op, tt.data)
+			r := membertest.RequestOp(t, nc, tt.op, tt.data)
 			r.Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
 			floor = r.Floor
 		}
@@ -174,11 +175,11 @@ func TestStoreUnreachable(t *testing.T) {
 		}{
 			// Stamped at the nonce floor the restart set, so that the
 			// read gets as far as the store.
-			{subjects.OpRoomGet, natstest.Marshal(t, natstest.Envelope(t, alice.Identity().Sign, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet),
-				time.UnixMilli(floor), natstest.Nonce(t), natstest.Body(t, api.RoomRequest{Room: "r1"})))},
-			{subjects.OpRoomAdd, addRequest(t, alice, admin, "r1", key, natstest.Nonce(t))},
+			{subjects.OpRoomGet, membertest.Marshal(t, membertest.Envelope(t, alice.Identity().Sign, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet),
+				time.UnixMilli(floor), membertest.Nonce(t), membertest.Body(t, api.RoomRequest{Room: "r1"})))},
+			{subjects.OpRoomAdd, addRequest(t, alice, admin, "r1", key, membertest.Nonce(t))},
 		} {
-			r := natstest.RequestOp(t, nc, tt.op, tt.data)
+			r := membertest.RequestOp(t, nc, tt.op, tt.data)
 			r.Expect(t, subjects.CodeUnavailable, api.KindUnavailable.String())
 			checkGeneric(t, r.Text, storeDir)
 		}
@@ -193,12 +194,12 @@ func TestStoreUnreachable(t *testing.T) {
 // for epochs it belonged to, and the room directory is one's own.
 func TestAuditH3(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
-	mallory := natstest.Member(t, s, admin, "mallory")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
+	mallory := membertest.Member(t, s, admin, "mallory")
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	for _, r := range []struct {
@@ -268,8 +269,8 @@ func TestAuditH3(t *testing.T) {
 		// room.mine has no field naming another endpoint: asking for one
 		// is a malformed body.
 		c := natstest.Connect(t, s)
-		body := natstest.Body(t, map[string]any{"endpoint": "alice", "limit": 10})
-		natstest.RequestOp(t, c, subjects.OpRoomMine, natstest.Signed(t, mallory.Identity().Sign, subjects.OpRoomMine, body)).
+		body := membertest.Body(t, map[string]any{"endpoint": "alice", "limit": 10})
+		membertest.RequestOp(t, c, subjects.OpRoomMine, membertest.Signed(t, mallory.Identity().Sign, subjects.OpRoomMine, body)).
 			Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
 	})
 
@@ -310,11 +311,11 @@ func TestAuditH3(t *testing.T) {
 // and nobody but the owner may change the room.
 func TestAuditH6(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	mallory := natstest.Member(t, s, admin, "mallory")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	mallory := membertest.Member(t, s, admin, "mallory")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -323,7 +324,7 @@ func TestAuditH6(t *testing.T) {
 	malloryX, _ := mallory.Identity().XKey.PublicKey()
 	sealed := []byte("sealed-room-key")
 	t.Run("create in another's name", func(t *testing.T) {
-		before := natstest.Dump(t, nc)
+		before := membertest.Dump(t, nc)
 		members := []api.SealedKey{{Endpoint: "alice", Sealed: sealed}, {Endpoint: "mallory", Sealed: sealed}}
 		tests := []struct {
 			name string
@@ -339,11 +340,11 @@ func TestAuditH6(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				data := natstest.Signed(t, mallory.Identity().Sign, subjects.OpRoomCreate, natstest.Body(t, tt.body))
-				natstest.RequestOp(t, nc, subjects.OpRoomCreate, data).Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+				data := membertest.Signed(t, mallory.Identity().Sign, subjects.OpRoomCreate, membertest.Body(t, tt.body))
+				membertest.RequestOp(t, nc, subjects.OpRoomCreate, data).Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
 			})
 		}
-		natstest.SameDump(t, before, natstest.Dump(t, nc))
+		membertest.SameDump(t, before, membertest.Dump(t, nc))
 	})
 
 	t.Run("owner is the signer", func(t *testing.T) {
@@ -364,7 +365,7 @@ func TestAuditH6(t *testing.T) {
 		t.Fatalf("create r1: %v", err)
 	}
 	t.Run("non-owner changes", func(t *testing.T) {
-		before := natstest.Dump(t, nc)
+		before := membertest.Dump(t, nc)
 		for _, who := range []*client.Client{bob, mallory} {
 			x, _ := who.Identity().XKey.PublicKey()
 			ops := []struct {
@@ -386,7 +387,7 @@ func TestAuditH6(t *testing.T) {
 				})
 			}
 		}
-		natstest.SameDump(t, before, natstest.Dump(t, nc))
+		membertest.SameDump(t, before, membertest.Dump(t, nc))
 	})
 }
 
@@ -402,10 +403,10 @@ func must[T any](v T, err error) T {
 // identity's is 403, and neither writes a nonce. key to the bucket.
 func TestAuditH7(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	eve := natstest.Member(t, s, admin, "eve")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	eve := membertest.Member(t, s, admin, "eve")
 	nc := natstest.Connect(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
@@ -444,26 +445,26 @@ func TestAuditH7(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			beforeNonces, before := natstest.NonceKeys(t, nc), natstest.Dump(t, nc)
+			beforeNonces, before := membertest.NonceKeys(t, nc), membertest.Dump(t, nc)
 			for op, body := range bodies {
 				for range 5 {
-					data := natstest.Signed(t, tt.kp(t), op, natstest.Body(t, body))
-					natstest.RequestOp(t, nc, op, data).Expect(t, tt.code, tt.reason)
+					data := membertest.Signed(t, tt.kp(t), op, membertest.Body(t, body))
+					membertest.RequestOp(t, nc, op, data).Expect(t, tt.code, tt.reason)
 				}
 			}
-			if after := natstest.NonceKeys(t, nc); !slices.Equal(beforeNonces, after) {
+			if after := membertest.NonceKeys(t, nc); !slices.Equal(beforeNonces, after) {
 				t.Fatalf("nonce keys written for a signer that is not active: %d → %d", len(beforeNonces), len(after))
 			}
-			natstest.SameDump(t, before, natstest.Dump(t, nc))
+			membertest.SameDump(t, before, membertest.Dump(t, nc))
 		})
 	}
 	t.Run("active signer claims a nonce", func(t *testing.T) {
 		// The check above can fail: a registered signer's read does write
 		// exactly one nonce key.
-		before := natstest.NonceKeys(t, nc)
-		data := natstest.Signed(t, alice.Identity().Sign, subjects.OpWhoami, natstest.Body(t, api.Empty{}))
-		natstest.RequestOp(t, nc, subjects.OpWhoami, data).Expect(t, 0, "")
-		if after := natstest.NonceKeys(t, nc); len(after) != len(before)+1 {
+		before := membertest.NonceKeys(t, nc)
+		data := membertest.Signed(t, alice.Identity().Sign, subjects.OpWhoami, membertest.Body(t, api.Empty{}))
+		membertest.RequestOp(t, nc, subjects.OpWhoami, data).Expect(t, 0, "")
+		if after := membertest.NonceKeys(t, nc); len(after) != len(before)+1 {
 			t.Fatalf("nonce keys %d → %d, want one more", len(before), len(after))
 		}
 	})

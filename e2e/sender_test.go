@@ -17,8 +17,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/api"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )

@@ -12,7 +12,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -23,9 +24,9 @@ import (
 func TestStatsThroughNatsCLI(t *testing.T) {
 	s := natstest.Server(t)
 	cfg := service.Config{MaxRequest: 2048, RateLimit: 5, RateBurst: 5, IdentityMaxStale: -1}
-	natstest.Service(t, s, cfg)
-	natstest.Service(t, s, cfg)
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, cfg)
+	membertest.Service(t, s, cfg)
+	admin := membertest.Admin(t, s)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	nc := natstest.Connect(t, s)
@@ -45,39 +46,39 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 		if name == "flood" {
 			// A signer over its rate: 429 rate_limited.
 			for range 20 {
-				natstest.RequestOp(t, nc, subjects.OpWhoami, natstest.Signed(t, kp, subjects.OpWhoami, natstest.Body(t, api.Empty{})))
+				membertest.RequestOp(t, nc, subjects.OpWhoami, membertest.Signed(t, kp, subjects.OpWhoami, membertest.Body(t, api.Empty{})))
 			}
 		}
 	}
-	get := func(room string) []byte { return natstest.Body(t, api.RoomRequest{Room: room}) }
+	get := func(room string) []byte { return membertest.Body(t, api.RoomRequest{Room: room}) }
 	roomGet := subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet)
 	now := time.Now()
 
-	send := func(data []byte) { natstest.Request(t, nc, roomGet, data) }
-	send(nil)                                                                                                               // unsigned
-	send([]byte("hello"))                                                                                                   // malformed
-	send(make([]byte, 4096))                                                                                                // too_large
-	send(natstest.Marshal(t, natstest.Envelope(t, carolKP, roomGet, now.Add(-5*time.Minute), natstest.Nonce(t), get("r")))) // stale
-	e := natstest.Envelope(t, carolKP, roomGet, now, natstest.Nonce(t), get("r"))
+	send := func(data []byte) { membertest.Request(t, nc, roomGet, data) }
+	send(nil)                                                                                                                     // unsigned
+	send([]byte("hello"))                                                                                                         // malformed
+	send(make([]byte, 4096))                                                                                                      // too_large
+	send(membertest.Marshal(t, membertest.Envelope(t, carolKP, roomGet, now.Add(-5*time.Minute), membertest.Nonce(t), get("r")))) // stale
+	e := membertest.Envelope(t, carolKP, roomGet, now, membertest.Nonce(t), get("r"))
 	e.Body = get("other")
-	send(natstest.Marshal(t, e)) // bad_body_hash
-	e = natstest.Envelope(t, carolKP, roomGet, now, natstest.Nonce(t), get("r"))
+	send(membertest.Marshal(t, e)) // bad_body_hash
+	e = membertest.Envelope(t, carolKP, roomGet, now, membertest.Nonce(t), get("r"))
 	e.Sig[0] ^= 1
-	send(natstest.Marshal(t, e))                                                // bad_signature
-	send(natstest.Signed(t, keyPair(t), subjects.OpRoomGet, get("r")))          // unknown_signer
-	replayed := natstest.Signed(t, carolKP, subjects.OpRoomGet, get("nowhere")) // not_found
+	send(membertest.Marshal(t, e))                                                // bad_signature
+	send(membertest.Signed(t, keyPair(t), subjects.OpRoomGet, get("r")))          // unknown_signer
+	replayed := membertest.Signed(t, carolKP, subjects.OpRoomGet, get("nowhere")) // not_found
 	send(replayed)
 	send(replayed) // replay
 	if _, err := admin.Disable(ctx, "carol"); err != nil {
 		t.Fatal(err)
 	}
-	send(natstest.Signed(t, carolKP, subjects.OpRoomGet, get("r"))) // disabled
+	send(membertest.Signed(t, carolKP, subjects.OpRoomGet, get("r"))) // disabled
 	daveKP := keyPair(t)
 	davePub, _ := daveKP.PublicKey()
 	if _, err := admin.Register(ctx, api.PublicKeys{Endpoint: "dave", SignKey: davePub, XKey: xpub}, false); err != nil {
 		t.Fatal(err)
 	}
-	natstest.RequestOp(t, nc, subjects.OpIdentityList, natstest.Signed(t, daveKP, subjects.OpIdentityList, natstest.Body(t, api.PageRequest{}))) // forbidden
+	membertest.RequestOp(t, nc, subjects.OpIdentityList, membertest.Signed(t, daveKP, subjects.OpIdentityList, membertest.Body(t, api.PageRequest{}))) // forbidden
 
 	// A room with a removed member owes a rekey; the rekey endpoint's
 	// stats count it (refreshed in the background, so poll).
@@ -126,7 +127,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 	if err := s.ShutdownJetStream(); err != nil {
 		t.Fatal(err)
 	}
-	natstest.RequestOp(t, nc, subjects.OpIdentityList, natstest.Signed(t, daveKP, subjects.OpIdentityList, natstest.Body(t, api.PageRequest{}))) // unavailable
+	membertest.RequestOp(t, nc, subjects.OpIdentityList, membertest.Signed(t, daveKP, subjects.OpIdentityList, membertest.Body(t, api.PageRequest{}))) // unavailable
 
 	stats := readStats(t, s)
 	if len(stats) != 2 {

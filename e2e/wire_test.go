@@ -12,8 +12,9 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -31,12 +32,12 @@ type wireFixture struct {
 func newWireFixture(t *testing.T) *wireFixture {
 	t.Helper()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{MaxRequest: wireMaxRequest})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{MaxRequest: wireMaxRequest})
+	admin := membertest.Admin(t, s)
 	f := &wireFixture{
 		nc:    natstest.Connect(t, s),
-		alice: natstest.Member(t, s, admin, "alice"),
-		bob:   natstest.Member(t, s, admin, "bob"),
+		alice: membertest.Member(t, s, admin, "alice"),
+		bob:   membertest.Member(t, s, admin, "bob"),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
@@ -49,8 +50,8 @@ func newWireFixture(t *testing.T) *wireFixture {
 // serves fails the test unless the service still answers a valid request.
 func (f *wireFixture) serves(t *testing.T) {
 	t.Helper()
-	r := natstest.RequestOp(t, f.nc, subjects.OpRoomGet,
-		natstest.Signed(t, f.alice.Identity().Sign, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1"})))
+	r := membertest.RequestOp(t, f.nc, subjects.OpRoomGet,
+		membertest.Signed(t, f.alice.Identity().Sign, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1"})))
 	r.Expect(t, 0, "")
 	var room api.Room
 	r.Decode(t, &room)
@@ -63,9 +64,9 @@ func (f *wireFixture) serves(t *testing.T) {
 // and that the service still serves.
 func (f *wireFixture) send(t *testing.T, op subjects.Op, data []byte, code int, reason string) {
 	t.Helper()
-	before := natstest.Dump(t, f.nc)
-	natstest.RequestOp(t, f.nc, op, data).Expect(t, code, reason)
-	natstest.SameDump(t, before, natstest.Dump(t, f.nc))
+	before := membertest.Dump(t, f.nc)
+	membertest.RequestOp(t, f.nc, op, data).Expect(t, code, reason)
+	membertest.SameDump(t, before, membertest.Dump(t, f.nc))
 	f.serves(t)
 }
 
@@ -100,13 +101,13 @@ func TestWireBombs(t *testing.T) {
 		})
 		for _, op := range []subjects.Op{subjects.OpRoomGet, subjects.OpRoomAdd, subjects.OpRoomCreate} {
 			t.Run(bomb.name+"/body/"+string(op), func(t *testing.T) {
-				f.send(t, op, natstest.Signed(t, kp, op, bomb.b), subjects.CodeBadRequest, api.KindInvalid.String())
+				f.send(t, op, membertest.Signed(t, kp, op, bomb.b), subjects.CodeBadRequest, api.KindInvalid.String())
 			})
 		}
 		// The bomb nested as a field of an otherwise valid body.
 		t.Run(bomb.name+"/field", func(t *testing.T) {
 			body := append([]byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}, bomb.b...)
-			f.send(t, subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, body), subjects.CodeBadRequest, api.KindInvalid.String())
+			f.send(t, subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, body), subjects.CodeBadRequest, api.KindInvalid.String())
 		})
 	}
 }
@@ -120,12 +121,12 @@ func rawEnvelope(t *testing.T, kp nkeys.KeyPair, subject string, body []byte) []
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(body)
-	e := &envelope.Envelope{Version: envelope.Version, TS: time.Now().UnixMilli(), Nonce: natstest.Nonce(t),
+	e := &envelope.Envelope{Version: envelope.Version, TS: time.Now().UnixMilli(), Nonce: membertest.Nonce(t),
 		Signer: pub, BodyHash: sum[:], Body: body}
 	if e.Sig, err = kp.Sign(e.Canonical(subject)); err != nil {
 		t.Fatal(err)
 	}
-	return natstest.Marshal(t, e)
+	return membertest.Marshal(t, e)
 }
 
 // TestWireRejections covers each check of the pipeline on the wire: every
@@ -137,23 +138,23 @@ func TestWireRejections(t *testing.T) {
 	kp := alice.Sign
 	sealer, _ := alice.XKey.PublicKey()
 	subj := func(op subjects.Op) string { return subjects.Subject(subjects.DefaultPrefix, op) }
-	getBody := natstest.Body(t, api.RoomRequest{Room: "r1"})
-	addBody := natstest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
+	getBody := membertest.Body(t, api.RoomRequest{Room: "r1"})
+	addBody := membertest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
 		Member: api.SealedKey{Endpoint: "admin", Sealed: []byte("sealed")}})
 	create := func(id, subject string) []byte {
-		return natstest.Body(t, api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer,
+		return membertest.Body(t, api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer,
 			Members: []api.SealedKey{{Endpoint: "alice", Sealed: []byte("sealed")}}})
 	}
 	signedAt := func(op subjects.Op, ts time.Time, body []byte) []byte {
-		return natstest.Marshal(t, natstest.Envelope(t, kp, subj(op), ts, natstest.Nonce(t), body))
+		return membertest.Marshal(t, membertest.Envelope(t, kp, subj(op), ts, membertest.Nonce(t), body))
 	}
 	tamper := func(op subjects.Op, body []byte, change func(e *envelope.Envelope)) []byte {
-		e := natstest.Envelope(t, kp, subj(op), time.Now(), natstest.Nonce(t), body)
+		e := membertest.Envelope(t, kp, subj(op), time.Now(), membertest.Nonce(t), body)
 		change(e)
-		return natstest.Marshal(t, e)
+		return membertest.Marshal(t, e)
 	}
 	withField := func(op subjects.Op, body []byte, key string, value any) []byte {
-		e := natstest.Envelope(t, kp, subj(op), time.Now(), natstest.Nonce(t), body)
+		e := membertest.Envelope(t, kp, subj(op), time.Now(), membertest.Nonce(t), body)
 		m := map[string]any{"v": e.Version, "ts": e.TS, "nonce": e.Nonce, "signer": e.Signer,
 			"body_hash": e.BodyHash, "sig": e.Sig, "body": e.Body, key: value}
 		b, err := msgpack.Marshal(m)
@@ -164,11 +165,11 @@ func TestWireRejections(t *testing.T) {
 	}
 	bodyWith := func(v any, key string, value any) []byte {
 		var m map[string]any
-		if err := msgpack.Unmarshal(natstest.Body(t, v), &m); err != nil {
+		if err := msgpack.Unmarshal(membertest.Body(t, v), &m); err != nil {
 			t.Fatal(err)
 		}
 		m[key] = value
-		return natstest.Body(t, m)
+		return membertest.Body(t, m)
 	}
 	account, _ := nkeys.CreateAccount()
 	server, _ := nkeys.CreateServer()
@@ -194,16 +195,16 @@ func TestWireRejections(t *testing.T) {
 		{"oversized raw", subjects.OpRoomGet, big, subjects.CodeTooLarge, api.KindTooLarge.String()},
 		// One byte less passes the size check and fails decoding.
 		{"at the limit raw", subjects.OpRoomGet, big[:wireMaxRequest], bad, invalid},
-		{"oversized signed", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, big), subjects.CodeTooLarge, api.KindTooLarge.String()},
+		{"oversized signed", subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, big), subjects.CodeTooLarge, api.KindTooLarge.String()},
 		{"stale past read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(-stale), getBody), denied, unauth},
 		{"stale future read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(stale), getBody), denied, unauth},
 		{"stale past mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(-stale), addBody), denied, unauth},
 		{"stale future mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(stale), addBody), denied, unauth},
 		{"signed for room.get sent to room.add", subjects.OpRoomAdd, signedAt(subjects.OpRoomGet, time.Now(), addBody), denied, unauth},
 		{"signed for room.add sent to room.delete", subjects.OpRoomDelete, signedAt(subjects.OpRoomAdd, time.Now(), getBody), denied, unauth},
-		{"signed for another prefix", subjects.OpRoomGet, natstest.Marshal(t, natstest.Envelope(t, kp, "other.v1.room.get", time.Now(), natstest.Nonce(t), getBody)), denied, unauth},
+		{"signed for another prefix", subjects.OpRoomGet, membertest.Marshal(t, membertest.Envelope(t, kp, "other.v1.room.get", time.Now(), membertest.Nonce(t), getBody)), denied, unauth},
 		{"body changed after signing", subjects.OpRoomAdd, tamper(subjects.OpRoomAdd, addBody, func(e *envelope.Envelope) {
-			e.Body = natstest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer, Member: api.SealedKey{Endpoint: "bob", Sealed: []byte("x")}})
+			e.Body = membertest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer, Member: api.SealedKey{Endpoint: "bob", Sealed: []byte("x")}})
 		}), bad, invalid},
 		{"body hash of another body", subjects.OpRoomGet, tamper(subjects.OpRoomGet, getBody, func(e *envelope.Envelope) {
 			sum := sha256.Sum256([]byte("other"))
@@ -219,24 +220,24 @@ func TestWireRejections(t *testing.T) {
 		{"operator key signer", subjects.OpRoomGet, rawEnvelope(t, operator, subj(subjects.OpRoomGet), getBody), bad, invalid},
 		{"unknown envelope field", subjects.OpRoomGet, withField(subjects.OpRoomGet, getBody, "owner", "bob"), bad, invalid},
 		{"envelope as array", subjects.OpRoomGet, []byte{0x97, 1, 1, 0xc4, 0, 0xa0, 0xc4, 0, 0xc4, 0, 0xc4, 0}, bad, invalid},
-		{"unknown body field read", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, bodyWith(api.RoomRequest{Room: "r1"}, "owner", "bob")), bad, invalid},
-		{"unknown body field add", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, bodyWith(api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
+		{"unknown body field read", subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, bodyWith(api.RoomRequest{Room: "r1"}, "owner", "bob")), bad, invalid},
+		{"unknown body field add", subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, bodyWith(api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
 			Member: api.SealedKey{Endpoint: "admin", Sealed: []byte("s")}}, "admin", true)), bad, invalid},
-		{"unknown body field create", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate,
+		{"unknown body field create", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate,
 			bodyWith(api.CreateRoomRequest{ID: "r2", Subject: "chat.r2", Sealer: sealer, Members: []api.SealedKey{{Endpoint: "alice", Sealed: []byte("s")}}}, "owner", "bob")), bad, invalid},
-		{"body of the wrong type", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, natstest.Body(t, map[string]any{"room": 7})), bad, invalid},
-		{"room subject with *", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.*")), bad, invalid},
-		{"room subject with >", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.>")), bad, invalid},
-		{"room subject with space", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat ops")), bad, invalid},
-		{"room subject with tab", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.\tops")), bad, invalid},
-		{"room subject empty token", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat..ops")), bad, invalid},
-		{"room id with dot create", subjects.OpRoomCreate, natstest.Signed(t, kp, subjects.OpRoomCreate, create("r2.x", "chat.r2")), bad, invalid},
-		{"room id with dot get", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1.x"})), bad, invalid},
-		{"room id with wildcard get", subjects.OpRoomGet, natstest.Signed(t, kp, subjects.OpRoomGet, natstest.Body(t, api.RoomRequest{Room: "r1.>"})), bad, invalid},
-		{"member id with dot", subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, natstest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
+		{"body of the wrong type", subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, membertest.Body(t, map[string]any{"room": 7})), bad, invalid},
+		{"room subject with *", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.*")), bad, invalid},
+		{"room subject with >", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.>")), bad, invalid},
+		{"room subject with space", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat ops")), bad, invalid},
+		{"room subject with tab", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat.\tops")), bad, invalid},
+		{"room subject empty token", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate, create("r2", "chat..ops")), bad, invalid},
+		{"room id with dot create", subjects.OpRoomCreate, membertest.Signed(t, kp, subjects.OpRoomCreate, create("r2.x", "chat.r2")), bad, invalid},
+		{"room id with dot get", subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1.x"})), bad, invalid},
+		{"room id with wildcard get", subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, membertest.Body(t, api.RoomRequest{Room: "r1.>"})), bad, invalid},
+		{"member id with dot", subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, membertest.Body(t, api.AddMemberRequest{Room: "r1", Epoch: 1, Sealer: sealer,
 			Member: api.SealedKey{Endpoint: "bob.x", Sealed: []byte("s")}})), bad, invalid},
-		{"endpoint id with dot", subjects.OpIdentityGet, natstest.Signed(t, kp, subjects.OpIdentityGet, natstest.Body(t, api.EndpointRequest{Endpoint: "id.alice"})), bad, invalid},
-		{"remove id with dot", subjects.OpRoomRemove, natstest.Signed(t, kp, subjects.OpRoomRemove, natstest.Body(t, api.RemoveMemberRequest{Room: "r1", Endpoint: "bob.x"})), bad, invalid},
+		{"endpoint id with dot", subjects.OpIdentityGet, membertest.Signed(t, kp, subjects.OpIdentityGet, membertest.Body(t, api.EndpointRequest{Endpoint: "id.alice"})), bad, invalid},
+		{"remove id with dot", subjects.OpRoomRemove, membertest.Signed(t, kp, subjects.OpRoomRemove, membertest.Body(t, api.RemoveMemberRequest{Room: "r1", Endpoint: "bob.x"})), bad, invalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,8 +16,9 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -180,14 +181,14 @@ func msgpackKey(k string) []byte { return append([]byte{0xa0 | byte(len(k))}, k.
 // library's.
 func TestWireBodyTypes(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{RateLimit: -1})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{RateLimit: -1})
+	admin := membertest.Admin(t, s)
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
 	checked := 0
 	check := func(t *testing.T, op subjects.Op, body []byte, field string) {
 		t.Helper()
-		r := natstest.RequestOp(t, nc, op, natstest.Signed(t, kp, op, body))
+		r := membertest.RequestOp(t, nc, op, membertest.Signed(t, kp, op, body))
 		r.Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
 		checked++
 		if libraryWording.MatchString(r.Text) {
@@ -234,11 +235,11 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 	sealer, _ := f.alice.Identity().XKey.PublicKey()
 	// RemoveMemberRequest{room, endpoint} by position.
 	remove := []byte{0x92, 0xa2, 'r', '1', 0xa3, 'b', 'o', 'b'}
-	f.send(t, subjects.OpRoomRemove, natstest.Signed(t, kp, subjects.OpRoomRemove, remove), subjects.CodeBadRequest, api.KindInvalid.String())
+	f.send(t, subjects.OpRoomRemove, membertest.Signed(t, kp, subjects.OpRoomRemove, remove), subjects.CodeBadRequest, api.KindInvalid.String())
 	// AddMemberRequest{room, epoch, sealer, member{endpoint, sealed}} by position.
 	add := append([]byte{0x94, 0xa2, 'r', '1', 0x01, 0xd9, byte(len(sealer))}, sealer...)
 	add = append(add, 0x92, 0xa5, 'a', 'd', 'm', 'i', 'n', 0xc4, 1, 1)
-	f.send(t, subjects.OpRoomAdd, natstest.Signed(t, kp, subjects.OpRoomAdd, add), subjects.CodeBadRequest, api.KindInvalid.String())
+	f.send(t, subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, add), subjects.CodeBadRequest, api.KindInvalid.String())
 	if _, err := f.alice.RemoveMember(ctx, "r1", "bob"); err != nil {
 		t.Fatal(err)
 	}
@@ -266,18 +267,18 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 func TestWireReplyBinding(t *testing.T) {
 	s := natstest.Server(t)
 	skp, _ := nkeys.CreateServer()
-	natstest.Service(t, s, service.Config{ServiceKey: skp, MaxRequest: wireMaxRequest})
-	admin := natstest.Admin(t, s)
+	membertest.Service(t, s, service.Config{ServiceKey: skp, MaxRequest: wireMaxRequest})
+	admin := membertest.Admin(t, s)
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
 	pub, _ := skp.PublicKey()
 	verifier, _ := nkeys.FromPublicKey(pub)
-	body := natstest.Body(t, api.RoomRequest{Room: "r1"})
+	body := membertest.Body(t, api.RoomRequest{Room: "r1"})
 	env := func(change func(m map[string]any)) []byte {
-		e := natstest.Envelope(t, kp, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), time.Now(), natstest.Nonce(t), body)
+		e := membertest.Envelope(t, kp, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), time.Now(), membertest.Nonce(t), body)
 		m := map[string]any{"v": e.Version, "ts": e.TS, "nonce": e.Nonce, "signer": e.Signer, "body_hash": e.BodyHash, "sig": e.Sig, "body": e.Body}
 		change(m)
-		return natstest.Body(t, m)
+		return membertest.Body(t, m)
 	}
 	tests := []struct {
 		name    string

@@ -11,15 +11,16 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 )
 
 func TestBootstrap(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	st := natstest.Store(t, natstest.Connect(t, s))
+	membertest.Service(t, s, service.Config{})
+	st := membertest.Store(t, natstest.Connect(t, s))
 	ctx := ctxT(t)
 	root, err := client.NewIdentity("root")
 	if err != nil {
@@ -96,7 +97,7 @@ func TestBootstrapConcurrent(t *testing.T) {
 	const n = 4
 	stores := make([]*store.Store, n)
 	for i := range stores {
-		stores[i] = natstest.Store(t, natstest.Connect(t, s))
+		stores[i] = membertest.Store(t, natstest.Connect(t, s))
 	}
 	ctx := ctxT(t)
 	var wg sync.WaitGroup
@@ -125,7 +126,7 @@ func TestBootstrapConcurrent(t *testing.T) {
 // reported at once, not looked at again and again until the context ends.
 func TestBootstrapDanglingSigner(t *testing.T) {
 	s := natstest.Server(t)
-	st := natstest.Store(t, natstest.Connect(t, s))
+	st := membertest.Store(t, natstest.Connect(t, s))
 	id, _ := client.NewIdentity("root")
 	pub, _ := id.Public()
 	owner, err := msgpack.Marshal("root")

@@ -8,7 +8,8 @@ import (
 	"testing"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -21,7 +22,7 @@ func TestConcurrentAdds(t *testing.T) {
 	e := newEnv(t, service.Config{})
 	e2 := e.replica(t)
 	ctx := ctxT(t)
-	alice := natstest.Member(t, e.s, e.admin, "alice")
+	alice := membertest.Member(t, e.s, e.admin, "alice")
 	const workers, perWorker = 2, 5
 	var names []string
 	for i := range workers * perWorker {

@@ -13,7 +13,7 @@ import (
 // TestConnEpoch ends the requests in flight when the replica's connection
 // drops, and gives the next ones a live context.
 func TestConnEpoch(t *testing.T) {
-	// An in-process server (natstest imports this package).
+	// An in-process server (membertest imports this package).
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,9 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -81,7 +82,7 @@ func TestReplayCacheAnswersRepeats(t *testing.T) {
 	first := request(t, e.nc, e.subject(subjects.OpRoomCreate), create)
 	first.expect(t, api.KindOther)
 
-	before := natstest.Keys(t, e.nc)
+	before := membertest.Keys(t, e.nc)
 	writes := kvWrites(t, e)
 	w0 := writes()
 	for range 20 {
@@ -95,7 +96,7 @@ func TestReplayCacheAnswersRepeats(t *testing.T) {
 	if w := writes() - w0; w != 0 {
 		t.Fatalf("40 repeats made %d KV write attempts", w)
 	}
-	if after := natstest.Keys(t, e.nc); len(after) != len(before) {
+	if after := membertest.Keys(t, e.nc); len(after) != len(before) {
 		t.Fatalf("keys %d → %d", len(before), len(after))
 	}
 	// Another request reusing a claimed nonce is refused too, before its

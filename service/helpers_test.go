@@ -15,8 +15,9 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
@@ -44,8 +45,8 @@ type env struct {
 func newEnv(t *testing.T, cfg service.Config) *env {
 	t.Helper()
 	s := natstest.Server(t)
-	e := &env{s: s, svc: natstest.Service(t, s, cfg), admin: natstest.Admin(t, s), nc: natstest.Connect(t, s), cfg: cfg, given: cfg}
-	e.st = natstest.Store(t, e.nc)
+	e := &env{s: s, svc: membertest.Service(t, s, cfg), admin: membertest.Admin(t, s), nc: natstest.Connect(t, s), cfg: cfg, given: cfg}
+	e.st = membertest.Store(t, e.nc)
 	if err := e.cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func nonceCount(t *testing.T, st *store.Store) int {
 // replica starts another service replica in the same queue group.
 func (e *env) replica(t *testing.T) *service.Service {
 	t.Helper()
-	return natstest.Service(t, e.s, e.given)
+	return membertest.Service(t, e.s, e.given)
 }
 
 // newUser returns a fresh nkeys user key pair and its public key.

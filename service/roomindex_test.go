@@ -8,7 +8,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -25,7 +26,7 @@ type twoPaths struct {
 func newTwoPaths(t *testing.T, endpoints []string) *twoPaths {
 	t.Helper()
 	e := newEnv(t, service.Config{RateLimit: -1})
-	natstest.Service(t, e.s, service.Config{Prefix: "kv", RoomIndexWait: -1, RateLimit: -1})
+	membertest.Service(t, e.s, service.Config{Prefix: "kv", RoomIndexWait: -1, RateLimit: -1})
 	tp := &twoPaths{e: e, viaIdx: map[string]*client.Client{}, viaKV: map[string]*client.Client{}}
 	for _, ep := range endpoints {
 		id := e.register(t, ep)

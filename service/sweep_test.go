@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 )
@@ -19,13 +20,13 @@ import (
 // a young orphan.
 func TestSweep(t *testing.T) {
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	bob := natstest.Member(t, s, admin, "bob")
-	carol := natstest.Member(t, s, admin, "carol")
-	dave := natstest.Member(t, s, admin, "dave")
-	st := natstest.Store(t, natstest.Connect(t, s))
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	bob := membertest.Member(t, s, admin, "bob")
+	carol := membertest.Member(t, s, admin, "carol")
+	dave := membertest.Member(t, s, admin, "dave")
+	st := membertest.Store(t, natstest.Connect(t, s))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

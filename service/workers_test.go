@@ -16,7 +16,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -146,7 +147,7 @@ func TestWorkersConfig(t *testing.T) {
 func TestWorkersStop(t *testing.T) {
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
-	svc, err := service.Start(nc, natstest.Store(t, nc), service.Config{Workers: 4, Logger: discardLogger()})
+	svc, err := service.Start(nc, membertest.Store(t, nc), service.Config{Workers: 4, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )

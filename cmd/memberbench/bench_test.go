@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestBenchSmall runs the whole benchmark at a tiny scale and checks its

@@ -17,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestScaleState seeds the scale layout into a deployment, keeps it in a

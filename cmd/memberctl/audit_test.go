@@ -13,7 +13,8 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -26,10 +27,10 @@ func TestAuditCommand(t *testing.T) {
 	skp, _ := nkeys.CreateServer()
 	spub, _ := skp.PublicKey()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{ServiceKey: skp})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	membertest.Member(t, s, admin, "bob")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
@@ -70,7 +71,7 @@ func TestAuditCommand(t *testing.T) {
 		t.Fatalf("wrong pinned key: exit %d, want %d", code, exitLocal)
 	}
 
-	kv := natstest.KV(t, natstest.Connect(t, s))
+	kv := membertest.KV(t, natstest.Connect(t, s))
 	ent, err := kv.Get(ctx, "audit.room.r1.000000000002")
 	if err != nil {
 		t.Fatal(err)

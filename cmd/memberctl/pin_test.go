@@ -14,7 +14,8 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
-	"github.com/unibus/membership/e2e/natstest"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -67,9 +68,9 @@ func TestPinning(t *testing.T) {
 	k2, _ := nkeys.CreateServer()
 	p2, _ := k2.PublicKey()
 	s := natstest.Server(t)
-	svc := natstest.Service(t, s, service.Config{ServiceKey: k1})
-	admin := natstest.Admin(t, s)
-	natstest.Member(t, s, admin, "bob") // identities entry 1, signed by k1
+	svc := membertest.Service(t, s, service.Config{ServiceKey: k1})
+	admin := membertest.Admin(t, s)
+	membertest.Member(t, s, admin, "bob") // identities entry 1, signed by k1
 	dir := t.TempDir()
 	adminFile := writeIdentity(t, dir, admin.Identity())
 
@@ -84,7 +85,7 @@ func TestPinning(t *testing.T) {
 	// Another key with no statement: refused, both keys and the way to
 	// accept it named.
 	_ = svc.Stop()
-	svc = natstest.Service(t, s, service.Config{ServiceKey: k2})
+	svc = membertest.Service(t, s, service.Config{ServiceKey: k2})
 	code, _, stderr = memberctlAt(t, s, adminFile, "whoami")
 	if code != exitLocal || !strings.Contains(stderr, p1) || !strings.Contains(stderr, p2) || !strings.Contains(stderr, "--service-key "+p2) {
 		t.Fatalf("other key: exit %d, stderr %q", code, stderr)
@@ -107,7 +108,7 @@ func TestPinning(t *testing.T) {
 	k3, _ := nkeys.CreateServer()
 	p3, _ := k3.PublicKey()
 	_ = svc.Stop()
-	natstest.Service(t, s, service.Config{ServiceKey: k3, PreviousServiceKey: k2})
+	membertest.Service(t, s, service.Config{ServiceKey: k3, PreviousServiceKey: k2})
 	code, _, stderr = memberctlAt(t, s, adminFile, "whoami")
 	if code != exitOK || !strings.Contains(stderr, "rotated from "+p2+" to "+p3) {
 		t.Fatalf("rotation: exit %d, stderr %q", code, stderr)
@@ -118,7 +119,7 @@ func TestPinning(t *testing.T) {
 
 	// The identities chain, written under k1 and k3, verifies for an admin.
 	admin3 := client.New(natstest.Connect(t, s), admin.Identity(), client.WithServiceKey(p3))
-	natstest.Member(t, s, admin3, "carol") // identities entry 2, signed by k3
+	membertest.Member(t, s, admin3, "carol") // identities entry 2, signed by k3
 	code, out, stderr := memberctlAt(t, s, adminFile, "audit", "--identities", "--json")
 	var v auditJSON
 	if err := json.Unmarshal([]byte(out), &v); code != exitOK || err != nil || !v.Verified || len(v.Entries) != 2 || v.Entries[1].Target != "carol" {
@@ -138,10 +139,10 @@ func TestAuditRollback(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s := natstest.Server(t)
-	natstest.Service(t, s, service.Config{})
-	admin := natstest.Admin(t, s)
-	alice := natstest.Member(t, s, admin, "alice")
-	natstest.Member(t, s, admin, "bob")
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	alice := membertest.Member(t, s, admin, "alice")
+	membertest.Member(t, s, admin, "bob")
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestAuditRollback(t *testing.T) {
 		t.Fatalf("remembered head %+v, want seq 2", h)
 	}
 	// Truncate the tail, as a store restored from an old backup would.
-	kv := natstest.KV(t, natstest.Connect(t, s))
+	kv := membertest.KV(t, natstest.Connect(t, s))
 	if err := kv.Delete(ctx, "audit.room.r1.000000000002"); err != nil {
 		t.Fatal(err)
 	}

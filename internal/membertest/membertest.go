@@ -1,7 +1,9 @@
-// Package natstest starts real in-process nats-servers with JetStream for
-// tests, and the membership service on them. Everything it starts is
-// stopped through t.Cleanup.
-package natstest
+// Package membertest is the upper layer of the test kit: the membership
+// service on servers that internal/natstest starts, a bootstrapped admin,
+// registered members, the shared service key, and requests written and read
+// on the raw wire (signed envelopes, error headers, bucket dumps). Everything
+// it starts is stopped through t.Cleanup.
+package membertest
 
 import (
 	"context"
@@ -16,54 +18,11 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
-
-// Server starts a single JetStream node on a random loopback port.
-func Server(t testing.TB) *server.Server {
-	t.Helper()
-	return ServerWith(t, &server.Options{})
-}
-
-// ServerWith starts a node from opts, filling in loopback, a random port,
-// JetStream and a temporary store directory where they are unset.
-func ServerWith(t testing.TB, opts *server.Options) *server.Server {
-	t.Helper()
-	if opts.Host == "" {
-		opts.Host = "127.0.0.1"
-	}
-	if opts.Port == 0 {
-		opts.Port = -1
-	}
-	if opts.StoreDir == "" {
-		opts.StoreDir = t.TempDir()
-	}
-	opts.JetStream = true
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(Patience) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
-}
-
-// Connect opens a connection to s, closed at cleanup.
-func Connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // Store opens the membership buckets on nc.
 func Store(t testing.TB, nc *nats.Conn) *store.Store {
@@ -72,7 +31,7 @@ func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	st, err := store.Open(ctx, js, store.Config{
 		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(service.DefaultSkew),
@@ -106,7 +65,7 @@ func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Servic
 	if cfg.ServiceKey == nil {
 		cfg.ServiceKey = ServiceKey()
 	}
-	nc := Connect(t, s)
+	nc := natstest.Connect(t, s)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -133,8 +92,8 @@ func Admin(t testing.TB, s *server.Server) *client.Client {
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()
-	nc := Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	nc := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	if _, err := service.Bootstrap(ctx, Store(t, nc), pub); err != nil {
 		t.Fatalf("bootstrap admin: %v", err)
@@ -151,10 +110,10 @@ func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint strin
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	if _, err := admin.Register(ctx, pub, false); err != nil {
 		t.Fatalf("register %s: %v", endpoint, err)
 	}
-	return client.New(Connect(t, s), id)
+	return client.New(natstest.Connect(t, s), id)
 }

@@ -1,34 +1,25 @@
-package natstest
+package membertest
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
-	"io"
-	"net"
-	"os"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/subjects"
 )
-
-// NatsCLIPkg is the natscli main package, declared as a go tool in go.mod.
-const NatsCLIPkg = "github.com/nats-io/natscli/nats"
 
 // Reply is a reply as it arrived on the wire: body, error code (0 when the
 // reply carries no error header), reason token and error text.
@@ -92,7 +83,7 @@ func Signed(t testing.TB, kp nkeys.KeyPair, op subjects.Op, body []byte) []byte 
 // headers decoded.
 func Request(t testing.TB, nc *nats.Conn, subject string, data []byte) Reply {
 	t.Helper()
-	msg, err := nc.Request(subject, data, Patience)
+	msg, err := nc.Request(subject, data, natstest.Patience)
 	if err != nil {
 		t.Fatalf("request %s: %v", subject, err)
 	}
@@ -156,7 +147,7 @@ func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, subjects.DefaultBucket)
 	if err != nil {
@@ -168,7 +159,7 @@ func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
 // Keys lists every live key of the membership bucket, sorted.
 func Keys(t testing.TB, nc *nats.Conn) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	kl, err := KV(t, nc).ListKeys(ctx)
 	if err != nil {
@@ -199,7 +190,7 @@ func NonceKeys(t testing.TB, nc *nats.Conn) []string {
 // "readclaim.<message id>", sorted.
 func ReadClaims(t testing.TB, nc *nats.Conn) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -255,7 +246,7 @@ func isBookkeeping(key string) bool {
 func Dump(t testing.TB, nc *nats.Conn) map[string]string {
 	t.Helper()
 	kv := KV(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	out := map[string]string{}
 	for _, k := range Keys(t, nc) {
@@ -296,168 +287,6 @@ func SameDump(t testing.TB, before, after map[string]string) {
 	}
 }
 
-// NatsCLI returns the path of the executable that `go tool nats` runs. The
-// go command builds it once and keeps it in its build cache, so test
-// binaries and later runs share it instead of linking the CLI again (that
-// link took 45 s of the suite on a loaded machine).
-func NatsCLI(t testing.TB) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	const key = "go tool nats"
-	if p, ok := builtPaths[key]; ok {
-		return p
-	}
-	out, err := exec.Command("go", "tool", "-n", "nats").Output()
-	if err != nil {
-		t.Fatalf("go tool -n nats: %v", err)
-	}
-	p := strings.TrimSpace(string(out))
-	builtPaths[key] = p
-	return p
-}
-
-// RunNats runs the nats CLI against s with args and stdin (nil: none),
-// isolated from the user's contexts, and returns its stdout and stderr.
-func RunNats(t testing.TB, s *server.Server, stdin []byte, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	home := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), Within(3))
-	defer cancel()
-	cmd := exec.CommandContext(ctx, NatsCLI(t), append([]string{"--server", s.ClientURL(), "--timeout", "2s"}, args...)...)
-	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+home, "XDG_CONFIG_HOME="+home, "NO_COLOR=1")
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err = cmd.Run()
-	return o.String(), e.String(), err
-}
-
-// Proxy is a TCP proxy in front of a nats-server whose server-to-client
-// direction can be held, so that replies reach the client late: a reply
-// held past the client's timeout is a lost reply.
-type Proxy struct {
-	URL string
-
-	mu     sync.Mutex
-	cond   *sync.Cond
-	held   bool
-	closed bool
-}
-
-// NewProxy starts a proxy to s, closed at cleanup.
-func NewProxy(t testing.TB, s *server.Server) *Proxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{URL: "nats://" + l.Addr().String()}
-	p.cond = sync.NewCond(&p.mu)
-	target := s.Addr().String()
-	var conns []net.Conn
-	var connsMu sync.Mutex
-	t.Cleanup(func() {
-		l.Close()
-		p.mu.Lock()
-		p.closed = true
-		p.cond.Broadcast()
-		p.mu.Unlock()
-		connsMu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		connsMu.Unlock()
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			connsMu.Lock()
-			conns = append(conns, c, up)
-			connsMu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := up.Read(buf)
-					if n > 0 {
-						if !p.wait() {
-							return
-						}
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return p
-}
-
-// wait blocks while the proxy is held; false once it is closed.
-func (p *Proxy) wait() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.held && !p.closed {
-		p.cond.Wait()
-	}
-	return !p.closed
-}
-
-// Hold stops passing bytes from the server to clients.
-func (p *Proxy) Hold() {
-	p.mu.Lock()
-	p.held = true
-	p.mu.Unlock()
-}
-
-// Release passes held and further bytes on.
-func (p *Proxy) Release() {
-	p.mu.Lock()
-	p.held = false
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
-// Gather sends an empty request to subject (a $SRV.… discovery subject
-// that every micro instance answers) and returns the answers, collected
-// until none has come for quiet.
-func Gather(t testing.TB, nc *nats.Conn, subject string, quiet time.Duration) [][]byte {
-	t.Helper()
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
-	var answers [][]byte
-	for {
-		msg, err := sub.NextMsg(quiet)
-		if err != nil {
-			return answers
-		}
-		answers = append(answers, msg.Data)
-	}
-}
-
 // WaitGone waits until the micro instance id no longer answers
 // $SRV.PING.<service>. micro's Stop drains its subscriptions and returns
 // before the server has removed them; the ping subscription goes last, so
@@ -467,7 +296,7 @@ func WaitGone(t testing.TB, nc *nats.Conn, id string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		seen := false
-		for _, a := range Gather(t, nc, "$SRV.PING."+subjects.ServiceName, 100*time.Millisecond) {
+		for _, a := range natstest.Gather(t, nc, "$SRV.PING."+subjects.ServiceName, 100*time.Millisecond) {
 			if bytes.Contains(a, []byte(`"id":"`+id+`"`)) {
 				seen = true
 			}
@@ -479,15 +308,4 @@ func WaitGone(t testing.TB, nc *nats.Conn, id string) {
 			t.Fatalf("micro instance %s still answers pings", id)
 		}
 	}
-}
-
-// StatInt reads one integer field of an endpoint's custom stats data.
-func StatInt(t testing.TB, data json.RawMessage, field string) int {
-	t.Helper()
-	var d map[string]any
-	if err := json.Unmarshal(data, &d); err != nil {
-		t.Fatalf("stats data: %v", err)
-	}
-	n, _ := d[field].(float64)
-	return int(n)
 }
