@@ -115,7 +115,7 @@ func (s *Service) revokeCommitted(ctx context.Context, c *call, writes []store.W
 		case !w.Delete && c.op == subjects.OpRoomDelete && strings.HasPrefix(w.Key, famRoom):
 			// Read before the purge that follows the commit removes them.
 			room := strings.TrimPrefix(w.Key, famRoom)
-			keys, err := s.store.Keys(ctx, prefixMembers(room))
+			keys, err := s.listKeys(ctx, prefixMembers(room))
 			if err != nil {
 				s.cfg.Logger.Warn("bus revocation: list members of deleted room", "room", room, "error", err)
 			}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -29,7 +30,8 @@ type call struct {
 	env     *envelope.Envelope
 	signer  *api.Identity // nil when the request has no verified signer
 	digest  [32]byte
-	nonce   string // nonce key
+	nonce   string                      // nonce key
+	shard   atomic.Pointer[store.Shard] // a mutation's shard, once known (shards.go)
 	now     time.Time
 	reject  string // finer rejection reason for the stats, if any
 
@@ -270,8 +272,14 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		_, err := c.requireSigner()
 		return nil, err
 	}
-	if done, err := s.checkApplied(ctx, c); done != nil || err != nil {
-		return done, err
+	// With more than one shard a room operation's nonce is in its room's
+	// shard, known once the plan has read the room: it is looked up after
+	// the plan then (a copy of an applied request fails its plan or its
+	// commit, and both look it up).
+	if s.store.RoomShards() == 1 || !roomOp(c.op) {
+		if done, err := s.checkApplied(ctx, c); done != nil || err != nil {
+			return done, err
+		}
 	}
 	for attempt, wait := 0, inFlightBackoff; ; {
 		m, err := mutate(ctx, c)
@@ -301,8 +309,12 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		}
 		rec, _ := msgpack.Marshal(nonceRecord{Digest: c.digest[:], Reply: reply})
 		writes := append([]store.Write{{Key: c.nonce, Value: rec, TTL: s.cfg.NonceTTL()}}, m.writes...)
+		sh, err := s.batchShard(c, m.writes) // the nonce commits where the state does (shards.go)
+		if err != nil {
+			return nil, s.internal(c, "shard", err)
+		}
 		start := time.Now()
-		err = s.store.Commit(ctx, writes)
+		err = sh.Commit(ctx, writes)
 		st := s.stats.of(c.op)
 		st.storeLatency(time.Since(start))
 		if err == nil {
@@ -397,7 +409,7 @@ func isRoomRecord(key string) int {
 // a replay error when another request used the nonce, and nothing when the
 // nonce is free.
 func (s *Service) checkApplied(ctx context.Context, c *call) ([]byte, error) {
-	ent, err := s.store.Get(ctx, c.nonce)
+	ent, err := s.nonceShard(c).Get(ctx, c.nonce)
 	if err != nil {
 		return nil, s.storeErr(c, "read nonce", err)
 	}

@@ -95,7 +95,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.stats = newStats(func(ctx context.Context) (int, error) {
-		keys, err := st.Keys(ctx, famOwed)
+		keys, err := st.KeysAll(ctx, famOwed)
 		return len(keys), err
 	})
 	meta := map[string]string{
@@ -168,7 +168,7 @@ func (s *Service) Micro() micro.Service { return s.micro }
 // the key holds no value.
 func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
 	start := time.Now()
-	ent, err := s.store.Get(ctx, key)
+	ent, err := s.shardOf(c, key).Get(ctx, key)
 	s.stats.of(c.op).storeLatency(time.Since(start))
 	if err != nil {
 		return 0, false, s.storeErr(c, "get "+keyFamily(key), err)

@@ -118,3 +118,17 @@ func (s *Store) LastSeqs(ctx context.Context) ([]uint64, error) {
 	})
 	return seqs, err
 }
+
+// KeysAll lists the live keys under prefix in every shard, one shard after
+// another (callers sort them if they need an order).
+func (s *Store) KeysAll(ctx context.Context, prefix string) ([]string, error) {
+	var all []string
+	for _, sh := range s.all {
+		keys, err := sh.Keys(ctx, prefix)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, keys...)
+	}
+	return all, nil
+}

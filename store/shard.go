@@ -35,6 +35,7 @@ func (s *Shard) ID() int { return s.id }
 type Entry struct {
 	Value []byte
 	Rev   uint64
+	Time  time.Time // when the value was written (the stream's timestamp); zero if none
 }
 
 // Exists reports whether the key holds a value.
@@ -58,7 +59,7 @@ func (s *Shard) Get(ctx context.Context, key string) (Entry, error) {
 	if v == nil {
 		v = []byte{}
 	}
-	return Entry{Value: v, Rev: m.Sequence}, nil
+	return Entry{Value: v, Rev: m.Sequence, Time: m.Time}, nil
 }
 
 // LastSeq is the shard's newest revision, from the stream leader:

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/api"
+	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/natstest"
+	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/store"
+	"github.com/unibus/membership/subjects"
+)
+
+// shardCtx is a context bounded by the test's patience.
+func shardCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// shardedDeployment creates a deployment of n room shards on a new server
+// and starts two service replicas on it (membertest's store opens the
+// deployment as created).
+func shardedDeployment(t *testing.T, n int) (*server.Server, *store.Store, func(string) *client.Client) {
+	t.Helper()
+	s := natstest.Server(t)
+	js, err := jetstream.New(natstest.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(shardCtx(t), js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
+		MaxTTL: service.NonceTTL(service.DefaultSkew), Shards: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	membertest.Service(t, s, service.Config{})
+	membertest.Service(t, s, service.Config{})
+	admin := membertest.Admin(t, s)
+	return s, st, func(ep string) *client.Client { return membertest.Member(t, s, admin, ep) }
+}
+
+// TestShardsEndToEnd: on four room shards every key of a room — record,
+// members, directory entries, epoch, audit chain — and the nonce of each of
+// its mutations are in the room's shard and nowhere else; identities and
+// subject claims are in the base bucket; a member lists its rooms of every
+// shard at once after each join; the same signed mutation sent again is
+// "already applied"; a subject held by a room of one shard is refused to a
+// room of another, and free again once its room is deleted.
+func TestShardsEndToEnd(t *testing.T) {
+	_, st, member := shardedDeployment(t, 4)
+	alice, bob := member("alice"), member("bob")
+	ctx := shardCtx(t)
+	var rooms []string
+	used := map[int]bool{}
+	for i := 0; i < 8; i++ {
+		id := fmt.Sprintf("r%d", i)
+		if _, _, err := alice.CreateRoom(ctx, id, "chat."+id, nil); err != nil {
+			t.Fatalf("create %s: %v", id, err)
+		}
+		if _, err := alice.AddMember(ctx, id, "bob"); err != nil {
+			t.Fatalf("add bob to %s: %v", id, err)
+		}
+		page, err := bob.MyRooms(ctx, "", 100)
+		if err != nil || len(page.Rooms) != i+1 {
+			t.Fatalf("bob's rooms right after joining %s: %+v, %v", id, page, err)
+		}
+		rooms = append(rooms, id)
+		used[store.RoomShard(id, 4)] = true
+	}
+	if len(used) < 3 {
+		t.Fatalf("8 rooms in %d shards only: pick other ids", len(used))
+	}
+
+	for _, id := range rooms {
+		home := st.Room(id)
+		for _, key := range []string{"room." + id, "member." + id + ".bob", "eprooms.bob." + id, "epoch." + id + ".1", "audithead.room." + id, "audit.room." + id + ".000000000002"} {
+			for _, sh := range st.Shards() {
+				e, err := sh.Get(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.Exists() != (sh == home) {
+					t.Fatalf("%s in %s: %v; its room's shard is %s", key, sh.Name(), e.Exists(), home.Name())
+				}
+			}
+		}
+		nonces, err := home.Keys(ctx, "nonce.")
+		if err != nil || len(nonces) < 2 {
+			t.Fatalf("nonces in %s (room %s): %d, %v; want its create's and its add's", home.Name(), id, len(nonces), err)
+		}
+	}
+	for _, prefix := range []string{"id.", "signer.", "subject.", "audit.identities."} {
+		for _, sh := range st.Shards() {
+			keys, err := sh.Keys(ctx, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (len(keys) > 0) != (sh == st.Base()) {
+				t.Fatalf("%d keys under %s in %s (base %s)", len(keys), prefix, sh.Name(), st.Base().Name())
+			}
+		}
+	}
+	if n, err := st.Base().Keys(ctx, "room."); err != nil || len(n) != 0 {
+		t.Fatalf("room keys in the base bucket: %v, %v", n, err)
+	}
+
+	// A subject across shards.
+	other := ""
+	for i := 0; other == ""; i++ {
+		if id := fmt.Sprintf("x%d", i); store.RoomShard(id, 4) != store.RoomShard("r0", 4) {
+			other = id
+		}
+	}
+	if _, _, err := alice.CreateRoom(ctx, other, "chat.r0", nil); !errors.Is(err, client.ErrExists) {
+		t.Fatalf("room %s (another shard) on r0's subject: %v, want exists", other, err)
+	}
+	if _, err := alice.DeleteRoom(ctx, "r0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := alice.CreateRoom(ctx, other, "chat.r0", nil); err != nil {
+		t.Fatalf("room %s on the subject of deleted r0: %v", other, err)
+	}
+	if page, err := bob.MyRooms(ctx, "", 100); err != nil || len(page.Rooms) != 7 {
+		t.Fatalf("bob's rooms after r0 was deleted: %+v, %v", page, err)
+	}
+}
+
+// TestShardsResend: the same signed mutation of a room in a room shard,
+// sent twice, applies once and is answered "already applied" with the
+// first reply the second time, on either replica.
+func TestShardsResend(t *testing.T) {
+	s, st, member := shardedDeployment(t, 4)
+	alice, bob := member("alice"), member("bob")
+	if _, _, err := alice.CreateRoom(shardCtx(t), "r1", "chat.r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	sealer, _ := alice.Identity().XKey.PublicKey()
+	key, _, err := alice.Key(shardCtx(t), "r1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bx, _ := bob.Identity().XKey.PublicKey()
+	sealed, err := alice.Identity().XKey.Seal(key, bx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutation := membertest.Signed(t, alice.Identity().Sign, subjects.OpRoomAdd, membertest.Body(t, api.AddMemberRequest{
+		Room: "r1", Epoch: 1, Sealer: sealer, Member: api.SealedKey{Endpoint: "bob", Sealed: sealed}}))
+	nc := natstest.Connect(t, s)
+	first := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+	first.Expect(t, 0, "")
+	for i := 0; i < 4; i++ { // the queue group spreads the copies over both replicas
+		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
+		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
+	}
+	nonces, err := st.Room("r1").Keys(shardCtx(t), "nonce.")
+	if err != nil || len(nonces) != 2 {
+		t.Fatalf("nonces in r1's shard: %v, %v; want the create's and the add's", nonces, err)
+	}
+	if base, _ := st.Base().Keys(shardCtx(t), "nonce."); len(base) != 2 {
+		t.Fatalf("nonces in the base bucket: %v; want the two registrations'", base)
+	}
+}
