@@ -106,15 +106,6 @@ func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
 // Identity is the identity the client signs as.
 func (c *Client) Identity() *Identity { return c.id }
 
-// mutating reports which operations commit state; only those are resent
-// unchanged (reads claim their nonce on first sight, so a resent read would
-// be a replay).
-var mutating = map[subjects.Op]bool{
-	subjects.OpIdentityRegister: true, subjects.OpIdentityDisable: true, subjects.OpIdentityEnable: true,
-	subjects.OpRoomCreate: true, subjects.OpRoomAdd: true, subjects.OpRoomRemove: true,
-	subjects.OpRoomLeave: true, subjects.OpRoomRekey: true, subjects.OpRoomDelete: true,
-}
-
 // Call sends req to op and decodes the reply into resp. Most callers use the
 // typed methods instead.
 func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error {
@@ -123,8 +114,11 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 		return err
 	}
 	subject := subjects.Subject(c.prefix, op)
+	// Only a mutation is resent unchanged: a read claims its nonce on first
+	// sight, so a resent read would be a replay (api.OpSpec.Mutates).
+	mutates := api.Mutates(op)
 	var data []byte
-	if mutating[op] {
+	if mutates {
 		data, err = c.sign(subject, body)
 		if err != nil {
 			return err
@@ -133,7 +127,7 @@ func (c *Client) Call(ctx context.Context, op subjects.Op, req, resp any) error 
 	wait := c.backoff
 	restamped := false
 	for attempt := 0; ; attempt++ {
-		if !mutating[op] {
+		if !mutates {
 			if data, err = c.sign(subject, body); err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -20,13 +19,6 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
-func ctxT(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // TestRoomKeys seals room keys through the service and opens them again:
 // each member opens the key its owner generated, for every epoch it was a
 // member at, and nobody else gets one.
@@ -37,7 +29,7 @@ func TestRoomKeys(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 
 	_, key1, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
 	if err != nil {
@@ -116,7 +108,7 @@ func TestRetryUntilServiceStarts(t *testing.T) {
 	pub, _ := bob.Public()
 	c := client.New(natstest.Connect(t, s), admin.Identity(),
 		client.WithRetries(6), client.WithBackoff(50*time.Millisecond), client.WithTimeout(2*time.Second))
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 
 	type result struct {
 		id  *api.Identity
@@ -179,7 +171,7 @@ func TestErrorSentinels(t *testing.T) {
 		t.Fatal(err)
 	}
 	strangerC := client.New(natstest.Connect(t, s), stranger)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	if _, _, err := alice.CreateRoom(ctx, "ops", "chat.ops", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func TestResendOnReconnect(t *testing.T) {
 	admin := membertest.Admin(t, s)
 	bob, _ := client.NewIdentity("bob")
 	pub, _ := bob.Public()
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	// The attempt timeout outlives the test's context: only a resend on
 	// reconnect can finish in time.
 	nc := natstest.Connect(t, s)

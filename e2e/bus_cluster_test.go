@@ -182,9 +182,9 @@ func TestBusCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := client.New(c.connect(t, 1, adminID), adminID)
-	ids := registerNew(busCtx(t), t, admin, "owner", "bob", "carol")
+	ids := registerNew(natstest.Ctx(t, 1), t, admin, "owner", "bob", "carol")
 	owner := client.New(c.connect(t, 1, ids["owner"]), ids["owner"])
-	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob", "carol"}); err != nil {
+	if _, _, err := owner.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", []string{"bob", "carol"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -206,7 +206,7 @@ func TestBusCluster(t *testing.T) {
 	publishUntil(t, ownerNC, "chat.r1", bobSub, carolSub)
 
 	// The only replica, on n1, handles the removal; bob is on n3.
-	if _, err := owner.RemoveMember(busCtx(t), "r1", "bob"); err != nil {
+	if _, err := owner.RemoveMember(natstest.Ctx(t, 1), "r1", "bob"); err != nil {
 		t.Fatal(err)
 	}
 	wait(t, kicked, "bob kicked from n3")

@@ -27,7 +27,7 @@ import (
 
 // busWait bounds each wait of the bus tests for something that happens at
 // once when it works (a kick, a refusal, a delivery).
-const busWait = 10 * time.Second
+var busWait = natstest.Patience
 
 // busNode is one nats-server whose connections are authorized by a callout
 // replica in this process, as membershipd --bus runs it embedded.
@@ -164,13 +164,6 @@ func TestBusRefusesUnknownAndDisabled(t *testing.T) {
 	}
 }
 
-// busCtx is a context for one call, ending after busWait.
-func busCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), busWait)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // wait waits for a value on ch, at most busWait.
 func wait[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
@@ -247,7 +240,7 @@ func TestBusRemovedMemberCLI(t *testing.T) {
 	b := startBusNode(t, callout.Enforce)
 	ids := b.register(t, "owner", "bob", "eve")
 	owner := b.member(t, ids["owner"])
-	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+	if _, _, err := owner.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatal(err)
 	}
 	ownerNC := b.connect(t, ids["owner"]) // after the create: it has the room
@@ -285,7 +278,7 @@ func TestBusRemovedMemberCLI(t *testing.T) {
 		t.Fatalf("eve's publish: %v, want a permissions violation", err)
 	}
 
-	if _, err := owner.RemoveMember(busCtx(t), "r1", "bob"); err != nil {
+	if _, err := owner.RemoveMember(natstest.Ctx(t, 1), "r1", "bob"); err != nil {
 		t.Fatal(err)
 	}
 	// Kicked: the CLI reconnects with bob's new permissions and its
@@ -326,7 +319,7 @@ func TestBusFailsClosed(t *testing.T) {
 	b := startBusNode(t, callout.Enforce)
 	ids := b.register(t, "owner", "bob")
 	owner := b.member(t, ids["owner"])
-	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+	if _, _, err := owner.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatal(err)
 	}
 	bob := b.connect(t, ids["bob"])
@@ -361,7 +354,7 @@ func TestBusObserve(t *testing.T) {
 	b := startBusNode(t, callout.Observe)
 	ids := b.register(t, "owner", "eve")
 	owner := b.member(t, ids["owner"])
-	if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", nil); err != nil {
+	if _, _, err := owner.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}
 	stranger, _ := client.NewIdentity("stranger")
@@ -401,17 +394,17 @@ func TestBusRevocations(t *testing.T) {
 		revoke func(t *testing.T, b *busNode, owner, bob *client.Client) error
 	}{
 		{"leave", func(t *testing.T, b *busNode, _, bob *client.Client) error {
-			_, err := bob.Leave(busCtx(t), "r1")
+			_, err := bob.Leave(natstest.Ctx(t, 1), "r1")
 			return err
 		}},
 		{"delete", func(t *testing.T, b *busNode, owner, _ *client.Client) error {
-			_, err := owner.DeleteRoom(busCtx(t), "r1")
+			_, err := owner.DeleteRoom(natstest.Ctx(t, 1), "r1")
 			return err
 		}},
 		{"new signing key", func(t *testing.T, b *busNode, _, _ *client.Client) error {
 			fresh, _ := client.NewIdentity("bob")
 			pub, _ := fresh.Public()
-			_, err := b.admin.Register(busCtx(t), pub, false)
+			_, err := b.admin.Register(natstest.Ctx(t, 1), pub, false)
 			return err
 		}},
 	} {
@@ -419,7 +412,7 @@ func TestBusRevocations(t *testing.T) {
 			b := startBusNode(t, callout.Enforce)
 			ids := b.register(t, "owner", "bob")
 			owner := b.member(t, ids["owner"])
-			if _, _, err := owner.CreateRoom(busCtx(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+			if _, _, err := owner.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", []string{"bob"}); err != nil {
 				t.Fatal(err)
 			}
 			kicked := make(chan struct{}, 1)

@@ -33,7 +33,7 @@ import (
 )
 
 // channelWait bounds every wait of the channel tests.
-const channelWait = 20 * time.Second
+var channelWait = natstest.Within(2)
 
 // channelWorld is one server, one service replica signing with a pinned
 // key, an admin and members created on demand.
@@ -50,9 +50,7 @@ func newChannelWorld(t *testing.T) *channelWorld {
 	spub := membertest.ServicePub()
 	s := natstest.Server(t)
 	membertest.Service(t, s, service.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), channelWait)
-	t.Cleanup(cancel)
-	return &channelWorld{t: t, s: s, admin: membertest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*client.Identity{}, ctx: ctx}
+	return &channelWorld{t: t, s: s, admin: membertest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*client.Identity{}, ctx: natstest.Ctx(t, 2)}
 }
 
 // member registers name and returns a pinned client on its own connection.

@@ -335,6 +335,34 @@ func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	}
 }
 
+// waitCurrent waits until every replica of the bucket's stream is current,
+// so that the next fault starts from a healthy cluster.
+func (c *testCluster) waitCurrent(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(nodeReadyTimeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))
+		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
+		cancel()
+		if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == len(c.nodes)-1 {
+			current := true
+			for _, r := range info.Cluster.Replicas {
+				current = current && r.Current && !r.Offline
+			}
+			if current {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("bucket replicas did not become current")
+}
+
 // clientAt connects as id to url.
 func clientAt(t *testing.T, url string, id *client.Identity) *client.Client {
 	t.Helper()

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // deployDoc is the page whose command blocks TestDeployScript runs.
@@ -155,7 +157,7 @@ func deployLogs(home string) string {
 // killGroup ends the process group pgid and waits until it is gone.
 func killGroup(t *testing.T, pgid int) {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	for syscall.Kill(-pgid, 0) == nil {
 		select {

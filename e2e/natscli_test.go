@@ -31,13 +31,13 @@ func TestNatsCLIMicro(t *testing.T) {
 		for _, n := range names {
 			have[n] = true
 		}
-		for _, op := range subjects.Ops {
-			if !have[op.EndpointName()] {
-				t.Errorf("%s lacks endpoint %s (has %v)", what, op.EndpointName(), names)
+		for _, o := range api.Ops {
+			if !have[o.Op.EndpointName()] {
+				t.Errorf("%s lacks endpoint %s (has %v)", what, o.Op.EndpointName(), names)
 			}
 		}
-		if len(names) != len(subjects.Ops) {
-			t.Errorf("%s lists %d endpoints, want %d", what, len(names), len(subjects.Ops))
+		if len(names) != len(api.Ops) {
+			t.Errorf("%s lists %d endpoints, want %d", what, len(names), len(api.Ops))
 		}
 	}
 
@@ -79,9 +79,9 @@ func TestNatsCLIMicro(t *testing.T) {
 		for _, e := range got.Info.Endpoints {
 			names = append(names, e.Name)
 			op := subjects.Op("")
-			for _, o := range subjects.Ops {
-				if o.EndpointName() == e.Name {
-					op = o
+			for _, o := range api.Ops {
+				if o.Op.EndpointName() == e.Name {
+					op = o.Op
 				}
 			}
 			if want := subjects.Subject(subjects.DefaultPrefix, op); e.Subject != want {

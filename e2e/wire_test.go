@@ -14,6 +14,7 @@ import (
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/internal/membertest"
+	"github.com/unibus/membership/internal/msgpacktest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
@@ -73,21 +74,7 @@ func (f *wireFixture) send(t *testing.T, op subjects.Op, data []byte, code int, 
 // bombs declare a length far larger than the bytes that follow, one per
 // length-prefixed msgpack type. msgpack/v5 v5.4.x allocates what `dd ff ff
 // ff ff` declares and dies of a fatal out-of-memory.
-var bombs = []struct {
-	name string
-	b    []byte
-}{
-	{"array16", []byte{0xdc, 0xff, 0xff}},
-	{"array32", []byte{0xdd, 0xff, 0xff, 0xff, 0xff}},
-	{"map16", []byte{0xde, 0xff, 0xff}},
-	{"map32", []byte{0xdf, 0xff, 0xff, 0xff, 0xff}},
-	{"bin8", []byte{0xc4, 0xff}},
-	{"bin16", []byte{0xc5, 0xff, 0xff}},
-	{"bin32", []byte{0xc6, 0xff, 0xff, 0xff, 0xff}},
-	{"str8", []byte{0xd9, 0xff}},
-	{"str16", []byte{0xda, 0xff, 0xff}},
-	{"str32", []byte{0xdb, 0xff, 0xff, 0xff, 0xff}},
-}
+var bombs = msgpacktest.Bombs()
 
 // TestWireBombs sends each bomb as the whole envelope and as the body of a
 // correctly signed envelope (the body hash covers the bomb), to a read and
@@ -96,17 +83,17 @@ func TestWireBombs(t *testing.T) {
 	f := newWireFixture(t)
 	kp := f.alice.Identity().Sign
 	for _, bomb := range bombs {
-		t.Run(bomb.name+"/envelope", func(t *testing.T) {
-			f.send(t, subjects.OpRoomGet, bomb.b, subjects.CodeBadRequest, api.KindInvalid.String())
+		t.Run(bomb.Name+"/envelope", func(t *testing.T) {
+			f.send(t, subjects.OpRoomGet, bomb.Hdr, subjects.CodeBadRequest, api.KindInvalid.String())
 		})
 		for _, op := range []subjects.Op{subjects.OpRoomGet, subjects.OpRoomAdd, subjects.OpRoomCreate} {
-			t.Run(bomb.name+"/body/"+string(op), func(t *testing.T) {
-				f.send(t, op, membertest.Signed(t, kp, op, bomb.b), subjects.CodeBadRequest, api.KindInvalid.String())
+			t.Run(bomb.Name+"/body/"+string(op), func(t *testing.T) {
+				f.send(t, op, membertest.Signed(t, kp, op, bomb.Hdr), subjects.CodeBadRequest, api.KindInvalid.String())
 			})
 		}
 		// The bomb nested as a field of an otherwise valid body.
-		t.Run(bomb.name+"/field", func(t *testing.T) {
-			body := append([]byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}, bomb.b...)
+		t.Run(bomb.Name+"/field", func(t *testing.T) {
+			body := append([]byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}, bomb.Hdr...)
 			f.send(t, subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, body), subjects.CodeBadRequest, api.KindInvalid.String())
 		})
 	}

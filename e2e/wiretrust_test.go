@@ -23,32 +23,6 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
-// opTypes is every operation with its request and reply types
-// (docs/protocol.md §10).
-var opTypes = []struct {
-	op        subjects.Op
-	req, resp any
-}{
-	{subjects.OpIdentityRegister, api.RegisterRequest{}, api.Identity{}},
-	{subjects.OpIdentityDisable, api.EndpointRequest{}, api.Identity{}},
-	{subjects.OpIdentityEnable, api.EndpointRequest{}, api.Identity{}},
-	{subjects.OpIdentityGet, api.EndpointRequest{}, api.PublicKeys{}},
-	{subjects.OpIdentityList, api.PageRequest{}, api.IdentityPage{}},
-	{subjects.OpWhoami, api.Empty{}, api.Identity{}},
-	{subjects.OpRoomCreate, api.CreateRoomRequest{}, api.Room{}},
-	{subjects.OpRoomGet, api.RoomRequest{}, api.Room{}},
-	{subjects.OpRoomMembers, api.MembersRequest{}, api.MembersPage{}},
-	{subjects.OpRoomKey, api.KeyRequest{}, api.KeyReply{}},
-	{subjects.OpRoomAdd, api.AddMemberRequest{}, api.Room{}},
-	{subjects.OpRoomRemove, api.RemoveMemberRequest{}, api.Room{}},
-	{subjects.OpRoomLeave, api.RoomRequest{}, api.Room{}},
-	{subjects.OpRoomRekey, api.RekeyRequest{}, api.Room{}},
-	{subjects.OpRoomDelete, api.RoomRequest{}, api.Room{}},
-	{subjects.OpRoomMine, api.PageRequest{}, api.RoomPage{}},
-	{subjects.OpRoomAudit, api.AuditRequest{}, api.AuditPage{}},
-	{subjects.OpIdentityAudit, api.IdentityAuditRequest{}, api.AuditPage{}},
-}
-
 // rogueAnswers makes a responder on the service subjects answer every
 // request with payload. It stands for anyone who may publish there.
 func rogueAnswers(t *testing.T, nc *nats.Conn, payload *[]byte) {
@@ -90,8 +64,8 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 	var replies []reply
 	for _, b := range bombs {
 		replies = append(replies,
-			reply{b.name, b.b, true},
-			reply{b.name + " in members", append([]byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}, b.b...), true})
+			reply{b.Name, b.Hdr, true},
+			reply{b.Name + " in members", append([]byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}, b.Hdr...), true})
 	}
 	replies = append(replies,
 		reply{"trailing byte", []byte{0x80, 0xc0}, true},
@@ -104,27 +78,27 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 	var worst uint64
 	for _, r := range replies {
 		payload = r.b
-		for _, o := range opTypes {
-			resp := reflect.New(reflect.TypeOf(o.resp)).Interface()
+		for _, o := range api.Ops {
+			resp := reflect.New(reflect.TypeOf(o.Reply)).Interface()
 			ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			err := cl.Call(ctx, o.op, o.req, resp)
+			err := cl.Call(ctx, o.Op, o.Request, resp)
 			runtime.ReadMemStats(&after)
 			cancel()
 			if !errors.Is(err, client.ErrMalformedReply) {
-				t.Fatalf("%s answered %s: %v, want ErrMalformedReply", o.op, r.name, err)
+				t.Fatalf("%s answered %s: %v, want ErrMalformedReply", o.Op, r.name, err)
 			}
 			if d := after.TotalAlloc - before.TotalAlloc; r.bounded {
 				worst = max(worst, d)
 				if d > maxReplyAlloc {
-					t.Fatalf("%s answered %s allocated %d bytes", o.op, r.name, d)
+					t.Fatalf("%s answered %s allocated %d bytes", o.Op, r.name, d)
 				}
 			}
 		}
 	}
-	t.Logf("%d replies × %d operations refused; most allocated by one call: %d bytes", len(replies), len(opTypes), worst)
+	t.Logf("%d replies × %d operations refused; most allocated by one call: %d bytes", len(replies), len(api.Ops), worst)
 }
 
 // libraryWording matches texts of the msgpack library, which must never
@@ -198,11 +172,11 @@ func TestWireBodyTypes(t *testing.T) {
 			t.Errorf("%s ← %x: %q does not name %q", op, body, r.Text, field)
 		}
 	}
-	for _, o := range opTypes {
-		rt := reflect.TypeOf(o.req)
-		t.Run(string(o.op), func(t *testing.T) {
-			check(t, o.op, []byte{0x91, 0xa1, 'x'}, "array form")
-			check(t, o.op, append(append([]byte{0x81}, msgpackKey("extra")...), 0x01), `unknown field "extra"`)
+	for _, o := range api.Ops {
+		rt := reflect.TypeOf(o.Request)
+		t.Run(string(o.Op), func(t *testing.T) {
+			check(t, o.Op, []byte{0x91, 0xa1, 'x'}, "array form")
+			check(t, o.Op, append(append([]byte{0x81}, msgpackKey("extra")...), 0x01), `unknown field "extra"`)
 			for i := range rt.NumField() {
 				f := rt.Field(i)
 				name, _, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
@@ -211,7 +185,7 @@ func TestWireBodyTypes(t *testing.T) {
 						continue
 					}
 					body := append(append([]byte{0x81}, msgpackKey(name)...), k.b...)
-					check(t, o.op, body, "field "+name)
+					check(t, o.Op, body, "field "+name)
 				}
 			}
 		})

@@ -24,8 +24,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good)
 	f.Add(mpMap(envFields(e)...))
 	for _, b := range bombs {
-		f.Add(b.hdr)
-		f.Add(mpMap(replace(envFields(e), "nonce", b.hdr)...))
+		f.Add(b.Hdr)
+		f.Add(mpMap(replace(envFields(e), "nonce", b.Hdr)...))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := envelope.Decode(data)
@@ -74,7 +74,7 @@ func FuzzCheck(f *testing.F) {
 	f.Add(nest(envelope.MaxDepth, []byte{0xc0}))
 	f.Add(mpMap(manyFields(20)...))
 	for _, b := range bombs {
-		f.Add(b.hdr)
+		f.Add(b.Hdr)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if err := envelope.Check(data); err != nil {

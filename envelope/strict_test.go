@@ -13,25 +13,12 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/msgpacktest"
 )
 
 // bombs declare the largest length or count their header can hold and carry
 // nothing after it: one for every length-prefixed msgpack type.
-var bombs = []struct {
-	name string
-	hdr  []byte
-}{
-	{"array16", []byte{0xdc, 0xff, 0xff}},
-	{"array32", []byte{0xdd, 0xff, 0xff, 0xff, 0xff}},
-	{"map16", []byte{0xde, 0xff, 0xff}},
-	{"map32", []byte{0xdf, 0xff, 0xff, 0xff, 0xff}},
-	{"bin8", []byte{0xc4, 0xff}},
-	{"bin16", []byte{0xc5, 0xff, 0xff}},
-	{"bin32", []byte{0xc6, 0xff, 0xff, 0xff, 0xff}},
-	{"str8", []byte{0xd9, 0xff}},
-	{"str16", []byte{0xda, 0xff, 0xff}},
-	{"str32", []byte{0xdb, 0xff, 0xff, 0xff, 0xff}},
-}
+var bombs = msgpacktest.Bombs()
 
 // maxAlloc is what decoding a crafted input of at most 64 bytes may
 // allocate in all.
@@ -84,31 +71,31 @@ func TestBombs(t *testing.T) {
 			in   []byte
 			run  func([]byte) error
 		}{
-			{"whole/Check", bomb.hdr, envelope.Check},
-			{"whole/Unmarshal any", bomb.hdr, func(b []byte) error { var v any; return envelope.Unmarshal(b, &v) }},
-			{"whole/Decode", bomb.hdr, func(b []byte) error { _, err := envelope.Decode(b); return err }},
-			{"nested/Check", mpMap(kv("a", []byte{0x01}), kv("b", bomb.hdr)), envelope.Check},
-			{"nested/Unmarshal map", mpMap(kv("a", []byte{0x01}), kv("b", bomb.hdr)), func(b []byte) error {
+			{"whole/Check", bomb.Hdr, envelope.Check},
+			{"whole/Unmarshal any", bomb.Hdr, func(b []byte) error { var v any; return envelope.Unmarshal(b, &v) }},
+			{"whole/Decode", bomb.Hdr, func(b []byte) error { _, err := envelope.Decode(b); return err }},
+			{"nested/Check", mpMap(kv("a", []byte{0x01}), kv("b", bomb.Hdr)), envelope.Check},
+			{"nested/Unmarshal map", mpMap(kv("a", []byte{0x01}), kv("b", bomb.Hdr)), func(b []byte) error {
 				var v map[string]any
 				return envelope.Unmarshal(b, &v)
 			}},
-			{"nested deep/Unmarshal any", []byte(string([]byte{0x91, 0x91, 0x81, 0xa1, 'k', 0x92, 0xc0}) + string(bomb.hdr)), func(b []byte) error {
+			{"nested deep/Unmarshal any", []byte(string([]byte{0x91, 0x91, 0x81, 0xa1, 'k', 0x92, 0xc0}) + string(bomb.Hdr)), func(b []byte) error {
 				var v any
 				return envelope.Unmarshal(b, &v)
 			}},
-			{"envelope last field/Decode", mpMap(replace(envFields(e), "nonce", bomb.hdr)[:3]...), decode},
-			{"envelope middle field/Decode", mpMap(replace(envFields(e), "nonce", bomb.hdr)...), decode},
-			{"envelope body/Unmarshal CreateRoomRequest", mpMap(kv("id", mpStr("r1")), kv("members", bomb.hdr)), func(b []byte) error {
+			{"envelope last field/Decode", mpMap(replace(envFields(e), "nonce", bomb.Hdr)[:3]...), decode},
+			{"envelope middle field/Decode", mpMap(replace(envFields(e), "nonce", bomb.Hdr)...), decode},
+			{"envelope body/Unmarshal CreateRoomRequest", mpMap(kv("id", mpStr("r1")), kv("members", bomb.Hdr)), func(b []byte) error {
 				var v api.CreateRoomRequest
 				return envelope.Unmarshal(b, &v)
 			}},
-			{"envelope body/Unmarshal RekeyRequest sealed", mpMap(kv("room", mpStr("r1")), kv("keys", append([]byte{0x91, 0x82, 0xa8, 'e', 'n', 'd', 'p', 'o', 'i', 'n', 't', 0xa1, 'x', 0xa6, 's', 'e', 'a', 'l', 'e', 'd'}, bomb.hdr...))), func(b []byte) error {
+			{"envelope body/Unmarshal RekeyRequest sealed", mpMap(kv("room", mpStr("r1")), kv("keys", append([]byte{0x91, 0x82, 0xa8, 'e', 'n', 'd', 'p', 'o', 'i', 'n', 't', 0xa1, 'x', 0xa6, 's', 'e', 'a', 'l', 'e', 'd'}, bomb.Hdr...))), func(b []byte) error {
 				var v api.RekeyRequest
 				return envelope.Unmarshal(b, &v)
 			}},
 		}
 		for _, in := range inputs {
-			t.Run(bomb.name+"/"+in.name, func(t *testing.T) {
+			t.Run(bomb.Name+"/"+in.name, func(t *testing.T) {
 				if limit := 64 + 256*bool2int(strings.Contains(in.name, "middle")); len(in.in) > limit {
 					t.Fatalf("crafted input is %d bytes, want at most %d", len(in.in), limit)
 				}
@@ -125,16 +112,16 @@ func TestBombs(t *testing.T) {
 		// The service decodes the body only after the envelope checks pass:
 		// a signed bomb must still be harmless.
 		for _, bomb := range bombs {
-			e, err := envelopeWithBody(t, mpMap(kv("room", bomb.hdr)))
+			e, err := envelopeWithBody(t, mpMap(kv("room", bomb.Hdr)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			var req api.RoomRequest
 			if err := envelope.Unmarshal(e.Body, &req); !errors.Is(err, envelope.ErrMalformed) {
-				t.Fatalf("%s: got %v, want ErrMalformed", bomb.name, err)
+				t.Fatalf("%s: got %v, want ErrMalformed", bomb.Name, err)
 			}
 			if n := allocated(20, func() { _ = envelope.Unmarshal(e.Body, &req) }); n > maxAlloc {
-				t.Fatalf("%s: allocated %d bytes", bomb.name, n)
+				t.Fatalf("%s: allocated %d bytes", bomb.Name, n)
 			}
 		}
 	})

@@ -21,7 +21,7 @@ func TestBootstrap(t *testing.T) {
 	s := natstest.Server(t)
 	membertest.Service(t, s, service.Config{})
 	st := membertest.Store(t, natstest.Connect(t, s))
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	root, err := client.NewIdentity("root")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestBootstrapConcurrent(t *testing.T) {
 	for i := range stores {
 		stores[i] = membertest.Store(t, natstest.Connect(t, s))
 	}
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	var wg sync.WaitGroup
 	results := make([]bool, n)
 	errs := make([]error, n)
@@ -134,7 +134,7 @@ func TestBootstrapDanglingSigner(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The key layout of the signer index (service/records.go).
-	if err := st.Commit(ctxT(t), []store.Write{{Key: "signer." + pub.SignKey, Value: owner}}); err != nil {
+	if err := st.Commit(natstest.Ctx(t, 2), []store.Write{{Key: "signer." + pub.SignKey, Value: owner}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

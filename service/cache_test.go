@@ -27,7 +27,7 @@ func TestIdentityCacheRevocation(t *testing.T) {
 	c := client.New(natstest.Connect(t, e.s), id, client.WithRetries(0))
 	warm := time.Now().Add(3 * maxStale)
 	for time.Now().Before(warm) { // the cache is loaded and fresh
-		if _, err := c.Whoami(ctxT(t)); err != nil {
+		if _, err := c.Whoami(natstest.Ctx(t, 2)); err != nil {
 			t.Fatalf("whoami while enabled: %v", err)
 		}
 	}
@@ -36,8 +36,8 @@ func TestIdentityCacheRevocation(t *testing.T) {
 		change  func() error
 		refused bool
 	}{
-		{"disable", func() error { _, err := e.admin.Disable(ctxT(t), "revoked"); return err }, true},
-		{"enable", func() error { _, err := e.admin.Enable(ctxT(t), "revoked"); return err }, false},
+		{"disable", func() error { _, err := e.admin.Disable(natstest.Ctx(t, 2), "revoked"); return err }, true},
+		{"enable", func() error { _, err := e.admin.Enable(natstest.Ctx(t, 2), "revoked"); return err }, false},
 	} {
 		if err := step.change(); err != nil {
 			t.Fatalf("%s: %v", step.name, err)
@@ -46,7 +46,7 @@ func TestIdentityCacheRevocation(t *testing.T) {
 		var took time.Duration
 		for {
 			start := time.Now()
-			_, err := c.Whoami(ctxT(t))
+			_, err := c.Whoami(natstest.Ctx(t, 2))
 			if err != nil && !errors.Is(err, client.ErrForbidden) {
 				t.Fatalf("%s: whoami: %v", step.name, err)
 			}
@@ -60,7 +60,7 @@ func TestIdentityCacheRevocation(t *testing.T) {
 		}
 		// Once the new state shows, it stays.
 		for i := 0; i < 20; i++ {
-			if _, err := c.Whoami(ctxT(t)); (err != nil) != step.refused {
+			if _, err := c.Whoami(natstest.Ctx(t, 2)); (err != nil) != step.refused {
 				t.Fatalf("%s: state flapped back: %v", step.name, err)
 			}
 		}
@@ -75,11 +75,11 @@ func TestIdentityCacheKeyRotation(t *testing.T) {
 	e := newEnv(t, service.Config{IdentityMaxStale: maxStale, RateLimit: -1})
 	old := e.register(t, "rotating")
 	oc := client.New(natstest.Connect(t, e.s), old, client.WithRetries(0))
-	if _, err := oc.Whoami(ctxT(t)); err != nil {
+	if _, err := oc.Whoami(natstest.Ctx(t, 2)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * maxStale)
-	if _, err := oc.Whoami(ctxT(t)); err != nil {
+	if _, err := oc.Whoami(natstest.Ctx(t, 2)); err != nil {
 		t.Fatal(err)
 	}
 	fresh, err := client.NewIdentity("rotating")
@@ -87,14 +87,14 @@ func TestIdentityCacheKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, _ := fresh.Public()
-	if _, err := e.admin.Register(ctxT(t), pub, false); err != nil {
+	if _, err := e.admin.Register(natstest.Ctx(t, 2), pub, false); err != nil {
 		t.Fatal(err)
 	}
 	ack := time.Now()
 	nc := client.New(natstest.Connect(t, e.s), fresh, client.WithRetries(0))
 	for {
 		start := time.Now()
-		_, err := oc.Whoami(ctxT(t))
+		_, err := oc.Whoami(natstest.Ctx(t, 2))
 		if errors.Is(err, client.ErrUnauthenticated) {
 			break
 		}
@@ -105,7 +105,7 @@ func TestIdentityCacheKeyRotation(t *testing.T) {
 			t.Fatalf("old signing key still accepted %s after the rotation", start.Sub(ack))
 		}
 	}
-	if _, err := nc.Whoami(ctxT(t)); err != nil {
+	if _, err := nc.Whoami(natstest.Ctx(t, 2)); err != nil {
 		t.Fatalf("new key refused: %v", err)
 	}
 }
@@ -115,18 +115,18 @@ func TestCachesDisabled(t *testing.T) {
 	e := newEnv(t, service.Config{IdentityMaxStale: -1, KeyCacheBytes: -1, RateLimit: -1})
 	id := e.register(t, "nocache")
 	c := client.New(natstest.Connect(t, e.s), id, client.WithRetries(0))
-	if _, key, err := c.CreateRoom(ctxT(t), "nocache-room", "chat.nocache", nil); err != nil {
+	if _, key, err := c.CreateRoom(natstest.Ctx(t, 2), "nocache-room", "chat.nocache", nil); err != nil {
 		t.Fatal(err)
 	} else {
-		got, _, err := c.Key(ctxT(t), "nocache-room", 0)
+		got, _, err := c.Key(natstest.Ctx(t, 2), "nocache-room", 0)
 		if err != nil || string(got) != string(key) {
 			t.Fatalf("key = %x, %v; want %x", got, err, key)
 		}
 	}
-	if _, err := e.admin.Disable(ctxT(t), "nocache"); err != nil {
+	if _, err := e.admin.Disable(natstest.Ctx(t, 2), "nocache"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Whoami(ctxT(t)); !errors.Is(err, client.ErrForbidden) {
+	if _, err := c.Whoami(natstest.Ctx(t, 2)); !errors.Is(err, client.ErrForbidden) {
 		t.Fatalf("whoami right after disable without a cache: %v, want forbidden", err)
 	}
 }
@@ -150,7 +150,7 @@ func TestIdleReplicaWritesNothing(t *testing.T) {
 	// signer's key, i.e. from a fresh identity cache.
 	cached := func() error {
 		before := signerReads()
-		if _, err := c.Whoami(ctxT(t)); err != nil {
+		if _, err := c.Whoami(natstest.Ctx(t, 2)); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.nc.Flush(); err != nil {
@@ -165,7 +165,7 @@ func TestIdleReplicaWritesNothing(t *testing.T) {
 	before := streamSeqs(t, e)
 	select {
 	case <-time.After(idle): // the condition is that this much time passed
-	case <-ctxT(t).Done():
+	case <-natstest.Ctx(t, 2).Done():
 	}
 	if after := streamSeqs(t, e); !maps.Equal(before, after) {
 		t.Errorf("streams' last sequences moved while idle for %s: %v → %v", idle, before, after)
@@ -183,7 +183,7 @@ func streamSeqs(t *testing.T, e *env) map[string]uint64 {
 		t.Fatal(err)
 	}
 	out := map[string]uint64{}
-	streams := js.ListStreams(ctxT(t))
+	streams := js.ListStreams(natstest.Ctx(t, 2))
 	for info := range streams.Info() {
 		out[info.Config.Name] = info.State.LastSeq
 	}

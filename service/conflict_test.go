@@ -21,7 +21,7 @@ import (
 func TestConcurrentAdds(t *testing.T) {
 	e := newEnv(t, service.Config{})
 	e2 := e.replica(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	alice := membertest.Member(t, e.s, e.admin, "alice")
 	const workers, perWorker = 2, 5
 	var names []string

@@ -4,30 +4,14 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestConnEpoch ends the requests in flight when the replica's connection
 // drops, and gives the next ones a live context.
 func TestConnEpoch(t *testing.T) {
-	// An in-process server (membertest imports this package).
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer s.Shutdown()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t, natstest.Server(t))
 	e := watchConn(nc)
 	defer e.stop(nc)
 	inFlight := e.current()
@@ -37,8 +21,7 @@ func TestConnEpoch(t *testing.T) {
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	ctx := natstest.Ctx(t, 2)
 	select {
 	case <-inFlight.Done():
 	case <-ctx.Done():

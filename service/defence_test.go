@@ -146,7 +146,7 @@ func TestRateLimitPerSigner(t *testing.T) {
 	}
 	// The client library surfaces it as ErrRateLimited.
 	c := client.New(e.nc, alice, client.WithRetries(0))
-	if _, err := c.Whoami(ctxT(t)); !errors.Is(err, client.ErrRateLimited) {
+	if _, err := c.Whoami(natstest.Ctx(t, 2)); !errors.Is(err, client.ErrRateLimited) {
 		t.Fatalf("client: %v, want ErrRateLimited", err)
 	}
 }
@@ -158,16 +158,16 @@ func TestAuditEntriesCommitWithMutations(t *testing.T) {
 	alice := e.register(t, "alice")
 	e.register(t, "bob")
 	ac := client.New(e.nc, alice)
-	if _, _, err := ac.CreateRoom(ctxT(t), "r1", "chat.r1", []string{"bob"}); err != nil {
+	if _, _, err := ac.CreateRoom(natstest.Ctx(t, 2), "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ac.RemoveMember(ctxT(t), "r1", "bob"); err != nil {
+	if _, err := ac.RemoveMember(natstest.Ctx(t, 2), "r1", "bob"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ac.RemoveMember(ctxT(t), "r1", "bob"); !errors.Is(err, client.ErrNotFound) {
+	if _, err := ac.RemoveMember(natstest.Ctx(t, 2), "r1", "bob"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("second remove: %v", err)
 	}
-	entries, err := ac.Audit(ctxT(t), "r1")
+	entries, err := ac.Audit(natstest.Ctx(t, 2), "r1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestAuditEntriesCommitWithMutations(t *testing.T) {
 	var head struct {
 		Seq uint64 `msgpack:"seq"`
 	}
-	ent, err := e.st.Room("r1").Get(ctxT(t), "audithead.room.r1")
+	ent, err := e.st.Room("r1").Get(natstest.Ctx(t, 2), "audithead.room.r1")
 	if err != nil || msgpack.Unmarshal(ent.Value, &head) != nil || head.Seq != 2 {
 		t.Fatalf("head %+v %v", head, err)
 	}

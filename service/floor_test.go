@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -22,7 +23,7 @@ func TestNonceFloor(t *testing.T) {
 	// Without the local replay cache, which a real crash loses too: the
 	// floor alone must refuse the captured read.
 	e := newEnv(t, service.Config{ReplayCache: -1})
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	adminKP := e.admin.Identity().Sign
 	whoami := e.subject(subjects.OpWhoami)
 

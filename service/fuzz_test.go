@@ -15,25 +15,18 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/msgpacktest"
 )
 
 // requestTypes are the body types of every operation, in registration
-// order (taken from the service's own table, so a new operation is fuzzed
-// without editing this file).
+// order (taken from the protocol's operation table, so a new operation is
+// fuzzed without editing this file).
 func requestTypes() []reflect.Type {
 	var out []reflect.Type
-	for _, o := range (&Service{}).operations() {
-		out = append(out, reflect.TypeOf(o.request))
+	for _, o := range api.Ops {
+		out = append(out, reflect.TypeOf(o.Request))
 	}
 	return out
-}
-
-// bombHeaders are msgpack headers that declare 2^32−1 elements or bytes.
-var bombHeaders = [][]byte{
-	{0xdc, 0xff, 0xff}, {0xdd, 0xff, 0xff, 0xff, 0xff}, // array16/32
-	{0xde, 0xff, 0xff}, {0xdf, 0xff, 0xff, 0xff, 0xff}, // map16/32
-	{0xc4, 0xff}, {0xc5, 0xff, 0xff}, {0xc6, 0xff, 0xff, 0xff, 0xff}, // bin8/16/32
-	{0xd9, 0xff}, {0xda, 0xff, 0xff}, {0xdb, 0xff, 0xff, 0xff, 0xff}, // str8/16/32
 }
 
 // bodySeeds are valid bodies of every operation plus hostile variants.
@@ -70,10 +63,10 @@ func bodySeeds(tb testing.TB) [][]byte {
 		deep = append(deep, 0x91)
 	}
 	seeds = append(seeds, append(deep, 0xc0))
-	for _, h := range bombHeaders {
-		seeds = append(seeds, h)
-		seeds = append(seeds, append([]byte{0x81, 0xa4, 'k', 'e', 'y', 's'}, h...))
-		seeds = append(seeds, append([]byte{0x81, 0xa6, 'm', 'e', 'm', 'b', 'e', 'r'}, h...))
+	for _, b := range msgpacktest.Bombs() {
+		seeds = append(seeds, b.Hdr)
+		seeds = append(seeds, append([]byte{0x81, 0xa4, 'k', 'e', 'y', 's'}, b.Hdr...))
+		seeds = append(seeds, append([]byte{0x81, 0xa6, 'm', 'e', 'm', 'b', 'e', 'r'}, b.Hdr...))
 	}
 	return seeds
 }
@@ -251,9 +244,9 @@ func FuzzAuditCanonical(f *testing.F) {
 // allocate gigabytes and kill the process; envelope/doc.go, docs/security.md).
 func TestBodyBombsBoundedMemory(t *testing.T) {
 	for _, typ := range requestTypes() {
-		for _, h := range bombHeaders {
+		for _, b := range msgpacktest.Bombs() {
 			for _, prefix := range [][]byte{nil, {0x81, 0xa4, 'k', 'e', 'y', 's'}, {0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's'}} {
-				in := append(append(append([]byte{}, prefix...), h...), make([]byte, 64)...)[:64]
+				in := append(append(append([]byte{}, prefix...), b.Hdr...), make([]byte, 64)...)[:64]
 				var before, after runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&before)

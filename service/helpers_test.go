@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"strconv"
@@ -22,13 +21,6 @@ import (
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
-
-func ctxT(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // env is a test bed: a server, a service replica, the admin client and a
 // raw connection for hand-made requests.
@@ -63,7 +55,7 @@ func (e *env) register(t *testing.T, endpoint string) *client.Identity {
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()
-	if _, err := e.admin.Register(ctxT(t), pub, false); err != nil {
+	if _, err := e.admin.Register(natstest.Ctx(t, 2), pub, false); err != nil {
 		t.Fatalf("register %s: %v", endpoint, err)
 	}
 	return id
@@ -176,7 +168,7 @@ func rejections(t *testing.T, svc *service.Service, op subjects.Op) map[string]i
 // keyCount counts the live keys under prefix.
 func keyCount(t *testing.T, st *store.Store, prefix string) int {
 	t.Helper()
-	keys, err := st.Keys(ctxT(t), prefix)
+	keys, err := st.Keys(natstest.Ctx(t, 2), prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +179,7 @@ func keyCount(t *testing.T, st *store.Store, prefix string) int {
 // and reads' claims in the read-claims stream.
 func nonceCount(t *testing.T, st *store.Store) int {
 	t.Helper()
-	reads, err := st.ReadClaims(ctxT(t))
+	reads, err := st.ReadClaims(natstest.Ctx(t, 2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,10 @@
 package service
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,32 +30,8 @@ type call struct {
 	nonce   string                      // nonce key
 	shard   atomic.Pointer[store.Shard] // a mutation's shard, once known (shards.go)
 	now     time.Time
-	reject  string // finer rejection reason for the stats, if any
 
-	retryAfter time.Duration // on a 429: when the signer may send again (ratelimit.go)
-	floor      time.Time     // on a nonce_floor refusal: the earliest ts accepted
-	applied    []byte        // this very mutation's reply, from the replay cache
-	afterReply func()        // the caller's own revocation, once it has its answer (bus.go)
-}
-
-// requireSigner returns the verified signer or a 401 for requests that have
-// none (soft or off mode).
-func (c *call) requireSigner() (*api.Identity, error) {
-	if c.signer == nil {
-		return nil, api.E(api.KindUnauthenticated, "operation %s requires a signed request from a registered identity", c.op)
-	}
-	return c.signer, nil
-}
-
-func (c *call) requireAdmin() (*api.Identity, error) {
-	id, err := c.requireSigner()
-	if err != nil {
-		return nil, err
-	}
-	if !id.Admin {
-		return nil, api.E(api.KindForbidden, "operation %s is for admins", c.op)
-	}
-	return id, nil
+	afterReply func() // the caller's own revocation, once it has its answer (bus.go)
 }
 
 // body decodes the request body strictly into v.
@@ -114,7 +87,7 @@ func (s *Service) handler(op subjects.Op, read readFunc, mutate mutateFunc) micr
 // serve runs the pipeline and the operation. reply is the encoded body.
 func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc, mutate mutateFunc) ([]byte, error) {
 	if err := s.authenticate(ctx, c, data); err != nil {
-		return c.applied, err
+		return nil, err
 	}
 	if err := s.rateLimit(c); err != nil {
 		return nil, err
@@ -123,7 +96,7 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 		return s.runMutation(ctx, c, mutate)
 	}
 	if c.signer == nil {
-		return encodeRead(read(ctx, c))
+		return encodeRead(s.authorizedRead(ctx, c, read))
 	}
 	// The nonce claim and the read run at once: the read has no side
 	// effects and its result is only sent if the claim won, so this
@@ -131,7 +104,7 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 	// instead of three), not what is accepted.
 	claimed := make(chan error, 1)
 	go func() { claimed <- s.claimReadNonce(ctx, c) }()
-	out, err := read(ctx, c)
+	out, err := s.authorizedRead(ctx, c, read)
 	if cerr := <-claimed; cerr != nil {
 		return nil, cerr
 	}
@@ -145,69 +118,18 @@ func encodeRead(out any, err error) ([]byte, error) {
 	return msgpack.Marshal(out)
 }
 
-// claimReadNonce claims a read's nonce in the read-claims stream (memory,
-// no fsync; store/readclaims.go): first sight wins cluster-wide; any store
-// error fails closed. That stream may lose its claims in a crash, so a read
-// is accepted only if it is stamped at or after the floor of the claim's
-// incarnation, before which lost claims could lie (docs/security.md, "Read
-// nonces and the nonce floor"). The floor is checked before claiming too,
-// so that a refused read writes nothing.
-func (s *Service) claimReadNonce(ctx context.Context, c *call) error {
-	if since, ok := s.store.ReadSince(); ok {
-		if err := s.checkFloor(c, since); err != nil {
-			return err
-		}
-	}
-	start := time.Now()
-	since, err := s.store.ClaimRead(ctx, c.nonce)
-	st := s.stats.of(c.op)
-	st.storeLatency(time.Since(start))
-	if err != nil {
-		if errors.Is(err, store.ErrExists) {
-			s.rememberClaim(c, nil, false)
-			c.reject = reasonReplay
-			return api.E(api.KindReplay, "nonce already used")
-		}
-		return s.storeErr(c, "claim nonce", err)
-	}
-	if err := s.checkFloor(c, since); err != nil {
-		return err
-	}
-	st.add(func(e *endpointStats) { e.nonceClaims++ })
-	s.rememberClaim(c, nil, false)
-	return nil
-}
-
-// checkFloor refuses a read stamped before since's floor: the start of the
-// read claims' incarnation plus the skew (none for a deployment's first).
-func (s *Service) checkFloor(c *call, since store.ReadSince) error {
-	if since.First {
-		return nil
-	}
-	floor := since.Start.Add(s.cfg.Skew)
-	if c.env.TS >= floor.UnixMilli() {
-		return nil
-	}
-	c.reject, c.floor = reasonNonceFloor, floor
-	return api.E(api.KindNonceFloor, "read stamped before the read-nonce floor (read nonces may have been lost at %s); stamp ts ≥ %d",
-		since.Start.UTC().Format(time.RFC3339), floor.UnixMilli())
-}
-
 // authenticate runs steps 1–5 and prepares step 6 (the nonce key).
 func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error {
 	if len(data) > s.cfg.MaxRequest {
-		c.reject = reasonTooLarge
-		return api.E(api.KindTooLarge, "request of %d bytes is larger than %d", len(data), s.cfg.MaxRequest)
+		return refuse(reasonTooLarge, api.KindTooLarge, "request of %d bytes is larger than %d", len(data), s.cfg.MaxRequest)
 	}
 	env, err := envelope.Decode(data)
 	if errors.Is(err, envelope.ErrUnsigned) {
-		c.reject = reasonUnsigned
-		return api.E(api.KindUnauthenticated, "unsigned request: send a signed envelope (docs/protocol.md)")
+		return refuse(reasonUnsigned, api.KindUnauthenticated, "unsigned request: send a signed envelope (docs/protocol.md)")
 	}
 	if err != nil {
 		// Without an envelope there is no body to serve, in any mode.
-		c.reject = reasonMalformed
-		return api.E(api.KindInvalid, "envelope: %v", err)
+		return refuse(reasonMalformed, api.KindInvalid, "envelope: %v", err)
 	}
 	c.env = env
 	if s.cfg.Auth == AuthOff {
@@ -215,13 +137,9 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 	}
 	err = s.verify(ctx, c)
 	if err != nil && s.cfg.Auth == AuthSoft {
-		reason := c.reject
-		if reason == "" {
-			reason = api.KindOf(err).String()
-		}
 		s.cfg.Logger.Info("request rejected (soft mode: let through unsigned)",
-			"op", c.op, "reason", reason, "error", err)
-		c.signer, c.reject = nil, ""
+			"op", c.op, "reason", s.rejectionOf(c, err).statsReason(), "error", err)
+		c.signer = nil
 		return nil
 	}
 	return err
@@ -233,31 +151,26 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 func (s *Service) verify(ctx context.Context, c *call) error {
 	e := c.env
 	if err := e.CheckTime(c.now, s.cfg.Skew); err != nil {
-		c.reject = reasonStale
-		return api.E(api.KindUnauthenticated, "stale request: ts outside ±%s of the service clock", s.cfg.Skew)
+		return refuse(reasonStale, api.KindUnauthenticated, "stale request: ts outside ±%s of the service clock", s.cfg.Skew)
 	}
 	if err := e.CheckBodyHash(); err != nil {
-		c.reject = reasonBodyHash
-		return api.E(api.KindInvalid, "body_hash does not match body")
+		return refuse(reasonBodyHash, api.KindInvalid, "body_hash does not match body")
 	}
 	if err := s.checkReplayCache(c); err != nil {
 		return err // a claimed nonce: refused before the costly checks
 	}
 	if err := e.CheckSignature(c.subject); err != nil {
-		c.reject = reasonBadSignature
-		return api.E(api.KindUnauthenticated, "bad signature")
+		return refuse(reasonBadSignature, api.KindUnauthenticated, "bad signature")
 	}
 	id, err := s.identityBySigner(ctx, c, e.Signer)
 	if err != nil {
 		return err
 	}
 	if id == nil {
-		c.reject = reasonUnknownSigner
-		return api.E(api.KindUnauthenticated, "unknown signer")
+		return refuse(reasonUnknownSigner, api.KindUnauthenticated, "unknown signer")
 	}
 	if id.Disabled {
-		c.reject = reasonDisabled
-		return api.E(api.KindForbidden, "identity %s is disabled", id.Endpoint)
+		return refuse(reasonDisabled, api.KindForbidden, "identity %s is disabled", id.Endpoint)
 	}
 	c.signer = id
 	c.digest = e.Digest(c.subject)
@@ -277,12 +190,12 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 	// the plan then (a copy of an applied request fails its plan or its
 	// commit, and both look it up).
 	if s.store.RoomShards() == 1 || !roomOp(c.op) {
-		if done, err := s.checkApplied(ctx, c); done != nil || err != nil {
-			return done, err
+		if err := s.checkApplied(ctx, c); err != nil {
+			return nil, err
 		}
 	}
 	for attempt, wait := 0, inFlightBackoff; ; {
-		m, err := mutate(ctx, c)
+		m, err := s.plan(ctx, c, mutate)
 		if err != nil {
 			// A copy of this very request may have committed on another
 			// replica between the nonce check above and this plan, which
@@ -290,8 +203,8 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			// a leave, …): the nonce record, not the plan, tells the
 			// outcome (e2e TestSameMutationRace).
 			if k := api.KindOf(err); k != api.KindUnavailable && k != api.KindInternal {
-				if done, aerr := s.checkApplied(ctx, c); done != nil || aerr != nil {
-					return done, aerr
+				if aerr := s.checkApplied(ctx, c); aerr != nil {
+					return nil, aerr
 				}
 			}
 			return nil, err
@@ -307,8 +220,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		if err != nil {
 			return nil, s.internal(c, "encode reply", err)
 		}
-		rec, _ := msgpack.Marshal(nonceRecord{Digest: c.digest[:], Reply: reply})
-		writes := append([]store.Write{{Key: c.nonce, Value: rec, TTL: s.cfg.NonceTTL()}}, m.writes...)
+		writes := append([]store.Write{s.nonceClaim(c, reply)}, m.writes...)
 		sh, err := s.batchShard(c, m.writes) // the nonce commits where the state does (shards.go)
 		if err != nil {
 			return nil, s.internal(c, "shard", err)
@@ -336,11 +248,9 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		st.add(func(e *endpointStats) { e.conflicts++ })
 		// The nonce key or a state key moved. If the nonce was claimed,
 		// this request (or another with its nonce) won.
-		done, aerr := s.checkApplied(ctx, c)
-		if done != nil {
-			return done, aerr // same request applied: its objects are in use
-		}
-		if aerr != nil {
+		if aerr := s.checkApplied(ctx, c); aerr != nil {
+			// Only another request's nonce frees the objects: when this
+			// very request applied, they are in use.
 			if api.KindOf(aerr) == api.KindReplay {
 				s.removeObjects(c, m.objects)
 			}
@@ -404,28 +314,6 @@ func isRoomRecord(key string) int {
 	return 0
 }
 
-// checkApplied looks up the mutation's nonce. It returns the original reply
-// (with an already-applied error) when this very request committed before,
-// a replay error when another request used the nonce, and nothing when the
-// nonce is free.
-func (s *Service) checkApplied(ctx context.Context, c *call) ([]byte, error) {
-	ent, err := s.nonceShard(c).Get(ctx, c.nonce)
-	if err != nil {
-		return nil, s.storeErr(c, "read nonce", err)
-	}
-	if !ent.Exists() {
-		return nil, nil
-	}
-	var rec nonceRecord
-	if err := msgpack.Unmarshal(ent.Value, &rec); err == nil && len(rec.Digest) > 0 && bytes.Equal(rec.Digest, c.digest[:]) {
-		s.rememberClaim(c, rec.Reply, true)
-		return rec.Reply, api.E(api.KindAlreadyApplied, "request already applied")
-	}
-	s.rememberClaim(c, nil, false)
-	c.reject = reasonReplay
-	return nil, api.E(api.KindReplay, "nonce already used")
-}
-
 // removeObjects removes the sealed-key objects of an attempt that cannot
 // commit. Object names carry the request's digest, so every copy of one
 // signed request (a client's resend, the same bytes on another replica)
@@ -442,71 +330,4 @@ func (s *Service) removeObjects(c *call, names []string) {
 			s.cfg.Logger.Warn("remove sealed-key object of failed mutation", "op", c.op, "object", n, "error", err)
 		}
 	}
-}
-
-// storeErr logs a store failure and answers a fixed text: the store could
-// not be used, so nothing was accepted (fail closed, H12).
-func (s *Service) storeErr(c *call, what string, err error) error {
-	s.cfg.Logger.Error("store unavailable", "op", c.op, "step", what, "error", err)
-	return &api.Error{Kind: api.KindUnavailable, Message: genericUnavailable}
-}
-
-// internal logs an unexpected failure and answers a fixed text.
-func (s *Service) internal(c *call, what string, err error) error {
-	s.cfg.Logger.Error("internal error", "op", c.op, "step", what, "error", err)
-	return &api.Error{Kind: api.KindInternal, Message: genericInternal}
-}
-
-// The only texts a 5xx ever carries.
-const (
-	genericUnavailable = "service unavailable; retry (a mutation: resend the same signed request)"
-	genericInternal    = "internal error"
-)
-
-// respond sends the reply or the error headers, and logs the outcome.
-func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, start time.Time) {
-	attrs := []any{"op", c.op, "duration", time.Since(start)}
-	if c.signer != nil {
-		attrs = append(attrs, "signer", c.signer.Endpoint)
-	}
-	if err == nil {
-		hdr := s.replyHeaders(c, subjects.CodeOK, "", reply, nil)
-		if rerr := req.Respond(reply, micro.WithHeaders(hdr)); rerr != nil {
-			s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
-		}
-		s.cfg.Logger.Debug("request", append(attrs, "outcome", "ok")...)
-		return
-	}
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = s.internal(c, "unclassified", err).(*api.Error)
-	}
-	var data []byte
-	reason := c.reject
-	if reason == "" {
-		reason = ae.Kind.String()
-	}
-	if ae.Kind == api.KindAlreadyApplied {
-		data = reply
-		s.stats.of(c.op).add(func(e *endpointStats) { e.alreadyApplied++ })
-	} else {
-		s.stats.of(c.op).reject(reason)
-	}
-	hdr := micro.Headers{subjects.HeaderReason: []string{ae.Kind.String()}}
-	if c.retryAfter > 0 {
-		hdr[subjects.HeaderRetryAfter] = []string{strconv.FormatInt(c.retryAfter.Milliseconds(), 10)}
-	}
-	if !c.floor.IsZero() {
-		hdr[subjects.HeaderNonceFloor] = []string{strconv.FormatInt(c.floor.UnixMilli(), 10)}
-	}
-	hdr = s.replyHeaders(c, ae.Kind.Code(), ae.Kind.String(), data, hdr)
-	if rerr := req.Error(strconv.Itoa(ae.Kind.Code()), ae.Message, data, micro.WithHeaders(hdr)); rerr != nil {
-		s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
-	}
-	level := slog.LevelInfo
-	if ae.Kind == api.KindAlreadyApplied {
-		level = slog.LevelDebug
-	}
-	s.cfg.Logger.Log(context.Background(), level, "request rejected",
-		append(attrs, "code", ae.Kind.Code(), "reason", reason, "message", ae.Message)...)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -30,7 +31,7 @@ func TestEnforce(t *testing.T) {
 	adminKP := e.admin.Identity().Sign
 	bob := e.register(t, "bob")
 	carol := e.register(t, "carol")
-	if _, err := e.admin.Disable(ctxT(t), "carol"); err != nil {
+	if _, err := e.admin.Disable(natstest.Ctx(t, 2), "carol"); err != nil {
 		t.Fatal(err)
 	}
 	stranger, _ := newUser(t)
@@ -131,7 +132,7 @@ func TestSoft(t *testing.T) {
 	})
 	t.Run("valid mutation", func(t *testing.T) {
 		e.register(t, "bob")
-		if _, err := e.admin.Lookup(ctxT(t), "bob"); err != nil {
+		if _, err := e.admin.Lookup(natstest.Ctx(t, 2), "bob"); err != nil {
 			t.Fatalf("bob not registered: %v", err)
 		}
 	})
@@ -173,7 +174,7 @@ func TestSoft(t *testing.T) {
 		}
 	})
 	t.Run("nothing registered", func(t *testing.T) {
-		if _, err := e.admin.Lookup(ctxT(t), "mallory"); err == nil {
+		if _, err := e.admin.Lookup(natstest.Ctx(t, 2), "mallory"); err == nil {
 			t.Fatal("a mutation with a bad signature registered mallory")
 		}
 	})
@@ -184,9 +185,9 @@ func TestSoft(t *testing.T) {
 func TestOff(t *testing.T) {
 	e := newEnv(t, service.Config{Auth: service.AuthOff})
 	adminKP := e.admin.Identity().Sign
-	for _, op := range subjects.Ops {
-		t.Run(string(op), func(t *testing.T) {
-			subject := e.subject(op)
+	for _, o := range api.Ops {
+		t.Run(string(o.Op), func(t *testing.T) {
+			subject := e.subject(o.Op)
 			request(t, e.nc, subject, sign(t, adminKP, subject, api.Empty{}, signOpts{})).expect(t, api.KindUnauthenticated)
 		})
 	}
@@ -235,14 +236,14 @@ func TestAlreadyApplied(t *testing.T) {
 	t.Run("same nonce, other body", func(t *testing.T) {
 		other := sign(t, adminKP, register, api.RegisterRequest{Endpoint: "bob2", SignKey: bobPub, XKey: bobX}, signOpts{nonce: nonce})
 		request(t, e.nc, register, other).expect(t, api.KindReplay)
-		if _, err := e.admin.Lookup(ctxT(t), "bob2"); err == nil {
+		if _, err := e.admin.Lookup(natstest.Ctx(t, 2), "bob2"); err == nil {
 			t.Fatal("the replayed nonce registered bob2")
 		}
 	})
 	t.Run("same nonce, other operation", func(t *testing.T) {
 		other := sign(t, adminKP, disable, api.EndpointRequest{Endpoint: "bob"}, signOpts{nonce: nonce})
 		request(t, e.nc, disable, other).expect(t, api.KindReplay)
-		if pk, err := e.admin.Lookup(ctxT(t), "bob"); err != nil || pk.Disabled {
+		if pk, err := e.admin.Lookup(natstest.Ctx(t, 2), "bob"); err != nil || pk.Disabled {
 			t.Fatalf("bob = %+v, %v; want enabled", pk, err)
 		}
 	})
@@ -274,7 +275,7 @@ func TestAlreadyApplied(t *testing.T) {
 		}
 	})
 	t.Run("state applied once", func(t *testing.T) {
-		page, err := e.admin.Identities(ctxT(t), "", 0)
+		page, err := e.admin.Identities(natstest.Ctx(t, 2), "", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +297,7 @@ func TestPagination(t *testing.T) {
 		e.register(t, n)
 		want = append(want, n)
 	}
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 2)
 	for limit := 1; limit <= len(want)+1; limit++ {
 		var got []string
 		after, pages := "", 0

@@ -95,7 +95,7 @@ func (s *Service) rateLimit(c *call) error {
 	if ok {
 		return nil
 	}
-	c.retryAfter = wait
-	c.reject = reasonRateLimited
-	return api.E(api.KindRateLimited, "too many requests from this identity; retry after %d ms", wait.Milliseconds())
+	r := refuse(reasonRateLimited, api.KindRateLimited, "too many requests from this identity; retry after %d ms", wait.Milliseconds())
+	r.retryAfter = wait
+	return r
 }

@@ -49,14 +49,6 @@ func keyNonce(signer string, nonce []byte) string {
 	return famNonce + signer + "." + hex.EncodeToString(sum[:])
 }
 
-// nonceRecord is the value of a claimed nonce. A mutation's record holds the
-// digest of the request that claimed it and the reply it got, so the same
-// signed request sent again is answered "already applied" with that reply.
-type nonceRecord struct {
-	Digest []byte `msgpack:"d"`
-	Reply  []byte `msgpack:"r"`
-}
-
 // memberRecord is one membership. Since is the first epoch whose key the
 // member may fetch. KeyEpoch/KeyObject point at the key sealed for it when it
 // was added mid-epoch; keys from a rekey live in that epoch's bundle.

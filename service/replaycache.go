@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/unibus/membership/api"
 )
 
 // replayCache remembers signer+nonce pairs this replica saw claimed, so that
@@ -160,55 +158,4 @@ func (rc *replayCache) len() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return len(rc.entries)
-}
-
-// checkReplayCache refuses a request whose signer+nonce this replica saw
-// claimed. It runs after the cheap checks (time, body hash) and before the
-// signature and identity checks, which cost a verification and store reads.
-func (s *Service) checkReplayCache(c *call) error {
-	if s.replays == nil {
-		return nil
-	}
-	e := c.env
-	c.digest = e.Digest(c.subject)
-	hit, reply := s.replays.lookup(c.cacheKey(), c.digest[:], e.Sig, c.now)
-	switch hit {
-	case replayReject:
-		c.reject = reasonReplay
-		s.replays.hits.Add(1)
-		return api.E(api.KindReplay, "nonce already used")
-	case replayApplied:
-		// Byte-identical to a request this replica saw commit (same
-		// digest, same signature): answer exactly what the KV record
-		// would, without reading it.
-		s.replays.hits.Add(1)
-		c.applied = reply
-		return api.E(api.KindAlreadyApplied, "request already applied")
-	}
-	return nil
-}
-
-// rememberClaim records c's nonce as claimed: by c itself when applied is
-// true (a committed mutation and its reply), else by some request.
-func (s *Service) rememberClaim(c *call, reply []byte, applied bool) {
-	if s.replays == nil || c.env == nil {
-		return
-	}
-	e := replayEntry{}
-	if applied {
-		e = replayEntry{digest: bytes.Clone(c.digest[:]), sig: bytes.Clone(c.env.Sig), reply: reply, applied: true}
-	}
-	s.replays.insert(c.cacheKey(), e, c.now)
-}
-
-// cacheKey is the call's nonce in the replay cache. Reads and mutations
-// claim nonces in separate stores (docs/protocol.md §9), so the cache keeps
-// them apart too: a replica answers a reuse across the two the way the
-// stores would, whichever replica gets it.
-func (c *call) cacheKey() string {
-	k := keyNonce(c.env.Signer, c.env.Nonce)
-	if !c.mutates {
-		k = "read." + k
-	}
-	return k
 }

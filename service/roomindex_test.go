@@ -43,7 +43,7 @@ func walkMembers(t *testing.T, c *client.Client, room string, limit int) []api.M
 	var all []api.Member
 	after := ""
 	for {
-		p, err := c.Members(ctxT(t), room, after, limit)
+		p, err := c.Members(natstest.Ctx(t, 2), room, after, limit)
 		if err != nil {
 			t.Fatalf("members of %s after %q: %v", room, after, err)
 		}
@@ -60,7 +60,7 @@ func walkRooms(t *testing.T, c *client.Client, limit int) []api.Room {
 	var all []api.Room
 	after := ""
 	for {
-		p, err := c.MyRooms(ctxT(t), after, limit)
+		p, err := c.MyRooms(natstest.Ctx(t, 2), after, limit)
 		if err != nil {
 			t.Fatalf("my rooms after %q: %v", after, err)
 		}
@@ -87,7 +87,7 @@ func TestRoomIndexServesWhatTheStoreHolds(t *testing.T) {
 	rooms := []string{"ra", "rb", "rc"}
 	members := map[string]map[string]bool{}
 	for _, r := range rooms {
-		if _, _, err := tp.viaKV[owner].CreateRoom(ctxT(t), r, "chat."+r, []string{endpoints[1]}); err != nil {
+		if _, _, err := tp.viaKV[owner].CreateRoom(natstest.Ctx(t, 2), r, "chat."+r, []string{endpoints[1]}); err != nil {
 			t.Fatal(err)
 		}
 		members[r] = map[string]bool{owner: true, endpoints[1]: true}
@@ -113,11 +113,11 @@ func TestRoomIndexServesWhatTheStoreHolds(t *testing.T) {
 		var err error
 		switch {
 		case members[r][ep] && rng.IntN(2) == 0:
-			_, err = tp.viaIdx[ep].Leave(ctxT(t), r)
+			_, err = tp.viaIdx[ep].Leave(natstest.Ctx(t, 2), r)
 		case members[r][ep]:
-			_, err = tp.viaKV[owner].RemoveMember(ctxT(t), r, ep)
+			_, err = tp.viaKV[owner].RemoveMember(natstest.Ctx(t, 2), r, ep)
 		default:
-			_, err = tp.viaIdx[owner].AddMember(ctxT(t), r, ep)
+			_, err = tp.viaIdx[owner].AddMember(natstest.Ctx(t, 2), r, ep)
 		}
 		if err != nil {
 			t.Fatalf("step %d: %v", step, err)
@@ -128,7 +128,7 @@ func TestRoomIndexServesWhatTheStoreHolds(t *testing.T) {
 		}
 		check(step)
 	}
-	if _, err := tp.viaKV[owner].DeleteRoom(ctxT(t), "rc"); err != nil {
+	if _, err := tp.viaKV[owner].DeleteRoom(natstest.Ctx(t, 2), "rc"); err != nil {
 		t.Fatal(err)
 	}
 	rooms = rooms[:2]
@@ -148,24 +148,24 @@ func TestRoomIndexServesWhatTheStoreHolds(t *testing.T) {
 func TestMemberPageAfterChangeOnAnotherReplica(t *testing.T) {
 	tp := newTwoPaths(t, []string{"own", "guest"})
 	owner := tp.viaKV["own"]
-	if _, _, err := owner.CreateRoom(ctxT(t), "rw", "chat.rw", nil); err != nil {
+	if _, _, err := owner.CreateRoom(natstest.Ctx(t, 2), "rw", "chat.rw", nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 40; i++ {
-		if _, err := owner.AddMember(ctxT(t), "rw", "guest"); err != nil {
+		if _, err := owner.AddMember(natstest.Ctx(t, 2), "rw", "guest"); err != nil {
 			t.Fatal(err)
 		}
 		if got := walkMembers(t, tp.viaIdx["own"], "rw", 10); len(got) != 2 {
 			t.Fatalf("round %d: members right after the add: %v", i, got)
 		}
 		if i == 0 { // what the index relies on: the room record is written last
-			m, err1 := tp.e.st.Room("rw").Get(ctxT(t), "member.rw.guest")
-			r, err2 := tp.e.st.Room("rw").Get(ctxT(t), "room.rw")
+			m, err1 := tp.e.st.Room("rw").Get(natstest.Ctx(t, 2), "member.rw.guest")
+			r, err2 := tp.e.st.Room("rw").Get(natstest.Ctx(t, 2), "room.rw")
 			if err1 != nil || err2 != nil || m.Rev == 0 || m.Rev > r.Rev {
 				t.Fatalf("member record at %d, room record at %d (%v, %v): the room record must come last", m.Rev, r.Rev, err1, err2)
 			}
 		}
-		if _, err := owner.RemoveMember(ctxT(t), "rw", "guest"); err != nil {
+		if _, err := owner.RemoveMember(natstest.Ctx(t, 2), "rw", "guest"); err != nil {
 			t.Fatal(err)
 		}
 		if got := walkMembers(t, tp.viaIdx["own"], "rw", 10); len(got) != 1 {

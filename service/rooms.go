@@ -42,58 +42,6 @@ func (s *Service) member(ctx context.Context, c *call, room, endpoint string) (*
 	return &m, rev, nil
 }
 
-// memberRoom loads a room the signer is a member of, with the room record's
-// revision: 403 for anyone else (H3: being registered is not enough to read
-// a room).
-func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.Room, uint64, *memberRecord, error) {
-	me, err := c.requireSigner()
-	if err != nil {
-		return nil, 0, nil, err
-	}
-	if err := api.ValidateID("room", roomID); err != nil {
-		return nil, 0, nil, err
-	}
-	// Both records are read at once; the room's answer (404) comes first.
-	type memberResult struct {
-		m   *memberRecord
-		err error
-	}
-	mc := make(chan memberResult, 1)
-	go func() {
-		m, _, err := s.member(ctx, c, roomID, me.Endpoint)
-		mc <- memberResult{m, err}
-	}()
-	r, rev, err := s.room(ctx, c, roomID)
-	mr := <-mc
-	if err != nil {
-		return nil, 0, nil, err
-	}
-	if mr.err != nil {
-		return nil, 0, nil, mr.err
-	}
-	if mr.m == nil {
-		return nil, 0, nil, api.E(api.KindForbidden, "only members of room %s may read it", roomID)
-	}
-	return r, rev, mr.m, nil
-}
-
-// ownedRoom loads a room the signer owns: the owner is the endpoint and the
-// signing key that created it (H6).
-func (s *Service) ownedRoom(ctx context.Context, c *call, roomID string) (*api.Room, uint64, error) {
-	me, err := c.requireSigner()
-	if err != nil {
-		return nil, 0, err
-	}
-	r, rev, err := s.room(ctx, c, roomID)
-	if err != nil {
-		return nil, 0, err
-	}
-	if r.Owner != me.Endpoint {
-		return nil, 0, api.E(api.KindForbidden, "only the owner of room %s may do this", roomID)
-	}
-	return r, rev, nil
-}
-
 // checkSealer requires the sealer to be the signer's registered xkey, so a
 // member can open its key with the sealer named in the reply.
 func checkSealer(me *api.Identity, sealer string) error {
@@ -158,10 +106,7 @@ func sealedSet(keys []api.SealedKey) (map[string]bool, error) {
 // never share one. Room ids are never reused: a deleted room keeps a
 // tombstone.
 func (s *Service) createRoom(ctx context.Context, c *call) (*mutation, error) {
-	me, err := c.requireSigner()
-	if err != nil {
-		return nil, err
-	}
+	me := c.signer // authorized (authz.go)
 	var req api.CreateRoomRequest
 	if err := c.body(&req); err != nil {
 		return nil, err
@@ -228,7 +173,7 @@ func (s *Service) getRoom(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, _, _, err := s.memberRoom(ctx, c, req.Room)
+	r, _, _, err := s.roomFor(ctx, c, req.Room)
 	return r, err
 }
 
@@ -238,7 +183,7 @@ func (s *Service) roomMembers(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, rev, _, err := s.memberRoom(ctx, c, req.Room)
+	r, rev, _, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +268,7 @@ func (s *Service) roomKey(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, _, m, err := s.memberRoom(ctx, c, req.Room)
+	r, _, m, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -334,8 +279,8 @@ func (s *Service) roomKey(ctx context.Context, c *call) (any, error) {
 	if epoch > r.Epoch {
 		return nil, api.E(api.KindNotFound, "room %s has no epoch %d yet", r.ID, epoch)
 	}
-	if epoch < m.Since {
-		return nil, api.E(api.KindForbidden, "%s was not a member of room %s at epoch %d", c.signer.Endpoint, r.ID, epoch)
+	if err := checkKeyEpoch(c, r, m, epoch); err != nil {
+		return nil, err
 	}
 	if m.KeyEpoch == epoch {
 		sealed, err := s.object(ctx, c, m.KeyObject)
@@ -380,7 +325,7 @@ func (s *Service) addMember(ctx context.Context, c *call) (*mutation, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	r, roomRev, _, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -430,7 +375,7 @@ func (s *Service) removeMember(ctx context.Context, c *call) (*mutation, error) 
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	r, roomRev, _, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -448,10 +393,7 @@ func (s *Service) removeMember(ctx context.Context, c *call) (*mutation, error) 
 }
 
 func (s *Service) leaveRoom(ctx context.Context, c *call) (*mutation, error) {
-	me, err := c.requireSigner()
-	if err != nil {
-		return nil, err
-	}
+	me := c.signer // authorized (authz.go)
 	var req api.RoomRequest
 	if err := c.body(&req); err != nil {
 		return nil, err
@@ -506,7 +448,7 @@ func (s *Service) rekey(ctx context.Context, c *call) (*mutation, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	r, roomRev, _, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -595,7 +537,7 @@ func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	r, roomRev, err := s.ownedRoom(ctx, c, req.Room)
+	r, roomRev, _, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
 	}
@@ -652,10 +594,7 @@ func (s *Service) purgeRoom(c *call, room string) {
 
 // myRooms lists the caller's own rooms (H3: only its own directory).
 func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
-	me, err := c.requireSigner()
-	if err != nil {
-		return nil, err
-	}
+	me := c.signer // authorized (authz.go)
 	var req api.PageRequest
 	if err := c.body(&req); err != nil {
 		return nil, err

@@ -44,38 +44,48 @@ type Service struct {
 	seqs      seqRounds    // the shards' last-sequence reads of the callout and room.mine, coalesced (bus.go)
 }
 
-// operation binds an op to its handler and its body types. Exactly one of
-// read and mutate is set.
+// operation is one row of the protocol's operation table ([api.Ops]) with
+// its handler: mutate for a row that mutates, read otherwise.
 type operation struct {
-	op          subjects.Op
-	description string
-	request     any
-	response    any
-	read        readFunc
-	mutate      mutateFunc
+	api.OpSpec
+	read   readFunc
+	mutate mutateFunc
 }
 
-func (s *Service) operations() []operation {
-	return []operation{
-		{subjects.OpIdentityRegister, "Register an identity or replace its keys (admin)", api.RegisterRequest{}, api.Identity{}, nil, s.register},
-		{subjects.OpIdentityDisable, "Disable an identity (admin)", api.EndpointRequest{}, api.Identity{}, nil, s.disable},
-		{subjects.OpIdentityEnable, "Enable a disabled identity (admin)", api.EndpointRequest{}, api.Identity{}, nil, s.enable},
-		{subjects.OpIdentityGet, "Public keys of one endpoint (any active identity)", api.EndpointRequest{}, api.PublicKeys{}, s.getIdentity, nil},
-		{subjects.OpIdentityList, "List identities, paginated (admin)", api.PageRequest{}, api.IdentityPage{}, s.listIdentities, nil},
-		{subjects.OpWhoami, "The caller's own identity", api.Empty{}, api.Identity{}, s.whoami, nil},
-		{subjects.OpRoomCreate, "Create a room owned by the signer", api.CreateRoomRequest{}, api.Room{}, nil, s.createRoom},
-		{subjects.OpRoomGet, "A room's record (members only)", api.RoomRequest{}, api.Room{}, s.getRoom, nil},
-		{subjects.OpRoomMembers, "A room's members with public keys, paginated (members only)", api.MembersRequest{}, api.MembersPage{}, s.roomMembers, nil},
-		{subjects.OpRoomKey, "The caller's own sealed room key for an epoch (members only)", api.KeyRequest{}, api.KeyReply{}, s.roomKey, nil},
-		{subjects.OpRoomAdd, "Add a member with its sealed key (owner)", api.AddMemberRequest{}, api.Room{}, nil, s.addMember},
-		{subjects.OpRoomRemove, "Remove a member (owner); a rekey is then owed", api.RemoveMemberRequest{}, api.Room{}, nil, s.removeMember},
-		{subjects.OpRoomLeave, "Leave a room (self); a rekey is then owed", api.RoomRequest{}, api.Room{}, nil, s.leaveRoom},
-		{subjects.OpRoomRekey, "Move a room to a new epoch with one sealed key per member (owner)", api.RekeyRequest{}, api.Room{}, nil, s.rekey},
-		{subjects.OpRoomDelete, "Delete a room (owner)", api.RoomRequest{}, api.Room{}, nil, s.deleteRoom},
-		{subjects.OpRoomMine, "The caller's own rooms, paginated", api.PageRequest{}, api.RoomPage{}, s.myRooms, nil},
-		{subjects.OpRoomAudit, "A room's signed, hash-chained audit trail, paginated (members only)", api.AuditRequest{}, api.AuditPage{}, s.roomAudit, nil},
-		{subjects.OpIdentityAudit, "The identity registry's signed, hash-chained audit trail, paginated (admin)", api.IdentityAuditRequest{}, api.AuditPage{}, s.identityAudit, nil},
+// operations binds every row of [api.Ops] to its handler (bindOps).
+func (s *Service) operations() ([]operation, error) {
+	reads := map[subjects.Op]readFunc{
+		subjects.OpIdentityGet: s.getIdentity, subjects.OpIdentityList: s.listIdentities, subjects.OpWhoami: s.whoami,
+		subjects.OpRoomGet: s.getRoom, subjects.OpRoomMembers: s.roomMembers, subjects.OpRoomKey: s.roomKey,
+		subjects.OpRoomMine: s.myRooms, subjects.OpRoomAudit: s.roomAudit, subjects.OpIdentityAudit: s.identityAudit,
 	}
+	mutations := map[subjects.Op]mutateFunc{
+		subjects.OpIdentityRegister: s.register, subjects.OpIdentityDisable: s.disable, subjects.OpIdentityEnable: s.enable,
+		subjects.OpRoomCreate: s.createRoom, subjects.OpRoomAdd: s.addMember, subjects.OpRoomRemove: s.removeMember,
+		subjects.OpRoomLeave: s.leaveRoom, subjects.OpRoomRekey: s.rekey, subjects.OpRoomDelete: s.deleteRoom,
+	}
+	return bindOps(api.Ops, reads, mutations)
+}
+
+// bindOps pairs each row of specs with its handler. The table, not the kind
+// of handler, says whether an op mutates: a row whose handler is missing or
+// of the other kind, or a handler without a row, is an error.
+func bindOps(specs []api.OpSpec, reads map[subjects.Op]readFunc, mutations map[subjects.Op]mutateFunc) ([]operation, error) {
+	ops := make([]operation, 0, len(specs))
+	for _, spec := range specs {
+		o := operation{OpSpec: spec, read: reads[spec.Op]}
+		if spec.Mutates {
+			o = operation{OpSpec: spec, mutate: mutations[spec.Op]}
+		}
+		if o.read == nil && o.mutate == nil {
+			return nil, fmt.Errorf("operation %s (mutates: %t) has no handler of its kind", spec.Op, spec.Mutates)
+		}
+		ops = append(ops, o)
+	}
+	if n := len(reads) + len(mutations); n != len(ops) {
+		return nil, fmt.Errorf("%d handlers for %d operations", n, len(ops))
+	}
+	return ops, nil
 }
 
 // Start registers the service and its endpoints on nc. The store must be

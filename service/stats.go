@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -130,8 +131,8 @@ type stats struct {
 
 func newStats(countOwed func(context.Context) (int, error)) *stats {
 	s := &stats{byName: map[string]*endpointStats{}, countOwed: countOwed}
-	for _, op := range subjects.Ops {
-		s.byName[op.EndpointName()] = &endpointStats{rejections: map[string]int{}}
+	for _, o := range api.Ops {
+		s.byName[o.Op.EndpointName()] = &endpointStats{rejections: map[string]int{}}
 	}
 	return s
 }

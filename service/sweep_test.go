@@ -27,8 +27,7 @@ func TestSweep(t *testing.T) {
 	carol := membertest.Member(t, s, admin, "carol")
 	dave := membertest.Member(t, s, admin, "dave")
 	st := membertest.Store(t, natstest.Connect(t, s))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 
 	if _, _, err := alice.CreateRoom(ctx, "r", "chat.r", []string{"bob"}); err != nil {
 		t.Fatal(err)
@@ -90,7 +89,7 @@ func TestSweep(t *testing.T) {
 
 func objectNames(t *testing.T, st *store.Store) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	infos, err := st.ObjectInfos(ctx)
 	if err != nil {

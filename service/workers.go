@@ -34,6 +34,10 @@ import (
 // addInstances registers the service's micro instances on nc. On error the
 // instances already added are stopped.
 func (s *Service) addInstances(nc *nats.Conn, meta map[string]string) error {
+	ops, err := s.operations()
+	if err != nil {
+		return err
+	}
 	n := s.cfg.Workers
 	for i := 0; i < n; i++ {
 		m := make(map[string]string, len(meta)+2)
@@ -56,18 +60,18 @@ func (s *Service) addInstances(nc *nats.Conn, meta map[string]string) error {
 			return fmt.Errorf("add micro service: %w", err)
 		}
 		s.instances = append(s.instances, svc)
-		for _, o := range s.operations() {
-			err := svc.AddEndpoint(o.op.EndpointName(), s.handler(o.op, o.read, o.mutate),
-				micro.WithEndpointSubject(subjects.Subject(s.cfg.Prefix, o.op)),
+		for _, o := range ops {
+			err := svc.AddEndpoint(o.Op.EndpointName(), s.handler(o.Op, o.read, o.mutate),
+				micro.WithEndpointSubject(subjects.Subject(s.cfg.Prefix, o.Op)),
 				micro.WithEndpointMetadata(map[string]string{
-					"description": o.description,
-					"mutates":     strconv.FormatBool(o.mutate != nil),
-					"request":     schema(o.request),
-					"response":    schema(o.response),
+					"description": o.Description,
+					"mutates":     strconv.FormatBool(o.Mutates),
+					"request":     schema(o.Request),
+					"response":    schema(o.Reply),
 				}))
 			if err != nil {
 				s.stopInstances()
-				return fmt.Errorf("add endpoint %s: %w", o.op, err)
+				return fmt.Errorf("add endpoint %s: %w", o.Op, err)
 			}
 		}
 	}

@@ -46,7 +46,7 @@ func TestWorkersStatsTruthful(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.Whoami(ctxT(t))
+			_, err := c.Whoami(natstest.Ctx(t, 2))
 			errs <- err
 		}()
 	}

@@ -18,7 +18,7 @@ import (
 // claimOK claims key and fails the test unless the claim is confirmed.
 func claimOK(t *testing.T, st *store.Store, key string) store.ReadSince {
 	t.Helper()
-	since, err := st.ClaimRead(ctxT(t), key)
+	since, err := st.ClaimRead(natstest.Ctx(t, 1), key)
 	if err != nil {
 		t.Fatalf("ClaimRead(%s): %v", key, err)
 	}
@@ -31,7 +31,7 @@ func claimOK(t *testing.T, st *store.Store, key string) store.ReadSince {
 // confirmed in a new incarnation.
 func claimAfterLoss(t *testing.T, st *store.Store, key string) store.ReadSince {
 	t.Helper()
-	_, err := st.ClaimRead(ctxT(t), key)
+	_, err := st.ClaimRead(natstest.Ctx(t, 1), key)
 	if !errors.Is(err, store.ErrReadClaimsLost) {
 		t.Fatalf("first claim after the loss: %v, want ErrReadClaimsLost", err)
 	}
@@ -40,7 +40,7 @@ func claimAfterLoss(t *testing.T, st *store.Store, key string) store.ReadSince {
 
 func TestReadClaims(t *testing.T) {
 	st, js, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 
 	t.Run("first sight wins", func(t *testing.T) {
 		since := claimOK(t, st, "nonce.U1.a")
@@ -135,7 +135,7 @@ func TestReadClaimsStandaloneRestart(t *testing.T) {
 	dir := t.TempDir()
 	open := func() (*server.Server, *store.Store) {
 		s := natstest.ServerWith(t, &server.Options{StoreDir: dir})
-		st, err := store.Open(ctxT(t), jetStream(t, natstest.Connect(t, s)), testConfig())
+		st, err := store.Open(natstest.Ctx(t, 1), jetStream(t, natstest.Connect(t, s)), testConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +152,7 @@ func TestReadClaimsStandaloneRestart(t *testing.T) {
 	if since.First || since.Start.Before(restarted) || since == before {
 		t.Fatalf("after the restart: %+v, want a new incarnation started after %s (before: %+v)", since, restarted, before)
 	}
-	if _, err := st2.ClaimRead(ctxT(t), "nonce.U1.a"); !errors.Is(err, store.ErrExists) {
+	if _, err := st2.ClaimRead(natstest.Ctx(t, 1), "nonce.U1.a"); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("second claim after the restart: %v", err)
 	}
 }
@@ -163,11 +163,11 @@ func TestReadClaimsWiderWindow(t *testing.T) {
 	_, js, _, _ := open(t) // claim TTL 2 s
 	cfg := testConfig()
 	cfg.MaxTTL = time.Minute
-	st, err := store.Open(ctxT(t), js, cfg)
+	st, err := store.Open(natstest.Ctx(t, 1), js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctxT(t), subjects.ReadClaimsStream(bucket))
+	s, err := js.Stream(natstest.Ctx(t, 1), subjects.ReadClaimsStream(bucket))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestReadClaimsWiderWindow(t *testing.T) {
 // refused, never changed.
 func TestReadClaimsShape(t *testing.T) {
 	js := jetStream(t, natstest.Connect(t, natstest.Server(t)))
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: subjects.ReadClaimsStream(bucket), Subjects: []string{subjects.ReadClaims(bucket)}, Storage: jetstream.FileStorage,
 	}); err != nil {

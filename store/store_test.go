@@ -37,23 +37,16 @@ func open(t *testing.T) (*store.Store, jetstream.JetStream, *server.Server, *nat
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctxT(t), js, testConfig())
+	st, err := store.Open(natstest.Ctx(t, 1), js, testConfig())
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	return st, js, s, nc
 }
 
-func ctxT(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func mustGet(t *testing.T, st *store.Store, key string) store.Entry {
 	t.Helper()
-	e, err := st.Get(ctxT(t), key)
+	e, err := st.Get(natstest.Ctx(t, 1), key)
 	if err != nil {
 		t.Fatalf("Get(%s): %v", key, err)
 	}
@@ -62,14 +55,14 @@ func mustGet(t *testing.T, st *store.Store, key string) store.Entry {
 
 func mustCommit(t *testing.T, st *store.Store, writes ...store.Write) {
 	t.Helper()
-	if err := st.Commit(ctxT(t), writes); err != nil {
+	if err := st.Commit(natstest.Ctx(t, 1), writes); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
 }
 
 func TestOpen(t *testing.T) {
 	st, js, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	mustCommit(t, st, store.Write{Key: "k", Value: []byte("v")})
 
 	t.Run("stream config", func(t *testing.T) {
@@ -161,7 +154,7 @@ func TestOpen(t *testing.T) {
 
 func TestGet(t *testing.T) {
 	st, _, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	mustCommit(t, st, store.Write{Key: "present", Value: []byte("v1")}, store.Write{Key: "empty", Value: []byte{}},
 		store.Write{Key: "deleted", Value: []byte("x")})
 	present := mustGet(t, st, "present")
@@ -222,7 +215,7 @@ func TestGet(t *testing.T) {
 func TestCreate(t *testing.T) {
 	t.Parallel() // waits on TTLs or timeouts
 	st, _, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 
 	t.Run("second create exists", func(t *testing.T) {
 		if err := st.Create(ctx, "c1", []byte("a"), 0); err != nil {
@@ -290,7 +283,7 @@ func waitGone(t *testing.T, st *store.Store, key string) {
 func TestCommit(t *testing.T) {
 	t.Parallel() // waits on TTLs or timeouts
 	st, _, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	mustCommit(t, st,
 		store.Write{Key: "a", Value: []byte("a1")},
 		store.Write{Key: "b", Value: []byte("b1")},
@@ -392,7 +385,7 @@ func TestCommit(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	st, _, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	mustCommit(t, st,
 		store.Write{Key: "member.r1.alice", Value: []byte{1}},
 		store.Write{Key: "member.r1.bob", Value: []byte{1}},
@@ -432,7 +425,7 @@ func TestKeys(t *testing.T) {
 
 func TestObjects(t *testing.T) {
 	st, _, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 
 	if names, err := st.ListObjects(ctx, ""); err != nil || len(names) != 0 {
 		t.Fatalf("ListObjects on empty store = %v, %v", names, err)
@@ -491,7 +484,7 @@ func TestObjects(t *testing.T) {
 // one can be written anew.
 func TestPutObjectImmutable(t *testing.T) {
 	st, _, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	if err := st.PutObject(ctx, "r1/k", []byte("first")); err != nil {
 		t.Fatal(err)
 	}
@@ -575,7 +568,7 @@ func TestReopenKeepsBatches(t *testing.T) {
 		}
 		return js
 	}
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	st, err := store.Open(ctx, js(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/store"
 )
 
@@ -17,14 +18,14 @@ func TestWatch(t *testing.T) {
 	put := func(key, v string) uint64 {
 		t.Helper()
 		e := mustGet(t, st, key)
-		if err := st.Commit(ctxT(t), []store.Write{{Key: key, Value: []byte(v), Rev: e.Rev}}); err != nil {
+		if err := st.Commit(natstest.Ctx(t, 1), []store.Write{{Key: key, Value: []byte(v), Rev: e.Rev}}); err != nil {
 			t.Fatalf("put %s: %v", key, err)
 		}
 		return mustGet(t, st, key).Rev
 	}
 	r1 := put("id.a", "1")
 	put("room.x", "r")
-	ctx, cancel := context.WithCancel(ctxT(t))
+	ctx, cancel := context.WithCancel(natstest.Ctx(t, 1))
 	changes := make(chan store.Change, 16)
 	loaded := make(chan struct{})
 	done := make(chan error, 1)
@@ -38,7 +39,7 @@ func TestWatch(t *testing.T) {
 	r2 := put("signer.k", "a")
 	put("room.y", "r")
 	e := mustGet(t, st, "id.a")
-	if err := st.Commit(ctxT(t), []store.Write{{Key: "id.a", Rev: e.Rev, Delete: true}}); err != nil {
+	if err := st.Commit(natstest.Ctx(t, 1), []store.Write{{Key: "id.a", Rev: e.Rev, Delete: true}}); err != nil {
 		t.Fatal(err)
 	}
 	r3 := mustGet(t, st, "id.a").Rev
@@ -53,7 +54,7 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("Watch after cancel: %v", err)
 	}
 	var scanned []string
-	if err := st.Scan(ctxT(t), "room.", func(k string, _ []byte) error { scanned = append(scanned, k); return nil }); err != nil {
+	if err := st.Scan(natstest.Ctx(t, 1), "room.", func(k string, _ []byte) error { scanned = append(scanned, k); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(scanned, []string{"room.x", "room.y"}) {

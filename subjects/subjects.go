@@ -47,7 +47,8 @@ func ReadIncarnations(bucket string) string { return ReadClaimsPrefix(bucket) + 
 // Op names an operation. Its subject is <prefix>.<Op>.
 type Op string
 
-// Every operation of protocol v1.
+// Every operation of protocol v1. The operation table (api.Ops) lists each
+// with whether it mutates and its body types.
 const (
 	OpIdentityRegister Op = "identity.register"
 	OpIdentityDisable  Op = "identity.disable"
@@ -70,13 +71,6 @@ const (
 
 	OpIdentityAudit Op = "identity.audit"
 )
-
-// Ops lists every operation in the order the service registers them.
-var Ops = []Op{
-	OpIdentityRegister, OpIdentityDisable, OpIdentityEnable, OpIdentityGet, OpIdentityList, OpWhoami,
-	OpRoomCreate, OpRoomGet, OpRoomMembers, OpRoomKey, OpRoomAdd, OpRoomRemove, OpRoomLeave,
-	OpRoomRekey, OpRoomDelete, OpRoomMine, OpRoomAudit, OpIdentityAudit,
-}
 
 // EndpointName is the micro endpoint name of op (micro names allow no dots).
 func (op Op) EndpointName() string { return strings.ReplaceAll(string(op), ".", "_") }

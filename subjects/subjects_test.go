@@ -1,7 +1,6 @@
 package subjects_test
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 
@@ -70,51 +69,6 @@ func TestSubjectAndEndpointName(t *testing.T) {
 				t.Errorf("EndpointName(%q) = %q, want %q", tt.op, got, tt.endpoint)
 			}
 		})
-	}
-}
-
-// microName is what nats.go micro accepts as an endpoint name.
-var microName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-func TestOps(t *testing.T) {
-	if len(subjects.Ops) == 0 {
-		t.Fatal("no ops")
-	}
-	ops := map[subjects.Op]bool{}
-	names := map[string]subjects.Op{}
-	subs := map[string]bool{}
-	for _, op := range subjects.Ops {
-		if ops[op] {
-			t.Errorf("op %q listed twice", op)
-		}
-		ops[op] = true
-		name := op.EndpointName()
-		if !microName.MatchString(name) {
-			t.Errorf("op %q: endpoint name %q is not a valid micro name", op, name)
-		}
-		if other, ok := names[name]; ok {
-			t.Errorf("ops %q and %q share endpoint name %q", op, other, name)
-		}
-		names[name] = op
-		sub := subjects.Subject(subjects.DefaultPrefix, op)
-		if err := subjects.ValidateSubject(sub); err != nil {
-			t.Errorf("op %q: subject %q: %v", op, sub, err)
-		}
-		if subs[sub] {
-			t.Errorf("subject %q twice", sub)
-		}
-		subs[sub] = true
-	}
-	for _, op := range []subjects.Op{
-		subjects.OpIdentityRegister, subjects.OpIdentityDisable, subjects.OpIdentityEnable,
-		subjects.OpIdentityGet, subjects.OpIdentityList, subjects.OpWhoami,
-		subjects.OpRoomCreate, subjects.OpRoomGet, subjects.OpRoomMembers, subjects.OpRoomKey,
-		subjects.OpRoomAdd, subjects.OpRoomRemove, subjects.OpRoomLeave, subjects.OpRoomRekey,
-		subjects.OpRoomDelete, subjects.OpRoomMine,
-	} {
-		if !ops[op] {
-			t.Errorf("op %q missing from Ops", op)
-		}
 	}
 }
 

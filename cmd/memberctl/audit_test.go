@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
@@ -31,8 +29,7 @@ func TestAuditCommand(t *testing.T) {
 	admin := membertest.Admin(t, s)
 	alice := membertest.Member(t, s, admin, "alice")
 	membertest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}

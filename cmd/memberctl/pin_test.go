@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
@@ -22,7 +21,7 @@ import (
 // memberctlAt runs memberctl in-process with an identity against s.
 func memberctlAt(t *testing.T, s *server.Server, idFile string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
 	defer cancel()
 	var out, errb bytes.Buffer
 	code = run(ctx, append([]string{"--identity", idFile, "--server", s.ClientURL(), "--timeout", "1s"}, args...), &out, &errb)
@@ -136,8 +135,7 @@ func TestPinning(t *testing.T) {
 // it verified; a trail that later ends before it (a rollback or a truncated
 // tail), or differs at it, fails.
 func TestAuditRollback(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	s := natstest.Server(t)
 	membertest.Service(t, s, service.Config{})
 	admin := membertest.Admin(t, s)

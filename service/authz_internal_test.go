@@ -1,0 +1,40 @@
+package service
+
+import (
+	"testing"
+
+	"github.com/unibus/membership/api"
+	"github.com/unibus/membership/subjects"
+)
+
+// TestEveryOperationHasARule: an operation the service serves without a
+// rule would be refused (authorize answers 500), and one that reads a room
+// must name a room rule for roomFor.
+func TestEveryOperationHasARule(t *testing.T) {
+	for _, op := range subjects.Ops {
+		if ruleOf(op) == 0 {
+			t.Errorf("operation %s has no rule", op)
+		}
+	}
+	if r := ruleOf(subjects.Op("room.unknown")); r != 0 {
+		t.Errorf("an unknown operation has rule %d, want none", r)
+	}
+	for _, o := range (&Service{}).operations() {
+		if ruleOf(o.op) == 0 {
+			t.Errorf("served operation %s has no rule", o.op)
+		}
+	}
+}
+
+// TestAuthorizeRefusesAnOperationWithoutRule: a new operation is closed
+// until it is given a rule.
+func TestAuthorizeRefusesAnOperationWithoutRule(t *testing.T) {
+	s := &Service{cfg: Config{}}
+	if err := s.cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	err := s.authorize(&call{op: subjects.Op("room.unknown")})
+	if k := api.KindOf(err); k != api.KindInternal {
+		t.Fatalf("authorize of an operation without rule: %v (kind %s), want internal", err, k)
+	}
+}
