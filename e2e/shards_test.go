@@ -4,9 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/api"
@@ -168,4 +175,62 @@ func TestShardsResend(t *testing.T) {
 	if base, _ := st.Base().Keys(shardCtx(t), "nonce."); len(base) != 2 {
 		t.Fatalf("nonces in the base bucket: %v; want the two registrations'", base)
 	}
+}
+
+// TestMembershipdShards: membershipd --shards 4 creates a deployment of
+// four room shards; restarted with another count it refuses to start and
+// names the count the deployment was created with; restarted without the
+// flag it opens the deployment as created. A deployment created with the
+// default (one shard, the original layout) is refused with --shards 4.
+func TestMembershipdShards(t *testing.T) {
+	bin := natstest.Build(t, membershipdPkg)
+	refused := func(t *testing.T, data string, n, created int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "--data-dir", data, "--listen", "127.0.0.1:-1", "--shards", strconv.Itoa(n))
+		cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=")
+		out, err := cmd.CombinedOutput()
+		want := fmt.Sprintf("created with %d room shard(s), configured %d", created, n)
+		if err == nil || ctx.Err() != nil || !strings.Contains(string(out), want) {
+			t.Fatalf("--shards %d on a deployment of %d: %v; want a refusal saying %q:\n%s", n, created, err, want, out)
+		}
+	}
+	streams := func(t *testing.T, url string) []string {
+		t.Helper()
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		var names []string
+		for name := range js.StreamNames(shardCtx(t)).Name() {
+			if strings.HasPrefix(name, "KV_") {
+				names = append(names, name)
+			}
+		}
+		slices.Sort(names)
+		return names
+	}
+
+	data := filepath.Join(t.TempDir(), "data")
+	d := startDaemon(t, "--data-dir", data, "--listen", "127.0.0.1:-1", "--shards", "4")
+	want := []string{"KV_membership", "KV_membership-rooms-0", "KV_membership-rooms-1", "KV_membership-rooms-2", "KV_membership-rooms-3"}
+	if got := streams(t, d.url); !slices.Equal(got, want) {
+		t.Fatalf("KV streams %v, want %v", got, want)
+	}
+	d.stop(t)
+	refused(t, data, 2, 4)
+	d = startDaemon(t, "--data-dir", data, "--listen", "127.0.0.1:-1")
+	whoami(t, d.url, filepath.Join(data, "admin.identity"))
+	d.stop(t)
+
+	one := filepath.Join(t.TempDir(), "data")
+	d = startDaemon(t, "--data-dir", one, "--listen", "127.0.0.1:-1")
+	if got := streams(t, d.url); !slices.Equal(got, want[:1]) {
+		t.Fatalf("default deployment's KV streams %v, want %v", got, want[:1])
+	}
+	d.stop(t)
+	refused(t, one, 4, 1)
 }
