@@ -32,7 +32,7 @@ import (
 )
 
 // defaultOps are the operations a run measures, in order.
-const defaultOps = "echo,secho,read,key,mine,kv,mutate,mutate1,batch"
+const defaultOps = "echo,secho,read,key,mine,kv,mutate,mutate1,batch,batchN"
 
 // defaultShards is --shards' default: the room shards membershipd creates
 // a deployment with.
@@ -255,6 +255,25 @@ func (e *env) start(ctx context.Context) error {
 	return nil
 }
 
+// rawBatch commits one atomic batch of the shape of an add-member commit
+// into bucket: the nonce record (with its reply), the room, member and
+// directory records, the audit entry and the audit chain head, each
+// compare-and-set, under keys named by id.
+func rawBatch(ctx context.Context, js jetstream.JetStream, bucket, id string, payload []byte, ttl time.Duration) error {
+	base := fmt.Sprintf("$KV.%s.benchbatch.%s.", bucket, id)
+	sizes := []int{300, 200, 120, 24, 350, 60}
+	msgs := make([]*nats.Msg, len(sizes))
+	for i, sz := range sizes {
+		m := nats.NewMsg(base + strconv.Itoa(i))
+		m.Data = payload[:sz]
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		m.Header.Set(jetstream.MsgTTLHeader, ttl.String())
+		msgs[i] = m
+	}
+	_, err := jetstreamext.PublishMsgBatch(ctx, js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	return err
+}
+
 // bucket is the deployment's base bucket: the default, or its own for the
 // one-shard deployment of mutate1.
 func (e *env) bucket() string {
@@ -473,12 +492,16 @@ func (e *env) measure(ctx context.Context) error {
 		return err
 	}
 	kvs := make([]jetstream.KeyValue, o.clients)
+	objs := make([]jetstream.ObjectStore, o.clients)
 	jss := make([]jetstream.JetStream, o.clients)
 	for i, nc := range e.conns {
 		if jss[i], err = jetstream.New(nc); err != nil {
 			return err
 		}
 		if kvs[i], err = jss[i].KeyValue(ctx, subjects.DefaultBucket); err != nil {
+			return err
+		}
+		if objs[i], err = jss[i].ObjectStore(ctx, subjects.DefaultKeysBucket); err != nil {
 			return err
 		}
 	}
@@ -514,21 +537,19 @@ func (e *env) measure(ctx context.Context) error {
 		"mutate":  e.mutateOp,
 		"mutate1": func(ctx context.Context, w, n int) error { return one.mutateOp(ctx, w, n) },
 		"batch": func(ctx context.Context, w, n int) error {
-			// The shape of an add-member commit: the nonce record (with
-			// its reply), the room, member and directory records, the
-			// audit entry and the audit chain head, each compare-and-set.
-			base := fmt.Sprintf("$KV.%s.benchbatch.%s.%d.", subjects.DefaultBucket, e.raw, uniq.Add(1))
-			sizes := []int{300, 200, 120, 24, 350, 60}
-			msgs := make([]*nats.Msg, len(sizes))
-			for i, sz := range sizes {
-				m := nats.NewMsg(base + strconv.Itoa(i))
-				m.Data = payload[:sz]
-				m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-				m.Header.Set(jetstream.MsgTTLHeader, nonceTTL.String())
-				msgs[i] = m
-			}
-			_, err := jetstreamext.PublishMsgBatch(ctx, jss[w], msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+			return rawBatch(ctx, jss[w], subjects.DefaultBucket, fmt.Sprintf("%s.%d", e.raw, uniq.Add(1)), payload, nonceTTL)
+		},
+		"obj": func(ctx context.Context, w, n int) error {
+			_, err := objs[w].PutBytes(ctx, fmt.Sprintf("benchobj/%s/%d", e.raw, uniq.Add(1)), payload[:120])
 			return err
+		},
+		"batchN": func(ctx context.Context, w, n int) error {
+			u := uniq.Add(1)
+			bucket := subjects.DefaultBucket
+			if e.shards > 1 {
+				bucket = subjects.RoomShardBucket(subjects.DefaultBucket, int(u)%e.shards)
+			}
+			return rawBatch(ctx, jss[w], bucket, fmt.Sprintf("%s.%d", e.raw, u), payload, nonceTTL)
 		},
 	}
 	endpointOf := map[string]subjects.Op{"read": subjects.OpRoomGet, "key": subjects.OpRoomKey,
@@ -564,7 +585,7 @@ func (e *env) measure(ctx context.Context) error {
 			return fmt.Errorf("--ops: unknown operation %q", name)
 		}
 		pl := p
-		if name == "mutate" || name == "mutate1" || name == "batch" {
+		if name == "mutate" || name == "mutate1" || name == "batch" || name == "batchN" || name == "obj" {
 			pl = pm
 		}
 		before, berr := microCounts(e.conns[0])

@@ -18,7 +18,11 @@
 //	mutate  add member                     (one atomic batch of 6 writes; --shards room shards)
 //	mutate1 the same add-member load against a deployment of one room
 //	        shard on the same server (its own buckets and service)
-//	batch   raw atomic batch of 6 writes   (the durable-write limit)
+//	batch   raw atomic batch of 6 writes   (the durable-write limit of one stream)
+//	obj     raw sealed-key object put      (the write every add-member makes
+//	        before its batch, in the one object store; run it with --ops)
+//	batchN  the same raw batches spread over the deployment's room shards
+//	        (the durable-write limit of --shards streams)
 //
 // It prints a table (ops/s, p50, p99, p99.9, errors), checks that micro's
 // own stats (the $SRV.STATS answers `nats micro stats` shows) counted

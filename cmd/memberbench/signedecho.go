@@ -12,10 +12,10 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/service"
-	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/subjects"
 )
 
