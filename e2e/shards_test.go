@@ -234,3 +234,73 @@ func TestMembershipdShards(t *testing.T) {
 	d.stop(t)
 	refused(t, one, 4, 1)
 }
+
+// TestShardLeaders: on a three-node cluster with R3 room shards, the
+// commands docs/deploy.md gives ("Shards") show where the shards' leaders
+// are (nats stream report) and move each to the node it names (nats stream
+// cluster step-down --preferred), so that the first three shards are led
+// by three different nodes.
+func TestShardLeaders(t *testing.T) {
+	servers, _ := heldCluster(t, 3)
+	js, err := jetstream.New(natstest.Connect(t, servers[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(natstest.Ctx(t, 6), js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
+		MaxTTL: service.NonceTTL(service.DefaultSkew), Replicas: 3, Shards: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaderOf := func(stream string) string {
+		var leader string
+		natstest.Eventually(t, 3, stream+" has a leader", func() error {
+			s, err := js.Stream(natstest.Ctx(t, 1), stream)
+			if err != nil {
+				return err
+			}
+			info, err := s.Info(natstest.Ctx(t, 1))
+			if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+				return fmt.Errorf("no leader yet: %v", err)
+			}
+			leader = info.Cluster.Leader
+			return nil
+		})
+		return leader
+	}
+	out, errOut, err := natstest.RunNats(t, servers[0], nil, "stream", "report")
+	if err != nil {
+		t.Fatalf("nats stream report: %v\n%s", err, errOut)
+	}
+	for _, sh := range st.Shards() {
+		stream := "KV_" + sh.Name()
+		line := ""
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, " "+stream+" ") {
+				line = l
+			}
+		}
+		if leader := leaderOf(stream); !strings.Contains(line, leader+"*") {
+			t.Fatalf("stream report row of %s %q does not star its leader %s:\n%s", stream, line, leader, out)
+		}
+	}
+	want := map[string]bool{}
+	for i := range 3 {
+		stream := "KV_" + subjects.RoomShardBucket(subjects.DefaultBucket, i)
+		preferred := servers[i].Name()
+		want[preferred] = true
+		if leaderOf(stream) != preferred {
+			if _, errOut, err := natstest.RunNats(t, servers[0], nil, "stream", "cluster", "step-down", stream, "--preferred", preferred); err != nil {
+				t.Fatalf("step-down %s --preferred %s: %v\n%s", stream, preferred, err, errOut)
+			}
+		}
+		natstest.Eventually(t, 3, stream+" led by "+preferred, func() error {
+			if l := leaderOf(stream); l != preferred {
+				return fmt.Errorf("led by %s", l)
+			}
+			return nil
+		})
+	}
+	if len(want) != 3 {
+		t.Fatalf("preferred leaders %v", want)
+	}
+}
