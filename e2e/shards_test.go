@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -11,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
@@ -38,6 +42,12 @@ func shardCtx(t *testing.T) context.Context {
 // deployment as created).
 func shardedDeployment(t *testing.T, n int) (*server.Server, *store.Store, func(string) *client.Client) {
 	t.Helper()
+	return shardedDeploymentWith(t, n, service.Config{})
+}
+
+// shardedDeploymentWith is shardedDeployment with the replicas' cfg.
+func shardedDeploymentWith(t *testing.T, n int, cfg service.Config) (*server.Server, *store.Store, func(string) *client.Client) {
+	t.Helper()
 	s := natstest.Server(t)
 	js, err := jetstream.New(natstest.Connect(t, s))
 	if err != nil {
@@ -48,8 +58,8 @@ func shardedDeployment(t *testing.T, n int) (*server.Server, *store.Store, func(
 	if err != nil {
 		t.Fatal(err)
 	}
-	membertest.Service(t, s, service.Config{})
-	membertest.Service(t, s, service.Config{})
+	membertest.Service(t, s, cfg)
+	membertest.Service(t, s, cfg)
 	admin := membertest.Admin(t, s)
 	return s, st, func(ep string) *client.Client { return membertest.Member(t, s, admin, ep) }
 }
@@ -302,5 +312,48 @@ func TestShardLeaders(t *testing.T) {
 	}
 	if len(want) != 3 {
 		t.Fatalf("preferred leaders %v", want)
+	}
+}
+
+// TestShardsStaleSubjectClaim: with room shards a subject's claim in the
+// base bucket that names a room which holds another subject is taken over
+// at once; one that names a room that does not exist is refused while a
+// copy of its create could still commit, and taken over once it is older
+// than the nonce lifetime (docs/protocol.md §21).
+func TestShardsStaleSubjectClaim(t *testing.T) {
+	const skew = time.Second // nonce lifetime 2 s
+	_, st, member := shardedDeploymentWith(t, 4, service.Config{Skew: skew})
+	alice := member("alice")
+	ctx := shardCtx(t)
+	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(subject, room string) {
+		t.Helper()
+		sum := sha256.Sum256([]byte(subject))
+		key := "subject." + hex.EncodeToString(sum[:])
+		e, err := st.Base().Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := msgpack.Marshal(room)
+		if err := st.Base().Commit(ctx, []store.Write{{Key: key, Value: v, Rev: e.Rev}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim("chat.a", "r1") // r1 holds chat.r1: this claim can never commit its room
+	if _, _, err := alice.CreateRoom(ctx, "a", "chat.a", nil); err != nil {
+		t.Fatalf("create on a claim naming a room of another subject: %v", err)
+	}
+	claim("chat.b", "ghost") // no room ghost: its create may still be in flight
+	if _, _, err := alice.CreateRoom(ctx, "b", "chat.b", nil); !errors.Is(err, client.ErrExists) {
+		t.Fatalf("create on a young claim of a missing room: %v, want exists", err)
+	}
+	natstest.Eventually(t, 2, "the claim of a missing room goes stale", func() error {
+		_, _, err := alice.CreateRoom(shardCtx(t), "b", "chat.b", nil)
+		return err
+	})
+	if _, err := alice.Room(ctx, "b"); err != nil {
+		t.Fatal(err)
 	}
 }
