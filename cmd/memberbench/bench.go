@@ -468,7 +468,10 @@ func (e *env) measure(ctx context.Context) error {
 			if secho, err = e.signedEchoClients(); err != nil {
 				return err
 			}
-		case "mutate1":
+		case "mutate1", "read1", "mine1":
+			if one != nil {
+				continue
+			}
 			if one, err = e.oneShard(ctx); err != nil {
 				return fmt.Errorf("one-shard deployment: %w", err)
 			}
@@ -536,6 +539,15 @@ func (e *env) measure(ctx context.Context) error {
 		},
 		"mutate":  e.mutateOp,
 		"mutate1": func(ctx context.Context, w, n int) error { return one.mutateOp(ctx, w, n) },
+		"read1": func(ctx context.Context, w, n int) error {
+			rs := one.rooms[w]
+			_, err := one.clients[w].Room(ctx, rs[n%len(rs)].id)
+			return err
+		},
+		"mine1": func(ctx context.Context, w, n int) error {
+			_, err := one.clients[w].MyRooms(ctx, "", api.DefaultPage)
+			return err
+		},
 		"batch": func(ctx context.Context, w, n int) error {
 			return rawBatch(ctx, jss[w], subjects.DefaultBucket, fmt.Sprintf("%s.%d", e.raw, uniq.Add(1)), payload, nonceTTL)
 		},
@@ -553,7 +565,8 @@ func (e *env) measure(ctx context.Context) error {
 		},
 	}
 	endpointOf := map[string]subjects.Op{"read": subjects.OpRoomGet, "key": subjects.OpRoomKey,
-		"mine": subjects.OpRoomMine, "mutate": subjects.OpRoomAdd, "mutate1": subjects.OpRoomAdd}
+		"mine": subjects.OpRoomMine, "mutate": subjects.OpRoomAdd, "mutate1": subjects.OpRoomAdd,
+		"read1": subjects.OpRoomGet, "mine1": subjects.OpRoomMine}
 
 	var results []*result
 	byName := map[string]*result{}

@@ -18,6 +18,7 @@
 //	mutate  add member                     (one atomic batch of 6 writes; --shards room shards)
 //	mutate1 the same add-member load against a deployment of one room
 //	        shard on the same server (its own buckets and service)
+//	read1, mine1 (only with --ops) read and mine against that deployment
 //	batch   raw atomic batch of 6 writes   (the durable-write limit of one stream)
 //	obj     raw sealed-key object put      (the write every add-member makes
 //	        before its batch, in the one object store; run it with --ops)
