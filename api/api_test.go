@@ -211,19 +211,25 @@ func TestKinds(t *testing.T) {
 		{api.KindInternal, subjects.CodeInternal, "internal", api.ErrInternal},
 		{api.KindAlreadyApplied, subjects.CodeAlreadyApplied, "already_applied", api.ErrAlreadyApplied},
 		{api.KindRateLimited, subjects.CodeTooMany, "rate_limited", api.ErrRateLimited},
+		{api.KindNonceFloor, subjects.CodeUnauthorized, "nonce_floor", api.ErrNonceFloor},
 	}
-	reasons := map[string]bool{}
+	reasons, texts := map[string]bool{}, map[string]bool{}
 	for _, tt := range tests {
 		t.Run(tt.reason, func(t *testing.T) {
 			if got := tt.kind.Code(); got != tt.code {
 				t.Errorf("Code = %d, want %d", got, tt.code)
 			}
-			if got := tt.kind.String(); got != tt.reason {
-				t.Errorf("String = %q, want %q", got, tt.reason)
+			if got := tt.kind.Reason(); got != tt.reason {
+				t.Errorf("Reason = %q, want %q", got, tt.reason)
 			}
-			if got := api.KindFromReason(tt.kind.String()); got != tt.kind {
-				t.Errorf("KindFromReason(%q) = %v, want %v", tt.kind.String(), got, tt.kind)
+			if got := api.KindFromReason(tt.kind.Reason()); got != tt.kind {
+				t.Errorf("KindFromReason(%q) = %v, want %v", tt.kind.Reason(), got, tt.kind)
 			}
+			// String is for people: a description, not the token.
+			if text := tt.kind.String(); text == "" || text == tt.reason || texts[text] {
+				t.Errorf("String = %q: empty, the wire token or shared", text)
+			}
+			texts[tt.kind.String()] = true
 			if reasons[tt.reason] {
 				t.Errorf("reason %q shared by two kinds", tt.reason)
 			}
@@ -238,7 +244,7 @@ func TestKinds(t *testing.T) {
 	}
 	// Every kind up to the last one is covered above: a new kind must be
 	// added to the table.
-	if n := int(api.KindRateLimited); len(tests) != n {
+	if n := int(api.KindLast); len(tests) != n {
 		t.Errorf("table has %d kinds, enum has %d", len(tests), n)
 	}
 	t.Run("other", func(t *testing.T) {
@@ -251,8 +257,11 @@ func TestKinds(t *testing.T) {
 		if got := api.KindOther.Code(); got != subjects.CodeInternal {
 			t.Errorf("KindOther.Code = %d, want 500", got)
 		}
-		if got := api.Kind(999).String(); got != "other" {
-			t.Errorf("Kind(999).String = %q", got)
+		if got := api.Kind(999).Reason(); got != "other" {
+			t.Errorf("Kind(999).Reason = %q", got)
+		}
+		if got := api.Kind(-1).Code(); got != subjects.CodeInternal {
+			t.Errorf("Kind(-1).Code = %d, want 500", got)
 		}
 		if got := api.KindOf(errors.New("plain")); got != api.KindOther {
 			t.Errorf("KindOf(plain) = %v", got)

@@ -31,67 +31,55 @@ const (
 // KindLast is the highest kind in use.
 const KindLast = KindNonceFloor
 
-var kindCodes = map[Kind]int{
-	KindInvalid:         subjects.CodeBadRequest,
-	KindTooLarge:        subjects.CodeTooLarge,
-	KindUnauthenticated: subjects.CodeUnauthorized,
-	KindReplay:          subjects.CodeUnauthorized,
-	KindForbidden:       subjects.CodeForbidden,
-	KindNotFound:        subjects.CodeNotFound,
-	KindExists:          subjects.CodeConflict,
-	KindConflict:        subjects.CodeConflict,
-	KindUnavailable:     subjects.CodeUnavailable,
-	KindInternal:        subjects.CodeInternal,
-	KindAlreadyApplied:  subjects.CodeAlreadyApplied,
-	KindRateLimited:     subjects.CodeTooMany,
-	KindNonceFloor:      subjects.CodeUnauthorized,
+// kinds is the one table of what each kind means on the wire and to a
+// person: its code (in micro's Nats-Service-Error-Code header), its reason
+// token ([subjects.HeaderReason]) and its description. A kind without a row
+// is treated as [KindOther].
+var kinds = [...]struct {
+	code   int
+	reason string // wire token, stable: clients map it back with KindFromReason
+	text   string // for people: String
+}{
+	KindOther:           {subjects.CodeInternal, "other", "unclassified error"},
+	KindInvalid:         {subjects.CodeBadRequest, "invalid", "invalid request"},
+	KindTooLarge:        {subjects.CodeTooLarge, "too_large", "request too large"},
+	KindUnauthenticated: {subjects.CodeUnauthorized, "unauthenticated", "not authenticated"},
+	KindReplay:          {subjects.CodeUnauthorized, "replay", "nonce used before"},
+	KindForbidden:       {subjects.CodeForbidden, "forbidden", "not allowed"},
+	KindNotFound:        {subjects.CodeNotFound, "not_found", "does not exist"},
+	KindExists:          {subjects.CodeConflict, "exists", "already exists"},
+	KindConflict:        {subjects.CodeConflict, "conflict", "lost to a concurrent change"},
+	KindUnavailable:     {subjects.CodeUnavailable, "unavailable", "service unavailable"},
+	KindInternal:        {subjects.CodeInternal, "internal", "internal error"},
+	KindAlreadyApplied:  {subjects.CodeAlreadyApplied, "already_applied", "already applied"},
+	KindRateLimited:     {subjects.CodeTooMany, "rate_limited", "rate limited"},
+	KindNonceFloor:      {subjects.CodeUnauthorized, "nonce_floor", "stamped before the read-nonce floor"},
+}
+
+// row is k's row of the table, KindOther's for an unknown kind.
+func (k Kind) row() int {
+	if k < 0 || int(k) >= len(kinds) {
+		return int(KindOther)
+	}
+	return int(k)
 }
 
 // Code is the wire code of k.
-func (k Kind) Code() int {
-	if c, ok := kindCodes[k]; ok {
-		return c
-	}
-	return subjects.CodeInternal
-}
+func (k Kind) Code() int { return kinds[k.row()].code }
 
-// Reason is the short token of each kind, sent in [subjects.HeaderReason].
-func (k Kind) String() string {
-	switch k {
-	case KindInvalid:
-		return "invalid"
-	case KindTooLarge:
-		return "too_large"
-	case KindUnauthenticated:
-		return "unauthenticated"
-	case KindReplay:
-		return "replay"
-	case KindForbidden:
-		return "forbidden"
-	case KindNotFound:
-		return "not_found"
-	case KindExists:
-		return "exists"
-	case KindConflict:
-		return "conflict"
-	case KindUnavailable:
-		return "unavailable"
-	case KindInternal:
-		return "internal"
-	case KindAlreadyApplied:
-		return "already_applied"
-	case KindRateLimited:
-		return "rate_limited"
-	case KindNonceFloor:
-		return "nonce_floor"
-	}
-	return "other"
-}
+// Reason is the short token of k that travels in [subjects.HeaderReason]
+// (invalid, replay, not_found, …) and in the error line of memberctl.
+func (k Kind) Reason() string { return kinds[k.row()].reason }
 
-// KindFromReason maps a reason token back to its kind.
+// String describes k for people ("does not exist"); the wire uses
+// [Kind.Reason].
+func (k Kind) String() string { return kinds[k.row()].text }
+
+// KindFromReason maps a reason token back to its kind, KindOther for a
+// token the protocol does not have.
 func KindFromReason(reason string) Kind {
 	for k := KindInvalid; k <= KindLast; k++ {
-		if k.String() == reason {
+		if kinds[k].reason == reason {
 			return k
 		}
 	}
@@ -105,7 +93,9 @@ type Error struct {
 	Message string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Kind.Code(), e.Kind, e.Message) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Kind.Code(), e.Kind.Reason(), e.Message)
+}
 
 // Is matches any *Error of the same kind, so errors.Is(err, api.ErrReplay)
 // works whatever the message.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/unibus/membership/client"
 )
@@ -38,7 +39,7 @@ func Permissions(prefix, endpoint string, rooms []string, log *slog.Logger) *jwt
 		p.Pub.Allow.Add(s, s+".>")
 		p.Sub.Allow.Add(s, s+".>")
 	}
-	p.Pub.Allow.Add(prefix+".>", "$SRV.>")
+	p.Pub.Allow.Add(prefix+".>", micro.APIPrefix+".>")
 	p.Sub.Allow.Add(InboxPrefix(endpoint) + ".>")
 	return p
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/api"
@@ -230,11 +231,11 @@ func (c *Client) send(ctx context.Context, subject string, data []byte) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	code := msg.Header.Get(subjects.HeaderErrorCode)
+	code := msg.Header.Get(micro.ErrorCodeHeader)
 	if code == "" {
 		return msg.Data, nil
 	}
-	err = replyError(code, msg.Header.Get(subjects.HeaderError), msg.Header.Get(subjects.HeaderReason))
+	err = replyError(code, msg.Header.Get(micro.ErrorHeader), msg.Header.Get(subjects.HeaderReason))
 	if errors.Is(err, api.ErrNonceFloor) {
 		c.raiseFloor(msg.Header.Get(subjects.HeaderNonceFloor))
 	}

@@ -220,7 +220,7 @@ func TestErrorSentinels(t *testing.T) {
 func batchCommits(t *testing.T, s *server.Server, op subjects.Op) int {
 	t.Helper()
 	nc := natstest.Connect(t, s)
-	msg, err := nc.Request("$SRV.STATS."+subjects.ServiceName, nil, 2*time.Second)
+	msg, err := nc.Request(membertest.Control(t, micro.StatsVerb), nil, 2*time.Second)
 	if err != nil {
 		t.Fatalf("stats: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -193,7 +194,7 @@ func verifyReply(key nkeys.KeyPair, msg *nats.Msg, canonical func(code int, reas
 	}
 	code := subjects.CodeOK
 	reason := ""
-	if s := msg.Header.Get(subjects.HeaderErrorCode); s != "" {
+	if s := msg.Header.Get(micro.ErrorCodeHeader); s != "" {
 		if code, err = strconv.Atoi(s); err != nil {
 			return fmt.Errorf("%w: error code %q", ErrReplySignature, s)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -62,7 +63,7 @@ func TestReplyVectors(t *testing.T) {
 			msg := &nats.Msg{Data: body, Header: nats.Header{}}
 			msg.Header.Set(subjects.HeaderReplySig, v.sig)
 			if v.code != subjects.CodeOK {
-				msg.Header.Set(subjects.HeaderErrorCode, "401")
+				msg.Header.Set(micro.ErrorCodeHeader, "401")
 				msg.Header.Set(subjects.HeaderReason, v.reason)
 			}
 			if err := client.VerifyReply(verifier, vectorNonce(), msg); err != nil {
@@ -72,9 +73,9 @@ func TestReplyVectors(t *testing.T) {
 			for name, mut := range map[string]func(m *nats.Msg) []byte{
 				"nonce": func(m *nats.Msg) []byte { n := vectorNonce(); n[0] ^= 1; return n },
 				"body":  func(m *nats.Msg) []byte { m.Data = append([]byte{0}, m.Data...); return vectorNonce() },
-				"code":  func(m *nats.Msg) []byte { m.Header.Set(subjects.HeaderErrorCode, "403"); return vectorNonce() },
+				"code":  func(m *nats.Msg) []byte { m.Header.Set(micro.ErrorCodeHeader, "403"); return vectorNonce() },
 				"reason": func(m *nats.Msg) []byte {
-					m.Header.Set(subjects.HeaderErrorCode, "401")
+					m.Header.Set(micro.ErrorCodeHeader, "401")
 					m.Header.Set(subjects.HeaderReason, "stale")
 					return vectorNonce()
 				},

@@ -59,11 +59,11 @@ func TestBackupRestore(t *testing.T) {
 	nc := natstest.Connect(t, dst)
 
 	r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
-	r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
+	r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.Reason())
 	if !bytes.Equal(r.Data, first.Data) {
 		t.Fatalf("resent mutation after the restore: body %x, want the first reply %x", r.Data, first.Data)
 	}
-	membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
+	membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.Reason())
 
 	for _, who := range []*client.Client{bob, carol} {
 		c := client.New(nc, who.Identity(), client.WithServiceKey(svcPub))

@@ -13,11 +13,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/subjects"
 
+	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -190,7 +192,7 @@ func TestDeployDocs(t *testing.T) {
 		t.Fatalf("client user: bob's key: %v", err)
 	}
 	// Discovery through $SRV works for clients.
-	if _, err := nc.Request("$SRV.PING."+subjects.ServiceName, nil, natstest.Patience); err != nil {
+	if _, err := nc.Request(membertest.Control(t, micro.PingVerb), nil, natstest.Patience); err != nil {
 		t.Fatalf("client user: $SRV.PING: %v; replica log:\n%s", err, tail(filepath.Join(dir, "replica.1.log")))
 	}
 

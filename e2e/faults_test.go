@@ -486,7 +486,7 @@ func (w *faultWorld) restartAll(t *testing.T) {
 	t.Logf("restart: replayed pre-restart read answered %d %s", a.code, a.reason)
 	// The whole cluster lost the read claims (memory); the nonce floor
 	// refuses every read stamped before the restart (docs/security.md §4a).
-	if a.code != subjects.CodeUnauthorized || a.reason != api.KindNonceFloor.String() {
+	if a.code != subjects.CodeUnauthorized || a.reason != api.KindNonceFloor.Reason() {
 		t.Errorf("replayed read after restart: code %d reason %q, want 401 nonce_floor", a.code, a.reason)
 	}
 	for id, r := range before {

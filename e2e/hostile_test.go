@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -121,7 +122,7 @@ func flood(t *testing.T, conns []*nats.Conn, workers, copies int, subject string
 						failed = err
 					} else {
 						code := 0
-						if c := m.Header.Get(subjects.HeaderErrorCode); c != "" {
+						if c := m.Header.Get(micro.ErrorCodeHeader); c != "" {
 							code = atoiOr(c, -1)
 						}
 						codes[code]++
@@ -252,7 +253,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				switch m.Header.Get(subjects.HeaderErrorCode) {
+				switch m.Header.Get(micro.ErrorCodeHeader) {
 				case "":
 					ok.Add(1)
 				case "429":

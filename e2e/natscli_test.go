@@ -97,7 +97,7 @@ func TestNatsCLIMicro(t *testing.T) {
 	t.Run("stats", func(t *testing.T) {
 		// One rejected request first, so stats have something to count.
 		membertest.RequestOp(t, natstest.Connect(t, s), subjects.OpRoomGet, []byte("hello")).
-			Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+			Expect(t, subjects.CodeBadRequest, api.KindInvalid.Reason())
 		out, errOut, err := natstest.RunNats(t, s, nil, "micro", "stats", subjects.ServiceName, "--json")
 		if err != nil {
 			t.Fatalf("nats micro stats: %v\n%s", err, errOut)
@@ -120,7 +120,7 @@ func TestNatsCLIMicro(t *testing.T) {
 	})
 }
 
-var errCodeLine = regexp.MustCompile(`Nats-Service-Error-Code: (\d+)`)
+var errCodeLine = regexp.MustCompile(regexp.QuoteMeta(micro.ErrorCodeHeader) + `: (\d+)`)
 
 // TestNatsCLIRequest sends requests the service must refuse with the nats
 // CLI and reads the error code from its printed headers. Codes observed:
@@ -162,10 +162,10 @@ func TestNatsCLIRequest(t *testing.T) {
 			}
 			m := errCodeLine.FindStringSubmatch(out + errOut)
 			if m == nil {
-				t.Fatalf("no %s header in output:\n%s%s", subjects.HeaderErrorCode, out, errOut)
+				t.Fatalf("no %s header in output:\n%s%s", micro.ErrorCodeHeader, out, errOut)
 			}
 			if code, _ := strconv.Atoi(m[1]); code != tt.code {
-				t.Fatalf("nats req printed %s %d, want %d:\n%s%s", subjects.HeaderErrorCode, code, tt.code, out, errOut)
+				t.Fatalf("nats req printed %s %d, want %d:\n%s%s", micro.ErrorCodeHeader, code, tt.code, out, errOut)
 			}
 		})
 	}

@@ -125,13 +125,13 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	membertest.WaitGone(t, nc, aID)
 	t.Run("read replayed to another replica", func(t *testing.T) {
 		before := requests(t, b, subjects.OpRoomGet)
-		membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+		membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.Reason())
 		waitRequests(t, b, subjects.OpRoomGet, before+1)
 	})
 	t.Run("mutation replayed to another replica", func(t *testing.T) {
 		before := requests(t, b, subjects.OpRoomAdd)
 		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
-		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
+		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.Reason())
 		if !bytes.Equal(r.Data, first.Data) {
 			t.Fatalf("already-applied body %x, want the original reply %x", r.Data, first.Data)
 		}
@@ -150,9 +150,9 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	t.Run("replays to restarted replicas", func(t *testing.T) {
 		before := membertest.Dump(t, nc)
 		for range 8 {
-			membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+			membertest.RequestOp(t, nc, subjects.OpRoomGet, read).Expect(t, subjects.CodeUnauthorized, api.KindReplay.Reason())
 			r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
-			r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
+			r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.Reason())
 			var got api.Room
 			r.Decode(t, &got)
 			if got != applied {
@@ -174,7 +174,7 @@ func TestReplayAcrossReplicas(t *testing.T) {
 		subject := func(op subjects.Op) string { return subjects.Subject(subjects.DefaultPrefix, op) }
 		// Another mutation with the nonce of the applied one.
 		membertest.RequestOp(t, nc, subjects.OpRoomAdd, addRequest(t, alice, dave, "r1", key, mutNonce)).
-			Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+			Expect(t, subjects.CodeUnauthorized, api.KindReplay.Reason())
 		// A read with the nonce of the applied mutation is that nonce's
 		// first read: reads and mutations claim nonces apart
 		// (docs/protocol.md §9). Sent again, on any replica, it is a
@@ -183,12 +183,12 @@ func TestReplayAcrossReplicas(t *testing.T) {
 			subject(subjects.OpRoomGet), time.Now(), mutNonce, membertest.Body(t, api.RoomRequest{Room: "r1"})))
 		membertest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, 0, "")
 		for range 4 {
-			membertest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+			membertest.RequestOp(t, nc, subjects.OpRoomGet, readWithMutNonce).Expect(t, subjects.CodeUnauthorized, api.KindReplay.Reason())
 		}
 		// A delete with that nonce: it would destroy the room if accepted.
 		membertest.RequestOp(t, nc, subjects.OpRoomDelete, membertest.Marshal(t, membertest.Envelope(t, alice.Identity().Sign,
 			subject(subjects.OpRoomDelete), time.Now(), mutNonce, membertest.Body(t, api.RoomRequest{Room: "r1"})))).
-			Expect(t, subjects.CodeUnauthorized, api.KindReplay.String())
+			Expect(t, subjects.CodeUnauthorized, api.KindReplay.Reason())
 		membertest.SameDump(t, before, membertest.Dump(t, nc))
 	})
 
@@ -305,7 +305,7 @@ func TestLostReply(t *testing.T) {
 		}
 		before := membertest.Dump(t, nc)
 		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, data)
-		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
+		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.Reason())
 		var got api.Room
 		r.Decode(t, &got)
 		if got.ID != "r1" || got.Members != 2 || got.Epoch != 1 {

@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
-	"github.com/unibus/membership/subjects"
 )
 
 // TestClusterMemberPagesAcrossReplicas: on a 3-node cluster (R3 buckets, a
@@ -65,7 +65,7 @@ func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
 	}
 	defer nc.Close()
 	var stats []micro.Stats
-	for _, a := range natstest.Gather(t, nc, "$SRV.STATS."+subjects.ServiceName, time.Second) {
+	for _, a := range natstest.Gather(t, nc, membertest.Control(t, micro.StatsVerb), time.Second) {
 		var st micro.Stats
 		if err := json.Unmarshal(a, &st); err != nil {
 			t.Fatalf("stats: %v", err)

@@ -89,7 +89,7 @@ func TestStoreUnreachable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run("unreachable/"+tt.name, func(t *testing.T) {
 			r := membertest.RequestOp(t, nc, tt.op, tt.data)
-			r.Expect(t, subjects.CodeUnavailable, api.KindUnavailable.String())
+			r.Expect(t, subjects.CodeUnavailable, api.KindUnavailable.Reason())
 			checkGeneric(t, r.Text, storeDir)
 			if len(r.Data) != 0 {
 				t.Fatalf("503 with a body %q", r.Data)
@@ -150,7 +150,7 @@ func TestStoreUnreachable(t *testing.T) {
 				continue
 			}
 			r := membertest.RequestOp(t, nc, tt.op, tt.data)
-			r.Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.String())
+			r.Expect(t, subjects.CodeUnauthorized, api.KindNonceFloor.Reason())
 			floor = r.Floor
 		}
 		if _, err := alice.Room(ctx, "r1"); err != nil {
@@ -180,7 +180,7 @@ func TestStoreUnreachable(t *testing.T) {
 			{subjects.OpRoomAdd, addRequest(t, alice, admin, "r1", key, membertest.Nonce(t))},
 		} {
 			r := membertest.RequestOp(t, nc, tt.op, tt.data)
-			r.Expect(t, subjects.CodeUnavailable, api.KindUnavailable.String())
+			r.Expect(t, subjects.CodeUnavailable, api.KindUnavailable.Reason())
 			checkGeneric(t, r.Text, storeDir)
 		}
 		if _, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket); !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -271,7 +271,7 @@ func TestAuditH3(t *testing.T) {
 		c := natstest.Connect(t, s)
 		body := membertest.Body(t, map[string]any{"endpoint": "alice", "limit": 10})
 		membertest.RequestOp(t, c, subjects.OpRoomMine, membertest.Signed(t, mallory.Identity().Sign, subjects.OpRoomMine, body)).
-			Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+			Expect(t, subjects.CodeBadRequest, api.KindInvalid.Reason())
 	})
 
 	t.Run("removed member", func(t *testing.T) {
@@ -341,7 +341,7 @@ func TestAuditH6(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				data := membertest.Signed(t, mallory.Identity().Sign, subjects.OpRoomCreate, membertest.Body(t, tt.body))
-				membertest.RequestOp(t, nc, subjects.OpRoomCreate, data).Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+				membertest.RequestOp(t, nc, subjects.OpRoomCreate, data).Expect(t, subjects.CodeBadRequest, api.KindInvalid.Reason())
 			})
 		}
 		membertest.SameDump(t, before, membertest.Dump(t, nc))
@@ -440,8 +440,8 @@ func TestAuditH7(t *testing.T) {
 		code   int
 		reason string
 	}{
-		{"unregistered key", stranger, subjects.CodeUnauthorized, api.KindUnauthenticated.String()},
-		{"disabled identity", func(*testing.T) nkeys.KeyPair { return eve.Identity().Sign }, subjects.CodeForbidden, api.KindForbidden.String()},
+		{"unregistered key", stranger, subjects.CodeUnauthorized, api.KindUnauthenticated.Reason()},
+		{"disabled identity", func(*testing.T) nkeys.KeyPair { return eve.Identity().Sign }, subjects.CodeForbidden, api.KindForbidden.Reason()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -85,7 +86,7 @@ func (tl *tally) String() string {
 // says nothing was done: the client resends the same signed request.
 func retryableAttempt(a attempt, conflicts bool) bool {
 	return a.code == -1 || a.code == subjects.CodeUnavailable || a.code == subjects.CodeTooMany ||
-		(conflicts && a.code == subjects.CodeConflict && a.reason == api.KindConflict.String())
+		(conflicts && a.code == subjects.CodeConflict && a.reason == api.KindConflict.Reason())
 }
 
 // send delivers one signed request and resends the same bytes on every
@@ -130,7 +131,7 @@ func sendOnce(nc *nats.Conn, subject string, data []byte, timeout time.Duration)
 		return attempt{code: -1, reason: reason}
 	}
 	a := attempt{data: msg.Data}
-	if c := msg.Header.Get(subjects.HeaderErrorCode); c != "" {
+	if c := msg.Header.Get(micro.ErrorCodeHeader); c != "" {
 		a.code, _ = strconv.Atoi(c)
 		a.reason = msg.Header.Get(subjects.HeaderReason)
 	}

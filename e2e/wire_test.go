@@ -84,17 +84,17 @@ func TestWireBombs(t *testing.T) {
 	kp := f.alice.Identity().Sign
 	for _, bomb := range bombs {
 		t.Run(bomb.Name+"/envelope", func(t *testing.T) {
-			f.send(t, subjects.OpRoomGet, bomb.Hdr, subjects.CodeBadRequest, api.KindInvalid.String())
+			f.send(t, subjects.OpRoomGet, bomb.Hdr, subjects.CodeBadRequest, api.KindInvalid.Reason())
 		})
 		for _, op := range []subjects.Op{subjects.OpRoomGet, subjects.OpRoomAdd, subjects.OpRoomCreate} {
 			t.Run(bomb.Name+"/body/"+string(op), func(t *testing.T) {
-				f.send(t, op, membertest.Signed(t, kp, op, bomb.Hdr), subjects.CodeBadRequest, api.KindInvalid.String())
+				f.send(t, op, membertest.Signed(t, kp, op, bomb.Hdr), subjects.CodeBadRequest, api.KindInvalid.Reason())
 			})
 		}
 		// The bomb nested as a field of an otherwise valid body.
 		t.Run(bomb.Name+"/field", func(t *testing.T) {
 			body := append([]byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}, bomb.Hdr...)
-			f.send(t, subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, body), subjects.CodeBadRequest, api.KindInvalid.String())
+			f.send(t, subjects.OpRoomGet, membertest.Signed(t, kp, subjects.OpRoomGet, body), subjects.CodeBadRequest, api.KindInvalid.Reason())
 		})
 	}
 }
@@ -166,7 +166,7 @@ func TestWireRejections(t *testing.T) {
 		bad    = subjects.CodeBadRequest
 		denied = subjects.CodeUnauthorized
 	)
-	invalid, unauth := api.KindInvalid.String(), api.KindUnauthenticated.String()
+	invalid, unauth := api.KindInvalid.Reason(), api.KindUnauthenticated.Reason()
 	big := make([]byte, wireMaxRequest+1)
 	// Outside the skew window even after the subtests before it ran: the
 	// table is signed once, up front, and a loaded machine takes seconds
@@ -179,10 +179,10 @@ func TestWireRejections(t *testing.T) {
 		code   int
 		reason string
 	}{
-		{"oversized raw", subjects.OpRoomGet, big, subjects.CodeTooLarge, api.KindTooLarge.String()},
+		{"oversized raw", subjects.OpRoomGet, big, subjects.CodeTooLarge, api.KindTooLarge.Reason()},
 		// One byte less passes the size check and fails decoding.
 		{"at the limit raw", subjects.OpRoomGet, big[:wireMaxRequest], bad, invalid},
-		{"oversized signed", subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, big), subjects.CodeTooLarge, api.KindTooLarge.String()},
+		{"oversized signed", subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, big), subjects.CodeTooLarge, api.KindTooLarge.Reason()},
 		{"stale past read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(-stale), getBody), denied, unauth},
 		{"stale future read", subjects.OpRoomGet, signedAt(subjects.OpRoomGet, time.Now().Add(stale), getBody), denied, unauth},
 		{"stale past mutation", subjects.OpRoomAdd, signedAt(subjects.OpRoomAdd, time.Now().Add(-stale), addBody), denied, unauth},

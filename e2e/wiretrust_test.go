@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -163,7 +164,7 @@ func TestWireBodyTypes(t *testing.T) {
 	check := func(t *testing.T, op subjects.Op, body []byte, field string) {
 		t.Helper()
 		r := membertest.RequestOp(t, nc, op, membertest.Signed(t, kp, op, body))
-		r.Expect(t, subjects.CodeBadRequest, api.KindInvalid.String())
+		r.Expect(t, subjects.CodeBadRequest, api.KindInvalid.Reason())
 		checked++
 		if libraryWording.MatchString(r.Text) {
 			t.Errorf("%s ← %x: library wording in %q", op, body, r.Text)
@@ -209,11 +210,11 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 	sealer, _ := f.alice.Identity().XKey.PublicKey()
 	// RemoveMemberRequest{room, endpoint} by position.
 	remove := []byte{0x92, 0xa2, 'r', '1', 0xa3, 'b', 'o', 'b'}
-	f.send(t, subjects.OpRoomRemove, membertest.Signed(t, kp, subjects.OpRoomRemove, remove), subjects.CodeBadRequest, api.KindInvalid.String())
+	f.send(t, subjects.OpRoomRemove, membertest.Signed(t, kp, subjects.OpRoomRemove, remove), subjects.CodeBadRequest, api.KindInvalid.Reason())
 	// AddMemberRequest{room, epoch, sealer, member{endpoint, sealed}} by position.
 	add := append([]byte{0x94, 0xa2, 'r', '1', 0x01, 0xd9, byte(len(sealer))}, sealer...)
 	add = append(add, 0x92, 0xa5, 'a', 'd', 'm', 'i', 'n', 0xc4, 1, 1)
-	f.send(t, subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, add), subjects.CodeBadRequest, api.KindInvalid.String())
+	f.send(t, subjects.OpRoomAdd, membertest.Signed(t, kp, subjects.OpRoomAdd, add), subjects.CodeBadRequest, api.KindInvalid.Reason())
 	if _, err := f.alice.RemoveMember(ctx, "r1", "bob"); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +275,7 @@ func TestWireReplyBinding(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if msg.Header.Get(subjects.HeaderErrorCode) == "" {
+			if msg.Header.Get(micro.ErrorCodeHeader) == "" {
 				t.Fatalf("accepted: %x", tt.data)
 			}
 			if err := client.VerifyReplyTo(verifier, tt.data, msg); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -190,7 +191,7 @@ func checkReplyVector(t *testing.T, v replyVector) {
 	msg := &nats.Msg{Data: dec(v.BodyHex), Header: nats.Header{}}
 	msg.Header.Set(subjects.HeaderReplySig, v.Sig)
 	if v.Code != 200 {
-		msg.Header.Set(subjects.HeaderErrorCode, strconv.Itoa(v.Code))
+		msg.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(v.Code))
 		msg.Header.Set(subjects.HeaderReason, v.Reason)
 	}
 	kp, _ := nkeys.FromPublicKey(v.ServiceKey)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -123,7 +124,7 @@ func request(t *testing.T, nc *nats.Conn, subject string, data []byte) reply {
 		t.Fatalf("request %s: %v", subject, err)
 	}
 	r := reply{data: m.Data, header: m.Header}
-	if c := m.Header.Get(subjects.HeaderErrorCode); c != "" {
+	if c := m.Header.Get(micro.ErrorCodeHeader); c != "" {
 		r.code, _ = strconv.Atoi(c)
 		r.kind = api.KindFromReason(m.Header.Get(subjects.HeaderReason))
 	}
@@ -136,12 +137,12 @@ func (r reply) expect(t *testing.T, want api.Kind) {
 	t.Helper()
 	if want == api.KindOther {
 		if r.code != 0 {
-			t.Fatalf("got %d %s (%s), want success", r.code, r.kind, r.header.Get(subjects.HeaderError))
+			t.Fatalf("got %d %s (%s), want success", r.code, r.kind, r.header.Get(micro.ErrorHeader))
 		}
 		return
 	}
 	if r.kind != want || r.code != want.Code() {
-		t.Fatalf("got code %d kind %s (%s), want %d %s", r.code, r.kind, r.header.Get(subjects.HeaderError), want.Code(), want)
+		t.Fatalf("got code %d kind %s (%s), want %d %s", r.code, r.kind, r.header.Get(micro.ErrorHeader), want.Code(), want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -88,8 +89,8 @@ func TestRepliesAreSigned(t *testing.T) {
 			for k, v := range m.Header {
 				tampered.Header[k] = v
 			}
-			tampered.Header.Set(subjects.HeaderErrorCode, "208")
-			tampered.Header.Set(subjects.HeaderReason, api.KindAlreadyApplied.String())
+			tampered.Header.Set(micro.ErrorCodeHeader, "208")
+			tampered.Header.Set(subjects.HeaderReason, api.KindAlreadyApplied.Reason())
 			if err := client.VerifyReplyTo(verifier, tc.data, &tampered); !errors.Is(err, client.ErrReplySignature) {
 				t.Fatalf("verified with a changed status: %v", err)
 			}

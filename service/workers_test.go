@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
@@ -107,7 +108,7 @@ func pingAll(t *testing.T, nc *nats.Conn) int {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest("$SRV.PING."+subjects.ServiceName, inbox, nil); err != nil {
+	if err := nc.PublishRequest(membertest.Control(t, micro.PingVerb), inbox, nil); err != nil {
 		t.Fatal(err)
 	}
 	n := 0

@@ -119,10 +119,10 @@ func ValidateSubject(s string) error {
 // MaxSubjectLen bounds a room subject.
 const MaxSubjectLen = 255
 
-// Reply headers. The error pair is micro's own.
+// Reply headers. The error code and text travel in micro's own headers
+// (micro.ErrorCodeHeader "Nats-Service-Error-Code", micro.ErrorHeader
+// "Nats-Service-Error"); these are the protocol's additions.
 const (
-	HeaderErrorCode = "Nats-Service-Error-Code"
-	HeaderError     = "Nats-Service-Error"
 	// HeaderReason carries the error kind as a token (stale, replay, …),
 	// finer than the code.
 	HeaderReason = "Unibus-Error-Reason"
@@ -143,10 +143,11 @@ const (
 )
 
 // CodeOK is the status a successful reply is signed with; it never travels
-// in [HeaderErrorCode].
+// in micro's error code header.
 const CodeOK = 200
 
-// Wire error codes, HTTP-like, carried in [HeaderErrorCode].
+// Wire error codes, HTTP-like, carried in micro's error code header
+// (Nats-Service-Error-Code).
 const (
 	CodeAlreadyApplied = 208 // the same signed mutation was applied before; body = original reply
 	CodeBadRequest     = 400

@@ -707,7 +707,11 @@ func microCounts(nc *nats.Conn) (map[string][2]int, error) {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest("$SRV.STATS."+subjects.ServiceName, inbox, nil); err != nil {
+	subject, err := micro.ControlSubject(micro.StatsVerb, subjects.ServiceName, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
 	out := map[string][2]int{}

@@ -80,7 +80,7 @@ func (a *app) report(err error) int {
 		if full, own := inner.Error(), ae.Error(); full != own && strings.HasSuffix(full, own) {
 			lead = strings.TrimSuffix(full, own)
 		}
-		fmt.Fprintf(a.stderr, "%s%d %s: %s%s\n", prefix, ae.Kind.Code(), ae.Kind, lead, ae.Message)
+		fmt.Fprintf(a.stderr, "%s%d %s: %s%s\n", prefix, ae.Kind.Code(), ae.Kind.Reason(), lead, ae.Message)
 		if hint == "" {
 			hint = serviceHint(subjects.Op(op), ae.Kind)
 		}

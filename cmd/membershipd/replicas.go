@@ -62,7 +62,11 @@ func runningReplicas(ctx context.Context, nc *nats.Conn) ([]micro.Info, error) {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest("$SRV.INFO."+subjects.ServiceName, inbox, nil); err != nil {
+	subject, err := micro.ControlSubject(micro.InfoVerb, subjects.ServiceName, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
 	var infos []micro.Info

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -104,7 +105,7 @@ func ReplyOf(t testing.TB, msg *nats.Msg) Reply {
 	if msg.Header == nil {
 		return r
 	}
-	if c := msg.Header.Get(subjects.HeaderErrorCode); c != "" {
+	if c := msg.Header.Get(micro.ErrorCodeHeader); c != "" {
 		n, err := strconv.Atoi(c)
 		if err != nil {
 			t.Fatalf("error code header %q is not a number", c)
@@ -112,7 +113,7 @@ func ReplyOf(t testing.TB, msg *nats.Msg) Reply {
 		r.Code = n
 	}
 	r.Reason = msg.Header.Get(subjects.HeaderReason)
-	r.Text = msg.Header.Get(subjects.HeaderError)
+	r.Text = msg.Header.Get(micro.ErrorHeader)
 	if f := msg.Header.Get(subjects.HeaderNonceFloor); f != "" {
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
@@ -333,7 +334,7 @@ func WaitGone(t testing.TB, nc *nats.Conn, id string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		seen := false
-		for _, a := range natstest.Gather(t, nc, "$SRV.PING."+subjects.ServiceName, 100*time.Millisecond) {
+		for _, a := range natstest.Gather(t, nc, Control(t, micro.PingVerb), 100*time.Millisecond) {
 			if bytes.Contains(a, []byte(`"id":"`+id+`"`)) {
 				seen = true
 			}
@@ -345,4 +346,15 @@ func WaitGone(t testing.TB, nc *nats.Conn, id string) {
 			t.Fatalf("micro instance %s still answers pings", id)
 		}
 	}
+}
+
+// Control is micro's control subject of verb for the membership service
+// ($SRV.<VERB>.membership): every running instance answers it.
+func Control(t testing.TB, verb micro.Verb) string {
+	t.Helper()
+	s, err := micro.ControlSubject(verb, subjects.ServiceName, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
