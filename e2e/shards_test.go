@@ -29,14 +29,6 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
-// shardCtx is a context bounded by the test's patience.
-func shardCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // shardedDeployment creates a deployment of n room shards on a new server
 // and starts two service replicas on it (membertest's store opens the
 // deployment as created).
@@ -53,7 +45,7 @@ func shardedDeploymentWith(t *testing.T, n int, cfg service.Config) (*server.Ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(shardCtx(t), js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
+	st, err := store.Open(natstest.Ctx(t, 1), js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
 		MaxTTL: service.NonceTTL(service.DefaultSkew), Shards: n})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +66,7 @@ func shardedDeploymentWith(t *testing.T, n int, cfg service.Config) (*server.Ser
 func TestShardsEndToEnd(t *testing.T) {
 	_, st, member := shardedDeployment(t, 4)
 	alice, bob := member("alice"), member("bob")
-	ctx := shardCtx(t)
+	ctx := natstest.Ctx(t, 1)
 	var rooms []string
 	used := map[int]bool{}
 	for i := 0; i < 8; i++ {
@@ -156,11 +148,11 @@ func TestShardsEndToEnd(t *testing.T) {
 func TestShardsResend(t *testing.T) {
 	s, st, member := shardedDeployment(t, 4)
 	alice, bob := member("alice"), member("bob")
-	if _, _, err := alice.CreateRoom(shardCtx(t), "r1", "chat.r1", nil); err != nil {
+	if _, _, err := alice.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}
 	sealer, _ := alice.Identity().XKey.PublicKey()
-	key, _, err := alice.Key(shardCtx(t), "r1", 0)
+	key, _, err := alice.Key(natstest.Ctx(t, 1), "r1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,11 +170,11 @@ func TestShardsResend(t *testing.T) {
 		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
 		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
 	}
-	nonces, err := st.Room("r1").Keys(shardCtx(t), "nonce.")
+	nonces, err := st.Room("r1").Keys(natstest.Ctx(t, 1), "nonce.")
 	if err != nil || len(nonces) != 2 {
 		t.Fatalf("nonces in r1's shard: %v, %v; want the create's and the add's", nonces, err)
 	}
-	if base, _ := st.Base().Keys(shardCtx(t), "nonce."); len(base) != 2 {
+	if base, _ := st.Base().Keys(natstest.Ctx(t, 1), "nonce."); len(base) != 2 {
 		t.Fatalf("nonces in the base bucket: %v; want the two registrations'", base)
 	}
 }
@@ -215,7 +207,7 @@ func TestMembershipdShards(t *testing.T) {
 		defer nc.Close()
 		js, _ := jetstream.New(nc)
 		var names []string
-		for name := range js.StreamNames(shardCtx(t)).Name() {
+		for name := range js.StreamNames(natstest.Ctx(t, 1)).Name() {
 			if strings.HasPrefix(name, "KV_") {
 				names = append(names, name)
 			}
@@ -324,7 +316,7 @@ func TestShardsStaleSubjectClaim(t *testing.T) {
 	const skew = time.Second // nonce lifetime 2 s
 	_, st, member := shardedDeploymentWith(t, 4, service.Config{Skew: skew})
 	alice := member("alice")
-	ctx := shardCtx(t)
+	ctx := natstest.Ctx(t, 1)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +342,7 @@ func TestShardsStaleSubjectClaim(t *testing.T) {
 		t.Fatalf("create on a young claim of a missing room: %v, want exists", err)
 	}
 	natstest.Eventually(t, 2, "the claim of a missing room goes stale", func() error {
-		_, _, err := alice.CreateRoom(shardCtx(t), "b", "chat.b", nil)
+		_, _, err := alice.CreateRoom(natstest.Ctx(t, 1), "b", "chat.b", nil)
 		return err
 	})
 	if _, err := alice.Room(ctx, "b"); err != nil {

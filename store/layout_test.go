@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
@@ -49,7 +50,7 @@ func TestRoomShardVectors(t *testing.T) {
 // there with the room in one batch.
 func TestShardLayout(t *testing.T) {
 	_, js, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	cfg := testConfig()
 	cfg.Bucket, cfg.Shards = "t-sharded", 4
 	st, err := store.Open(ctx, js, cfg)
@@ -142,7 +143,7 @@ func TestShardLayout(t *testing.T) {
 // other bucket created).
 func TestOneShardLayoutUnchanged(t *testing.T) {
 	_, js, _, _ := open(t)
-	ctx := ctxT(t)
+	ctx := natstest.Ctx(t, 1)
 	// The store's creation before shards (git 6780c57, store.Open).
 	legacy := func(bucket string) jetstream.StreamConfig {
 		t.Helper()

@@ -70,17 +70,17 @@ func TestShardedWatch(t *testing.T) {
 	_, js, _, _ := open(t)
 	cfg := testConfig()
 	cfg.Bucket, cfg.Shards = "t-wsharded", 4
-	st, err := store.Open(ctxT(t), js, cfg)
+	st, err := store.Open(natstest.Ctx(t, 1), js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rooms := []string{"a", "room1", "general", "ops-team", "Z", "b0r0"}
 	put := func(sh *store.Shard, key string) store.Change {
 		t.Helper()
-		if err := sh.Commit(ctxT(t), []store.Write{{Key: key, Value: []byte(key)}}); err != nil {
+		if err := sh.Commit(natstest.Ctx(t, 1), []store.Write{{Key: key, Value: []byte(key)}}); err != nil {
 			t.Fatalf("put %s: %v", key, err)
 		}
-		e, err := sh.Get(ctxT(t), key)
+		e, err := sh.Get(natstest.Ctx(t, 1), key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +95,7 @@ func TestShardedWatch(t *testing.T) {
 	if len(used) < 2 {
 		t.Fatalf("test rooms all in one shard: %v", used)
 	}
-	ctx, cancel := context.WithCancel(ctxT(t))
+	ctx, cancel := context.WithCancel(natstest.Ctx(t, 1))
 	changes := make(chan store.Change, 16)
 	loaded := make(chan struct{})
 	done := make(chan error, 1)
@@ -123,7 +123,7 @@ func TestShardedWatch(t *testing.T) {
 		t.Fatalf("Watch after cancel: %v", err)
 	}
 	var scanned []string
-	if err := st.Scan(ctxT(t), "room.", func(k string, _ []byte) error { scanned = append(scanned, k); return nil }); err != nil {
+	if err := st.Scan(natstest.Ctx(t, 1), "room.", func(k string, _ []byte) error { scanned = append(scanned, k); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(scanned) != len(rooms) {
