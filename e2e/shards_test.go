@@ -168,7 +168,7 @@ func TestShardsResend(t *testing.T) {
 	first.Expect(t, 0, "")
 	for i := 0; i < 4; i++ { // the queue group spreads the copies over both replicas
 		r := membertest.RequestOp(t, nc, subjects.OpRoomAdd, mutation)
-		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.String())
+		r.Expect(t, subjects.CodeAlreadyApplied, api.KindAlreadyApplied.Reason())
 	}
 	nonces, err := st.Room("r1").Keys(natstest.Ctx(t, 1), "nonce.")
 	if err != nil || len(nonces) != 2 {
