@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/api"
@@ -179,11 +181,32 @@ func TestShardsResend(t *testing.T) {
 	}
 }
 
+// roomShardsInfo is the room_shards metadata a replica at url shows in its
+// micro info ($SRV.INFO, what nats micro info reads).
+func roomShardsInfo(t *testing.T, url string) string {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request("$SRV.INFO."+subjects.ServiceName, nil, natstest.Patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info micro.Info
+	if err := json.Unmarshal(msg.Data, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info.Metadata["room_shards"]
+}
+
 // TestMembershipdShards: membershipd --shards 4 creates a deployment of
 // four room shards; restarted with another count it refuses to start and
 // names the count the deployment was created with; restarted without the
-// flag it opens the deployment as created. A deployment created with the
-// default (one shard, the original layout) is refused with --shards 4.
+// flag it opens the deployment as created (micro info says room_shards 4).
+// A deployment created with the default (one shard, the original layout)
+// is refused with --shards 4.
 func TestMembershipdShards(t *testing.T) {
 	bin := natstest.Build(t, membershipdPkg)
 	refused := func(t *testing.T, data string, n, created int) {
@@ -221,6 +244,9 @@ func TestMembershipdShards(t *testing.T) {
 	want := []string{"KV_membership", "KV_membership-rooms-0", "KV_membership-rooms-1", "KV_membership-rooms-2", "KV_membership-rooms-3"}
 	if got := streams(t, d.url); !slices.Equal(got, want) {
 		t.Fatalf("KV streams %v, want %v", got, want)
+	}
+	if got := roomShardsInfo(t, d.url); got != "4" {
+		t.Fatalf("micro info metadata room_shards = %q, want 4", got)
 	}
 	d.stop(t)
 	refused(t, data, 2, 4)

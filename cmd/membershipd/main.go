@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -90,6 +91,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Service.Metadata = processMetadata(cfg)
+	cfg.Service.Metadata["room_shards"] = strconv.Itoa(st.RoomShards()) // as the deployment was created
 	bus, err := startBus(ctx, cfg, log)
 	if err != nil {
 		return err
