@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nkeys"
-
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
@@ -19,11 +17,8 @@ import (
 func ExampleClient_Channel() {
 	t := newExampleT()
 	defer t.cleanup()
-	skp, _ := nkeys.CreateServer()
-	spub, _ := skp.PublicKey()
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
-	admin := membertest.Admin(t, s)
+	spub := membertest.ServicePub() // the key membertest.Service signs with
+	s, admin := membertest.Start(t, service.Config{})
 	pinned := func(name string) *client.Client {
 		c := membertest.Member(t, s, admin, name)
 		return client.New(natstest.Connect(t, s), c.Identity(), client.WithServiceKey(spub))

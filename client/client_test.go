@@ -23,9 +23,7 @@ import (
 // each member opens the key its owner generated, for every epoch it was a
 // member at, and nobody else gets one.
 func TestRoomKeys(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
@@ -161,9 +159,7 @@ func TestRetryUntilServiceStarts(t *testing.T) {
 }
 
 func TestErrorSentinels(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	stranger, err := client.NewIdentity("stranger")

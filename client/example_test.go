@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/unibus/membership/internal/membertest"
-	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 )
 
@@ -19,9 +18,7 @@ func Example() {
 	t := newExampleT()
 	defer t.cleanup()
 
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 

@@ -26,14 +26,10 @@ import (
 // removing or re-ordering a stored entry directly in the KV bucket is
 // detected.
 func TestAuditTrail(t *testing.T) {
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, _ := skp.PublicKey()
+	spub := membertest.ServicePub()
 	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
+	membertest.Service(t, s, service.Config{}) // two replicas, one service key
+	membertest.Service(t, s, service.Config{})
 	admin := membertest.Admin(t, s)
 	pin := client.WithServiceKey(spub)
 	member := func(name string) *client.Client {
@@ -49,8 +45,7 @@ func TestAuditTrail(t *testing.T) {
 			m0 = c
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatal(err)

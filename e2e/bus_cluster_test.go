@@ -93,42 +93,12 @@ func startBusCluster(t *testing.T) *busCluster {
 	keyBlock, command := busDeploySection(t)
 	runKeyBlock(t, c.dir, keyBlock)
 	c.command = command
-	const n = 3
-	clientPorts, routePorts := make([]int, n), make([]int, n)
-	for i := range n {
-		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
-	}
-	for i := range n {
-		o, err := server.ProcessConfigFile(filepath.Join(busDeployDir, fmt.Sprintf("n%d.conf", i+1)))
-		if err != nil {
-			t.Fatalf("docs/deploy/callout/n%d.conf: %v", i+1, err)
-		}
+	c.servers = startDocumentedCluster(t, busDeployDir, c.dir, 3, func(o *server.Options) error {
 		if o.AuthCallout == nil || o.AuthCallout.XKey == "" || o.SystemAccount != "SYS" || !o.SyncAlways {
-			t.Fatalf("docs/deploy/callout/n%d.conf: callout %+v, system account %q", i+1, o.AuthCallout, o.SystemAccount)
+			return fmt.Errorf("callout %+v, system account %q, sync always %v", o.AuthCallout, o.SystemAccount, o.SyncAlways)
 		}
-		o.Port, o.Cluster.Port = clientPorts[i], routePorts[i]
-		var routes []string
-		for j := range n {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j]))
-			}
-		}
-		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		o.StoreDir = filepath.Join(c.dir, o.ServerName)
-		o.NoLog, o.NoSigs = true, true
-		s, err := server.NewServer(o)
-		if err != nil {
-			t.Fatalf("n%d: %v", i+1, err)
-		}
-		s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		c.servers = append(c.servers, s)
-	}
-	for _, s := range c.servers {
-		if !s.ReadyForConnections(busWait) {
-			t.Fatal("node not ready")
-		}
-	}
+		return nil
+	})
 	return c
 }
 

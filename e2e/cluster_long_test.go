@@ -8,7 +8,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"testing"
 	"time"
 
@@ -27,8 +26,7 @@ func TestClusterQuickstart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	admin := clientAt(t, nodes[0].clientURL, adminID)
 	ids := registerNew(ctx, t, admin, "alice", "bob")
 	alice := clientAt(t, nodes[1].clientURL, ids["alice"])

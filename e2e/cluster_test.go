@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,6 +36,52 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startDocumentedCluster starts one in-process node per config file
+// (<confDir>/n1.conf … nN.conf) as the docs write them, with only the
+// client and route ports and the store directory (dir/<server name>)
+// rewritten, so that tests can run side by side. check refuses a file that
+// no longer says what the docs promise. It returns once every node takes
+// connections.
+func startDocumentedCluster(t *testing.T, confDir, dir string, n int, check func(o *server.Options) error) []*server.Server {
+	t.Helper()
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
+	}
+	servers := make([]*server.Server, n)
+	for i := range n {
+		file := filepath.Join(confDir, fmt.Sprintf("n%d.conf", i+1))
+		o, err := server.ProcessConfigFile(file)
+		if err == nil {
+			err = check(o)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		o.Port, o.Cluster.Port = clientPorts[i], routePorts[i]
+		var routes []string
+		for j := range n {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j]))
+			}
+		}
+		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		o.StoreDir = filepath.Join(dir, o.ServerName)
+		o.NoLog, o.NoSigs = true, true
+		if servers[i], err = server.NewServer(o); err != nil {
+			t.Fatalf("n%d: %v", i+1, err)
+		}
+		servers[i].Start()
+		t.Cleanup(func() { servers[i].Shutdown(); servers[i].WaitForShutdown() })
+	}
+	for i, s := range servers {
+		if !s.ReadyForConnections(natstest.Within(3)) {
+			t.Fatalf("n%d not ready", i+1)
+		}
+	}
+	return servers
 }
 
 // nodeReadyTimeout bounds how long one membershipd process may take to
@@ -334,10 +381,7 @@ func (c *testCluster) loadStream() string {
 // commits in (loadStream).
 func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	deadline := time.Now().Add(nodeReadyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))

@@ -65,47 +65,16 @@ func startDeployment(t *testing.T) *deployment {
 	}
 
 	const n = 3
-	clientPorts, routePorts := make([]int, n), make([]int, n)
-	for i := range n {
-		clientPorts[i], routePorts[i] = freePort(t), freePort(t)
-	}
-	opts := make([]*server.Options, n)
-	for i := range n {
-		o, err := server.ProcessConfigFile(filepath.Join(deployDir, fmt.Sprintf("n%d.conf", i+1)))
-		if err != nil {
-			t.Fatalf("docs/deploy/n%d.conf: %v", i+1, err)
-		}
+	d.servers = startDocumentedCluster(t, deployDir, dir, n, func(o *server.Options) error {
 		if !o.SyncAlways || !o.JetStream || o.Cluster.Name == "" || len(o.Routes) != n-1 {
-			t.Fatalf("docs/deploy/n%d.conf: sync always %v, jetstream %v, cluster %q, %d routes", i+1,
+			return fmt.Errorf("sync always %v, jetstream %v, cluster %q, %d routes",
 				o.SyncAlways, o.JetStream, o.Cluster.Name, len(o.Routes))
 		}
-		o.Port, o.Cluster.Port = clientPorts[i], routePorts[i]
-		var routes []string
-		for j := range n {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[j]))
-			}
-		}
-		o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		o.StoreDir = filepath.Join(dir, o.ServerName)
-		o.NoLog, o.NoSigs = true, true
-		opts[i] = o
-	}
+		return nil
+	})
 	var urls []string
-	for i := range n {
-		s, err := server.NewServer(opts[i])
-		if err != nil {
-			t.Fatalf("n%d: %v", i+1, err)
-		}
-		s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		d.servers = append(d.servers, s)
-		urls = append(urls, s.ClientURL())
-	}
 	for _, s := range d.servers {
-		if !s.ReadyForConnections(natstest.Within(3)) {
-			t.Fatal("deployment node not ready")
-		}
+		urls = append(urls, s.ClientURL())
 	}
 	d.urls = strings.Join(urls, ",")
 	return d
@@ -170,8 +139,7 @@ func TestDeployDocs(t *testing.T) {
 	}
 	d.replica(t, adminFile, filepath.Join(dir, "replica"))
 
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(12))
-	defer cancel()
+	ctx := natstest.Ctx(t, 12)
 	nc, errs := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(200 * time.Millisecond)}
 	adm := client.New(nc, admin, opts...)
@@ -244,14 +212,7 @@ func TestDeployDocs(t *testing.T) {
 // serviceConn connects as the service user (for inspection only).
 func (d *deployment) serviceConn(t *testing.T) *nats.Conn {
 	t.Helper()
-	seed, err := os.ReadFile(d.serviceSeed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := nkeys.FromSeed(seed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kp := seedFileKey(t, d.serviceSeed)
 	pub, _ := kp.PublicKey()
 	nc, err := nats.Connect(d.urls, nats.Nkey(pub, kp.Sign))
 	if err != nil {

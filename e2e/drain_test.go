@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,8 +40,7 @@ func TestRollingRestart(t *testing.T) {
 	}
 	t.Logf("deployment and 3 replicas ready in %s", time.Since(start).Round(time.Millisecond))
 
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(30))
-	defer cancel()
+	ctx := natstest.Ctx(t, 30)
 	nc, _ := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(100 * time.Millisecond), client.WithTimeout(5 * time.Second)}
 	admin := client.New(nc, adminID, opts...)

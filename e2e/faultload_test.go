@@ -81,24 +81,34 @@ func (w *faultWorld) ownerClient(t *testing.T, node int) *client.Client {
 // registerAndAdd registers a fresh identity (admin) and adds it to room
 // (owner), both as signed mutations through nc.
 func (w *faultWorld) registerAndAdd(t *testing.T, nc *nats.Conn, room string, tl *tally) {
-	name := fmt.Sprintf("m%d", w.seq.Add(1))
-	id, _ := client.NewIdentity(name)
-	pub, _ := id.Public()
-	ok, _ := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
-		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl)
-	if !ok {
+	id, _ := w.register(t, nc, "m", room, tl)
+	if id == nil {
 		return
 	}
-	w.mu.Lock()
-	w.registered[name] = id
-	w.attempted[room][name] = true
-	w.mu.Unlock()
-	ok, _ = mutate(nc, subjects.OpRoomAdd, w.addRequest(t, room, id), tl)
-	if ok {
+	if ok, _ := mutate(nc, subjects.OpRoomAdd, w.addRequest(t, room, id), tl); ok {
 		w.mu.Lock()
-		w.added[room][name] = true
+		w.added[room][id.Endpoint] = true
 		w.mu.Unlock()
 	}
+}
+
+// register registers a fresh identity, named prefix and a sequence
+// number, as a signed mutation of the admin through nc, and records it as
+// registered and about to be added to room. It returns nil and the last
+// attempt when the registration was not acknowledged.
+func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, tl *tally) (*client.Identity, attempt) {
+	id, _ := client.NewIdentity(fmt.Sprintf("%s%d", prefix, w.seq.Add(1)))
+	pub, _ := id.Public()
+	ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
+		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl)
+	if !ok {
+		return nil, a
+	}
+	w.mu.Lock()
+	w.registered[id.Endpoint] = id
+	w.attempted[room][id.Endpoint] = true
+	w.mu.Unlock()
+	return id, a
 }
 
 // addRequest is the owner's signed room.add of id at epoch 1.
@@ -168,6 +178,20 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 	close(stop)
 	wg.Wait()
 	return tl
+}
+
+// underLoad runs fault under the load between two checks that the load
+// progresses (5 acknowledgements before it, 5 more once every replica is
+// current again after it), then verifies what was acknowledged.
+func (w *faultWorld) underLoad(t *testing.T, name string, watch *nats.Conn, fault func(tl *tally)) {
+	t.Helper()
+	tl := w.load(t, func(tl *tally) {
+		waitAcks(t, tl, 5)
+		fault(tl)
+		w.c.waitCurrent(t, watch)
+		waitAcks(t, tl, 5)
+	})
+	w.verify(t, name, tl)
 }
 
 // waitAcks waits until the load has acknowledged n more mutations.

@@ -58,23 +58,22 @@ func clusterFaults(t *testing.T, extra ...string) {
 		run  func(t *testing.T)
 	}{
 		{"KillStreamLeaderTwice", func(t *testing.T) {
-			tl := w.load(t, func(tl *tally) {
-				for range 2 {
-					waitAcks(t, tl, 5)
+			w.underLoad(t, "kill-leader-x2", watch, func(tl *tally) {
+				killLeader := func() {
 					leader := c.streamLeader(t, watch)
 					t.Logf("SIGKILL stream leader %s", leader.name)
 					leader.kill(t)
 					waitAcks(t, tl, 5)
 					leader.start(t)
-					c.waitCurrent(t, watch)
 				}
+				killLeader()
+				c.waitCurrent(t, watch)
 				waitAcks(t, tl, 5)
+				killLeader()
 			})
-			w.verify(t, "kill-leader-x2", tl)
 		}},
 		{"PauseStreamLeader", func(t *testing.T) {
-			tl := w.load(t, func(tl *tally) {
-				waitAcks(t, tl, 5)
+			w.underLoad(t, "pause-leader", watch, func(tl *tally) {
 				leader := c.streamLeader(t, watch)
 				other := c.connect(t, (slices.Index(c.nodes, leader)+1)%len(c.nodes))
 				t.Logf("SIGSTOP stream leader %s", leader.name)
@@ -88,24 +87,17 @@ func clusterFaults(t *testing.T, extra ...string) {
 				}
 				t.Logf("new leader elected; SIGCONT %s after %s", leader.name, time.Since(paused).Round(time.Millisecond))
 				leader.signal(t, syscall.SIGCONT)
-				c.waitCurrent(t, watch)
-				waitAcks(t, tl, 5)
 			})
-			w.verify(t, "pause-leader", tl)
 		}},
 		{"KillReplica", func(t *testing.T) {
-			tl := w.load(t, func(tl *tally) {
-				waitAcks(t, tl, 5)
+			w.underLoad(t, "kill-replica", watch, func(tl *tally) {
 				leader := c.streamLeader(t, watch)
 				victim := c.nodes[(slices.Index(c.nodes, leader)+1)%len(c.nodes)]
 				t.Logf("SIGKILL replica %s (not the stream leader)", victim.name)
 				victim.kill(t)
 				waitAcks(t, tl, 10)
 				victim.start(t)
-				c.waitCurrent(t, watch)
-				waitAcks(t, tl, 5)
 			})
-			w.verify(t, "kill-replica", tl)
 		}},
 		{"SameRequestToAllReplicas", func(t *testing.T) { w.sameRequest(t) }},
 		{"SameReadToAllReplicas", func(t *testing.T) { w.sameRead(t) }},
@@ -129,17 +121,11 @@ func clusterFaults(t *testing.T, extra ...string) {
 func (w *faultWorld) sameRequest(t *testing.T) {
 	tl := newTally()
 	room := w.rooms[0]
-	id, _ := client.NewIdentity(fmt.Sprintf("dup%d", w.seq.Add(1)))
-	pub, _ := id.Public()
 	conns := []*nats.Conn{w.c.connect(t, 0), w.c.connect(t, 1), w.c.connect(t, 2)}
-	if ok, a := mutate(conns[0], subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
-		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl); !ok {
+	id, a := w.register(t, conns[0], "dup", room, tl)
+	if id == nil {
 		t.Fatalf("register: %+v", a)
 	}
-	w.mu.Lock()
-	w.registered[id.Endpoint] = id
-	w.attempted[room][id.Endpoint] = true
-	w.mu.Unlock()
 	data := w.addRequest(t, room, id)
 	const copies = 100
 	var (
@@ -400,17 +386,11 @@ func (w *faultWorld) partition(t *testing.T) {
 	tl := newTally()
 	room := w.rooms[1]
 	alone := w.c.nodes[2]
-	id, _ := client.NewIdentity(fmt.Sprintf("part%d", w.seq.Add(1)))
-	pub, _ := id.Public()
 	nc := w.c.connect(t, 2)
-	if ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
-		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl); !ok {
+	id, a := w.register(t, nc, "part", room, tl)
+	if id == nil {
 		t.Fatalf("register: %+v", a)
 	}
-	w.mu.Lock()
-	w.registered[id.Endpoint] = id
-	w.attempted[room][id.Endpoint] = true
-	w.mu.Unlock()
 
 	for _, n := range w.c.nodes[:2] {
 		t.Logf("SIGKILL %s", n.name)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -156,15 +155,12 @@ func atoiOr(s string, def int) int {
 // none a JetStream API call. The rejection rate is logged: docs/security.md
 // records it.
 func TestReplayFlood(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
 		t.Fatal(err)
@@ -232,9 +228,7 @@ func TestReplayFlood(t *testing.T) {
 // succeed meanwhile. The rate is so low that no token comes back during the
 // test, so the outcome does not depend on the machine's speed.
 func TestRateLimitNoStarvation(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{RateLimit: 0.0001, RateBurst: 10})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{RateLimit: 0.0001, RateBurst: 10})
 	greedy := membertest.Member(t, s, admin, "greedy")
 	polite := membertest.Member(t, s, admin, "polite")
 	nc := natstest.Connect(t, s)
@@ -265,8 +259,7 @@ func TestRateLimitNoStarvation(t *testing.T) {
 			}
 		}()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	for i := range 10 {
 		if _, err := polite.Whoami(ctx); err != nil {
 			t.Fatalf("polite request %d while greedy floods: %v", i+1, err)
@@ -324,10 +317,7 @@ func secretForms(name string, b []byte) map[string]string {
 func TestSecretsNeverLogged(t *testing.T) {
 	s := natstest.Server(t)
 	logs := &lockedBuffer{}
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
+	skp := membertest.ServiceKey()
 	svc := membertest.Service(t, s, service.Config{
 		ServiceKey: skp, RateLimit: 0.0001, RateBurst: 40,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -336,8 +326,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 
 	var errTexts []string
 	note := func(err error) {
@@ -456,9 +445,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 // copies 429 after their signature check (a second, costlier line of
 // defence). Its rate is logged for docs/security.md.
 func TestReplayFloodWithoutCache(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ReplayCache: -1, RateLimit: -1})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{ReplayCache: -1, RateLimit: -1})
 	bob := membertest.Member(t, s, admin, "bob")
 	nc := natstest.Connect(t, s)
 	read := membertest.Signed(t, bob.Identity().Sign, subjects.OpWhoami, membertest.Body(t, api.Empty{}))

@@ -31,18 +31,12 @@ import (
 // maxConflictRetries quick re-plans, all within the hold.
 func TestCopyOfInFlightMutation(t *testing.T) {
 	servers, links := heldCluster(t, 3)
-	js, err := jetstream.New(natstest.Connect(t, servers[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natstest.Connect(t, servers[0]))
 	openR3(t, js)
 	leader := streamLeaderOf(t, js, servers)
 	// Every request below stays on the leader's node.
 	nc := natstest.Connect(t, leader)
-	if js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
-	st := openR3(t, js)
+	st := openR3(t, natstest.JetStream(t, nc))
 	adminID := bootstrapAdmin(t, st)
 	// Workers: copies run at once, as on several replicas.
 	const workers, copies = 4, 8

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -230,8 +229,7 @@ const (
 // the progress lines of a rekey and of listing all members, then the result.
 func TestMemberctlTerminal(t *testing.T) {
 	c, s := newCtl(t)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	admin := clientFromFile(t, s, c.path("admin.id"))
 	alice, err := client.NewIdentity("alice")
 	if err != nil {

@@ -36,8 +36,8 @@ func runDaemonToExit(t *testing.T, limit time.Duration, args ...string) (string,
 	return string(out), time.Since(start), err
 }
 
-// publicKey is the public key of a seed file.
-func publicKey(t *testing.T, seedFile string) string {
+// seedFileKey is the key pair of a seed file.
+func seedFileKey(t *testing.T, seedFile string) nkeys.KeyPair {
 	t.Helper()
 	seed, err := os.ReadFile(seedFile)
 	if err != nil {
@@ -47,7 +47,13 @@ func publicKey(t *testing.T, seedFile string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := kp.PublicKey()
+	return kp
+}
+
+// publicKey is the public key of a seed file.
+func publicKey(t *testing.T, seedFile string) string {
+	t.Helper()
+	pub, _ := seedFileKey(t, seedFile).PublicKey()
 	return pub
 }
 

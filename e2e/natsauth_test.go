@@ -102,15 +102,13 @@ func violations(ch chan error) nats.Option {
 // service's inbox, and cannot reach the buckets through $KV or $JS.
 func TestNATSPermissions(t *testing.T) {
 	s, svcUser, c1, c2 := authServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 
 	// The service under its user.
 	snc := natstest.Connect(t, s, nkeyAuth(svcUser))
 	st := membertest.Store(t, snc)
-	skp, _ := nkeys.CreateServer()
-	spub, _ := skp.PublicKey()
-	svc, err := service.Start(snc, st, service.Config{ServiceKey: skp})
+	spub := membertest.ServicePub()
+	svc, err := service.Start(snc, st, service.Config{ServiceKey: membertest.ServiceKey()})
 	if err != nil {
 		t.Fatalf("service under the deployment's service user: %v", err)
 	}
@@ -173,10 +171,7 @@ func TestNATSPermissions(t *testing.T) {
 	}
 
 	t.Run("no JetStream API", func(t *testing.T) {
-		js, err := jetstream.New(nc1)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, nc1)
 		for name, call := range map[string]func(context.Context) error{
 			"bind the KV bucket": func(ctx context.Context) error {
 				_, err := js.KeyValue(ctx, subjects.DefaultBucket)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -30,15 +29,12 @@ func step(t *testing.T, name string, f func(t *testing.T)) {
 // TestRoomLifecycle walks a room through every operation with the client:
 // create, read, page, add, keys per epoch, remove, rekey, leave, delete.
 func TestRoomLifecycle(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
 	dave := membertest.Member(t, s, admin, "dave")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	sealer, _ := alice.Identity().XKey.PublicKey()
 	var key1, key2 []byte
 
@@ -342,13 +338,10 @@ func eventually(t *testing.T, what string, f func() error) {
 // disable, enable and list; any active identity looks up public keys and
 // itself; a disabled identity is refused everything.
 func TestIdentityAdmin(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"}); err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -514,8 +507,7 @@ func TestConcurrentAdds(t *testing.T) {
 		members[i] = fmt.Sprintf("m%d", i)
 		clients[i] = membertest.Member(t, s, admin, members[i])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	_, key, err := alice.CreateRoom(ctx, "busy", "chat.busy", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)

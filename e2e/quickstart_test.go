@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"testing"
 
 	"github.com/unibus/membership/internal/membertest"
@@ -14,13 +13,10 @@ import (
 // admin bootstrapped, two identities registered, a room created, the second
 // member fetching and opening its key.
 func TestQuickstartClient(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 
 	room, key, err := alice.CreateRoom(ctx, "ops", "chat.ops", []string{"bob"})
 	if err != nil {

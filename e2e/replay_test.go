@@ -96,8 +96,7 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	carol := membertest.Member(t, s, admin, "carol")
 	dave := membertest.Member(t, s, admin, "dave")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"bob"})
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -228,8 +227,7 @@ func TestSameMutationRace(t *testing.T) {
 	admin := membertest.Admin(t, s)
 	alice := membertest.Member(t, s, admin, "alice")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -280,8 +278,7 @@ func TestLostReply(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"testing"
@@ -95,19 +94,14 @@ func rogues(t *testing.T, recorded *nats.Msg) map[string]rogueReply {
 // on the bus, the rogue gets ErrReplySignature. An unpinned client is
 // fooled, which is why the pin matters.
 func TestRogueResponder(t *testing.T) {
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, _ := skp.PublicKey()
+	spub := membertest.ServicePub()
 
 	// A genuine signed reply to record, from a real deployment.
 	real := natstest.Server(t)
-	membertest.Service(t, real, service.Config{ServiceKey: skp})
+	membertest.Service(t, real, service.Config{})
 	admin := membertest.Admin(t, real)
 	alice := membertest.Member(t, real, admin, "alice")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(6))
-	defer cancel()
+	ctx := natstest.Ctx(t, 6)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -28,8 +27,7 @@ func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(9))
-	defer cancel()
+	ctx := natstest.Ctx(t, 9)
 	ids := registerNew(ctx, t, clientAt(t, nodes[0].clientURL, adminID), "own", "guest")
 	writer := clientAt(t, nodes[0].clientURL, ids["own"])
 	reader := clientAt(t, nodes[2].clientURL, ids["own"])

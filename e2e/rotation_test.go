@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"testing"
@@ -31,8 +30,7 @@ func serverKey(t *testing.T) (nkeys.KeyPair, string) {
 // to one key moves to a new one only through a rotation statement signed by
 // the old key; a forged statement, or none, is refused with both keys named.
 func TestServiceKeyPinning(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	k1, p1 := serverKey(t)
 	k2, p2 := serverKey(t)
 	k3, p3 := serverKey(t)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -54,8 +53,7 @@ func TestStoreUnreachable(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	carol := membertest.Member(t, s, admin, "carol")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	_, key, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil)
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -162,10 +160,7 @@ func TestStoreUnreachable(t *testing.T) {
 	})
 
 	t.Run("bucket deleted", func(t *testing.T) {
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, nc)
 		if err := js.DeleteKeyValue(ctx, subjects.DefaultBucket); err != nil {
 			t.Fatalf("delete bucket: %v", err)
 		}
@@ -193,15 +188,12 @@ func TestStoreUnreachable(t *testing.T) {
 // reads need membership, a member gets only its own sealed key and only
 // for epochs it belonged to, and the room directory is one's own.
 func TestAuditH3(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")
 	mallory := membertest.Member(t, s, admin, "mallory")
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	for _, r := range []struct {
 		id      string
 		members []string
@@ -310,15 +302,12 @@ func TestAuditH3(t *testing.T) {
 // identity: a body cannot name another owner or seal with another's key,
 // and nobody but the owner may change the room.
 func TestAuditH6(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	mallory := membertest.Member(t, s, admin, "mallory")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 
 	aliceX, _ := alice.Identity().XKey.PublicKey()
 	malloryX, _ := mallory.Identity().XKey.PublicKey()
@@ -402,14 +391,11 @@ func must[T any](v T, err error) T {
 // nonce: an unregistered key's valid signed request is 401, a disabled
 // identity's is 403, and neither writes a nonce. key to the bucket.
 func TestAuditH7(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	eve := membertest.Member(t, s, admin, "eve")
 	nc := natstest.Connect(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"eve"}); err != nil {
 		t.Fatalf("create: %v", err)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -27,8 +26,7 @@ func TestStatsThroughNatsCLI(t *testing.T) {
 	membertest.Service(t, s, cfg)
 	membertest.Service(t, s, cfg)
 	admin := membertest.Admin(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(3))
-	defer cancel()
+	ctx := natstest.Ctx(t, 3)
 	nc := natstest.Connect(t, s)
 
 	var carolKP nkeys.KeyPair

@@ -32,9 +32,7 @@ type wireFixture struct {
 
 func newWireFixture(t *testing.T) *wireFixture {
 	t.Helper()
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{MaxRequest: wireMaxRequest})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{MaxRequest: wireMaxRequest})
 	f := &wireFixture{
 		nc:    natstest.Connect(t, s),
 		alice: membertest.Member(t, s, admin, "alice"),

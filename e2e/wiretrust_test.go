@@ -155,9 +155,7 @@ func msgpackKey(k string) []byte { return append([]byte{0xa0 | byte(len(k))}, k.
 // epoch wrapped to 2^64−1, bin passed for str, and 11 texts were the
 // library's.
 func TestWireBodyTypes(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{RateLimit: -1})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{RateLimit: -1})
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
 	checked := 0
@@ -204,8 +202,7 @@ func TestWireBodyTypes(t *testing.T) {
 // operation's own request.
 func TestWireArrayFormAuditTarget(t *testing.T) {
 	f := newWireFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
-	defer cancel()
+	ctx := natstest.Ctx(t, 1)
 	kp := f.alice.Identity().Sign
 	sealer, _ := f.alice.Identity().XKey.PublicKey()
 	// RemoveMemberRequest{room, endpoint} by position.
@@ -240,14 +237,10 @@ func TestWireArrayFormAuditTarget(t *testing.T) {
 // Before the fix these replies carried an empty nonce, so one of them could
 // answer any request.
 func TestWireReplyBinding(t *testing.T) {
-	s := natstest.Server(t)
-	skp, _ := nkeys.CreateServer()
-	membertest.Service(t, s, service.Config{ServiceKey: skp, MaxRequest: wireMaxRequest})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{MaxRequest: wireMaxRequest})
 	nc := natstest.Connect(t, s)
 	kp := admin.Identity().Sign
-	pub, _ := skp.PublicKey()
-	verifier, _ := nkeys.FromPublicKey(pub)
+	verifier, _ := nkeys.FromPublicKey(membertest.ServicePub())
 	body := membertest.Body(t, api.RoomRequest{Room: "r1"})
 	env := func(change func(m map[string]any)) []byte {
 		e := membertest.Envelope(t, kp, subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomGet), time.Now(), membertest.Nonce(t), body)

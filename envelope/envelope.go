@@ -255,13 +255,30 @@ func (e *Envelope) CheckSignature(subject string) error {
 // Verify runs every check in the order the service applies them, cheapest
 // first: time window, body hash, signature.
 func (e *Envelope) Verify(subject string, now time.Time, skew time.Duration) error {
+	_, err := e.Check(subject, now, skew, nil)
+	return err
+}
+
+// Check is [Envelope.Verify] with a look at the request between the cheap
+// checks and the costly one: once the time window and the body hash passed,
+// it calls seen (unless nil) with the request's [Envelope.Digest], and
+// returns seen's error as it is, before the signature is verified. That is
+// where a service refuses a nonce it saw claimed without spending a
+// signature verification on every copy of a flood. It returns the digest.
+func (e *Envelope) Check(subject string, now time.Time, skew time.Duration, seen func(digest [32]byte) error) ([32]byte, error) {
 	if err := e.CheckTime(now, skew); err != nil {
-		return err
+		return [32]byte{}, err
 	}
 	if err := e.CheckBodyHash(); err != nil {
-		return err
+		return [32]byte{}, err
 	}
-	return e.CheckSignature(subject)
+	digest := e.Digest(subject)
+	if seen != nil {
+		if err := seen(digest); err != nil {
+			return digest, err
+		}
+	}
+	return digest, e.CheckSignature(subject)
 }
 
 // KeySigner is what signing needs of a key; an nkeys.KeyPair is one.

@@ -458,3 +458,48 @@ func TestKeySignerMatchesNkeys(t *testing.T) {
 		t.Fatal("a public-only key pair gave a signer")
 	}
 }
+
+// TestCheckSeen: Check calls seen with the digest only after the cheap
+// checks passed, returns seen's error before verifying the signature, and
+// otherwise answers like Verify.
+func TestCheckSeen(t *testing.T) {
+	now := time.UnixMilli(testTS)
+	refused := errors.New("seen")
+	tests := []struct {
+		name     string
+		mutate   func(e *envelope.Envelope)
+		now      time.Time
+		seenErr  error
+		want     error
+		wantSeen bool
+	}{
+		{name: "accepted", now: now, wantSeen: true},
+		{name: "seen refuses", now: now, seenErr: refused, want: refused, wantSeen: true},
+		{name: "seen refuses before the signature", mutate: func(e *envelope.Envelope) { e.Sig[0] ^= 1 }, now: now, seenErr: refused, want: refused, wantSeen: true},
+		{name: "bad signature after seen", mutate: func(e *envelope.Envelope) { e.Sig[0] ^= 1 }, now: now, want: envelope.ErrSignature, wantSeen: true},
+		{name: "stale: seen not asked", now: now.Add(skew + time.Millisecond), seenErr: refused, want: envelope.ErrStale},
+		{name: "body hash: seen not asked", mutate: func(e *envelope.Envelope) { e.Body = nil }, now: now, seenErr: refused, want: envelope.ErrBodyHash},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := signed(t)
+			if tt.mutate != nil {
+				tt.mutate(e)
+			}
+			var seen [][32]byte
+			digest, err := e.Check(testSubject, tt.now, skew, func(d [32]byte) error {
+				seen = append(seen, d)
+				return tt.seenErr
+			})
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("Check = %v, want %v", err, tt.want)
+			}
+			if (len(seen) == 1) != tt.wantSeen || len(seen) > 1 {
+				t.Fatalf("seen called %d times, want it called: %v", len(seen), tt.wantSeen)
+			}
+			if tt.wantSeen && (seen[0] != e.Digest(testSubject) || digest != seen[0]) {
+				t.Fatalf("seen got %x and Check returned %x, want the digest %x", seen[0], digest, e.Digest(testSubject))
+			}
+		})
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/internal/natstest"
@@ -178,10 +177,7 @@ func TestIdleReplicaWritesNothing(t *testing.T) {
 // streamSeqs is every stream's last sequence.
 func streamSeqs(t *testing.T, e *env) map[string]uint64 {
 	t.Helper()
-	js, err := jetstream.New(e.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, e.nc)
 	out := map[string]uint64{}
 	streams := js.ListStreams(natstest.Ctx(t, 2))
 	for info := range streams.Info() {

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
@@ -35,10 +34,7 @@ func TestNonceFloor(t *testing.T) {
 	laterReplay := signAt(t, adminKP, whoami, time.Now().Add(service.DefaultSkew/2)) // stamped ahead, never sent before the loss
 	request(t, e.nc, whoami, captured).expect(t, api.KindOther)
 
-	js, err := jetstream.New(e.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, e.nc)
 	s, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
 		t.Fatal(err)

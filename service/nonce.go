@@ -14,9 +14,9 @@ import (
 
 // Nonce handling, step 6 of the pipeline (docs/protocol.md), in one place:
 // a mutation claims its nonce in the same atomic batch as its state
-// (nonceClaim), so the record tells whether it committed (checkApplied); a
-// read claims it in the read-claims stream (claimReadNonce), guarded by the
-// nonce floor; and the replay cache answers claimed nonces from memory
+// (nonceClaim), so the record tells whether it committed; a read claims it
+// in the read-claims stream, guarded by the nonce floor; checkNonce asks
+// the store for both. The replay cache answers claimed nonces from memory
 // (checkReplayCache, rememberClaim). The nonce's key is spelt in records.go
 // with the other key families.
 
@@ -36,15 +36,65 @@ func (s *Service) nonceClaim(c *call, reply []byte) store.Write {
 	return store.Write{Key: c.nonce, Value: rec, TTL: s.cfg.NonceTTL()}
 }
 
-// checkApplied looks up the mutation's nonce. It returns an already-applied
-// rejection carrying the original reply when this very request committed
-// before, a replay rejection when another request used the nonce, and nil
-// when the nonce is free.
-func (s *Service) checkApplied(ctx context.Context, c *call) error {
-	ent, err := s.nonceShard(c).Get(ctx, c.nonce) // the room's shard or the base bucket (shards.go)
-	if err != nil {
-		return s.storeErr(c, "read nonce", err)
+// checkNonce is step 6: what the store says of c's nonce. A mutation's
+// nonce is only looked up here, for it is claimed in the batch that commits
+// the mutation (nonceClaim): a record there is either this very request's,
+// which committed before (an already-applied rejection carrying the
+// original reply), or another request's (replay); no record: free, nil.
+// The lookup runs again whenever a plan or a commit fails (runMutation).
+//
+// A read's nonce is claimed here, in the read-claims stream (memory, no
+// fsync; store/readclaims.go): first sight wins cluster-wide. That stream
+// may lose its claims in a crash, so a read is accepted only if it is
+// stamped at or after the floor of the claim's incarnation, before which
+// lost claims could lie (docs/security.md, "Read nonces and the nonce
+// floor"). The floor is checked before claiming too, so that a refused read
+// writes nothing.
+//
+// Either way the replay cache learns what the store said, and any store
+// error fails closed.
+func (s *Service) checkNonce(ctx context.Context, c *call) error {
+	if !c.mutates {
+		if since, ok := s.store.ReadSince(); ok {
+			if err := s.checkFloor(c, since); err != nil {
+				return err
+			}
+		}
 	}
+	var (
+		ent   store.Entry
+		since store.ReadSince
+		err   error
+		start = time.Now()
+	)
+	if c.mutates {
+		ent, err = s.nonceShard(c).Get(ctx, c.nonce) // the room's shard or the base bucket (shards.go)
+	} else {
+		since, err = s.store.ClaimRead(ctx, c.nonce)
+		s.stats.of(c.op).storeLatency(time.Since(start))
+	}
+	switch {
+	case !c.mutates && errors.Is(err, store.ErrExists): // a read nonce claimed before
+		s.rememberClaim(c, nil, false)
+		return errReplay()
+	case err != nil && c.mutates:
+		return s.storeErr(c, "read nonce", err)
+	case err != nil:
+		return s.storeErr(c, "claim nonce", err)
+	case c.mutates:
+		return s.appliedBefore(c, ent)
+	}
+	if err := s.checkFloor(c, since); err != nil {
+		return err
+	}
+	s.stats.of(c.op).add(func(e *endpointStats) { e.nonceClaims++ })
+	s.rememberClaim(c, nil, false)
+	return nil
+}
+
+// appliedBefore reads a mutation's nonce entry: nil when it is free, else
+// whose claim it is.
+func (s *Service) appliedBefore(c *call, ent store.Entry) error {
 	if !ent.Exists() {
 		return nil
 	}
@@ -55,38 +105,6 @@ func (s *Service) checkApplied(ctx context.Context, c *call) error {
 	}
 	s.rememberClaim(c, nil, false)
 	return errReplay()
-}
-
-// claimReadNonce claims a read's nonce in the read-claims stream (memory,
-// no fsync; store/readclaims.go): first sight wins cluster-wide; any store
-// error fails closed. That stream may lose its claims in a crash, so a read
-// is accepted only if it is stamped at or after the floor of the claim's
-// incarnation, before which lost claims could lie (docs/security.md, "Read
-// nonces and the nonce floor"). The floor is checked before claiming too,
-// so that a refused read writes nothing.
-func (s *Service) claimReadNonce(ctx context.Context, c *call) error {
-	if since, ok := s.store.ReadSince(); ok {
-		if err := s.checkFloor(c, since); err != nil {
-			return err
-		}
-	}
-	start := time.Now()
-	since, err := s.store.ClaimRead(ctx, c.nonce)
-	st := s.stats.of(c.op)
-	st.storeLatency(time.Since(start))
-	if err != nil {
-		if errors.Is(err, store.ErrExists) {
-			s.rememberClaim(c, nil, false)
-			return errReplay()
-		}
-		return s.storeErr(c, "claim nonce", err)
-	}
-	if err := s.checkFloor(c, since); err != nil {
-		return err
-	}
-	st.add(func(e *endpointStats) { e.nonceClaims++ })
-	s.rememberClaim(c, nil, false)
-	return nil
 }
 
 // checkFloor refuses a read stamped before since's floor: the start of the
@@ -105,16 +123,15 @@ func (s *Service) checkFloor(c *call, since store.ReadSince) error {
 	return r
 }
 
-// checkReplayCache refuses a request whose signer+nonce this replica saw
-// claimed. It runs after the cheap checks (time, body hash) and before the
-// signature and identity checks, which cost a verification and store reads.
-func (s *Service) checkReplayCache(c *call) error {
+// checkReplayCache refuses a request with digest whose signer+nonce this
+// replica saw claimed. It runs after the cheap checks (time, body hash) and
+// before the signature and identity checks, which cost a verification and
+// store reads (envelope.Envelope.Check calls it in between).
+func (s *Service) checkReplayCache(c *call, digest [32]byte) error {
 	if s.replays == nil {
 		return nil
 	}
-	e := c.env
-	c.digest = e.Digest(c.subject)
-	hit, reply := s.replays.lookup(c.cacheKey(), c.digest[:], e.Sig, c.now)
+	hit, reply := s.replays.lookup(c.cacheKey(), digest[:], c.env.Sig, c.now)
 	switch hit {
 	case replayReject:
 		s.replays.hits.Add(1)

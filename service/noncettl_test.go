@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
@@ -19,10 +17,7 @@ import (
 func TestStartRefusesShortNonceTTL(t *testing.T) {
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	st, err := store.Open(natstest.Ctx(t, 1), js, store.Config{
 		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.DefaultSkew,
 	})

@@ -103,7 +103,7 @@ func (s *Service) serve(ctx context.Context, c *call, data []byte, read readFunc
 	// changes what a request costs in latency (one store round trip
 	// instead of three), not what is accepted.
 	claimed := make(chan error, 1)
-	go func() { claimed <- s.claimReadNonce(ctx, c) }()
+	go func() { claimed <- s.checkNonce(ctx, c) }()
 	out, err := s.authorizedRead(ctx, c, read)
 	if cerr := <-claimed; cerr != nil {
 		return nil, cerr
@@ -150,17 +150,14 @@ func (s *Service) authenticate(ctx context.Context, c *call, data []byte) error 
 // for a key that is not registered (H7).
 func (s *Service) verify(ctx context.Context, c *call) error {
 	e := c.env
-	if err := e.CheckTime(c.now, s.cfg.Skew); err != nil {
-		return refuse(reasonStale, api.KindUnauthenticated, "stale request: ts outside ±%s of the service clock", s.cfg.Skew)
-	}
-	if err := e.CheckBodyHash(); err != nil {
-		return refuse(reasonBodyHash, api.KindInvalid, "body_hash does not match body")
-	}
-	if err := s.checkReplayCache(c); err != nil {
-		return err // a claimed nonce: refused before the costly checks
-	}
-	if err := e.CheckSignature(c.subject); err != nil {
-		return refuse(reasonBadSignature, api.KindUnauthenticated, "bad signature")
+	// One call checks the envelope: time window, body hash, then the
+	// replay cache (a claimed nonce is refused before the costly checks),
+	// then the signature.
+	digest, err := e.Check(c.subject, c.now, s.cfg.Skew, func(digest [32]byte) error {
+		return s.checkReplayCache(c, digest)
+	})
+	if err != nil {
+		return s.envelopeErr(err)
 	}
 	id, err := s.identityBySigner(ctx, c, e.Signer)
 	if err != nil {
@@ -173,9 +170,24 @@ func (s *Service) verify(ctx context.Context, c *call) error {
 		return refuse(reasonDisabled, api.KindForbidden, "identity %s is disabled", id.Endpoint)
 	}
 	c.signer = id
-	c.digest = e.Digest(c.subject)
+	c.digest = digest
 	c.nonce = keyNonce(e.Signer, e.Nonce)
 	return nil
+}
+
+// envelopeErr words a failed envelope check in the service's terms; the
+// replay cache's own rejection passes as it is.
+func (s *Service) envelopeErr(err error) error {
+	var r *rejection
+	switch {
+	case errors.As(err, &r):
+		return r
+	case errors.Is(err, envelope.ErrStale):
+		return refuse(reasonStale, api.KindUnauthenticated, "stale request: ts outside ±%s of the service clock", s.cfg.Skew)
+	case errors.Is(err, envelope.ErrBodyHash):
+		return refuse(reasonBodyHash, api.KindInvalid, "body_hash does not match body")
+	}
+	return refuse(reasonBadSignature, api.KindUnauthenticated, "bad signature")
 }
 
 // runMutation checks the nonce, plans, writes and commits, re-planning when
@@ -190,7 +202,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 	// the plan then (a copy of an applied request fails its plan or its
 	// commit, and both look it up).
 	if s.store.RoomShards() == 1 || !roomOp(c.op) {
-		if err := s.checkApplied(ctx, c); err != nil {
+		if err := s.checkNonce(ctx, c); err != nil {
 			return nil, err
 		}
 	}
@@ -203,7 +215,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			// a leave, …): the nonce record, not the plan, tells the
 			// outcome (e2e TestSameMutationRace).
 			if k := api.KindOf(err); k != api.KindUnavailable && k != api.KindInternal {
-				if aerr := s.checkApplied(ctx, c); aerr != nil {
+				if aerr := s.checkNonce(ctx, c); aerr != nil {
 					return nil, aerr
 				}
 			}
@@ -248,7 +260,7 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		st.add(func(e *endpointStats) { e.conflicts++ })
 		// The nonce key or a state key moved. If the nonce was claimed,
 		// this request (or another with its nonce) won.
-		if aerr := s.checkApplied(ctx, c); aerr != nil {
+		if aerr := s.checkNonce(ctx, c); aerr != nil {
 			// Only another request's nonce frees the objects: when this
 			// very request applied, they are in use.
 			if api.KindOf(aerr) == api.KindReplay {

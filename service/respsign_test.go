@@ -11,6 +11,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
 )
@@ -19,12 +20,8 @@ import (
 // the configured service key over the request's nonce, the code, the reason
 // and the body; changing any of them breaks it.
 func TestRepliesAreSigned(t *testing.T) {
-	skp, err := nkeys.CreateServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spub, _ := skp.PublicKey()
-	e := newEnv(t, service.Config{ServiceKey: skp})
+	spub := membertest.ServicePub()
+	e := newEnv(t, service.Config{ServiceKey: membertest.ServiceKey()})
 	if e.svc.PublicKey() != spub {
 		t.Fatalf("PublicKey %s, want the configured %s", e.svc.PublicKey(), spub)
 	}
@@ -104,9 +101,7 @@ func TestServiceKeyMustBeServerKey(t *testing.T) {
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("a user key was accepted as service key")
 	}
-	pubOnly, _ := nkeys.CreateServer()
-	p, _ := pubOnly.PublicKey()
-	verifyOnly, _ := nkeys.FromPublicKey(p)
+	verifyOnly, _ := nkeys.FromPublicKey(membertest.ServicePub())
 	cfg = service.Config{ServiceKey: verifyOnly}
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("a public key without its seed was accepted as service key")

@@ -19,9 +19,7 @@ import (
 // and nothing any record still points at; a sweep with a long grace keeps
 // a young orphan.
 func TestSweep(t *testing.T) {
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	carol := membertest.Member(t, s, admin, "carol")

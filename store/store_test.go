@@ -33,10 +33,7 @@ func open(t *testing.T) (*store.Store, jetstream.JetStream, *server.Server, *nat
 	t.Helper()
 	s := natstest.Server(t)
 	nc := natstest.Connect(t, s)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	st, err := store.Open(natstest.Ctx(t, 1), js, testConfig())
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -562,10 +559,7 @@ func TestReopenKeepsBatches(t *testing.T) {
 	cfg := testConfig()
 	cfg.Storage = jetstream.MemoryStorage // fast commits: many land in any window
 	js := func() jetstream.JetStream {
-		js, err := jetstream.New(natstest.Connect(t, s))
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := natstest.JetStream(t, natstest.Connect(t, s))
 		return js
 	}
 	ctx := natstest.Ctx(t, 1)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,8 +15,7 @@ import (
 // what was sent, a revocation measured, and the final RATIOS line; the
 // signed echo and the one-shard mutate row run beside the others.
 func TestBenchSmall(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(12))
-	defer cancel()
+	ctx := natstest.Ctx(t, 12)
 	o := options{
 		sync: "interval", clients: 3, duration: 300 * time.Millisecond, mutations: 12,
 		identities: 8, rooms: 6, members: 3, rekey: 5, workers: 2, idCache: true, keyCache: true,

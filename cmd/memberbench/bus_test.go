@@ -2,17 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"regexp"
 	"testing"
-	"time"
+
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestBusBench runs the bus measurement at --quick scale and checks its
 // line: every endpoint admitted, every removal cut the connection.
 func TestBusBench(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := natstest.Ctx(t, 12)
 	var out bytes.Buffer
 	if err := busBench(ctx, options{quick: true, sync: "interval"}, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())

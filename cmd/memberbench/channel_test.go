@@ -2,11 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/unibus/membership/internal/natstest"
 )
 
 // TestChannelRow measures the channel row on an embedded server and checks
@@ -15,8 +16,7 @@ import (
 // memberbench's to measure (docs/performance.md), not a timed unit test's:
 // on a loaded machine any bound here would fail for the machine's sake.
 func TestChannelRow(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := natstest.Ctx(t, 12)
 	var out bytes.Buffer
 	e := &env{o: options{sync: "interval", quick: true, clients: 1, workers: 2, idCache: true, keyCache: true, roomIndex: true, maxStale: time.Second},
 		out: &out, run: randHex(3), raw: randHex(3)}

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,19 +24,9 @@ import (
 // nothing is registered or created twice, the clients keep their rooms, and
 // the member-list page comparison is reported.
 func TestScaleState(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(18))
-	defer cancel()
+	ctx := natstest.Ctx(t, 18)
 	dir := t.TempDir()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: filepath.Join(dir, "js"), MaxPayload: 8 << 20, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(natstest.Patience) {
-		t.Fatal("nats-server did not start")
-	}
+	s := natstest.ServerWith(t, &server.Options{StoreDir: filepath.Join(dir, "js"), MaxPayload: 8 << 20})
 	state := filepath.Join(dir, "state.json")
 	o := options{
 		natsURL: s.ClientURL(), sync: "interval", clients: 3, duration: 200 * time.Millisecond, mutations: 6,

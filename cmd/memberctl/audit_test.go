@@ -22,11 +22,8 @@ import (
 // key fails (exit 3), and without --service-key the key stored by the
 // first run is used.
 func TestAuditCommand(t *testing.T) {
-	skp, _ := nkeys.CreateServer()
-	spub, _ := skp.PublicKey()
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{ServiceKey: skp})
-	admin := membertest.Admin(t, s)
+	spub := membertest.ServicePub()
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	membertest.Member(t, s, admin, "bob")
 	ctx := natstest.Ctx(t, 3)

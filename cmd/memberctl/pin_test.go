@@ -62,8 +62,7 @@ func storedPin(t *testing.T, dir string) knownService {
 // statement signed by the pinned key, says so on stderr when told not to
 // verify, and reads the identities chain.
 func TestPinning(t *testing.T) {
-	k1, _ := nkeys.CreateServer()
-	p1, _ := k1.PublicKey()
+	k1, p1 := membertest.ServiceKey(), membertest.ServicePub()
 	k2, _ := nkeys.CreateServer()
 	p2, _ := k2.PublicKey()
 	s := natstest.Server(t)
@@ -136,9 +135,7 @@ func TestPinning(t *testing.T) {
 // tail), or differs at it, fails.
 func TestAuditRollback(t *testing.T) {
 	ctx := natstest.Ctx(t, 3)
-	s := natstest.Server(t)
-	membertest.Service(t, s, service.Config{})
-	admin := membertest.Admin(t, s)
+	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	membertest.Member(t, s, admin, "bob")
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", nil); err != nil {

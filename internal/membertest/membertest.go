@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
@@ -41,10 +40,7 @@ var Shards = sync.OnceValue(func() int {
 // Store opens the membership buckets on nc.
 func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	st, err := store.Open(ctx, js, store.Config{
@@ -131,4 +127,13 @@ func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint strin
 		t.Fatalf("register %s: %v", endpoint, err)
 	}
 	return client.New(natstest.Connect(t, s), id)
+}
+
+// Start starts a server with one service replica configured by cfg and
+// bootstraps the admin: the setup most tests begin with.
+func Start(t testing.TB, cfg service.Config) (*server.Server, *client.Client) {
+	t.Helper()
+	s := natstest.Server(t)
+	Service(t, s, cfg)
+	return s, Admin(t, s)
 }

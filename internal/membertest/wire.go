@@ -145,10 +145,7 @@ func (r Reply) Decode(t testing.TB, v any) {
 // KV binds to the membership KV bucket on nc.
 func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, subjects.DefaultBucket)
@@ -231,10 +228,7 @@ func ReadClaims(t testing.TB, nc *nats.Conn) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	subject := subjects.ReadClaim(subjects.DefaultBucket)
 	st, err := js.Stream(ctx, subjects.ReadClaimsStream(subjects.DefaultBucket))
 	if err != nil {
