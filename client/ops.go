@@ -21,44 +21,32 @@ func NewRoomKey() ([]byte, error) {
 
 // Register registers an identity or replaces its keys and role (admin only).
 func (c *Client) Register(ctx context.Context, pub api.PublicKeys, admin bool) (*api.Identity, error) {
-	var out api.Identity
-	err := c.Call(ctx, subjects.OpIdentityRegister, &api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey, Admin: admin}, &out)
-	return &out, err
+	return call[api.Identity](ctx, c, subjects.OpIdentityRegister, &api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey, Admin: admin})
 }
 
 // Disable disables an identity (admin only).
 func (c *Client) Disable(ctx context.Context, endpoint string) (*api.Identity, error) {
-	var out api.Identity
-	err := c.Call(ctx, subjects.OpIdentityDisable, &api.EndpointRequest{Endpoint: endpoint}, &out)
-	return &out, err
+	return call[api.Identity](ctx, c, subjects.OpIdentityDisable, &api.EndpointRequest{Endpoint: endpoint})
 }
 
 // Enable enables a disabled identity (admin only).
 func (c *Client) Enable(ctx context.Context, endpoint string) (*api.Identity, error) {
-	var out api.Identity
-	err := c.Call(ctx, subjects.OpIdentityEnable, &api.EndpointRequest{Endpoint: endpoint}, &out)
-	return &out, err
+	return call[api.Identity](ctx, c, subjects.OpIdentityEnable, &api.EndpointRequest{Endpoint: endpoint})
 }
 
 // Lookup returns an endpoint's public keys.
 func (c *Client) Lookup(ctx context.Context, endpoint string) (*api.PublicKeys, error) {
-	var out api.PublicKeys
-	err := c.Call(ctx, subjects.OpIdentityGet, &api.EndpointRequest{Endpoint: endpoint}, &out)
-	return &out, err
+	return call[api.PublicKeys](ctx, c, subjects.OpIdentityGet, &api.EndpointRequest{Endpoint: endpoint})
 }
 
 // Identities returns one page of identities (admin only).
 func (c *Client) Identities(ctx context.Context, after string, limit int) (*api.IdentityPage, error) {
-	var out api.IdentityPage
-	err := c.Call(ctx, subjects.OpIdentityList, &api.PageRequest{After: after, Limit: limit}, &out)
-	return &out, err
+	return call[api.IdentityPage](ctx, c, subjects.OpIdentityList, &api.PageRequest{After: after, Limit: limit})
 }
 
 // Whoami returns the caller's identity as the service knows it.
 func (c *Client) Whoami(ctx context.Context) (*api.Identity, error) {
-	var out api.Identity
-	err := c.Call(ctx, subjects.OpWhoami, &api.Empty{}, &out)
-	return &out, err
+	return call[api.Identity](ctx, c, subjects.OpWhoami, &api.Empty{})
 }
 
 // CreateRoom creates a room owned by the caller on subject, with members
@@ -78,26 +66,21 @@ func (c *Client) CreateRoom(ctx context.Context, id, subject string, members []s
 	if err != nil {
 		return nil, nil, err
 	}
-	var out api.Room
-	err = c.Call(ctx, subjects.OpRoomCreate, &api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer, Members: sealed}, &out)
+	out, err := call[api.Room](ctx, c, subjects.OpRoomCreate, &api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer, Members: sealed})
 	if err != nil {
 		return nil, nil, err
 	}
-	return &out, key, nil
+	return out, key, nil
 }
 
 // Room returns a room's record (members only).
 func (c *Client) Room(ctx context.Context, room string) (*api.Room, error) {
-	var out api.Room
-	err := c.Call(ctx, subjects.OpRoomGet, &api.RoomRequest{Room: room}, &out)
-	return &out, err
+	return call[api.Room](ctx, c, subjects.OpRoomGet, &api.RoomRequest{Room: room})
 }
 
 // Members returns one page of a room's members (members only).
 func (c *Client) Members(ctx context.Context, room, after string, limit int) (*api.MembersPage, error) {
-	var out api.MembersPage
-	err := c.Call(ctx, subjects.OpRoomMembers, &api.MembersRequest{Room: room, After: after, Limit: limit}, &out)
-	return &out, err
+	return call[api.MembersPage](ctx, c, subjects.OpRoomMembers, &api.MembersRequest{Room: room, After: after, Limit: limit})
 }
 
 // AllMembers pages through every member of a room.
@@ -120,9 +103,7 @@ func (c *Client) AllMembers(ctx context.Context, room string) ([]api.Member, err
 
 // SealedKey fetches the caller's own sealed key for epoch (0: current).
 func (c *Client) SealedKey(ctx context.Context, room string, epoch uint64) (*api.KeyReply, error) {
-	var out api.KeyReply
-	err := c.Call(ctx, subjects.OpRoomKey, &api.KeyRequest{Room: room, Epoch: epoch}, &out)
-	return &out, err
+	return call[api.KeyReply](ctx, c, subjects.OpRoomKey, &api.KeyRequest{Room: room, Epoch: epoch})
 }
 
 // Key fetches and opens the caller's room key for epoch (0: current). It
@@ -154,24 +135,18 @@ func (c *Client) AddMember(ctx context.Context, room, endpoint string) (*api.Roo
 	if err != nil {
 		return nil, err
 	}
-	var out api.Room
-	err = c.Call(ctx, subjects.OpRoomAdd, &api.AddMemberRequest{Room: room, Epoch: epoch, Sealer: sealer, Member: sealed[0]}, &out)
-	return &out, err
+	return call[api.Room](ctx, c, subjects.OpRoomAdd, &api.AddMemberRequest{Room: room, Epoch: epoch, Sealer: sealer, Member: sealed[0]})
 }
 
 // RemoveMember removes endpoint from a room the caller owns. The room then
 // owes a rekey; see [Client.Rekey].
 func (c *Client) RemoveMember(ctx context.Context, room, endpoint string) (*api.Room, error) {
-	var out api.Room
-	err := c.Call(ctx, subjects.OpRoomRemove, &api.RemoveMemberRequest{Room: room, Endpoint: endpoint}, &out)
-	return &out, err
+	return call[api.Room](ctx, c, subjects.OpRoomRemove, &api.RemoveMemberRequest{Room: room, Endpoint: endpoint})
 }
 
 // Leave ends the caller's own membership.
 func (c *Client) Leave(ctx context.Context, room string) (*api.Room, error) {
-	var out api.Room
-	err := c.Call(ctx, subjects.OpRoomLeave, &api.RoomRequest{Room: room}, &out)
-	return &out, err
+	return call[api.Room](ctx, c, subjects.OpRoomLeave, &api.RoomRequest{Room: room})
 }
 
 // Rekey moves a room the caller owns to the next epoch with a fresh key
@@ -205,26 +180,21 @@ func (c *Client) Rekey(ctx context.Context, room string) (*api.Room, []byte, err
 		sealed = append(sealed, api.SealedKey{Endpoint: m.Endpoint, Sealed: s})
 	}
 	c.report("sealing", len(members), len(members))
-	var out api.Room
-	err = c.Call(ctx, subjects.OpRoomRekey, &api.RekeyRequest{Room: room, Epoch: r.Epoch + 1, Sealer: sealer, Keys: sealed}, &out)
+	out, err := call[api.Room](ctx, c, subjects.OpRoomRekey, &api.RekeyRequest{Room: room, Epoch: r.Epoch + 1, Sealer: sealer, Keys: sealed})
 	if err != nil {
 		return nil, nil, err
 	}
-	return &out, key, nil
+	return out, key, nil
 }
 
 // DeleteRoom deletes a room the caller owns.
 func (c *Client) DeleteRoom(ctx context.Context, room string) (*api.Room, error) {
-	var out api.Room
-	err := c.Call(ctx, subjects.OpRoomDelete, &api.RoomRequest{Room: room}, &out)
-	return &out, err
+	return call[api.Room](ctx, c, subjects.OpRoomDelete, &api.RoomRequest{Room: room})
 }
 
 // MyRooms returns one page of the caller's rooms.
 func (c *Client) MyRooms(ctx context.Context, after string, limit int) (*api.RoomPage, error) {
-	var out api.RoomPage
-	err := c.Call(ctx, subjects.OpRoomMine, &api.PageRequest{After: after, Limit: limit}, &out)
-	return &out, err
+	return call[api.RoomPage](ctx, c, subjects.OpRoomMine, &api.PageRequest{After: after, Limit: limit})
 }
 
 // sealTo seals key to each endpoint's registered xkey (looked up).

@@ -92,7 +92,8 @@ func (e *KeyMismatchError) Error() string {
 func (e *KeyMismatchError) Is(target error) bool { return target == ErrReplySignature }
 
 // roundTrip sends one request and returns its reply. Unless verification
-// is off it listens on its own inbox and takes the first reply that
+// is off it listens on a reply subject of its own (a token on the
+// connection's one reply subscription, replymux.go) and takes the first reply that
 // verifies (accept): a rogue responder on the same subjects can then
 // neither answer in the service's name nor, by answering first, stop the
 // real reply from being used. If the attempt ends without one, the result
@@ -102,18 +103,17 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 	if c.unverified {
 		return c.nc.RequestWithContext(ctx, subject, data)
 	}
-	inbox := c.nc.NewInbox()
-	sub, err := c.nc.SubscribeSync(inbox)
+	call, err := muxOf(c.nc).open()
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := c.nc.PublishRequest(subject, inbox, data); err != nil {
+	defer call.close()
+	if err := c.nc.PublishRequest(subject, call.subject, data); err != nil {
 		return nil, err
 	}
 	var refused error
 	for {
-		msg, err := sub.NextMsgWithContext(ctx)
+		msg, err := call.nextReply(ctx)
 		if err != nil {
 			if refused != nil {
 				return nil, refused

@@ -17,6 +17,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -28,26 +29,19 @@ import (
 // sender that sees every attempt, so that each fault's figures (operations,
 // acknowledged, lost, duplicates, retries) are exact.
 
-// Bounds of the load. Counts bound it; the time limit only stops a load
-// that cannot finish and never decides pass or fail on its own.
-const (
-	maxOpsPerWorker = 150             // load bound by count
-	loadTimeLimit   = 3 * time.Minute // load bound by time
-)
-
 // faultWorld is the state the fault load builds and checks: who is
 // registered, which rooms exist with which key, every acknowledged add.
 type faultWorld struct {
 	c      *testCluster
-	owner  *client.Identity
-	reader *client.Identity
+	owner  *identity.Identity
+	reader *identity.Identity
 	keys   map[string][]byte // room -> epoch 1 key
 	rooms  []string
 
 	mu         sync.Mutex
-	registered map[string]*client.Identity // acknowledged registrations
-	added      map[string]map[string]bool  // room -> endpoints whose add was acknowledged
-	attempted  map[string]map[string]bool  // room -> endpoints an add was sent for
+	registered map[string]*identity.Identity // acknowledged registrations
+	added      map[string]map[string]bool    // room -> endpoints whose add was acknowledged
+	attempted  map[string]map[string]bool    // room -> endpoints an add was sent for
 	seq        atomic.Int64
 }
 
@@ -96,8 +90,8 @@ func (w *faultWorld) registerAndAdd(t *testing.T, nc *nats.Conn, room string, tl
 // number, as a signed mutation of the admin through nc, and records it as
 // registered and about to be added to room. It returns nil and the last
 // attempt when the registration was not acknowledged.
-func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, tl *tally) (*client.Identity, attempt) {
-	id, _ := client.NewIdentity(fmt.Sprintf("%s%d", prefix, w.seq.Add(1)))
+func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, tl *tally) (*identity.Identity, attempt) {
+	id, _ := identity.New(fmt.Sprintf("%s%d", prefix, w.seq.Add(1)))
 	pub, _ := id.Public()
 	ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
 		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl)
@@ -112,7 +106,7 @@ func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, 
 }
 
 // addRequest is the owner's signed room.add of id at epoch 1.
-func (w *faultWorld) addRequest(t *testing.T, room string, id *client.Identity) []byte {
+func (w *faultWorld) addRequest(t *testing.T, room string, id *identity.Identity) []byte {
 	pub, _ := id.Public()
 	sealed, err := w.owner.XKey.Seal(w.keys[room], pub.XKey)
 	if err != nil {
@@ -123,20 +117,24 @@ func (w *faultWorld) addRequest(t *testing.T, room string, id *client.Identity) 
 		Member: api.SealedKey{Endpoint: id.Endpoint, Sealed: sealed}})
 }
 
-// load runs a bounded, self-stopping load — one mutation worker per room and
-// one reader, each on its own node — while fault runs, and stops once the
-// fault is over.
+// load runs a load — one mutation worker per room and one reader, each on
+// its own node — for as long as fault runs, and stops it when fault returns
+// or fails the test. The load has no bound of its own: with one (it had 150
+// operations per worker, at most 900 acknowledgements) a quick cluster
+// could finish it while the fault still waited for progress, and waitAcks
+// then failed with a healthy cluster (KillStreamLeaderTwice: "900 of 905
+// acknowledgements", LoadLastsAsLongAsItsFault). Every wait of a fault is
+// bounded, and so is the load.
 func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 	t.Helper()
 	tl := newTally()
 	stop := make(chan struct{})
-	deadline := time.Now().Add(loadTimeLimit)
-	running := func(done int) bool {
+	running := func() bool {
 		select {
 		case <-stop:
 			return false
 		default:
-			return done < maxOpsPerWorker && time.Now().Before(deadline)
+			return true
 		}
 	}
 	var wg sync.WaitGroup
@@ -145,7 +143,7 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := 0; running(n); n++ {
+			for running() {
 				w.registerAndAdd(t, nc, room, tl)
 			}
 		}()
@@ -154,7 +152,7 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n := 0; running(n); n++ {
+		for n := 0; running(); n++ {
 			room := w.rooms[n%len(w.rooms)]
 			ctx, cancel := context.WithTimeout(context.Background(), opDeadline)
 			key, _, err := reader.Key(ctx, room, 1)
@@ -174,9 +172,8 @@ func (w *faultWorld) load(t *testing.T, fault func(tl *tally)) *tally {
 			tl.mu.Unlock()
 		}
 	}()
+	defer func() { close(stop); wg.Wait() }() // also when fault fails the test
 	fault(tl)
-	close(stop)
-	wg.Wait()
 	return tl
 }
 

@@ -21,12 +21,14 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
-// Bounds of the scenarios (the load's own are in faultload_test.go). The
-// time limit only stops a race that cannot finish and never decides pass
-// or fail on its own.
+// Bounds of the scenarios. The fault load has none of its own: it runs as
+// long as its fault (faultload_test.go). The race test's time limit only
+// stops a race that cannot finish and never decides pass or fail on its
+// own.
 const (
 	faultSkew     = 2 * time.Minute  // request window: outlives any restart here
 	raceOps       = 1000             // race test: operations in total
@@ -57,6 +59,12 @@ func clusterFaults(t *testing.T, extra ...string) {
 		name string
 		run  func(t *testing.T)
 	}{
+		{"LoadLastsAsLongAsItsFault", func(t *testing.T) {
+			// More acknowledgements than the load's old count bound
+			// allowed (900): with that bound this failed every time.
+			tl := w.load(t, func(tl *tally) { waitAcks(t, tl, 905) })
+			w.verify(t, "long-fault", tl)
+		}},
 		{"KillStreamLeaderTwice", func(t *testing.T) {
 			w.underLoad(t, "kill-leader-x2", watch, func(tl *tally) {
 				killLeader := func() {
@@ -231,9 +239,9 @@ func (w *faultWorld) race(t *testing.T) {
 	owner := w.ownerClient(t, 0)
 	admin := client.New(w.c.connect(t, 0), w.c.admin, client.WithRetries(10), client.WithTimeout(attemptTimeout))
 	const room = "race"
-	var candidates []*client.Identity
+	var candidates []*identity.Identity
 	for i := range 6 {
-		id, _ := client.NewIdentity(fmt.Sprintf("racer%d", i))
+		id, _ := identity.New(fmt.Sprintf("racer%d", i))
 		pub, _ := id.Public()
 		if _, err := admin.Register(ctx, pub, false); err != nil {
 			t.Fatalf("register: %v", err)
@@ -487,7 +495,7 @@ func (w *faultWorld) restartAll(t *testing.T) {
 	}
 	// A member added mid-epoch opens its own sealed key object.
 	w.mu.Lock()
-	var some *client.Identity
+	var some *identity.Identity
 	for e := range w.added[w.rooms[0]] {
 		some = w.registered[e]
 		break

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
@@ -211,7 +213,8 @@ func TestReplayAcrossReplicas(t *testing.T) {
 
 // TestSameMutationRace sends copies of one signed mutation at once to four
 // replicas, round after round: one copy commits and every other copy must
-// be answered 208 from the nonce record, including a copy that checked the
+// be answered 208 from the nonce record (a 503 is resent, as a client
+// would; it must then learn the same), including a copy that checked the
 // nonce before the winner committed and planned after it (the plan then
 // sees "already a member", but the request was applied, not refused).
 func TestSameMutationRace(t *testing.T) {
@@ -241,11 +244,7 @@ func TestSameMutationRace(t *testing.T) {
 		for range copies {
 			go func() {
 				<-start
-				msg, err := nc.Request(subject, data, natstest.Patience)
-				if err != nil {
-					msg = nil // counted as no reply
-				}
-				replies <- msg
+				replies <- requestUntilAnswered(nc, subject, data)
 			}()
 		}
 		close(start)
@@ -266,6 +265,22 @@ func TestSameMutationRace(t *testing.T) {
 	if err != nil || r.Members != 1+rounds {
 		t.Fatalf("room = %+v, %v; want %d members", r, err, 1+rounds)
 	}
+}
+
+// requestUntilAnswered sends data and, while the service answers 503 (a
+// replica too loaded to finish within the request's deadline: the outcome
+// is open), resends the very same bytes as a client would; nil is no reply.
+func requestUntilAnswered(nc *nats.Conn, subject string, data []byte) *nats.Msg {
+	for range 5 {
+		msg, err := nc.Request(subject, data, natstest.Patience)
+		if err != nil {
+			return nil
+		}
+		if msg.Header.Get(micro.ErrorCodeHeader) != strconv.Itoa(subjects.CodeUnavailable) {
+			return msg
+		}
+	}
+	return nil
 }
 
 // TestLostReply sends a mutation whose reply nobody receives; once the

@@ -29,10 +29,19 @@ type rogueReply func(req *nats.Msg) *nats.Msg
 // the order — forgery first — whatever the machine's speed.
 func startRogue(t *testing.T, nc, upstream *nats.Conn, reply rogueReply) {
 	t.Helper()
+	startFlood(t, nc, upstream, reply, 1)
+}
+
+// startFlood is startRogue answering each request copies times before the
+// genuine reply.
+func startFlood(t *testing.T, nc, upstream *nats.Conn, reply rogueReply, copies int) {
+	t.Helper()
 	sub, err := nc.Subscribe(subjects.DefaultPrefix+".>", func(req *nats.Msg) {
-		m := reply(req)
-		m.Subject = req.Reply
-		_ = nc.PublishMsg(m)
+		for range copies {
+			m := reply(req)
+			m.Subject = req.Reply
+			_ = nc.PublishMsg(m)
+		}
 		if upstream == nil {
 			return
 		}
@@ -159,6 +168,22 @@ func TestRogueResponder(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("flood of 2,000 signed by another key answering first", func(t *testing.T) {
+		// One call's replies wait for verification in the caller's own
+		// queue, bounded like a subscription of its own (500,000 by
+		// default, docs/security.md): 2,000 forgeries ahead of the real
+		// reply do not push it out.
+		bus := natstest.Server(t)
+		startFlood(t, natstest.Connect(t, bus), natstest.Connect(t, real), rogues(t, recorded)["signed by another key"], 2000)
+		pinned := client.New(natstest.Connect(t, bus), alice.Identity(), client.WithServiceKey(spub), client.WithRetries(0))
+		if r, err := pinned.Room(ctx, "r1"); err != nil || r.Owner != "alice" {
+			t.Fatalf("pinned client behind a flood: %+v, %v", r, err)
+		}
+		if n := pinned.RefusedReplies(); n != 2000 {
+			t.Fatalf("refused %d replies, want the 2,000 forgeries", n)
+		}
+	})
 
 	t.Run("misconfigured pin", func(t *testing.T) {
 		user, _ := nkeys.CreateUser()

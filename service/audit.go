@@ -22,22 +22,13 @@ import (
 // append entry n; the loser re-plans like any other conflict).
 //
 // Key space: audit.<chain>.<seq> (seq zero-padded, so keys sort in order)
-// and audithead.<chain>, where chain is room.<id> or identities. Room ids
-// have no dots, so chains of different rooms never share a prefix, and the
-// "identities" chain cannot collide with a room.
-
+// and audithead.<chain>, where chain is [api.RoomChain] or
+// [api.IdentitiesChain] (no two chains share a prefix).
 func keyAuditEntry(chain string, seq uint64) string {
 	return fmt.Sprintf("audit.%s.%012d", chain, seq)
 }
 func prefixAudit(chain string) string  { return "audit." + chain + "." }
 func keyAuditHead(chain string) string { return "audithead." + chain }
-
-// roomChain names a room's audit chain.
-func roomChain(room string) string { return "room." + room }
-
-// identitiesChain is the chain of registry operations (register, disable,
-// enable).
-const identitiesChain = "identities"
 
 // auditHead is a chain's head: the last entry's sequence and hash.
 type auditHead struct {
@@ -60,9 +51,9 @@ func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]stor
 	e.Target = m.target
 	switch r := m.reply.(type) {
 	case *api.Room:
-		e.Chain, e.Room, e.Epoch = roomChain(r.ID), r.ID, r.Epoch
+		e.Chain, e.Room, e.Epoch = api.RoomChain(r.ID), r.ID, r.Epoch
 	case *api.Identity:
-		e.Chain, e.Target = identitiesChain, r.Endpoint
+		e.Chain, e.Target = api.IdentitiesChain, r.Endpoint
 	default:
 		return nil, s.internal(c, "audit", fmt.Errorf("no audit chain for a %T reply", m.reply))
 	}
@@ -97,7 +88,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	if _, _, _, err := s.roomFor(ctx, c, req.Room); err != nil {
 		return nil, err
 	}
-	return s.auditPage(ctx, c, roomChain(req.Room), req.After, req.Limit)
+	return s.auditPage(ctx, c, api.RoomChain(req.Room), req.After, req.Limit)
 }
 
 // identityAudit serves a page of the identities chain (register, disable,
@@ -107,7 +98,7 @@ func (s *Service) identityAudit(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	return s.auditPage(ctx, c, identitiesChain, req.After, req.Limit)
+	return s.auditPage(ctx, c, api.IdentitiesChain, req.After, req.Limit)
 }
 
 // auditPage reads the entries of chain with seq > after, at most limit.

@@ -64,7 +64,7 @@ func (r *rejection) statsReason() string {
 	if r.reason != "" {
 		return r.reason
 	}
-	return r.err.Kind.String()
+	return r.err.Kind.Reason()
 }
 
 // storeErr logs a store failure and answers a fixed text: the store could
@@ -107,14 +107,14 @@ func (s *Service) respond(req micro.Request, c *call, reply []byte, err error, s
 	} else {
 		s.stats.of(c.op).reject(r.statsReason())
 	}
-	hdr := micro.Headers{subjects.HeaderReason: []string{kind.String()}}
+	hdr := micro.Headers{subjects.HeaderReason: []string{kind.Reason()}}
 	if r.retryAfter > 0 {
 		hdr[subjects.HeaderRetryAfter] = []string{strconv.FormatInt(r.retryAfter.Milliseconds(), 10)}
 	}
 	if !r.floor.IsZero() {
 		hdr[subjects.HeaderNonceFloor] = []string{strconv.FormatInt(r.floor.UnixMilli(), 10)}
 	}
-	hdr = s.replyHeaders(c, kind.Code(), kind.String(), r.reply, hdr)
+	hdr = s.replyHeaders(c, kind.Code(), kind.Reason(), r.reply, hdr)
 	if rerr := req.Error(strconv.Itoa(kind.Code()), r.err.Message, r.reply, micro.WithHeaders(hdr)); rerr != nil {
 		s.cfg.Logger.Warn("respond", append(attrs, "error", rerr)...)
 	}
