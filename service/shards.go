@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
@@ -120,7 +121,7 @@ func (s *Service) listKeys(ctx context.Context, prefix string) ([]string, error)
 	if room := roomOfKey(prefix); room != "" {
 		return s.store.Room(room).Keys(ctx, prefix)
 	}
-	if strings.HasPrefix(prefix, famIdentity) || strings.HasPrefix(prefix, famSigner) || strings.HasPrefix(prefix, prefixAudit(identitiesChain)) {
+	if strings.HasPrefix(prefix, famIdentity) || strings.HasPrefix(prefix, famSigner) || strings.HasPrefix(prefix, prefixAudit(api.IdentitiesChain)) {
 		return s.store.Base().Keys(ctx, prefix)
 	}
 	return s.store.KeysAll(ctx, prefix)
