@@ -36,26 +36,40 @@ type auditHead struct {
 	Hash []byte `msgpack:"hash"`
 }
 
+// auditTarget is what a mutation's audit entry names: its chain and, for a
+// room, the room and the epoch it is at after the mutation; target is the
+// endpoint acted on, if any. The operation that acted fills it in, from
+// its own strictly decoded request, never a second decode of the body: a
+// second, lenient decoder could read another target than the one acted on.
+type auditTarget struct {
+	chain  string
+	room   string
+	epoch  uint64
+	target string
+}
+
+// roomTarget names room r's chain, at r's epoch, and the endpoint acted on
+// (empty if none).
+func roomTarget(r *api.Room, endpoint string) auditTarget {
+	return auditTarget{chain: api.RoomChain(r.ID), room: r.ID, epoch: r.Epoch, target: endpoint}
+}
+
+// identityTarget names the identities chain and the identity acted on.
+func identityTarget(endpoint string) auditTarget {
+	return auditTarget{chain: api.IdentitiesChain, target: endpoint}
+}
+
 // auditWrites plans m's audit entry: the entry and the head move, to be
-// committed in m's batch. The chain follows from the reply: a room for the
-// room operations, an identity for the registry ones (whose target is the
-// identity itself).
+// committed in m's batch.
 func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]store.Write, error) {
-	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub}
+	a := m.audit
+	if a.chain == "" {
+		return nil, s.internal(c, "audit", fmt.Errorf("operation %s planned a mutation without an audit chain", c.op))
+	}
+	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub,
+		Chain: a.chain, Room: a.room, Epoch: a.epoch, Target: a.target}
 	if c.signer != nil {
 		e.Actor, e.ActorKey = c.signer.Endpoint, c.signer.SignKey
-	}
-	// The target comes from the operation's own strictly decoded request
-	// (m.target), never from a second decode of the body: a second,
-	// lenient decoder could read another target than the one acted on.
-	e.Target = m.target
-	switch r := m.reply.(type) {
-	case *api.Room:
-		e.Chain, e.Room, e.Epoch = api.RoomChain(r.ID), r.ID, r.Epoch
-	case *api.Identity:
-		e.Chain, e.Target = api.IdentitiesChain, r.Endpoint
-	default:
-		return nil, s.internal(c, "audit", fmt.Errorf("no audit chain for a %T reply", m.reply))
 	}
 	var head auditHead
 	headRev, _, err := s.get(ctx, c, keyAuditHead(e.Chain), &head)
