@@ -180,6 +180,17 @@ func Buckets(t testing.TB, nc *nats.Conn) []jetstream.KeyValue {
 	return out
 }
 
+// RoomKV binds to the bucket that holds room's keys: its room shard, or the
+// one bucket of a one-shard deployment (docs/protocol.md §21).
+func RoomKV(t testing.TB, nc *nats.Conn, room string) jetstream.KeyValue {
+	t.Helper()
+	b := Buckets(t, nc)
+	if len(b) == 1 {
+		return b[0]
+	}
+	return b[1+store.RoomShard(room, len(b)-1)]
+}
+
 // Keys lists every live key of the membership state, every shard's, sorted.
 func Keys(t testing.TB, nc *nats.Conn) []string {
 	t.Helper()
