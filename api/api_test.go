@@ -309,3 +309,26 @@ func TestErrorText(t *testing.T) {
 		t.Fatalf("Error() = %q", got)
 	}
 }
+
+// TestChainNames: each room has its own chain, the registry has one, and a
+// chain name maps back to its room.
+func TestChainNames(t *testing.T) {
+	if got := api.RoomChain("ops"); got != "room.ops" {
+		t.Errorf("RoomChain(ops) = %q", got)
+	}
+	tests := []struct {
+		chain, room string
+		ok          bool
+	}{
+		{api.RoomChain("ops"), "ops", true},
+		{api.IdentitiesChain, "", true},
+		{"room.", "", false},
+		{"ops", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		if room, ok := api.ChainRoom(tt.chain); room != tt.room || ok != tt.ok {
+			t.Errorf("ChainRoom(%q) = %q, %t; want %q, %t", tt.chain, room, ok, tt.room, tt.ok)
+		}
+	}
+}

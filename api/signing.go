@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"strings"
 )
 
 // Domain labels of what the service signs. Each is distinct from the
@@ -60,12 +61,37 @@ func appendField(b, f []byte) []byte {
 	return append(b, f...)
 }
 
+// Audit chain names ([AuditEntry.Chain]): one chain per room, room.<id>, and
+// one for the identity registry. Room ids have no dots, so chains of
+// different rooms never share a prefix, and the identities chain, without
+// the room. prefix, cannot collide with a room's.
+const (
+	IdentitiesChain = "identities" // the identity registry's chain
+	roomChainPrefix = "room."
+)
+
+// RoomChain names room's audit chain.
+func RoomChain(room string) string { return roomChainPrefix + room }
+
+// ChainRoom returns the room whose chain chain is, "" for [IdentitiesChain];
+// ok is false for a name that is neither.
+func ChainRoom(chain string) (room string, ok bool) {
+	if chain == IdentitiesChain {
+		return "", true
+	}
+	room, ok = strings.CutPrefix(chain, roomChainPrefix)
+	if !ok || room == "" {
+		return "", false
+	}
+	return room, true
+}
+
 // AuditEntry is one entry of a room's (or the identity registry's) audit
 // chain. The service signs [AuditEntry.Hash] with its key; Prev is the hash
 // of the entry before it (32 zero bytes for the first), so removing,
 // reordering or rewriting any entry breaks every later link.
 type AuditEntry struct {
-	Chain       string `msgpack:"chain"`        // "room.<id>" or "identities"
+	Chain       string `msgpack:"chain"`        // RoomChain(id) or IdentitiesChain
 	Seq         uint64 `msgpack:"seq"`          // 1, 2, 3, … within the chain
 	Op          string `msgpack:"op"`           // operation, e.g. room.add
 	Actor       string `msgpack:"actor"`        // signer's endpoint

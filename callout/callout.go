@@ -67,6 +67,8 @@ type Directory interface {
 	BusGrantByEndpoint(ctx context.Context, endpoint string) (*service.BusGrant, error)
 }
 
+var _ Directory = (*service.Service)(nil)
+
 // Config configures the callout.
 type Config struct {
 	Mode Mode

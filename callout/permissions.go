@@ -7,13 +7,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/subjects"
 )
-
-// InboxPrefix is the inbox prefix of an endpoint: its only replies subject.
-// Clients connect with it (nats.CustomInboxPrefix, nats --inbox-prefix), so
-// no endpoint can read another's replies.
-func InboxPrefix(endpoint string) string { return client.BusInboxPrefix(endpoint) }
 
 // Responses bounds the replies an endpoint may publish to requests it
 // received on a room subject: one per request, within a minute.
@@ -40,6 +35,6 @@ func Permissions(prefix, endpoint string, rooms []string, log *slog.Logger) *jwt
 		p.Sub.Allow.Add(s, s+".>")
 	}
 	p.Pub.Allow.Add(prefix+".>", micro.APIPrefix+".>")
-	p.Sub.Allow.Add(InboxPrefix(endpoint) + ".>")
+	p.Sub.Allow.Add(subjects.BusInboxPrefix(endpoint) + ".>")
 	return p
 }

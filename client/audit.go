@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/nats-io/nkeys"
 
@@ -64,18 +63,16 @@ func (c *Client) IdentityAudit(ctx context.Context) ([]api.AuditEntry, error) {
 	}
 }
 
-// IdentitiesChain names the audit chain of the identity registry.
-const IdentitiesChain = "identities"
-
 // VerifyAudit checks a room's complete audit trail against the service's
 // public key (N…): entries numbered 1, 2, 3 … without a gap, all of the
 // room's chain, each linked to the hash of the one before, each signed by
 // the service. It names the first entry that fails.
 func VerifyAudit(servicePub, room string, entries []api.AuditEntry) error {
-	return VerifyChain([]string{servicePub}, "room."+room, entries)
+	return VerifyChain([]string{servicePub}, api.RoomChain(room), entries)
 }
 
-// VerifyChain checks a complete audit chain (room.<id> or identities)
+// VerifyChain checks a complete audit chain ([api.RoomChain] or
+// [api.IdentitiesChain])
 // like [VerifyAudit], accepting a signature by any of keys: the pinned
 // service key and the keys it rotated from (an entry keeps the signature
 // of the key that was current when it was written).
@@ -88,9 +85,9 @@ func VerifyChain(keys []string, chain string, entries []api.AuditEntry) error {
 		}
 		kps = append(kps, kp)
 	}
-	room, _ := strings.CutPrefix(chain, "room.")
-	if chain == IdentitiesChain {
-		room = ""
+	room, ok := api.ChainRoom(chain)
+	if !ok {
+		return fmt.Errorf("%w: %q names no chain (room.<id> or %s)", ErrAuditChain, chain, api.IdentitiesChain)
 	}
 	prev := make([]byte, 32)
 	for i := range entries {

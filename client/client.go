@@ -15,6 +15,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -37,7 +38,7 @@ var (
 // Client calls the membership service as one identity.
 type Client struct {
 	nc      *nats.Conn
-	id      *Identity
+	id      *identity.Identity
 	signer  envelope.KeySigner // id.Sign with its Ed25519 key derived once
 	prefix  string
 	timeout time.Duration
@@ -90,7 +91,7 @@ func (c *Client) report(stage string, done, total int) {
 // signature: against the key given with [WithServiceKey], else against the
 // key the first verified reply names, pinned from then on (trust on first
 // use); [WithUnverifiedReplies] is the explicit opt-out.
-func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
+func New(nc *nats.Conn, id *identity.Identity, opts ...Option) *Client {
 	c := &Client{nc: nc, id: id, prefix: subjects.DefaultPrefix, timeout: 5 * time.Second, retries: 3, backoff: 100 * time.Millisecond}
 	for _, o := range opts {
 		o(c)
@@ -105,7 +106,7 @@ func New(nc *nats.Conn, id *Identity, opts ...Option) *Client {
 }
 
 // Identity is the identity the client signs as.
-func (c *Client) Identity() *Identity { return c.id }
+func (c *Client) Identity() *identity.Identity { return c.id }
 
 // Call sends req to op and decodes the reply into resp. Most callers use the
 // typed methods instead.

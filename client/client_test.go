@@ -13,6 +13,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -99,7 +100,7 @@ func TestRoomKeys(t *testing.T) {
 func TestRetryUntilServiceStarts(t *testing.T) {
 	s := natstest.Server(t)
 	admin := membertest.Admin(t, s) // bootstraps through the store: no service needed
-	bob, err := client.NewIdentity("bob")
+	bob, err := identity.New("bob")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestErrorSentinels(t *testing.T) {
 	s, admin := membertest.Start(t, service.Config{})
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
-	stranger, err := client.NewIdentity("stranger")
+	stranger, err := identity.New("stranger")
 	if err != nil {
 		t.Fatal(err)
 	}

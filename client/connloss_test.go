@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -18,7 +19,7 @@ import (
 func TestResendOnReconnect(t *testing.T) {
 	s := natstest.Server(t)
 	admin := membertest.Admin(t, s)
-	bob, _ := client.NewIdentity("bob")
+	bob, _ := identity.New("bob")
 	pub, _ := bob.Public()
 	ctx := natstest.Ctx(t, 2)
 	// The attempt timeout outlives the test's context: only a resend on

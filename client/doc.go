@@ -22,7 +22,7 @@
 //	// The identity file `memberctl keygen --endpoint alice` wrote, and the
 //	// service key the operator published (service_key in `nats micro info`):
 //	// replies not signed by it are refused.
-//	alice, err := client.LoadIdentity("alice.id")
+//	alice, err := identity.Load("alice.id")
 //	if err != nil {
 //		log.Fatal(err)
 //	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -41,17 +42,10 @@ func (w *world) room() {
 	}
 }
 
-func ExampleNewIdentity() {
-	id, _ := client.NewIdentity("carol")
-	pub, _ := id.Public()
-	fmt.Println(pub.Endpoint, pub.SignKey[:1], pub.XKey[:1])
-	// Output: carol U X
-}
-
 func ExampleClient_Register() {
 	w := newWorld()
 	defer w.close()
-	id, _ := client.NewIdentity("carol")
+	id, _ := identity.New("carol")
 	pub, _ := id.Public()
 	got, err := w.admin.Register(w.ctx, pub, false)
 	fmt.Println(got.Endpoint, got.Admin, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 )
 
 // Example_firstProgram is what a program using the service looks like: it
@@ -36,7 +37,7 @@ func Example_firstProgram() {
 	// The identity file `memberctl keygen --endpoint alice` wrote, and the
 	// service key the operator published (service_key in `nats micro info`):
 	// replies not signed by it are refused.
-	alice, err := client.LoadIdentity("alice.id")
+	alice, err := identity.Load("alice.id")
 	if err != nil {
 		log.Fatal(err)
 	}

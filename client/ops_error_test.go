@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -21,7 +22,7 @@ func TestMethodsReturnNilOnError(t *testing.T) {
 	alice := membertest.Member(t, s, admin, "alice")
 	bob := membertest.Member(t, s, admin, "bob")
 	membertest.Member(t, s, admin, "carol")
-	mallory, _ := client.NewIdentity("mallory")
+	mallory, _ := identity.New("mallory")
 	stranger := client.New(natstest.Connect(t, s), mallory)
 	ctx := natstest.Ctx(t, 2)
 	if _, _, err := alice.CreateRoom(ctx, "r1", "chat.r1", []string{"carol"}); err != nil {

@@ -107,6 +107,21 @@ func TestVerifyAuditRejectsBadKey(t *testing.T) {
 	}
 }
 
+// TestVerifyChainNames: a chain is named api.RoomChain(id) or
+// api.IdentitiesChain; any other name is refused before any entry is read.
+func TestVerifyChainNames(t *testing.T) {
+	for _, chain := range []string{api.RoomChain("r1"), api.IdentitiesChain} {
+		if err := client.VerifyChain([]string{vectorPub}, chain, nil); err != nil {
+			t.Errorf("VerifyChain(%q, no entries) = %v", chain, err)
+		}
+	}
+	for _, chain := range []string{"", "r1", "room.", "identities.x", "rooms.r1"} {
+		if err := client.VerifyChain([]string{vectorPub}, chain, nil); !errors.Is(err, client.ErrAuditChain) {
+			t.Errorf("VerifyChain(%q) = %v, want ErrAuditChain", chain, err)
+		}
+	}
+}
+
 // flipFirst changes the first character of a base64 string.
 func flipFirst(s string) string {
 	if s[0] == 'A' {

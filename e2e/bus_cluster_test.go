@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -125,11 +126,11 @@ func (c *busCluster) replica(t *testing.T, i int, name string) *clusterNode {
 }
 
 // dial connects id to node i with its key.
-func (c *busCluster) dial(i int, id *client.Identity, opts ...nats.Option) (*nats.Conn, error) {
-	return nats.Connect(c.servers[i].ClientURL(), append(id.BusOptions(), opts...)...)
+func (c *busCluster) dial(i int, id *identity.Identity, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(c.servers[i].ClientURL(), append(client.BusOptions(id), opts...)...)
 }
 
-func (c *busCluster) connect(t *testing.T, i int, id *client.Identity, opts ...nats.Option) *nats.Conn {
+func (c *busCluster) connect(t *testing.T, i int, id *identity.Identity, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	nc, err := c.dial(i, id, opts...)
 	if err != nil {
@@ -147,7 +148,7 @@ func (c *busCluster) connect(t *testing.T, i int, id *client.Identity, opts ...n
 func TestBusCluster(t *testing.T) {
 	c := startBusCluster(t)
 	r1 := c.replica(t, 0, "replica-n1")
-	adminID, err := client.LoadIdentity(filepath.Join(c.dir, "admin.identity"))
+	adminID, err := identity.Load(filepath.Join(c.dir, "admin.identity"))
 	if err != nil {
 		t.Fatal(err)
 	}

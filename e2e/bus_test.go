@@ -19,6 +19,7 @@ import (
 
 	"github.com/unibus/membership/callout"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -74,7 +75,7 @@ func startBusNode(t *testing.T, mode callout.Mode) *busNode {
 		go rev.Observe(ctx, svc)
 	}
 
-	id, _ := client.NewIdentity("admin")
+	id, _ := identity.New("admin")
 	pub, _ := id.Public()
 	bctx, bcancel := context.WithTimeout(context.Background(), busWait)
 	defer bcancel()
@@ -94,7 +95,7 @@ func nkeyOpt(kp interface {
 }
 
 // connect connects as id with its key, failing the test if refused.
-func (b *busNode) connect(t *testing.T, id *client.Identity, opts ...nats.Option) *nats.Conn {
+func (b *busNode) connect(t *testing.T, id *identity.Identity, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	nc, err := b.dial(id, opts...)
 	if err != nil {
@@ -104,12 +105,12 @@ func (b *busNode) connect(t *testing.T, id *client.Identity, opts ...nats.Option
 	return nc
 }
 
-func (b *busNode) dial(id *client.Identity, opts ...nats.Option) (*nats.Conn, error) {
-	return nats.Connect(b.s.ClientURL(), append(id.BusOptions(), opts...)...)
+func (b *busNode) dial(id *identity.Identity, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(b.s.ClientURL(), append(client.BusOptions(id), opts...)...)
 }
 
 // register makes a registered identity for each name.
-func (b *busNode) register(t *testing.T, names ...string) map[string]*client.Identity {
+func (b *busNode) register(t *testing.T, names ...string) map[string]*identity.Identity {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), busWait)
 	defer cancel()
@@ -118,7 +119,7 @@ func (b *busNode) register(t *testing.T, names ...string) map[string]*client.Ide
 
 // member returns a client of id on its own bus connection. It never
 // resends: an answer lost to a kick fails the test.
-func (b *busNode) member(t *testing.T, id *client.Identity) *client.Client {
+func (b *busNode) member(t *testing.T, id *identity.Identity) *client.Client {
 	return client.New(b.connect(t, id), id, client.WithRetries(0))
 }
 
@@ -139,7 +140,7 @@ func errCollector() (nats.Option, <-chan error) {
 func TestBusRefusesUnknownAndDisabled(t *testing.T) {
 	b := startBusNode(t, callout.Enforce)
 	ids := b.register(t, "alice")
-	stranger, _ := client.NewIdentity("alice") // same id, other key
+	stranger, _ := identity.New("alice") // same id, other key
 	if _, err := b.dial(stranger); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("unknown key: %v, want an authorization violation", err)
 	}
@@ -178,7 +179,7 @@ func wait[T any](t *testing.T, ch <-chan T, what string) T {
 
 // cliSub runs `nats sub --raw subject` as id (its nkey file and inbox
 // prefix) and streams its stdout and stderr lines.
-func (b *busNode) cliSub(t *testing.T, id *client.Identity, subject string) (stdout, stderr <-chan string) {
+func (b *busNode) cliSub(t *testing.T, id *identity.Identity, subject string) (stdout, stderr <-chan string) {
 	t.Helper()
 	seed, _ := id.Sign.Seed()
 	nkFile := filepath.Join(t.TempDir(), id.Endpoint+".nk")
@@ -187,7 +188,7 @@ func (b *busNode) cliSub(t *testing.T, id *client.Identity, subject string) (std
 	}
 	home := t.TempDir()
 	cmd := exec.Command(natstest.NatsCLI(t), "--server", b.s.ClientURL(), "--nkey", nkFile,
-		"--inbox-prefix", client.BusInboxPrefix(id.Endpoint), "sub", "--raw", subject)
+		"--inbox-prefix", subjects.BusInboxPrefix(id.Endpoint), "sub", "--raw", subject)
 	cmd.Env = append(os.Environ(), "NATS_URL=", "NATS_CONTEXT=", "HOME="+home, "XDG_CONFIG_HOME="+home, "NO_COLOR=1")
 	out, _ := cmd.StdoutPipe()
 	errOut, _ := cmd.StderrPipe()
@@ -357,7 +358,7 @@ func TestBusObserve(t *testing.T) {
 	if _, _, err := owner.CreateRoom(natstest.Ctx(t, 1), "r1", "chat.r1", nil); err != nil {
 		t.Fatal(err)
 	}
-	stranger, _ := client.NewIdentity("stranger")
+	stranger, _ := identity.New("stranger")
 	b.connect(t, stranger) // unknown: admitted, counted
 	ownerNC := b.connect(t, ids["owner"])
 	eve := b.connect(t, ids["eve"])
@@ -402,7 +403,7 @@ func TestBusRevocations(t *testing.T) {
 			return err
 		}},
 		{"new signing key", func(t *testing.T, b *busNode, _, _ *client.Client) error {
-			fresh, _ := client.NewIdentity("bob")
+			fresh, _ := identity.New("bob")
 			pub, _ := fresh.Public()
 			_, err := b.admin.Register(natstest.Ctx(t, 1), pub, false)
 			return err

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -42,7 +43,7 @@ type channelWorld struct {
 	s     *server.Server
 	admin *client.Client
 	pin   client.Option
-	ids   map[string]*client.Identity
+	ids   map[string]*identity.Identity
 	ctx   context.Context
 }
 
@@ -50,7 +51,7 @@ func newChannelWorld(t *testing.T) *channelWorld {
 	spub := membertest.ServicePub()
 	s := natstest.Server(t)
 	membertest.Service(t, s, service.Config{})
-	return &channelWorld{t: t, s: s, admin: membertest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*client.Identity{}, ctx: natstest.Ctx(t, 2)}
+	return &channelWorld{t: t, s: s, admin: membertest.Admin(t, s), pin: client.WithServiceKey(spub), ids: map[string]*identity.Identity{}, ctx: natstest.Ctx(t, 2)}
 }
 
 // member registers name and returns a pinned client on its own connection.
@@ -823,11 +824,11 @@ func TestMemberctlChannel(t *testing.T) {
 	s := natstest.Server(t)
 	membertest.Service(t, s, service.Config{})
 	c := &ctl{t: t, bin: natstest.Build(t, memberctlPkg), dir: t.TempDir(), server: s.ClientURL()}
-	id, err := client.NewIdentity("admin")
+	id, err := identity.New("admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteIdentity(c.path("admin.id"), id); err != nil {
+	if err := identity.Write(c.path("admin.id"), id); err != nil {
 		t.Fatal(err)
 	}
 	pub, _ := id.Public()

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -22,7 +22,7 @@ func TestClusterQuickstart(t *testing.T) {
 	nodes, adminFile := startCluster(t, 3)
 	t.Logf("cluster ready in %s", time.Since(start))
 	defer func() { t.Logf("test took %s", time.Since(start)) }()
-	adminID, err := client.LoadIdentity(adminFile)
+	adminID, err := identity.Load(adminFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestClusterQuickstart(t *testing.T) {
 	// One node (its server and its service replica) dies: the other two
 	// keep quorum and serve.
 	nodes[0].kill(t)
-	carol, _ := client.NewIdentity("carol")
+	carol, _ := identity.New("carol")
 	pub, _ := carol.Public()
 	admin2 := clientAt(t, nodes[1].clientURL, adminID)
 	if _, err := admin2.Register(ctx, pub, false); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/subjects"
 )
@@ -244,7 +245,7 @@ func (c *testCluster) logTails() string {
 type testCluster struct {
 	nodes     []*clusterNode
 	adminFile string
-	admin     *client.Identity
+	admin     *identity.Identity
 	dir       string
 }
 
@@ -263,11 +264,11 @@ func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	adminFile := filepath.Join(dir, "admin.id")
-	id, err := client.NewIdentity("admin")
+	id, err := identity.New("admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteIdentity(adminFile, id); err != nil {
+	if err := identity.Write(adminFile, id); err != nil {
 		t.Fatal(err)
 	}
 	serviceKey := writeServiceKey(t, dir)
@@ -408,7 +409,7 @@ func (c *testCluster) waitCurrent(t *testing.T, nc *nats.Conn) {
 }
 
 // clientAt connects as id to url.
-func clientAt(t *testing.T, url string, id *client.Identity) *client.Client {
+func clientAt(t *testing.T, url string, id *identity.Identity) *client.Client {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -420,11 +421,11 @@ func clientAt(t *testing.T, url string, id *client.Identity) *client.Client {
 
 // registerNew creates identities with these names and registers them
 // through admin.
-func registerNew(ctx context.Context, t *testing.T, admin *client.Client, names ...string) map[string]*client.Identity {
+func registerNew(ctx context.Context, t *testing.T, admin *client.Client, names ...string) map[string]*identity.Identity {
 	t.Helper()
-	ids := map[string]*client.Identity{}
+	ids := map[string]*identity.Identity{}
 	for _, name := range names {
-		id, err := client.NewIdentity(name)
+		id, err := identity.New(name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -106,8 +106,8 @@ func TestConnectUserInboxPrefix(t *testing.T) {
 	}})
 	dir := t.TempDir()
 	adminFile := filepath.Join(dir, "admin.id")
-	id, _ := client.NewIdentity("admin")
-	if err := client.WriteIdentity(adminFile, id); err != nil {
+	id, _ := identity.New("admin")
+	if err := identity.Write(adminFile, id); err != nil {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, "--server", s.ClientURL(), "--user", "svc", "--password", "svc-pw",

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 
 	"github.com/unibus/membership/internal/membertest"
@@ -133,8 +134,8 @@ func TestDeployDocs(t *testing.T) {
 	d := startDeployment(t)
 	dir := t.TempDir()
 	adminFile := filepath.Join(dir, "admin.id")
-	admin, _ := client.NewIdentity("admin")
-	if err := client.WriteIdentity(adminFile, admin); err != nil {
+	admin, _ := identity.New("admin")
+	if err := identity.Write(adminFile, admin); err != nil {
 		t.Fatal(err)
 	}
 	d.replica(t, adminFile, filepath.Join(dir, "replica"))
@@ -143,9 +144,9 @@ func TestDeployDocs(t *testing.T) {
 	nc, errs := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(200 * time.Millisecond)}
 	adm := client.New(nc, admin, opts...)
-	alice, _ := client.NewIdentity("alice")
-	bob, _ := client.NewIdentity("bob")
-	for _, id := range []*client.Identity{alice, bob} {
+	alice, _ := identity.New("alice")
+	bob, _ := identity.New("bob")
+	for _, id := range []*identity.Identity{alice, bob} {
 		pub, _ := id.Public()
 		if _, err := adm.Register(ctx, pub, false); err != nil {
 			t.Fatalf("client user: register %s: %v", id.Endpoint, err)

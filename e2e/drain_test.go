@@ -17,6 +17,7 @@ import (
 
 	"github.com/unibus/membership/client"
 
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -30,8 +31,8 @@ func TestRollingRestart(t *testing.T) {
 	d := startDeployment(t)
 	dir := t.TempDir()
 	adminFile := filepath.Join(dir, "admin.id")
-	adminID, _ := client.NewIdentity("admin")
-	if err := client.WriteIdentity(adminFile, adminID); err != nil {
+	adminID, _ := identity.New("admin")
+	if err := identity.Write(adminFile, adminID); err != nil {
 		t.Fatal(err)
 	}
 	replicas := make([]*clusterNode, 3)
@@ -44,7 +45,7 @@ func TestRollingRestart(t *testing.T) {
 	nc, _ := d.clientConn(t)
 	opts := []client.Option{client.WithRetries(10), client.WithBackoff(100 * time.Millisecond), client.WithTimeout(5 * time.Second)}
 	admin := client.New(nc, adminID, opts...)
-	ownerID, _ := client.NewIdentity("owner")
+	ownerID, _ := identity.New("owner")
 	pub, _ := ownerID.Public()
 	if _, err := admin.Register(ctx, pub, false); err != nil {
 		t.Fatal(err)
@@ -87,7 +88,7 @@ func TestRollingRestart(t *testing.T) {
 				default:
 				}
 				if w == 0 { // mutations: register, then add to the room
-					id, _ := client.NewIdentity(fmt.Sprintf("u%d", seq.Add(1)))
+					id, _ := identity.New(fmt.Sprintf("u%d", seq.Add(1)))
 					p, _ := id.Public()
 					if !record("register", func() error { _, err := admin.Register(ctx, p, false); return err }()) {
 						continue

@@ -17,6 +17,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -32,15 +33,15 @@ import (
 // registered, which rooms exist with which key, every acknowledged add.
 type faultWorld struct {
 	c      *testCluster
-	owner  *client.Identity
-	reader *client.Identity
+	owner  *identity.Identity
+	reader *identity.Identity
 	keys   map[string][]byte // room -> epoch 1 key
 	rooms  []string
 
 	mu         sync.Mutex
-	registered map[string]*client.Identity // acknowledged registrations
-	added      map[string]map[string]bool  // room -> endpoints whose add was acknowledged
-	attempted  map[string]map[string]bool  // room -> endpoints an add was sent for
+	registered map[string]*identity.Identity // acknowledged registrations
+	added      map[string]map[string]bool    // room -> endpoints whose add was acknowledged
+	attempted  map[string]map[string]bool    // room -> endpoints an add was sent for
 	seq        atomic.Int64
 }
 
@@ -89,8 +90,8 @@ func (w *faultWorld) registerAndAdd(t *testing.T, nc *nats.Conn, room string, tl
 // number, as a signed mutation of the admin through nc, and records it as
 // registered and about to be added to room. It returns nil and the last
 // attempt when the registration was not acknowledged.
-func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, tl *tally) (*client.Identity, attempt) {
-	id, _ := client.NewIdentity(fmt.Sprintf("%s%d", prefix, w.seq.Add(1)))
+func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, tl *tally) (*identity.Identity, attempt) {
+	id, _ := identity.New(fmt.Sprintf("%s%d", prefix, w.seq.Add(1)))
 	pub, _ := id.Public()
 	ok, a := mutate(nc, subjects.OpIdentityRegister, signed(t, w.c.admin.Sign, subjects.OpIdentityRegister,
 		&api.RegisterRequest{Endpoint: pub.Endpoint, SignKey: pub.SignKey, XKey: pub.XKey}), tl)
@@ -105,7 +106,7 @@ func (w *faultWorld) register(t *testing.T, nc *nats.Conn, prefix, room string, 
 }
 
 // addRequest is the owner's signed room.add of id at epoch 1.
-func (w *faultWorld) addRequest(t *testing.T, room string, id *client.Identity) []byte {
+func (w *faultWorld) addRequest(t *testing.T, room string, id *identity.Identity) []byte {
 	pub, _ := id.Public()
 	sealed, err := w.owner.XKey.Seal(w.keys[room], pub.XKey)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -226,9 +227,9 @@ func (w *faultWorld) race(t *testing.T) {
 	owner := w.ownerClient(t, 0)
 	admin := client.New(w.c.connect(t, 0), w.c.admin, client.WithRetries(10), client.WithTimeout(attemptTimeout))
 	const room = "race"
-	var candidates []*client.Identity
+	var candidates []*identity.Identity
 	for i := range 6 {
-		id, _ := client.NewIdentity(fmt.Sprintf("racer%d", i))
+		id, _ := identity.New(fmt.Sprintf("racer%d", i))
 		pub, _ := id.Public()
 		if _, err := admin.Register(ctx, pub, false); err != nil {
 			t.Fatalf("register: %v", err)
@@ -482,7 +483,7 @@ func (w *faultWorld) restartAll(t *testing.T) {
 	}
 	// A member added mid-epoch opens its own sealed key object.
 	w.mu.Lock()
-	var some *client.Identity
+	var some *identity.Identity
 	for e := range w.added[w.rooms[0]] {
 		some = w.registered[e]
 		break

@@ -19,6 +19,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -379,7 +380,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	bad := membertest.Envelope(t, bob.Identity().Sign, subject, time.Now(), membertest.Nonce(t), body)
 	bad.Sig[0] ^= 1
 	membertest.Request(t, nc, subject, membertest.Marshal(t, bad))
-	stranger, _ := client.NewIdentity("stranger")
+	stranger, _ := identity.New("stranger")
 	membertest.Request(t, nc, subject, membertest.Signed(t, stranger.Sign, subjects.OpWhoami, body))
 	for range 45 {
 		_, err := bob.Whoami(ctx)

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/api"
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -272,9 +272,9 @@ func (p *holdProxy) pipe(dst, src net.Conn) {
 }
 
 // bootstrapAdmin makes an admin identity and registers it in st.
-func bootstrapAdmin(t *testing.T, st *store.Store) *client.Identity {
+func bootstrapAdmin(t *testing.T, st *store.Store) *identity.Identity {
 	t.Helper()
-	id, err := client.NewIdentity("admin")
+	id, err := identity.New("admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func bootstrapAdmin(t *testing.T, st *store.Store) *client.Identity {
 // publicOf is a fresh identity's public keys.
 func publicOf(t *testing.T, endpoint string) api.PublicKeys {
 	t.Helper()
-	id, err := client.NewIdentity(endpoint)
+	id, err := identity.New(endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -47,11 +48,11 @@ func newCtl(t *testing.T) (*ctl, *server.Server) {
 	membertest.Service(t, s, service.Config{})
 	c := &ctl{t: t, bin: bin, dir: t.TempDir(), server: s.ClientURL()}
 
-	id, err := client.NewIdentity("admin")
+	id, err := identity.New("admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteIdentity(c.path("admin.id"), id); err != nil {
+	if err := identity.Write(c.path("admin.id"), id); err != nil {
 		t.Fatal(err)
 	}
 	pub, err := id.Public()
@@ -158,7 +159,7 @@ func (c *ctl) keygen(name string) {
 			c.t.Fatalf("%s has mode %v, want %v", file, fi.Mode().Perm(), mode)
 		}
 	}
-	id, err := client.LoadIdentity(c.path(name + ".id"))
+	id, err := identity.Load(c.path(name + ".id"))
 	if err != nil {
 		c.t.Fatalf("load %s.id: %v", name, err)
 	}

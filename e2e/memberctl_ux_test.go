@@ -15,6 +15,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -231,17 +232,17 @@ func TestMemberctlTerminal(t *testing.T) {
 	c, s := newCtl(t)
 	ctx := natstest.Ctx(t, 6)
 	admin := clientFromFile(t, s, c.path("admin.id"))
-	alice, err := client.NewIdentity("alice")
+	alice, err := identity.New("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteIdentity(c.path("alice.id"), alice); err != nil {
+	if err := identity.Write(c.path("alice.id"), alice); err != nil {
 		t.Fatal(err)
 	}
 	members := []string{}
 	pubs := []api.PublicKeys{}
 	for i := range 150 {
-		id, _ := client.NewIdentity(fmt.Sprintf("m%03d", i))
+		id, _ := identity.New(fmt.Sprintf("m%03d", i))
 		if i == 0 {
 			id = alice
 		} else {
@@ -302,14 +303,14 @@ func TestMemberctlTerminal(t *testing.T) {
 
 func clientFromFile(t *testing.T, s *server.Server, path string) *client.Client {
 	t.Helper()
-	id, err := client.LoadIdentity(path)
+	id, err := identity.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return clientFromID(t, s, id)
 }
 
-func clientFromID(t *testing.T, s *server.Server, id *client.Identity) *client.Client {
+func clientFromID(t *testing.T, s *server.Server, id *identity.Identity) *client.Client {
 	t.Helper()
 	return client.New(natstest.Connect(t, s), id)
 }

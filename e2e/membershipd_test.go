@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 )
 
@@ -91,7 +92,7 @@ func (d *daemon) stop(t *testing.T) {
 
 func whoami(t *testing.T, url, identityFile string) string {
 	t.Helper()
-	id, err := client.LoadIdentity(identityFile)
+	id, err := identity.Load(identityFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,11 +148,11 @@ func TestMembershipdEmbedded(t *testing.T) {
 func TestMembershipdJoin(t *testing.T) {
 	s := natstest.Server(t)
 	file := filepath.Join(t.TempDir(), "ops-admin.id")
-	id, err := client.NewIdentity("ops-admin")
+	id, err := identity.New("ops-admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteIdentity(file, id); err != nil {
+	if err := identity.Write(file, id); err != nil {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, "--server", s.ClientURL(), "--bootstrap-admin", file, "--service-key", writeServiceKey(t, t.TempDir()))

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -113,7 +114,7 @@ func TestNATSPermissions(t *testing.T) {
 		t.Fatalf("service under the deployment's service user: %v", err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
-	adminID, _ := client.NewIdentity("admin")
+	adminID, _ := identity.New("admin")
 	adminPub, _ := adminID.Public()
 	if _, err := service.Bootstrap(ctx, st, adminPub); err != nil {
 		t.Fatal(err)

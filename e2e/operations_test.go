@@ -11,6 +11,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -359,7 +360,7 @@ func TestIdentityAdmin(t *testing.T) {
 		}
 	})
 
-	frank, err := client.NewIdentity("frank")
+	frank, err := identity.New("frank")
 	if err != nil {
 		t.Fatal(err)
 	}

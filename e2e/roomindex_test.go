@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 )
@@ -23,7 +23,7 @@ import (
 // pages come from that replica's room index (its stats say so).
 func TestClusterMemberPagesAcrossReplicas(t *testing.T) {
 	nodes, adminFile := startCluster(t, 3)
-	adminID, err := client.LoadIdentity(adminFile)
+	adminID, err := identity.Load(adminFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -52,7 +53,7 @@ func TestClientRefusesMalformedReplies(t *testing.T) {
 	s := natstest.ServerWith(t, &server.Options{MaxPayload: client.MaxReply + 1024})
 	var payload []byte
 	rogueAnswers(t, natstest.Connect(t, s), &payload)
-	id, err := client.NewIdentity("alice")
+	id, err := identity.New("alice")
 	if err != nil {
 		t.Fatal(err)
 	}

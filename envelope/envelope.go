@@ -313,6 +313,11 @@ type keySigner struct {
 	priv ed25519.PrivateKey
 }
 
+var (
+	_ KeySigner = (*keySigner)(nil)
+	_ KeySigner = nkeys.KeyPair(nil)
+)
+
 func (k *keySigner) PublicKey() (string, error) { return k.pub, nil }
 
 func (k *keySigner) Sign(input []byte) ([]byte, error) { return ed25519.Sign(k.priv, input), nil }

@@ -22,22 +22,13 @@ import (
 // append entry n; the loser re-plans like any other conflict).
 //
 // Key space: audit.<chain>.<seq> (seq zero-padded, so keys sort in order)
-// and audithead.<chain>, where chain is room.<id> or identities. Room ids
-// have no dots, so chains of different rooms never share a prefix, and the
-// "identities" chain cannot collide with a room.
-
+// and audithead.<chain>, where chain is [api.RoomChain] or
+// [api.IdentitiesChain] (no two chains share a prefix).
 func keyAuditEntry(chain string, seq uint64) string {
 	return fmt.Sprintf("audit.%s.%012d", chain, seq)
 }
 func prefixAudit(chain string) string  { return "audit." + chain + "." }
 func keyAuditHead(chain string) string { return "audithead." + chain }
-
-// roomChain names a room's audit chain.
-func roomChain(room string) string { return "room." + room }
-
-// identitiesChain is the chain of registry operations (register, disable,
-// enable).
-const identitiesChain = "identities"
 
 // auditHead is a chain's head: the last entry's sequence and hash.
 type auditHead struct {
@@ -45,26 +36,40 @@ type auditHead struct {
 	Hash []byte `msgpack:"hash"`
 }
 
+// auditTarget is what a mutation's audit entry names: its chain and, for a
+// room, the room and the epoch it is at after the mutation; target is the
+// endpoint acted on, if any. The operation that acted fills it in, from
+// its own strictly decoded request, never a second decode of the body: a
+// second, lenient decoder could read another target than the one acted on.
+type auditTarget struct {
+	chain  string
+	room   string
+	epoch  uint64
+	target string
+}
+
+// roomTarget names room r's chain, at r's epoch, and the endpoint acted on
+// (empty if none).
+func roomTarget(r *api.Room, endpoint string) auditTarget {
+	return auditTarget{chain: api.RoomChain(r.ID), room: r.ID, epoch: r.Epoch, target: endpoint}
+}
+
+// identityTarget names the identities chain and the identity acted on.
+func identityTarget(endpoint string) auditTarget {
+	return auditTarget{chain: api.IdentitiesChain, target: endpoint}
+}
+
 // auditWrites plans m's audit entry: the entry and the head move, to be
-// committed in m's batch. The chain follows from the reply: a room for the
-// room operations, an identity for the registry ones (whose target is the
-// identity itself).
+// committed in m's batch.
 func (s *Service) auditWrites(ctx context.Context, c *call, m *mutation) ([]store.Write, error) {
-	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub}
+	a := m.audit
+	if a.chain == "" {
+		return nil, s.internal(c, "audit", fmt.Errorf("operation %s planned a mutation without an audit chain", c.op))
+	}
+	e := api.AuditEntry{Op: string(c.op), Time: c.now.UnixMilli(), RequestHash: c.digest[:], ServiceKey: s.pub,
+		Chain: a.chain, Room: a.room, Epoch: a.epoch, Target: a.target}
 	if c.signer != nil {
 		e.Actor, e.ActorKey = c.signer.Endpoint, c.signer.SignKey
-	}
-	// The target comes from the operation's own strictly decoded request
-	// (m.target), never from a second decode of the body: a second,
-	// lenient decoder could read another target than the one acted on.
-	e.Target = m.target
-	switch r := m.reply.(type) {
-	case *api.Room:
-		e.Chain, e.Room, e.Epoch = roomChain(r.ID), r.ID, r.Epoch
-	case *api.Identity:
-		e.Chain, e.Target = identitiesChain, r.Endpoint
-	default:
-		return nil, s.internal(c, "audit", fmt.Errorf("no audit chain for a %T reply", m.reply))
 	}
 	var head auditHead
 	headRev, _, err := s.get(ctx, c, keyAuditHead(e.Chain), &head)
@@ -97,7 +102,7 @@ func (s *Service) roomAudit(ctx context.Context, c *call) (any, error) {
 	if _, _, _, err := s.roomFor(ctx, c, req.Room); err != nil {
 		return nil, err
 	}
-	return s.auditPage(ctx, c, roomChain(req.Room), req.After, req.Limit)
+	return s.auditPage(ctx, c, api.RoomChain(req.Room), req.After, req.Limit)
 }
 
 // identityAudit serves a page of the identities chain (register, disable,
@@ -107,7 +112,7 @@ func (s *Service) identityAudit(ctx context.Context, c *call) (any, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
-	return s.auditPage(ctx, c, identitiesChain, req.After, req.Limit)
+	return s.auditPage(ctx, c, api.IdentitiesChain, req.After, req.Limit)
 }
 
 // auditPage reads the entries of chain with seq > after, at most limit.

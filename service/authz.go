@@ -12,9 +12,11 @@ import (
 // rule (ruleOf). The pipeline checks the signer's part of it before the
 // operation plans or reads anything (authorize); an operation on a room
 // loads the room through roomFor, which applies the room's part once the
-// body has named the room: membership (H3) or ownership (H6). Rules read
-// the store, never the room index or a cache: a revoked right is gone on
-// the next request, on every replica.
+// body has named the room: membership (H3) or ownership (H6). The room
+// rules read the room's records from the store, never the room index: a
+// membership removed is gone on the next request, on every replica. The
+// signer's identity (admin, disabled) is the one verify found, through the
+// identity cache within Config.IdentityMaxStale (cache.go).
 
 // rule is what an operation requires of its signer.
 type rule int
@@ -146,8 +148,11 @@ func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.
 	return r, rev, mr.m, nil
 }
 
-// ownedRoom loads a room the signer owns: the owner is the endpoint and the
-// signing key that created it (H6).
+// ownedRoom loads a room the signer owns (H6): the signer's endpoint is
+// the room's owner, which createRoom set from the verified signer, never
+// from the body. The check compares endpoints only: the signing key that
+// created the room (OwnerKey) is recorded, not required, so an owner whose
+// key an admin replaced keeps its rooms.
 func (s *Service) ownedRoom(ctx context.Context, c *call, roomID string) (*api.Room, uint64, error) {
 	me, err := c.requireSigner()
 	if err != nil {

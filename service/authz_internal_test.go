@@ -7,16 +7,26 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
-// TestEveryOperationHasARule: an operation of the protocol's table that the
-// service served without a rule would be refused (authorize answers 500).
+// TestEveryOperationHasARule: an operation the service serves without a
+// rule would be refused (authorize answers 500), and one that reads a room
+// must name a room rule for roomFor.
 func TestEveryOperationHasARule(t *testing.T) {
-	for _, spec := range api.Ops {
-		if ruleOf(spec.Op) == 0 {
-			t.Errorf("operation %s has no rule", spec.Op)
+	for _, o := range api.Ops {
+		if ruleOf(o.Op) == 0 {
+			t.Errorf("operation %s has no rule", o.Op)
 		}
 	}
 	if r := ruleOf(subjects.Op("room.unknown")); r != 0 {
 		t.Errorf("an unknown operation has rule %d, want none", r)
+	}
+	served, err := (&Service{}).operations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range served {
+		if ruleOf(o.Op) == 0 {
+			t.Errorf("served operation %s has no rule", o.Op)
+		}
 	}
 }
 

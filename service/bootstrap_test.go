@@ -11,6 +11,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -22,7 +23,7 @@ func TestBootstrap(t *testing.T) {
 	membertest.Service(t, s, service.Config{})
 	st := membertest.Store(t, natstest.Connect(t, s))
 	ctx := natstest.Ctx(t, 2)
-	root, err := client.NewIdentity("root")
+	root, err := identity.New("root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +42,9 @@ func TestBootstrap(t *testing.T) {
 		t.Fatalf("second Bootstrap = %v, %v; want false, nil", ok, err)
 	}
 
-	other, _ := client.NewIdentity("root")
+	other, _ := identity.New("root")
 	otherPub, _ := other.Public()
-	member, _ := client.NewIdentity("member")
+	member, _ := identity.New("member")
 	memberPub, _ := member.Public()
 	if _, err := rootC.Register(ctx, memberPub, false); err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestBootstrap(t *testing.T) {
 // register it exactly once and all succeed.
 func TestBootstrapConcurrent(t *testing.T) {
 	s := natstest.Server(t)
-	id, _ := client.NewIdentity("admin")
+	id, _ := identity.New("admin")
 	pub, _ := id.Public()
 	const n = 4
 	stores := make([]*store.Store, n)
@@ -127,7 +128,7 @@ func TestBootstrapConcurrent(t *testing.T) {
 func TestBootstrapDanglingSigner(t *testing.T) {
 	s := natstest.Server(t)
 	st := membertest.Store(t, natstest.Connect(t, s))
-	id, _ := client.NewIdentity("root")
+	id, _ := identity.New("root")
 	pub, _ := id.Public()
 	owner, err := msgpack.Marshal("root")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/subjects"
@@ -81,7 +82,7 @@ func TestIdentityCacheKeyRotation(t *testing.T) {
 	if _, err := oc.Whoami(natstest.Ctx(t, 2)); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := client.NewIdentity("rotating")
+	fresh, err := identity.New("rotating")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -49,9 +50,9 @@ func newEnv(t *testing.T, cfg service.Config) *env {
 func (e *env) subject(op subjects.Op) string { return subjects.Subject(e.cfg.Prefix, op) }
 
 // register registers a fresh non-admin identity through the admin.
-func (e *env) register(t *testing.T, endpoint string) *client.Identity {
+func (e *env) register(t *testing.T, endpoint string) *identity.Identity {
 	t.Helper()
-	id, err := client.NewIdentity(endpoint)
+	id, err := identity.New(endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func (s *Service) register(ctx context.Context, c *call) (*mutation, error) {
 	}
 	now := c.now.UnixMilli()
 	id := api.Identity{Endpoint: req.Endpoint, SignKey: req.SignKey, XKey: req.XKey, Admin: req.Admin, Created: now, Updated: now}
-	m := &mutation{reply: &id}
+	m := &mutation{reply: &id, audit: identityTarget(id.Endpoint)}
 	if old != nil {
 		if old.Endpoint == c.signer.Endpoint && !req.Admin {
 			return nil, api.E(api.KindInvalid, "an admin cannot remove its own admin role")
@@ -85,7 +85,7 @@ func (s *Service) setDisabled(ctx context.Context, c *call, disabled bool) (*mut
 		return nil, api.E(api.KindNotFound, "endpoint %s is not registered", req.Endpoint)
 	}
 	id.Disabled, id.Updated = disabled, c.now.UnixMilli()
-	return &mutation{reply: id, writes: []store.Write{put(keyIdentity(id.Endpoint), rev, id)}}, nil
+	return &mutation{reply: id, audit: identityTarget(id.Endpoint), writes: []store.Write{put(keyIdentity(id.Endpoint), rev, id)}}, nil
 }
 
 // getIdentity is the directory lookup by exact id, for any active identity.

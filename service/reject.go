@@ -25,6 +25,8 @@ type rejection struct {
 	reply      []byte        // already_applied: this very mutation's original reply
 }
 
+var _ error = (*rejection)(nil)
+
 func (r *rejection) Error() string { return r.err.Error() }
 
 // Unwrap exposes the protocol error: api.KindOf and errors.Is see the kind.
@@ -57,6 +59,16 @@ func (s *Service) rejectionOf(c *call, err error) *rejection {
 		ae = s.internal(c, "unclassified", err).(*api.Error)
 	}
 	return &rejection{err: ae}
+}
+
+// reasonOf is the reason err is counted under: a rejection's own, else its
+// kind's.
+func reasonOf(err error) string {
+	var r *rejection
+	if errors.As(err, &r) {
+		return r.statsReason()
+	}
+	return api.KindOf(err).Reason()
 }
 
 // statsReason is the reason r is counted under.

@@ -159,7 +159,7 @@ func (s *Service) createRoom(ctx context.Context, c *call) (*mutation, error) {
 	if err := s.putBundle(ctx, c, obj, req.Members); err != nil {
 		return nil, err
 	}
-	m := &mutation{reply: r, objects: []string{obj}, writes: []store.Write{
+	m := &mutation{reply: r, audit: roomTarget(r, ""), objects: []string{obj}, writes: []store.Write{
 		put(keyRoom(r.ID), roomRev, r),
 		put(keySubject(r.Subject), subjRev, r.ID),
 		put(keyEpoch(r.ID, 1), 0, &epochRecord{Object: obj, Sealer: req.Sealer}),
@@ -217,7 +217,7 @@ func (s *Service) addMember(ctx context.Context, c *call) (*mutation, error) {
 	r.Members++
 	r.Updated = c.now.UnixMilli()
 	rec := &memberRecord{Since: r.Epoch, KeyEpoch: r.Epoch, KeyObject: obj, Sealer: req.Sealer}
-	return &mutation{reply: r, target: endpoint, objects: []string{obj}, writes: []store.Write{
+	return &mutation{reply: r, audit: roomTarget(r, endpoint), objects: []string{obj}, writes: []store.Write{
 		put(keyRoom(r.ID), roomRev, r),
 		put(keyMember(r.ID, endpoint), memRev, rec),
 		put(keyEpRoom(endpoint, r.ID), epRev, r.ID),
@@ -239,11 +239,7 @@ func (s *Service) removeMember(ctx context.Context, c *call) (*mutation, error) 
 	if req.Endpoint == r.Owner {
 		return nil, api.E(api.KindInvalid, "the owner cannot be removed; delete the room instead")
 	}
-	m, err := s.dropMember(ctx, c, r, roomRev, req.Endpoint)
-	if m != nil {
-		m.target = req.Endpoint
-	}
-	return m, err
+	return s.dropMember(ctx, c, r, roomRev, req.Endpoint, req.Endpoint)
 }
 
 func (s *Service) leaveRoom(ctx context.Context, c *call) (*mutation, error) {
@@ -259,12 +255,14 @@ func (s *Service) leaveRoom(ctx context.Context, c *call) (*mutation, error) {
 	if r.Owner == me.Endpoint {
 		return nil, api.E(api.KindInvalid, "the owner cannot leave; delete the room instead")
 	}
-	return s.dropMember(ctx, c, r, roomRev, me.Endpoint)
+	return s.dropMember(ctx, c, r, roomRev, me.Endpoint, "")
 }
 
 // dropMember ends a membership and records that the room owes a rekey: the
 // member still holds the current key, and no later key is sealed to it.
-func (s *Service) dropMember(ctx context.Context, c *call, r *api.Room, roomRev uint64, endpoint string) (*mutation, error) {
+// target is the endpoint the audit entry names: the member removed, none
+// when a member leaves.
+func (s *Service) dropMember(ctx context.Context, c *call, r *api.Room, roomRev uint64, endpoint, target string) (*mutation, error) {
 	m, memRev, err := s.member(ctx, c, r.ID, endpoint)
 	if err != nil {
 		return nil, err
@@ -286,7 +284,7 @@ func (s *Service) dropMember(ctx context.Context, c *call, r *api.Room, roomRev 
 	r.Members--
 	r.RekeyOwed = true
 	r.Updated = c.now.UnixMilli()
-	return &mutation{reply: r, writes: []store.Write{
+	return &mutation{reply: r, audit: roomTarget(r, target), writes: []store.Write{
 		put(keyRoom(r.ID), roomRev, r),
 		del(keyMember(r.ID, endpoint), memRev),
 		del(keyEpRoom(endpoint, r.ID), epRev),
@@ -351,7 +349,7 @@ func (s *Service) rekey(ctx context.Context, c *call) (*mutation, error) {
 	}
 	r.Epoch = req.Epoch
 	r.Updated = c.now.UnixMilli()
-	return &mutation{reply: r, objects: []string{obj}, writes: append(writes,
+	return &mutation{reply: r, audit: roomTarget(r, ""), objects: []string{obj}, writes: append(writes,
 		put(keyRoom(r.ID), roomRev, r),
 		put(keyEpoch(r.ID, r.Epoch), 0, &epochRecord{Object: obj, Sealer: req.Sealer}),
 	)}, nil
@@ -404,7 +402,7 @@ func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
 	}
 	r.Deleted = true
 	r.Updated = c.now.UnixMilli()
-	return &mutation{reply: r, writes: append(writes,
+	return &mutation{reply: r, audit: roomTarget(r, ""), writes: append(writes,
 		put(keyRoom(r.ID), roomRev, r),
 		del(keySubject(r.Subject), subjRev),
 	), after: func() { s.purgeRoom(c, r.ID) }}, nil

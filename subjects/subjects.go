@@ -38,6 +38,12 @@ func ReadClaim(bucket string) string { return ReadClaimsPrefix(bucket) + "n" }
 // incarnation markers.
 func ReadIncarnations(bucket string) string { return ReadClaimsPrefix(bucket) + "inc." }
 
+// BusInboxPrefix is the inbox prefix of endpoint on a bus that enforces
+// membership: its only replies subject. Clients connect with it
+// (nats.CustomInboxPrefix, nats --inbox-prefix) and the callout grants
+// nothing else to subscribe to, so no endpoint can read another's replies.
+func BusInboxPrefix(endpoint string) string { return "_INBOX_" + endpoint }
+
 // Op names an operation. Its subject is <prefix>.<Op>.
 type Op string
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
@@ -45,16 +46,16 @@ type env struct {
 	conns  []*nats.Conn // one per client
 	admin  *client.Client
 
-	clients []*client.Client   // bench clients, one identity each
-	others  []*client.Identity // seeded identities that are not clients
-	joiners []*client.Identity // identities the mutate op adds
-	rooms   [][]roomSeed       // rooms by owning client
+	clients []*client.Client     // bench clients, one identity each
+	others  []*identity.Identity // seeded identities that are not clients
+	joiners []*identity.Identity // identities the mutate op adds
+	rooms   [][]roomSeed         // rooms by owning client
 	closers []func()
 
-	st        *seedState       // scale layout (scale.go)
-	adminID   *client.Identity // nil: a new one
-	seedBase  float64          // seeding seconds of earlier runs
-	seedStart time.Time        // this run's seeding began
+	st        *seedState         // scale layout (scale.go)
+	adminID   *identity.Identity // nil: a new one
+	seedBase  float64            // seeding seconds of earlier runs
+	seedStart time.Time          // this run's seeding began
 }
 
 type roomSeed struct {
@@ -216,7 +217,7 @@ func (e *env) start(ctx context.Context) error {
 	// The admin bootstraps straight into the store, as membershipd does.
 	adm := e.adminID
 	if adm == nil {
-		if adm, err = client.NewIdentity("bench" + e.run + "admin"); err != nil {
+		if adm, err = identity.New("bench" + e.run + "admin"); err != nil {
 			return err
 		}
 	}
@@ -291,10 +292,10 @@ func (e *env) seed(ctx context.Context) error {
 	perClient := (o.rooms + o.clients - 1) / o.clients
 	nJoin := (o.mutations+perClient-1)/perClient + 1
 	nOthers := max(o.identities-o.clients, o.members, 1, o.rekey)
-	mkIDs := func(kind string, n int) ([]*client.Identity, error) {
-		ids := make([]*client.Identity, n)
+	mkIDs := func(kind string, n int) ([]*identity.Identity, error) {
+		ids := make([]*identity.Identity, n)
 		for i := range ids {
-			id, err := client.NewIdentity(fmt.Sprintf("b%s%s%d", e.run, kind, i))
+			id, err := identity.New(fmt.Sprintf("b%s%s%d", e.run, kind, i))
 			if err != nil {
 				return nil, err
 			}
@@ -312,7 +313,7 @@ func (e *env) seed(ctx context.Context) error {
 	if e.joiners, err = mkIDs("j", nJoin); err != nil {
 		return err
 	}
-	all := append(append(append([]*client.Identity{}, cids...), e.others...), e.joiners...)
+	all := append(append(append([]*identity.Identity{}, cids...), e.others...), e.joiners...)
 	if err := e.register(ctx, all); err != nil {
 		return err
 	}
@@ -333,7 +334,7 @@ func (e *env) seed(ctx context.Context) error {
 		c := e.clients[owner]
 		rid := fmt.Sprintf("b%sr%d", e.run, k)
 		key, _ := client.NewRoomKey()
-		members := []*client.Identity{c.Identity()}
+		members := []*identity.Identity{c.Identity()}
 		for j := 0; j < o.members-1; j++ {
 			members = append(members, e.others[(k*(o.members-1)+j)%len(e.others)])
 		}
@@ -350,7 +351,7 @@ func (e *env) seed(ctx context.Context) error {
 
 // createRoom creates a room with members, sealing the key locally (the
 // client's CreateRoom looks every member up first; seeding knows the keys).
-func createRoom(ctx context.Context, c *client.Client, id, subject string, key []byte, members []*client.Identity) error {
+func createRoom(ctx context.Context, c *client.Client, id, subject string, key []byte, members []*identity.Identity) error {
 	sealer, _ := c.Identity().XKey.PublicKey()
 	req := api.CreateRoomRequest{ID: id, Subject: subject, Sealer: sealer}
 	for _, m := range members {
@@ -366,7 +367,7 @@ func createRoom(ctx context.Context, c *client.Client, id, subject string, key [
 
 // addMember adds m to a room at epoch 1, sealing the key locally (the
 // client's AddMember fetches the room key and m's keys first).
-func addMember(ctx context.Context, c *client.Client, room string, key []byte, m *client.Identity) error {
+func addMember(ctx context.Context, c *client.Client, room string, key []byte, m *identity.Identity) error {
 	sealer, _ := c.Identity().XKey.PublicKey()
 	x, _ := m.XKey.PublicKey()
 	sealed, err := c.Identity().XKey.Seal(key, x)
@@ -638,7 +639,7 @@ func (e *env) rekeyTiming(ctx context.Context) error {
 	n := e.o.rekey
 	rid := "b" + e.run + "rekey"
 	key, _ := client.NewRoomKey()
-	members := []*client.Identity{c.Identity()}
+	members := []*identity.Identity{c.Identity()}
 	for i := 0; len(members) < min(n, api.MaxInitialMembers); i++ {
 		members = append(members, e.others[i])
 	}

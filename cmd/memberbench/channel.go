@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
@@ -44,6 +45,9 @@ const (
 
 // channelMsgs is the message count of both throughput runs.
 func (e *env) channelMsgs() int {
+	if e.o.channelMsgs > 0 {
+		return e.o.channelMsgs
+	}
 	if e.o.quick {
 		return 10000
 	}
@@ -173,7 +177,7 @@ func (e *env) channelSetup(ctx context.Context) ([]channelSide, string, error) {
 	e.closers = append(e.closers, func() { _ = svc.Stop() })
 	var sides []channelSide
 	for _, name := range []string{"chpub", "chsub"} {
-		id, err := client.NewIdentity("b" + e.run + name)
+		id, err := identity.New("b" + e.run + name)
 		if err != nil {
 			return nil, "", err
 		}

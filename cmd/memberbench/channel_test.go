@@ -14,11 +14,12 @@ import (
 // its CHANNEL line: every sealed message delivered (none refused), a
 // positive throughput ratio and a rekey delay. The targets themselves are
 // memberbench's to measure (docs/performance.md), not a timed unit test's:
-// on a loaded machine any bound here would fail for the machine's sake.
+// on a loaded machine any bound here would fail for the machine's sake,
+// and the row runs a tenth of --quick's messages.
 func TestChannelRow(t *testing.T) {
 	ctx := natstest.Ctx(t, 12)
 	var out bytes.Buffer
-	e := &env{o: options{sync: "interval", quick: true, clients: 1, workers: 2, idCache: true, keyCache: true, roomIndex: true, maxStale: time.Second},
+	e := &env{o: options{sync: "interval", quick: true, clients: 1, workers: 2, idCache: true, keyCache: true, roomIndex: true, maxStale: time.Second, channelMsgs: 1000},
 		out: &out, run: randHex(3), raw: randHex(3)}
 	defer e.close()
 	if err := e.start(ctx); err != nil {

@@ -90,6 +90,8 @@ type options struct {
 
 	bus          bool // bus.go: the callout's revocation and connect figures
 	busEndpoints int  // bus.go: connected endpoints, 0: the scale's
+
+	channelMsgs int // channel.go: messages per throughput run, 0: the scale's
 }
 
 func main() {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -77,7 +78,7 @@ func (st *seedState) save(path string) error {
 	return os.Rename(tmp, path)
 }
 
-func marshalIDs(ids []*client.Identity) ([]string, error) {
+func marshalIDs(ids []*identity.Identity) ([]string, error) {
 	out := make([]string, len(ids))
 	for i, id := range ids {
 		b, err := id.Marshal()
@@ -89,10 +90,10 @@ func marshalIDs(ids []*client.Identity) ([]string, error) {
 	return out, nil
 }
 
-func parseIDs(texts []string) ([]*client.Identity, error) {
-	out := make([]*client.Identity, len(texts))
+func parseIDs(texts []string) ([]*identity.Identity, error) {
+	out := make([]*identity.Identity, len(texts))
 	for i, t := range texts {
-		id, err := client.ParseIdentity([]byte(t))
+		id, err := identity.Parse([]byte(t))
 		if err != nil {
 			return nil, err
 		}
@@ -120,7 +121,7 @@ func (e *env) prepareState() error {
 			if len(st.Clients) != o.clients {
 				return fmt.Errorf("--clients %d: the state was seeded with %d", o.clients, len(st.Clients))
 			}
-			adm, err := client.ParseIdentity([]byte(st.Admin))
+			adm, err := identity.Parse([]byte(st.Admin))
 			if err != nil {
 				return err
 			}
@@ -132,7 +133,7 @@ func (e *env) prepareState() error {
 	if rpc <= 0 {
 		rpc = 20
 	}
-	adm, err := client.NewIdentity("bench" + e.run + "admin")
+	adm, err := identity.New("bench" + e.run + "admin")
 	if err != nil {
 		return err
 	}
@@ -174,10 +175,10 @@ func (e *env) seedScale(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mk := func(kind string, from, n int) ([]*client.Identity, error) {
-		var ids []*client.Identity
+	mk := func(kind string, from, n int) ([]*identity.Identity, error) {
+		var ids []*identity.Identity
 		for i := from; i < n; i++ {
-			id, err := client.NewIdentity(fmt.Sprintf("b%s%s%d", e.run, kind, i))
+			id, err := identity.New(fmt.Sprintf("b%s%s%d", e.run, kind, i))
 			if err != nil {
 				return nil, err
 			}
@@ -200,7 +201,7 @@ func (e *env) seedScale(ctx context.Context) error {
 	if st.Others, err = marshalIDs(others); err != nil {
 		return err
 	}
-	all := append(append([]*client.Identity{}, cids...), others...)
+	all := append(append([]*identity.Identity{}, cids...), others...)
 	if st.Registered < len(all) {
 		t := time.Now()
 		n := len(all) - st.Registered
@@ -244,8 +245,8 @@ func (e *env) seedScale(ctx context.Context) error {
 		}()
 		err := parallel(ctx, total-from, o.seedWorkers, func(i int) error {
 			k := from + i
-			var owner *client.Identity
-			var ms []*client.Identity
+			var owner *identity.Identity
+			var ms []*identity.Identity
 			if k < nClientRooms {
 				owner = cids[k%o.clients]
 				ms = append(ms, owner)
@@ -300,7 +301,7 @@ func (e *env) seedScale(ctx context.Context) error {
 	}
 	if o.bigRoom > 0 && st.BigRoom == "" {
 		rid := "b" + e.run + "big"
-		ms := append([]*client.Identity{others[1]}, others[0])
+		ms := append([]*identity.Identity{others[1]}, others[0])
 		ms = append(ms, others[2:o.bigRoom]...)
 		t := time.Now()
 		if err := e.buildRoom(ctx, rid, ms); err != nil {
@@ -346,7 +347,7 @@ func (e *env) saveState() error {
 
 // register registers ids through the admin: a few requests at a time, since
 // registry operations share one audit chain and concurrent ones conflict.
-func (e *env) register(ctx context.Context, ids []*client.Identity) error {
+func (e *env) register(ctx context.Context, ids []*identity.Identity) error {
 	admins := []*client.Client{e.admin}
 	for i := 1; i < 4; i++ {
 		admins = append(admins, client.New(e.conns[i%len(e.conns)], e.admin.Identity(), client.WithPrefix(e.prefix)))
@@ -368,7 +369,7 @@ func (e *env) register(ctx context.Context, ids []*client.Identity) error {
 // buildRoom creates a room owned by ms[0] with the first 256 members and
 // adds the rest one at a time (each add changes the room record, so adds to
 // one room cannot run concurrently).
-func (e *env) buildRoom(ctx context.Context, rid string, ms []*client.Identity) error {
+func (e *env) buildRoom(ctx context.Context, rid string, ms []*identity.Identity) error {
 	owner := client.New(e.conns[0], ms[0], client.WithPrefix(e.prefix))
 	key, _ := client.NewRoomKey()
 	first := ms[:min(len(ms), api.MaxInitialMembers)]
@@ -466,9 +467,9 @@ func rssOf(pid int) int {
 // (whoami, as the admin of --state, or of --admin-identity) and prints when.
 // Started together with membershipd, it times startup to ready.
 func probeReady(ctx context.Context, o options) error {
-	var adm *client.Identity
+	var adm *identity.Identity
 	if o.adminFile != "" {
-		id, err := client.LoadIdentity(o.adminFile)
+		id, err := identity.Load(o.adminFile)
 		if err != nil {
 			return err
 		}
@@ -478,7 +479,7 @@ func probeReady(ctx context.Context, o options) error {
 		if err != nil || st == nil {
 			return fmt.Errorf("--probe-ready needs --state of a seeded deployment or --admin-identity (%v)", err)
 		}
-		if adm, err = client.ParseIdentity([]byte(st.Admin)); err != nil {
+		if adm, err = identity.Parse([]byte(st.Admin)); err != nil {
 			return err
 		}
 	}

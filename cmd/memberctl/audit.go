@@ -87,11 +87,11 @@ func audit(ctx context.Context, a *app, c *command, args []string) error {
 func (a *app) fetchChain(ctx context.Context, cl *client.Client, pos []string, identities bool) (auditJSON, []api.AuditEntry, error) {
 	if identities {
 		entries, err := cl.IdentityAudit(ctx)
-		v := auditJSON{Chain: client.IdentitiesChain, Entries: make([]auditEntryJSON, 0, len(entries))}
+		v := auditJSON{Chain: api.IdentitiesChain, Entries: make([]auditEntryJSON, 0, len(entries))}
 		return v, entries, opErr(subjects.OpIdentityAudit, err)
 	}
 	entries, err := cl.Audit(ctx, pos[0])
-	v := auditJSON{Room: pos[0], Chain: "room." + pos[0], Entries: make([]auditEntryJSON, 0, len(entries))}
+	v := auditJSON{Room: pos[0], Chain: api.RoomChain(pos[0]), Entries: make([]auditEntryJSON, 0, len(entries))}
 	return v, entries, opErr(subjects.OpRoomAudit, err)
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/unibus/membership/api"
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -34,7 +34,7 @@ func TestAuditCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	idFile := filepath.Join(t.TempDir(), "alice.id")
-	if err := client.WriteIdentity(idFile, alice.Identity()); err != nil {
+	if err := identity.Write(idFile, alice.Identity()); err != nil {
 		t.Fatal(err)
 	}
 	runAudit := func(extra ...string) (int, auditJSON, string) {

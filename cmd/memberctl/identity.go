@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,54 +14,14 @@ import (
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/subjects"
 )
-
-// pubHeader starts every public file written by keygen.
-const pubHeader = "# unibus membership public keys: safe to share; give this file to an admin to register it."
 
 // pubPath is where keygen puts the public file of endpoint: next to the
 // identity file.
 func pubPath(identityFile, endpoint string) string {
 	return filepath.Join(filepath.Dir(identityFile), endpoint+".pub")
-}
-
-func marshalPub(p api.PublicKeys) []byte {
-	return fmt.Appendf(nil, "%s\nendpoint: %s\nsign-key: %s\nxkey: %s\n", pubHeader, p.Endpoint, p.SignKey, p.XKey)
-}
-
-// parsePub reads a public file. It refuses a file that holds seeds: an
-// identity file handed over by mistake must not travel any further.
-func parsePub(data []byte) (api.PublicKeys, error) {
-	var p api.PublicKeys
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			return p, errors.New("a line is not `name: value`")
-		}
-		v = strings.TrimSpace(v)
-		switch strings.TrimSpace(k) {
-		case "signing-seed", "xkey-seed":
-			return p, errors.New("this file holds seeds (an identity file?); pass the .pub file written by keygen")
-		case "endpoint":
-			p.Endpoint = v
-		case "sign-key":
-			p.SignKey = v
-		case "xkey":
-			p.XKey = v
-		default:
-			return p, fmt.Errorf("unknown field %q", strings.TrimSpace(k))
-		}
-	}
-	if err := errors.Join(api.ValidateID("endpoint", p.Endpoint), api.ValidateSigningKey(p.SignKey), api.ValidateXKey("xkey", p.XKey)); err != nil {
-		return p, err
-	}
-	return p, sc.Err()
 }
 
 // message is the text of err without its kind: the service's message for
@@ -112,7 +70,7 @@ func keygen(_ context.Context, a *app, c *command, args []string) error {
 			return localErr("keygen", err)
 		}
 	}
-	id, err := client.NewIdentity(*endpoint)
+	id, err := identity.New(*endpoint)
 	if err != nil {
 		return localErr("keygen", err)
 	}
@@ -120,10 +78,10 @@ func keygen(_ context.Context, a *app, c *command, args []string) error {
 	if err != nil {
 		return localErr("keygen", err)
 	}
-	if err := client.WriteIdentity(idFile, id); err != nil {
+	if err := identity.Write(idFile, id); err != nil {
 		return localErr("keygen", err)
 	}
-	if err := writeNew(pubFile, marshalPub(pub), 0o644); err != nil {
+	if err := writeNew(pubFile, identity.MarshalPublic(pub), 0o644); err != nil {
 		_ = os.Remove(idFile) // we just created it: no half-made pair
 		return localErr("keygen", err)
 	}
@@ -211,7 +169,7 @@ func identityRegister(ctx context.Context, a *app, c *command, args []string) er
 		if err != nil {
 			return localErr("read --pub", err)
 		}
-		if pub, err = parsePub(data); err != nil {
+		if pub, err = identity.ParsePublic(data); err != nil {
 			return localErr("read --pub "+*pubFile, err)
 		}
 	case *endpoint != "" && *signKey != "" && *xkey != "":

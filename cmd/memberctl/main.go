@@ -26,6 +26,7 @@ import (
 	"github.com/choria-io/fisk"
 	"github.com/nats-io/nats.go"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/cli"
 	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/subjects"
@@ -60,7 +61,7 @@ type globals struct {
 	prefix   string
 	timeout  time.Duration
 	json     bool
-	bus      bool // connect with the identity's key (client.Identity.BusOptions)
+	bus      bool // connect with the identity's key (client.BusOptions)
 
 	serviceKey string // --service-key: the service key to pin (pin.go)
 	noVerify   bool   // --insecure-no-verify: replies are not verified (pin.go)
@@ -127,13 +128,13 @@ func (a *app) client() (*client.Client, error) {
 	if a.g.identity == "" {
 		return nil, usagef("this command signs its requests: give --identity FILE (or set %s)", envIdentity)
 	}
-	id, err := client.LoadIdentity(a.g.identity)
+	id, err := identity.Load(a.g.identity)
 	if err != nil {
 		return nil, localErr("load identity", err)
 	}
 	var busOpts []nats.Option
-	if a.g.bus { // the identity's key and inbox prefix (client.Identity.BusOptions)
-		busOpts = id.BusOptions()
+	if a.g.bus { // the identity's key and inbox prefix (client.BusOptions)
+		busOpts = client.BusOptions(id)
 	}
 	nc, err := a.g.conn.Connect(append(busOpts, nats.Name("memberctl"), nats.Timeout(a.g.timeout),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {

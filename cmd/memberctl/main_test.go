@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"slices"
-	"strings"
 	"testing"
 
-	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/internal/cli"
 )
 
@@ -50,44 +48,6 @@ func TestParseArgs(t *testing.T) {
 			}
 			if !slices.Equal(pos, tc.pos) || *subject != tc.subject || a.g.json != tc.json {
 				t.Fatalf("pos %q subject %q json %v", pos, *subject, a.g.json)
-			}
-		})
-	}
-}
-
-// TestParsePub checks the public file round trip and that a file holding
-// seeds or broken keys is refused.
-func TestParsePub(t *testing.T) {
-	id, err := client.NewIdentity("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := id.Public()
-	idFile, _ := id.Marshal()
-	good := marshalPub(pub)
-	tests := []struct {
-		name string
-		data []byte
-		ok   bool
-	}{
-		{"written by keygen", good, true},
-		{"identity file", idFile, false},
-		{"seed as sign-key", []byte(strings.Replace(string(good), pub.SignKey, string(must(id.Sign.Seed())), 1)), false},
-		{"xkey as sign-key", []byte(strings.Replace(string(good), pub.SignKey, pub.XKey, 1)), false},
-		{"no endpoint", []byte(strings.Replace(string(good), "endpoint: alice\n", "", 1)), false},
-		{"unknown field", append(bytes.Clone(good), "role: admin\n"...), false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parsePub(tc.data)
-			if tc.ok {
-				if err != nil || got != pub {
-					t.Fatalf("parsePub = %+v, %v; want %+v", got, err, pub)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("parsePub accepted %q", tc.data)
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -28,10 +29,10 @@ func memberctlAt(t *testing.T, s *server.Server, idFile string, args ...string) 
 	return code, out.String(), errb.String()
 }
 
-func writeIdentity(t *testing.T, dir string, id *client.Identity) string {
+func writeIdentity(t *testing.T, dir string, id *identity.Identity) string {
 	t.Helper()
 	p := filepath.Join(dir, id.Endpoint+".id")
-	if err := client.WriteIdentity(p, id); err != nil {
+	if err := identity.Write(p, id); err != nil {
 		t.Fatal(err)
 	}
 	return p

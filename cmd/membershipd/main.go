@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
 )
@@ -200,12 +200,12 @@ func retry(ctx context.Context, log *slog.Logger, what string, again func(error)
 // bootstrapAdmin makes sure the identity in cfg.BootstrapAdmin is a
 // registered admin, generating the file first if it does not exist.
 func bootstrapAdmin(ctx context.Context, st *store.Store, cfg *Config, log *slog.Logger) error {
-	id, err := client.LoadIdentity(cfg.BootstrapAdmin)
+	id, err := identity.Load(cfg.BootstrapAdmin)
 	if errors.Is(err, os.ErrNotExist) {
-		if id, err = client.NewIdentity(cfg.AdminEndpoint); err != nil {
+		if id, err = identity.New(cfg.AdminEndpoint); err != nil {
 			return err
 		}
-		if err = client.WriteIdentity(cfg.BootstrapAdmin, id); err != nil {
+		if err = identity.Write(cfg.BootstrapAdmin, id); err != nil {
 			return err
 		}
 		log.Info("generated admin identity file", "path", cfg.BootstrapAdmin, "endpoint", id.Endpoint)

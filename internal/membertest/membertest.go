@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
 	"github.com/unibus/membership/store"
@@ -83,7 +84,7 @@ func Service(t testing.TB, s *server.Server, cfg service.Config) *service.Servic
 // it on its own connection.
 func Admin(t testing.TB, s *server.Server) *client.Client {
 	t.Helper()
-	id, err := client.NewIdentity("admin")
+	id, err := identity.New("admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func Admin(t testing.TB, s *server.Server) *client.Client {
 // client for it.
 func Member(t testing.TB, s *server.Server, admin *client.Client, endpoint string) *client.Client {
 	t.Helper()
-	id, err := client.NewIdentity(endpoint)
+	id, err := identity.New(endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,20 +1,17 @@
-package client
+package identity
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
 )
 
-// IdentityHeader starts every identity file.
-const IdentityHeader = "# unibus membership identity: endpoint id and both seeds. Keep it secret (mode 0600)."
+// Header starts every identity file.
+const Header = "# unibus membership identity: endpoint id and both seeds. Keep it secret (mode 0600)."
 
 // Identity is an endpoint id with its signing (nkeys user) and key-exchange
 // (nkeys curve) key pairs.
@@ -24,8 +21,8 @@ type Identity struct {
 	XKey     nkeys.KeyPair // curve key, "X…"
 }
 
-// NewIdentity generates fresh keys for endpoint.
-func NewIdentity(endpoint string) (*Identity, error) {
+// New generates fresh keys for endpoint.
+func New(endpoint string) (*Identity, error) {
 	if err := api.ValidateID("endpoint", endpoint); err != nil {
 		return nil, err
 	}
@@ -64,13 +61,11 @@ func (id *Identity) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s\nendpoint: %s\nsigning-seed: %s\nxkey-seed: %s\n", IdentityHeader, id.Endpoint, ss, xs)
-	return b.Bytes(), nil
+	return fmt.Appendf(nil, "%s\nendpoint: %s\nsigning-seed: %s\nxkey-seed: %s\n", Header, id.Endpoint, ss, xs), nil
 }
 
-// WriteIdentity writes id to path with mode 0600, refusing to overwrite.
-func WriteIdentity(path string, id *Identity) error {
+// Write writes id to path with mode 0600, refusing to overwrite.
+func Write(path string, id *Identity) error {
 	data, err := id.Marshal()
 	if err != nil {
 		return err
@@ -89,9 +84,9 @@ func WriteIdentity(path string, id *Identity) error {
 // ErrKeyFileMode reports an identity file readable by group or others.
 var ErrKeyFileMode = errors.New("identity file is readable by group or others; chmod 600 it")
 
-// LoadIdentity reads an identity file, refusing one that group or others
-// can read: it holds seeds.
-func LoadIdentity(path string) (*Identity, error) {
+// Load reads an identity file, refusing one that group or others can read:
+// it holds seeds.
+func Load(path string) (*Identity, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -103,33 +98,23 @@ func LoadIdentity(path string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := ParseIdentity(data)
+	id, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return id, nil
 }
 
-// ParseIdentity parses the identity file format written by [Identity.Marshal].
-func ParseIdentity(data []byte) (*Identity, error) {
-	fields := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			return nil, errors.New("identity file: a line is not `name: value`")
-		}
-		fields[strings.TrimSpace(k)] = strings.TrimSpace(v)
+// Parse parses the identity file format written by [Identity.Marshal].
+func Parse(data []byte) (*Identity, error) {
+	fields, err := scan(data, "endpoint", "signing-seed", "xkey-seed")
+	if err != nil {
+		return nil, fmt.Errorf("identity file: %w", err)
 	}
 	id := &Identity{Endpoint: fields["endpoint"]}
 	if err := api.ValidateID("endpoint", id.Endpoint); err != nil {
 		return nil, fmt.Errorf("identity file: %w", err)
 	}
-	var err error
 	if id.Sign, err = nkeys.FromSeed([]byte(fields["signing-seed"])); err != nil {
 		return nil, errors.New("identity file: signing-seed is not an nkeys seed")
 	}

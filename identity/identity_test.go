@@ -1,6 +1,8 @@
-package client_test
+package identity_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,11 +12,11 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/membership/api"
-	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 )
 
-func TestNewIdentity(t *testing.T) {
-	id, err := client.NewIdentity("alice")
+func TestNew(t *testing.T) {
+	id, err := identity.New("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,21 +28,21 @@ func TestNewIdentity(t *testing.T) {
 		t.Fatalf("Public = %+v", pub)
 	}
 	for _, bad := range []string{"", "a.b", strings.Repeat("x", 65)} {
-		if _, err := client.NewIdentity(bad); !errors.Is(err, api.ErrInvalid) {
-			t.Errorf("NewIdentity(%q) = %v, want ErrInvalid", bad, err)
+		if _, err := identity.New(bad); !errors.Is(err, api.ErrInvalid) {
+			t.Errorf("New(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
 }
 
-func TestIdentityFile(t *testing.T) {
-	id, err := client.NewIdentity("alice")
+func TestFile(t *testing.T) {
+	id, err := identity.New("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, _ := id.Public()
 	path := filepath.Join(t.TempDir(), "alice.id")
-	if err := client.WriteIdentity(path, id); err != nil {
-		t.Fatalf("WriteIdentity: %v", err)
+	if err := identity.Write(path, id); err != nil {
+		t.Fatalf("Write: %v", err)
 	}
 
 	t.Run("mode 0600", func(t *testing.T) {
@@ -54,9 +56,9 @@ func TestIdentityFile(t *testing.T) {
 	})
 
 	t.Run("round trip", func(t *testing.T) {
-		got, err := client.LoadIdentity(path)
+		got, err := identity.Load(path)
 		if err != nil {
-			t.Fatalf("LoadIdentity: %v", err)
+			t.Fatalf("Load: %v", err)
 		}
 		pub, err := got.Public()
 		if err != nil {
@@ -84,11 +86,11 @@ func TestIdentityFile(t *testing.T) {
 	})
 
 	t.Run("refuses overwrite", func(t *testing.T) {
-		other, _ := client.NewIdentity("bob")
-		if err := client.WriteIdentity(path, other); !errors.Is(err, os.ErrExist) {
-			t.Fatalf("WriteIdentity over an existing file = %v, want os.ErrExist", err)
+		other, _ := identity.New("bob")
+		if err := identity.Write(path, other); !errors.Is(err, os.ErrExist) {
+			t.Fatalf("Write over an existing file = %v, want os.ErrExist", err)
 		}
-		got, err := client.LoadIdentity(path)
+		got, err := identity.Load(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,39 +102,39 @@ func TestIdentityFile(t *testing.T) {
 	for _, mode := range []os.FileMode{0o640, 0o604, 0o644, 0o660, 0o666, 0o700 | 0o007} {
 		t.Run("refuses mode "+mode.String(), func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "id")
-			if err := client.WriteIdentity(p, id); err != nil {
+			if err := identity.Write(p, id); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Chmod(p, mode); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := client.LoadIdentity(p); !errors.Is(err, client.ErrKeyFileMode) {
-				t.Fatalf("LoadIdentity(mode %o) = %v, want ErrKeyFileMode", mode, err)
+			if _, err := identity.Load(p); !errors.Is(err, identity.ErrKeyFileMode) {
+				t.Fatalf("Load(mode %o) = %v, want ErrKeyFileMode", mode, err)
 			}
 		})
 	}
 
 	t.Run("accepts 0400", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "id")
-		if err := client.WriteIdentity(p, id); err != nil {
+		if err := identity.Write(p, id); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Chmod(p, 0o400); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := client.LoadIdentity(p); err != nil {
-			t.Fatalf("LoadIdentity(0400) = %v", err)
+		if _, err := identity.Load(p); err != nil {
+			t.Fatalf("Load(0400) = %v", err)
 		}
 	})
 
 	t.Run("missing file", func(t *testing.T) {
-		if _, err := client.LoadIdentity(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("LoadIdentity(missing) = %v, want os.ErrNotExist", err)
+		if _, err := identity.Load(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("Load(missing) = %v, want os.ErrNotExist", err)
 		}
 	})
 }
 
-func TestParseIdentity(t *testing.T) {
+func TestParse(t *testing.T) {
 	seed := func(create func() (nkeys.KeyPair, error)) string {
 		kp, err := create()
 		if err != nil {
@@ -147,7 +149,7 @@ func TestParseIdentity(t *testing.T) {
 	user, curve, account := seed(nkeys.CreateUser), seed(nkeys.CreateCurveKeys), seed(nkeys.CreateAccount)
 	file := func(endpoint, sign, x string) string {
 		var b strings.Builder
-		b.WriteString(client.IdentityHeader + "\n")
+		b.WriteString(identity.Header + "\n")
 		if endpoint != "" {
 			b.WriteString("endpoint: " + endpoint + "\n")
 		}
@@ -176,10 +178,10 @@ func TestParseIdentity(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id, err := client.ParseIdentity([]byte(tt.data))
+			id, err := identity.Parse([]byte(tt.data))
 			if tt.ok {
 				if err != nil {
-					t.Fatalf("ParseIdentity: %v", err)
+					t.Fatalf("Parse: %v", err)
 				}
 				if id.Endpoint != "alice" {
 					t.Fatalf("endpoint = %q", id.Endpoint)
@@ -187,7 +189,65 @@ func TestParseIdentity(t *testing.T) {
 				return
 			}
 			if err == nil {
-				t.Fatalf("ParseIdentity accepted %q", tt.data)
+				t.Fatalf("Parse accepted %q", tt.data)
+			}
+		})
+	}
+}
+
+// TestParseVectors: identity/testdata/identity_files.json, the files that
+// memberctl and membershipd are checked against too, parse to exactly the
+// outcome each vector gives. A key file is written by a program, so a field
+// the format does not define or one given twice is refused, and the error
+// names it (docs/protocol.md §3).
+func TestParseVectors(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "identity_files.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Vectors []struct{ Name, File, Error string }
+	}
+	if err := json.Unmarshal(data, &doc); err != nil || len(doc.Vectors) == 0 {
+		t.Fatalf("vectors: %v", err)
+	}
+	for _, v := range doc.Vectors {
+		t.Run(v.Name, func(t *testing.T) {
+			id, err := identity.Parse([]byte(v.File))
+			switch {
+			case v.Error == "" && err != nil:
+				t.Fatalf("Parse: %v", err)
+			case v.Error == "" && id.Endpoint != "alice":
+				t.Fatalf("endpoint %q", id.Endpoint)
+			case v.Error != "" && (err == nil || err.Error() != v.Error):
+				t.Fatalf("Parse error = %v, want %q", err, v.Error)
+			}
+		})
+	}
+}
+
+// TestParsePublicStrict: the public file is parsed as strictly.
+func TestParsePublicStrict(t *testing.T) {
+	id, err := identity.New("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := id.Marshal()
+	pub, _ := id.Public()
+	goodPub := identity.MarshalPublic(pub)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"unknown field", append(bytes.Clone(goodPub), "role: admin\n"...), `unknown field "role"`},
+		{"field twice", append(bytes.Clone(goodPub), "xkey: "+pub.XKey+"\n"...), `field "xkey" given twice`},
+		{"seeds", good, "this file holds seeds (an identity file?); pass the .pub file written by keygen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := identity.ParsePublic(tt.data); err == nil || err.Error() != tt.want {
+				t.Fatalf("error = %v, want %q", err, tt.want)
 			}
 		})
 	}
