@@ -124,7 +124,7 @@ func TestAuditTrail(t *testing.T) {
 		}
 	})
 
-	kv := membertest.KV(t, natstest.Connect(t, s))
+	kv := membertest.RoomKV(t, natstest.Connect(t, s), "r1")
 	key := func(seq uint64) string { return fmt.Sprintf("audit.room.r1.%012d", seq) }
 	tamper := []struct {
 		name   string

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	"github.com/unibus/membership/client"
 	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/natstest"
+	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -247,6 +250,7 @@ type testCluster struct {
 	adminFile string
 	admin     *identity.Identity
 	dir       string
+	shards    int // room shards, from a --shards flag among the extra flags (0: one)
 }
 
 // startCluster starts n membershipd processes that form a JetStream cluster
@@ -298,6 +302,9 @@ func newCluster(t *testing.T, n int, extra ...string) *testCluster {
 			}, extra...)}
 	}
 	c := &testCluster{nodes: nodes, adminFile: adminFile, admin: id, dir: dir}
+	if i := slices.Index(extra, "--shards"); i >= 0 && i+1 < len(extra) {
+		c.shards, _ = strconv.Atoi(extra[i+1])
+	}
 	c.startAll(t, nodes...)
 	return c
 }
@@ -352,7 +359,27 @@ func (c *testCluster) connect(t *testing.T, i int) *nats.Conn {
 	return nc
 }
 
-// streamLeader asks JetStream which server leads the bucket's stream.
+// kvStreams names the state's streams: the base bucket's and the room
+// shards' (store/layout.go).
+func (c *testCluster) kvStreams() []string {
+	out := []string{"KV_" + subjects.DefaultBucket}
+	for i := 0; c.shards > 1 && i < c.shards; i++ {
+		out = append(out, "KV_"+subjects.RoomShardBucket(subjects.DefaultBucket, i))
+	}
+	return out
+}
+
+// loadStream is the stream the fault load's mutations commit in: the base
+// bucket's, or with room shards the shard of the first fault room ("f1").
+func (c *testCluster) loadStream() string {
+	if c.shards <= 1 {
+		return "KV_" + subjects.DefaultBucket
+	}
+	return "KV_" + subjects.RoomShardBucket(subjects.DefaultBucket, store.RoomShard("f1", c.shards))
+}
+
+// streamLeader asks JetStream which server leads the stream the load
+// commits in (loadStream).
 func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	t.Helper()
 	js := natstest.JetStream(t, nc)
@@ -360,7 +387,7 @@ func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))
 		var leader string
-		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
+		st, err := js.Stream(ctx, c.loadStream())
 		if err == nil {
 			var info *jetstream.StreamInfo
 			if info, err = st.Info(ctx); err == nil && info.Cluster != nil {
@@ -374,21 +401,29 @@ func (c *testCluster) streamLeader(t *testing.T, nc *nats.Conn) *clusterNode {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no stream leader for KV_%s: %v", subjects.DefaultBucket, err)
+			t.Fatalf("no stream leader for %s: %v", c.loadStream(), err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// waitCurrent waits until every replica of the bucket's stream is current,
+// waitCurrent waits until every replica of the state's streams is current,
 // so that the next fault starts from a healthy cluster.
 func (c *testCluster) waitCurrent(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	for _, name := range c.kvStreams() {
+		c.waitStreamCurrent(t, nc, name)
+	}
+}
+
+// waitStreamCurrent waits until every replica of stream name is current.
+func (c *testCluster) waitStreamCurrent(t *testing.T, nc *nats.Conn, name string) {
 	t.Helper()
 	js, _ := jetstream.New(nc)
 	deadline := time.Now().Add(nodeReadyTimeout)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), natstest.Within(0.5))
-		st, err := js.Stream(ctx, "KV_"+subjects.DefaultBucket)
+		st, err := js.Stream(ctx, name)
 		var info *jetstream.StreamInfo
 		if err == nil {
 			info, err = st.Info(ctx)
@@ -405,7 +440,7 @@ func (c *testCluster) waitCurrent(t *testing.T, nc *nats.Conn) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatal("bucket replicas did not become current")
+	t.Fatalf("replicas of %s did not become current", name)
 }
 
 // clientAt connects as id to url.

@@ -304,7 +304,7 @@ func TestLostReply(t *testing.T) {
 		if err := nc.PublishRequest(subjects.Subject(subjects.DefaultPrefix, subjects.OpRoomAdd), "lost.reply."+nats.NewInbox(), data); err != nil {
 			t.Fatal(err)
 		}
-		kv := membertest.KV(t, nc)
+		kv := membertest.RoomKV(t, nc, "r1")
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if _, err := kv.Get(ctx, "member.r1.carol"); err == nil {
@@ -356,7 +356,7 @@ func TestLostReply(t *testing.T) {
 		sealer, _ := alice.Identity().XKey.PublicKey()
 		appliedBefore := alreadyApplied(t, replicas)
 
-		kv := membertest.KV(t, nc)
+		kv := membertest.RoomKV(t, nc, "r1")
 		proxy.Hold()
 		released := make(chan error, 1)
 		go func() {

@@ -122,7 +122,7 @@ func (s *Service) auditPage(ctx context.Context, c *call, chain string, after ui
 		return nil, err
 	}
 	prefix := prefixAudit(chain)
-	keys, err := s.store.Keys(ctx, prefix)
+	keys, err := s.listKeys(ctx, prefix)
 	if err != nil {
 		return nil, s.storeErr(c, "list audit", err)
 	}
@@ -140,7 +140,7 @@ func (s *Service) auditPage(ctx context.Context, c *call, chain string, after ui
 	}
 	for _, n := range seqs {
 		var e api.AuditEntry
-		ent, err := s.store.Get(ctx, keyAuditEntry(chain, n))
+		ent, err := s.shardOf(c, keyAuditEntry(chain, n)).Get(ctx, keyAuditEntry(chain, n))
 		if err != nil {
 			return nil, s.storeErr(c, "get audit", err)
 		}

@@ -77,7 +77,7 @@ func (s *Service) busGrant(ctx context.Context, c *call, endpoint, signKey strin
 // has caught up with the store, else from the store (as room.mine).
 func (s *Service) busRooms(ctx context.Context, c *call, endpoint, after string) ([]api.Room, string, error) {
 	if s.index != nil {
-		seq, err := s.busSeq.get(ctx, s.store.LastSeq, s.cfg.RequestTimeout)
+		seq, err := s.lastSeqs(ctx)
 		if err != nil {
 			return nil, "", s.storeErr(c, "last revision", err)
 		}
@@ -115,7 +115,7 @@ func (s *Service) revokeCommitted(ctx context.Context, c *call, writes []store.W
 		case !w.Delete && c.op == subjects.OpRoomDelete && strings.HasPrefix(w.Key, famRoom):
 			// Read before the purge that follows the commit removes them.
 			room := strings.TrimPrefix(w.Key, famRoom)
-			keys, err := s.store.Keys(ctx, prefixMembers(room))
+			keys, err := s.listKeys(ctx, prefixMembers(room))
 			if err != nil {
 				s.cfg.Logger.Warn("bus revocation: list members of deleted room", "room", room, "error", err)
 			}
@@ -142,14 +142,15 @@ func (s *Service) revokeCommitted(ctx context.Context, c *call, writes []store.W
 	}
 }
 
-// seqRounds coalesces the callout's reads of the store's last sequence: a
-// storm of connections would otherwise send one JetStream stream-info
-// request each, and the server's JetStream API answers them one at a time
-// (measured: 33 of 1,000 simultaneous connections answered within the 2 s
-// authorization timeout). A caller joins the next round; a round is sent
-// only after every caller in it arrived, so its answer is at least as new
-// as any commit acknowledged before the caller asked — the index then
-// answers exactly as with a read of its own.
+// seqRounds coalesces the reads of the shards' last sequences that the
+// callout and room.mine make: a storm of connections would otherwise send
+// one JetStream stream-info request per shard each, and the server's
+// JetStream API answers them one at a time (measured: 33 of 1,000
+// simultaneous connections answered within the 2 s authorization timeout).
+// A caller joins the next round; a round is sent only after every caller
+// in it arrived, so its answer is at least as new as any commit
+// acknowledged before the caller asked — the index then answers exactly as
+// with a read of its own.
 type seqRounds struct {
 	mu      sync.Mutex
 	next    *seqRound // the round callers join, sent when the running one ends
@@ -158,12 +159,18 @@ type seqRounds struct {
 
 type seqRound struct {
 	done chan struct{}
-	seq  uint64
+	seqs []uint64
 	err  error
 }
 
-// get returns a last sequence read after the call began.
-func (r *seqRounds) get(ctx context.Context, fetch func(context.Context) (uint64, error), timeout time.Duration) (uint64, error) {
+// lastSeqs is every shard's last sequence (store.LastSeqs), read after the
+// call began, in a round shared with the callers waiting at the same time.
+func (s *Service) lastSeqs(ctx context.Context) ([]uint64, error) {
+	return s.seqs.get(ctx, s.store.LastSeqs, s.cfg.RequestTimeout)
+}
+
+// get returns last sequences read after the call began.
+func (r *seqRounds) get(ctx context.Context, fetch func(context.Context) ([]uint64, error), timeout time.Duration) ([]uint64, error) {
 	r.mu.Lock()
 	if r.next == nil {
 		r.next = &seqRound{done: make(chan struct{})}
@@ -176,15 +183,15 @@ func (r *seqRounds) get(ctx context.Context, fetch func(context.Context) (uint64
 	r.mu.Unlock()
 	select {
 	case <-round.done:
-		return round.seq, round.err
+		return round.seqs, round.err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
 // run sends rounds while callers wait for one; each read is bounded by
 // timeout, so the goroutine ends soon after the last caller.
-func (r *seqRounds) run(fetch func(context.Context) (uint64, error), timeout time.Duration) {
+func (r *seqRounds) run(fetch func(context.Context) ([]uint64, error), timeout time.Duration) {
 	for {
 		r.mu.Lock()
 		round := r.next
@@ -196,7 +203,7 @@ func (r *seqRounds) run(fetch func(context.Context) (uint64, error), timeout tim
 		}
 		r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		round.seq, round.err = fetch(ctx)
+		round.seqs, round.err = fetch(ctx)
 		cancel()
 		close(round.done)
 	}

@@ -184,7 +184,7 @@ func TestAuditEntriesCommitWithMutations(t *testing.T) {
 	var head struct {
 		Seq uint64 `msgpack:"seq"`
 	}
-	ent, err := e.st.Get(natstest.Ctx(t, 2), "audithead.room.r1")
+	ent, err := e.st.Room("r1").Get(natstest.Ctx(t, 2), "audithead.room.r1")
 	if err != nil || msgpack.Unmarshal(ent.Value, &head) != nil || head.Seq != 2 {
 		t.Fatalf("head %+v %v", head, err)
 	}

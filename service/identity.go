@@ -152,7 +152,7 @@ func (s *Service) page(ctx context.Context, c *call, prefix, after string, limit
 	if limit, err = pageArgs(after, limit); err != nil {
 		return nil, "", err
 	}
-	keys, err := s.store.Keys(ctx, prefix)
+	keys, err := s.listKeys(ctx, prefix)
 	if err != nil {
 		return nil, "", s.storeErr(c, "list "+keyFamily(prefix), err)
 	}

@@ -68,7 +68,7 @@ func (s *Service) checkNonce(ctx context.Context, c *call) error {
 		start = time.Now()
 	)
 	if c.mutates {
-		ent, err = s.store.Get(ctx, c.nonce)
+		ent, err = s.nonceShard(c).Get(ctx, c.nonce) // the room's shard or the base bucket (shards.go)
 	} else {
 		since, err = s.store.ClaimRead(ctx, c.nonce)
 		s.stats.of(c.op).storeLatency(time.Since(start))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -26,7 +27,8 @@ type call struct {
 	env     *envelope.Envelope
 	signer  *api.Identity // nil when the request has no verified signer
 	digest  [32]byte
-	nonce   string // nonce key
+	nonce   string                      // nonce key
+	shard   atomic.Pointer[store.Shard] // a mutation's shard, once known (shards.go)
 	now     time.Time
 
 	afterReply func() // the caller's own revocation, once it has its answer (bus.go)
@@ -195,8 +197,14 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 		_, err := c.requireSigner()
 		return nil, err
 	}
-	if err := s.checkNonce(ctx, c); err != nil {
-		return nil, err
+	// With more than one shard a room operation's nonce is in its room's
+	// shard, known once the plan has read the room: it is looked up after
+	// the plan then (a copy of an applied request fails its plan or its
+	// commit, and both look it up).
+	if s.store.RoomShards() == 1 || !roomOp(c.op) {
+		if err := s.checkNonce(ctx, c); err != nil {
+			return nil, err
+		}
 	}
 	for attempt, wait := 0, inFlightBackoff; ; {
 		m, err := s.plan(ctx, c, mutate)
@@ -225,8 +233,12 @@ func (s *Service) runMutation(ctx context.Context, c *call, mutate mutateFunc) (
 			return nil, s.internal(c, "encode reply", err)
 		}
 		writes := append([]store.Write{s.nonceClaim(c, reply)}, m.writes...)
+		sh, err := s.batchShard(c, m.writes) // the nonce commits where the state does (shards.go)
+		if err != nil {
+			return nil, s.internal(c, "shard", err)
+		}
 		start := time.Now()
-		err = s.store.Commit(ctx, writes)
+		err = sh.Commit(ctx, writes)
 		st := s.stats.of(c.op)
 		st.storeLatency(time.Since(start))
 		if err == nil {

@@ -14,7 +14,7 @@ import (
 // The room index holds every room record and membership in memory, sorted,
 // so that member lists and an endpoint's own rooms are served a page at a
 // time without listing keys in the store (docs/performance.md, "The room index").
-// One KV watch on the whole bucket keeps it current (cache.go).
+// One KV watch on every shard keeps it current (cache.go, Store.Watch).
 //
 // When it may answer:
 //
@@ -28,11 +28,14 @@ import (
 //     on every replica, and a member added through another replica is listed
 //     as soon as the room record that counts it is read. Otherwise (the watch
 //     is behind, restarting or still loading) the page is read from the store.
-//   - An endpoint's own rooms: when the watch has delivered the bucket's
-//     newest revision as the stream leader gave it after the request
-//     arrived (Store.LastSeq). The watch sees every key, so the index then
-//     holds every write acknowledged before the request: the caller sees
-//     its own join or leave at once, whichever replica made it.
+//   - An endpoint's own rooms: when the watch has delivered every shard's
+//     newest revision as the shard's stream leader gave it after the
+//     request arrived (Store.LastSeqs, one per shard, read at once). The
+//     watch sees every key of every shard, so the index then holds every
+//     write acknowledged before the request: the caller sees its own join
+//     or leave at once, whichever replica made it and whichever shard its
+//     room is in. Revisions are per shard (each shard is its own stream),
+//     so the index keeps the newest applied one of each.
 //
 // Either way a page waits up to Config.RoomIndexWait for the watch to catch
 // up, then is read from the store.
@@ -69,8 +72,8 @@ type indexedMember struct {
 // roomIndex is the in-memory index of rooms and memberships.
 type roomIndex struct {
 	mu        sync.RWMutex
-	loaded    bool   // the watch delivered every current value
-	applied   uint64 // revision of the newest entry applied
+	loaded    bool     // the watch delivered every current value
+	applied   []uint64 // by shard (store.Change.Shard): revision of its newest entry applied
 	rooms     map[string]*indexedRoom
 	endpoints map[string]uint32 // endpoint → its number
 	names     []string          // number → endpoint
@@ -113,7 +116,7 @@ func (ri *roomIndex) clear() {
 func (ri *roomIndex) reset() {
 	ri.mu.Lock()
 	ri.clear()
-	ri.loaded, ri.applied = false, 0
+	ri.loaded, ri.applied = false, nil
 	ri.notifyLocked()
 	ri.mu.Unlock()
 }
@@ -174,7 +177,10 @@ func (ri *roomIndex) apply(e store.Change) {
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
 	defer ri.notifyLocked()
-	ri.applied = max(ri.applied, e.Rev)
+	for len(ri.applied) <= e.Shard {
+		ri.applied = append(ri.applied, 0)
+	}
+	ri.applied[e.Shard] = max(ri.applied[e.Shard], e.Rev)
 	switch {
 	case strings.HasPrefix(key, famRoom):
 		id := key[len(famRoom):]
@@ -200,6 +206,17 @@ func (ri *roomIndex) apply(e store.Change) {
 			ri.dropMember(room, endpoint)
 		}
 	}
+}
+
+// caughtUp reports whether every shard's revision in seqs is applied; the
+// caller holds mu.
+func (ri *roomIndex) caughtUp(seqs []uint64) bool {
+	for i, seq := range seqs {
+		if seq > 0 && (i >= len(ri.applied) || ri.applied[i] < seq) {
+			return false
+		}
+	}
+	return true
 }
 
 // findMember finds endpoint among r's members, or where it belongs.
@@ -271,15 +288,15 @@ func (ri *roomIndex) members(room string, rev uint64, after string, limit int) (
 }
 
 // roomsOf returns a page of endpoint's rooms (sorted by id, after the
-// cursor; deleted rooms left out), if the index has applied revision seq.
-// ok false means: not yet.
-func (ri *roomIndex) roomsOf(endpoint string, seq uint64, after string, limit int) (page []api.Room, next string, ok bool) {
+// cursor; deleted rooms left out), if the index has applied revision
+// seqs[i] of every shard i. ok false means: not yet.
+func (ri *roomIndex) roomsOf(endpoint string, seqs []uint64, after string, limit int) (page []api.Room, next string, ok bool) {
 	if ri == nil {
 		return nil, "", false
 	}
 	ri.mu.RLock()
 	defer ri.mu.RUnlock()
-	if !ri.loaded || ri.applied < seq {
+	if !ri.loaded || !ri.caughtUp(seqs) {
 		return nil, "", false
 	}
 	n, known := ri.endpoints[endpoint]

@@ -110,7 +110,7 @@ func TestRoomIndexPagesMatchReference(t *testing.T) {
 		for _, limit := range []int{1, 2, 100} {
 			for _, after := range append([]string{""}, sorted...) {
 				want, wantNext := pageOf(sorted, after, limit)
-				got, next, ok := ri.roomsOf(ep, 0, after, limit)
+				got, next, ok := ri.roomsOf(ep, nil, after, limit)
 				if !ok {
 					t.Fatal("a loaded index did not answer")
 				}
@@ -135,7 +135,7 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 		if _, _, ok := ri.members("r", 5, "", 10); ok {
 			t.Fatal("members answered before the initial load completed")
 		}
-		if _, _, ok := ri.roomsOf("a", 0, "", 10); ok {
+		if _, _, ok := ri.roomsOf("a", nil, "", 10); ok {
 			t.Fatal("rooms answered before the initial load completed")
 		}
 	})
@@ -162,13 +162,32 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 		ri.apply(store.Change{Key: "nonce.U.x", Value: []byte{1}, Rev: 9}) // any key counts
 		ri.apply(roomEntry(t, 3, api.Room{ID: "old"}))                     // delivered late: no step back
 		for seq, want := range map[uint64]bool{0: true, 9: true, 10: false} {
-			if _, _, ok := ri.roomsOf("a", seq, "", 10); ok != want {
+			if _, _, ok := ri.roomsOf("a", []uint64{seq}, "", 10); ok != want {
 				t.Fatalf("applied up to 9, store at %d: answered %v, want %v", seq, ok, want)
 			}
 		}
 		ri.reset()
-		if _, _, ok := ri.roomsOf("a", 0, "", 10); ok {
+		if _, _, ok := ri.roomsOf("a", nil, "", 10); ok {
 			t.Fatal("answered after a reset")
+		}
+	})
+	t.Run("newest revision of every shard", func(t *testing.T) {
+		ri := loadedIndex()
+		ri.apply(roomEntry(t, 9, api.Room{ID: "r"}))
+		m := at(memberEntry(t, "s", "a", 1), 4)
+		m.Shard = 2
+		ri.apply(m)
+		for _, tt := range []struct {
+			seqs []uint64
+			want bool
+		}{
+			{nil, true}, {[]uint64{9}, true}, {[]uint64{9, 0, 4}, true}, {[]uint64{0, 0, 4}, true},
+			{[]uint64{9, 1, 4}, false}, // shard 1 has a revision the index has not applied
+			{[]uint64{9, 0, 5}, false}, {[]uint64{10}, false}, {[]uint64{9, 0, 4, 1}, false},
+		} {
+			if _, _, ok := ri.roomsOf("a", tt.seqs, "", 10); ok != tt.want {
+				t.Fatalf("applied shard 0 up to 9, shard 2 up to 4; store at %v: answered %v, want %v", tt.seqs, ok, tt.want)
+			}
 		}
 	})
 	t.Run("rooms listed", func(t *testing.T) {
@@ -178,16 +197,16 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 		for _, r := range []string{"live", "gone", "pending"} { // pending: members seen before the record
 			ri.apply(memberEntry(t, r, "a", 1))
 		}
-		got, _, _ := ri.roomsOf("a", 0, "", 10)
+		got, _, _ := ri.roomsOf("a", nil, "", 10)
 		if len(got) != 1 || got[0].ID != "live" {
 			t.Fatalf("rooms of a = %v, want only live", got)
 		}
 		got[0].Epoch = 99 // a caller's copy must not change the index
-		if again, _, _ := ri.roomsOf("a", 0, "", 10); again[0].Epoch == 99 {
+		if again, _, _ := ri.roomsOf("a", nil, "", 10); again[0].Epoch == 99 {
 			t.Fatal("roomsOf returned the index's own record")
 		}
 		ri.apply(memberGone("live", "a"))
-		if got, _, _ := ri.roomsOf("a", 0, "", 10); len(got) != 0 {
+		if got, _, _ := ri.roomsOf("a", nil, "", 10); len(got) != 0 {
 			t.Fatalf("rooms of a after leaving = %v", got)
 		}
 	})
@@ -195,7 +214,7 @@ func TestRoomIndexAnswersOnlyWhenCurrent(t *testing.T) {
 	if _, _, ok := nilIndex.members("r", 0, "", 1); ok {
 		t.Fatal("a disabled (nil) index answered")
 	}
-	if _, _, ok := nilIndex.roomsOf("a", 0, "", 1); ok {
+	if _, _, ok := nilIndex.roomsOf("a", nil, "", 1); ok {
 		t.Fatal("a disabled (nil) index answered")
 	}
 }

@@ -159,8 +159,8 @@ func TestMemberPageAfterChangeOnAnotherReplica(t *testing.T) {
 			t.Fatalf("round %d: members right after the add: %v", i, got)
 		}
 		if i == 0 { // what the index relies on: the room record is written last
-			m, err1 := tp.e.st.Get(natstest.Ctx(t, 2), "member.rw.guest")
-			r, err2 := tp.e.st.Get(natstest.Ctx(t, 2), "room.rw")
+			m, err1 := tp.e.st.Room("rw").Get(natstest.Ctx(t, 2), "member.rw.guest")
+			r, err2 := tp.e.st.Room("rw").Get(natstest.Ctx(t, 2), "room.rw")
 			if err1 != nil || err2 != nil || m.Rev == 0 || m.Rev > r.Rev {
 				t.Fatalf("member record at %d, room record at %d (%v, %v): the room record must come last", m.Rev, r.Rev, err1, err2)
 			}

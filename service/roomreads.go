@@ -183,7 +183,7 @@ func (s *Service) myRooms(ctx context.Context, c *call) (any, error) {
 	ok := false
 	if s.index != nil {
 		// As current as the store when the request arrived (roomindex.go).
-		seq, err := s.store.LastSeq(ctx)
+		seq, err := s.lastSeqs(ctx) // every shard's (bus.go)
 		if err != nil {
 			return nil, s.storeErr(c, "last revision", err)
 		}

@@ -137,20 +137,16 @@ func (s *Service) createRoom(ctx context.Context, c *call) (*mutation, error) {
 	if found || roomRev != 0 {
 		return nil, api.E(api.KindExists, "room id %s is taken", req.ID)
 	}
-	var holder string
-	subjRev, taken, err := s.get(ctx, c, keySubject(req.Subject), &holder)
-	if err != nil {
-		return nil, err
-	}
-	if taken {
-		return nil, api.E(api.KindExists, "subject %s belongs to another room", req.Subject)
-	}
 	for _, k := range req.Members {
 		if k.Endpoint != me.Endpoint {
 			if err := s.activeMember(ctx, c, k.Endpoint); err != nil {
 				return nil, err
 			}
 		}
+	}
+	subj, err := s.subjectWrites(ctx, c, req.Subject, req.ID) // subjectclaims.go
+	if err != nil {
+		return nil, err
 	}
 	now := c.now.UnixMilli()
 	r := &api.Room{ID: req.ID, Subject: req.Subject, Owner: me.Endpoint, OwnerKey: me.SignKey,
@@ -159,11 +155,10 @@ func (s *Service) createRoom(ctx context.Context, c *call) (*mutation, error) {
 	if err := s.putBundle(ctx, c, obj, req.Members); err != nil {
 		return nil, err
 	}
-	m := &mutation{reply: r, audit: roomTarget(r, ""), objects: []string{obj}, writes: []store.Write{
+	m := &mutation{reply: r, audit: roomTarget(r, ""), objects: []string{obj}, writes: append(subj,
 		put(keyRoom(r.ID), roomRev, r),
-		put(keySubject(r.Subject), subjRev, r.ID),
 		put(keyEpoch(r.ID, 1), 0, &epochRecord{Object: obj, Sealer: req.Sealer}),
-	}}
+	)}
 	for _, k := range req.Members {
 		m.writes = append(m.writes,
 			put(keyMember(r.ID, k.Endpoint), 0, &memberRecord{Since: 1}),
@@ -317,7 +312,7 @@ func (s *Service) rekey(ctx context.Context, c *call) (*mutation, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := s.store.Keys(ctx, prefixMembers(r.ID))
+	keys, err := s.listKeys(ctx, prefixMembers(r.ID))
 	if err != nil {
 		return nil, s.storeErr(c, "list members", err)
 	}
@@ -380,7 +375,8 @@ func short(names []string) string {
 	return fmt.Sprint(names)
 }
 
-// deleteRoom tombstones the room and releases its subject in one batch. The
+// deleteRoom tombstones the room and releases its subject (in the same batch
+// with one shard, right after it with more: subjectclaims.go). The
 // tombstone keeps the id from being reused, so member records left behind
 // can never grant anything; they are removed right after the commit.
 func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
@@ -392,7 +388,7 @@ func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
 	if err != nil {
 		return nil, err
 	}
-	subjRev, _, err := s.get(ctx, c, keySubject(r.Subject), new(string))
+	subj, release, err := s.subjectRelease(ctx, c, r) // subjectclaims.go
 	if err != nil {
 		return nil, err
 	}
@@ -402,10 +398,14 @@ func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
 	}
 	r.Deleted = true
 	r.Updated = c.now.UnixMilli()
-	return &mutation{reply: r, audit: roomTarget(r, ""), writes: append(writes,
+	return &mutation{reply: r, audit: roomTarget(r, ""), writes: append(append(writes, subj...),
 		put(keyRoom(r.ID), roomRev, r),
-		del(keySubject(r.Subject), subjRev),
-	), after: func() { s.purgeRoom(c, r.ID) }}, nil
+	), after: func() {
+		if release != nil {
+			release()
+		}
+		s.purgeRoom(c, r.ID)
+	}}, nil
 }
 
 // purgeRoom removes what a deleted room leaves behind: member and directory
@@ -414,11 +414,12 @@ func (s *Service) deleteRoom(ctx context.Context, c *call) (*mutation, error) {
 func (s *Service) purgeRoom(c *call, room string) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
-	keys, err := s.store.Keys(ctx, prefixMembers(room))
+	sh := s.store.Room(room)
+	keys, err := sh.Keys(ctx, prefixMembers(room))
 	if err == nil {
 		for _, k := range keys {
 			e := k[len(prefixMembers(room)):]
-			if err = errors.Join(s.store.Delete(ctx, k), s.store.Delete(ctx, keyEpRoom(e, room))); err != nil {
+			if err = errors.Join(sh.Delete(ctx, k), sh.Delete(ctx, keyEpRoom(e, room))); err != nil {
 				break
 			}
 		}

@@ -41,7 +41,7 @@ type Service struct {
 	conn      *connEpoch   // ends requests in flight when nc drops (connloss.go)
 	active    atomic.Int64 // handlers running (Stop waits for them)
 	started   atomic.Int64 // handlers ever started
-	busSeq    seqRounds    // the callout's last-sequence reads, coalesced (bus.go)
+	seqs      seqRounds    // the shards' last-sequence reads of the callout and room.mine, coalesced (bus.go)
 }
 
 // operation is one row of the protocol's operation table ([api.Ops]) with
@@ -105,7 +105,7 @@ func Start(nc *nats.Conn, st *store.Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.stats = newStats(func(ctx context.Context) (int, error) {
-		keys, err := st.Keys(ctx, famOwed)
+		keys, err := st.KeysAll(ctx, famOwed)
 		return len(keys), err
 	})
 	meta := map[string]string{
@@ -178,7 +178,7 @@ func (s *Service) Micro() micro.Service { return s.micro }
 // the key holds no value.
 func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
 	start := time.Now()
-	ent, err := s.store.Get(ctx, key)
+	ent, err := s.shardOf(c, key).Get(ctx, key)
 	s.stats.of(c.op).storeLatency(time.Since(start))
 	if err != nil {
 		return 0, false, s.storeErr(c, "get "+keyFamily(key), err)

@@ -45,10 +45,10 @@ import (
 //     with an earlier incarnation were accepted before M, for requests
 //     stamped before M + skew; the caller refuses reads stamped before that
 //     floor. The first incarnation of a deployment needs no floor: the
-//     durable record readClaimsKey is created, in the state bucket, before
+//     durable record readClaimsKey is created, in the base bucket, before
 //     any marker, so an absent record means no claim was ever accepted.
 
-// readClaimsKey is the durable record, in the state bucket, that read claims
+// readClaimsKey is the durable record, in the base bucket, that read claims
 // have existed.
 const readClaimsKey = "readclaims"
 

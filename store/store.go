@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // Errors callers match with errors.Is. Any other error means the store could
@@ -31,20 +28,32 @@ var (
 
 // Config names and shapes the buckets.
 type Config struct {
-	Bucket     string                // KV bucket for state and mutation nonces; names the read-claims stream too
+	Bucket     string                // KV bucket for identities and, with one room shard, all state and mutation nonces; names the read-claims stream and the room shards too
 	KeysBucket string                // object store for sealed keys
 	Replicas   int                   // 1, 3 or 5
 	Storage    jetstream.StorageType // file by default
 	MaxTTL     time.Duration         // longest per-key TTL used (nonces)
+	// Shards is the number of room shards (layout.go): 0 opens a
+	// deployment with the count it was created with, and creates a new
+	// one with a single shard (the original one-bucket layout). The
+	// count is fixed when the deployment is created; another one is
+	// refused with [ErrBucketConfig].
+	Shards int
+	// NewShards is, with Shards 0, the count a deployment that does not
+	// exist yet is created with (0: one).
+	NewShards int
 }
 
-// Store is the service's view of JetStream.
+// Store is the service's view of JetStream. Its own Get, Commit, Keys and
+// the other key methods act on the base bucket ([Store.Base]): identities,
+// the signer index and the identities' audit chain, and, in a deployment
+// with one room shard, everything. [Store.Room] is a room's shard;
+// [Store.Watch] and [Store.Scan] cover every shard.
 type Store struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	kv     jetstream.KeyValue
+	*Shard          // the base bucket
+	rooms  []*Shard // room shards by number ([RoomShard]); the base alone with one
+	all    []*Shard // every distinct bucket: the base first, then the room shards
 	obj    jetstream.ObjectStore
-	prefix string // "$KV.<bucket>."
 	reads  *readClaims
 	maxTTL time.Duration
 }
@@ -54,28 +63,73 @@ type Store struct {
 func (s *Store) MaxTTL() time.Duration { return s.maxTTL }
 
 // Open creates the buckets if they do not exist and binds to them. An
-// existing bucket with another replica count or storage type is reported
-// with [ErrBucketConfig], never silently used or changed; one that lacks
+// existing bucket with another replica count or storage type, or a
+// deployment created with another number of room shards, is reported with
+// [ErrBucketConfig], never silently used or changed; a bucket that lacks
 // atomic batches, per-key TTLs or the direct-get setting for its replica
 // count (directGets) is reconfigured for them.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	streamName := "KV_" + cfg.Bucket
+	for _, n := range []int{cfg.Shards, cfg.NewShards} {
+		if n < 0 || n > MaxShards {
+			return nil, fmt.Errorf("%w: %d room shards: want 1 to %d", ErrBucketConfig, n, MaxShards)
+		}
+	}
+	create := cfg.Shards
+	if create == 0 {
+		create = cfg.NewShards
+	}
+	desc := "unibus membership: state and request nonces"
+	if create > 1 {
+		desc = fmt.Sprintf("unibus membership: identities and their nonces (rooms in %d shards)", create)
+	}
+	base, err := openBucket(ctx, js, cfg, cfg.Bucket, baseMetadata(create), desc)
+	if err != nil {
+		return nil, err
+	}
+	n, err := shardCount(base, cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &Store{Shard: base, rooms: []*Shard{base}, all: []*Shard{base}, maxTTL: max(cfg.MaxTTL, time.Second)}
+	if n > 1 {
+		if st.rooms, err = openRoomShards(ctx, js, cfg, n); err != nil {
+			return nil, err
+		}
+		st.all = append(st.all, st.rooms...)
+	}
+	for i, sh := range st.all {
+		sh.id = i
+	}
+	if st.obj, err = openObjects(ctx, js, cfg); err != nil {
+		return nil, err
+	}
+	if st.reads, err = openReadClaims(ctx, js, st, cfg); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// openBucket binds to (creating if missing) the KV bucket name, checks its
+// shape and enables what the store needs of it.
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name string, meta map[string]string, desc string) (*Shard, error) {
+	streamName := "KV_" + name
 	stream, err := js.Stream(ctx, streamName)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:         cfg.Bucket,
-			Description:    "unibus membership: state and request nonces",
+			Bucket:         name,
+			Description:    desc,
 			History:        1,
 			Replicas:       cfg.Replicas,
 			Storage:        cfg.Storage,
 			LimitMarkerTTL: max(cfg.MaxTTL, time.Second),
+			Metadata:       meta,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return nil, fmt.Errorf("create kv bucket %s: %w", cfg.Bucket, err)
+			return nil, fmt.Errorf("create kv bucket %s: %w", name, err)
 		}
 		if stream, err = js.Stream(ctx, streamName); err != nil {
 			return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
@@ -84,7 +138,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
 	}
 	sc := stream.CachedInfo().Config
-	if err := checkShape("kv bucket "+cfg.Bucket, sc, cfg); err != nil {
+	if err := checkShape("kv bucket "+name, sc, cfg); err != nil {
 		return nil, err
 	}
 	direct := directGets(cfg.Replicas)
@@ -94,10 +148,15 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 			return nil, fmt.Errorf("kv stream %s: enable atomic batches: %w", streamName, err)
 		}
 	}
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	kv, err := js.KeyValue(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("kv bucket %s: %w", name, err)
 	}
+	return &Shard{js: js, stream: stream, kv: kv, name: name, prefix: "$KV." + name + "."}, nil
+}
+
+// openObjects binds to (creating if missing) the sealed-key object store.
+func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.ObjectStore, error) {
 	obj, err := js.ObjectStore(ctx, cfg.KeysBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		obj, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -120,11 +179,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
 		return nil, err
 	}
-	st := &Store{js: js, stream: stream, kv: kv, obj: obj, prefix: "$KV." + cfg.Bucket + ".", maxTTL: max(cfg.MaxTTL, time.Second)}
-	if st.reads, err = openReadClaims(ctx, js, st, cfg); err != nil {
-		return nil, err
-	}
-	return st, nil
+	return obj, nil
 }
 
 // directGets reports whether a stream with this many replicas may answer
@@ -143,152 +198,6 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 		return fmt.Errorf("%w: %s uses %s storage, configured %s", ErrBucketConfig, what, sc.Storage, cfg.Storage)
 	}
 	return nil
-}
-
-// Entry is a key's current value and the revision to compare against. A
-// missing or deleted key has a nil Value; Rev is then the sequence of its
-// delete marker, or 0 if it never existed.
-type Entry struct {
-	Value []byte
-	Rev   uint64
-}
-
-// Exists reports whether the key holds a value.
-func (e Entry) Exists() bool { return e.Value != nil }
-
-// Get reads key from the stream leader.
-func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
-	m, err := retryLost(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-		return s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
-	})
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Entry{}, nil
-	}
-	if err != nil {
-		return Entry{}, err
-	}
-	if op := m.Header.Get("KV-Operation"); op != "" {
-		return Entry{Rev: m.Sequence}, nil
-	}
-	v := m.Data
-	if v == nil {
-		v = []byte{}
-	}
-	return Entry{Value: v, Rev: m.Sequence}, nil
-}
-
-// LastSeq is the state bucket's newest revision, from the stream leader:
-// every write acknowledged before the call is at or below it.
-func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.LastSeq, nil
-}
-
-// LastRevision is the newest revision of a key under any of prefixes
-// (dot-terminated token prefixes such as "id."), deleted keys included, or
-// 0 if there is none, read from the stream leader: every write under them
-// acknowledged before the call is at or below it. It writes nothing.
-func (s *Store) LastRevision(ctx context.Context, prefixes ...string) (uint64, error) {
-	var last uint64
-	for _, p := range prefixes {
-		m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+p+">")
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		last = max(last, m.Sequence)
-	}
-	return last, nil
-}
-
-// Keys lists the live keys that start with prefix (a dot-terminated token
-// prefix such as "member.room1.").
-func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
-	kl, err := s.kv.ListKeysFiltered(ctx, prefix+">")
-	if err != nil {
-		return nil, err
-	}
-	defer kl.Stop()
-	var keys []string
-	for k := range kl.Keys() {
-		keys = append(keys, k)
-	}
-	return keys, ctx.Err()
-}
-
-// Create writes key only if it holds no value, expiring after ttl (0: never).
-// First writer wins, cluster-wide (readclaims.go records with it that read
-// claims exist).
-func (s *Store) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	var opts []jetstream.KVCreateOpt
-	if ttl > 0 {
-		opts = append(opts, jetstream.KeyTTL(ttl))
-	}
-	_, err := s.kv.Create(ctx, key, value, opts...)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return ErrExists
-	}
-	return err
-}
-
-// Delete removes key outside any batch (clean-up only).
-func (s *Store) Delete(ctx context.Context, key string) error {
-	return s.kv.Delete(ctx, key)
-}
-
-// Write is one key of a batch. Rev is the revision the key must still have
-// (0: must not exist). Delete writes a delete marker instead of Value.
-type Write struct {
-	Key    string
-	Value  []byte
-	Rev    uint64
-	Delete bool
-	TTL    time.Duration
-}
-
-// Commit applies writes as one atomic batch. If any key's revision moved,
-// nothing is written and the error is [ErrConflict] ([ErrInFlight] when the
-// write it lost to is not applied yet). A timeout does not tell
-// whether the batch committed; callers make their batches recognisable (the
-// nonce key) so that a retry can find out.
-func (s *Store) Commit(ctx context.Context, writes []Write) error {
-	msgs := make([]*nats.Msg, len(writes))
-	for i, w := range writes {
-		m := nats.NewMsg(s.prefix + w.Key)
-		m.Data = w.Value
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.Rev, 10))
-		if w.Delete {
-			m.Data = nil
-			m.Header.Set("KV-Operation", "DEL")
-		}
-		if w.TTL > 0 {
-			m.Header.Set(jetstream.MsgTTLHeader, w.TTL.String())
-		}
-		msgs[i] = m
-	}
-	bctx, cancel := boundWrite(ctx)
-	defer cancel()
-	_, err := jetstreamext.PublishMsgBatch(bctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence:
-			return ErrConflict
-		case jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-			// nats-server answers this constant form when a key of the
-			// batch is in process (jetstream_batching.go: inflight,
-			// expectedPerSubjectInProcess); our batches write each key
-			// once and set only per-subject expectations, so that is
-			// its only cause here.
-			return ErrInFlight
-		}
-	}
-	return err
 }
 
 // PutObject stores a sealed-key object.
@@ -367,70 +276,4 @@ func (s *Store) ObjectInfos(ctx context.Context) ([]ObjectInfo, error) {
 		out = append(out, ObjectInfo{Name: info.Name, ModTime: info.ModTime})
 	}
 	return out, nil
-}
-
-// Change is one key of the state bucket as a watch delivers it.
-type Change struct {
-	Key     string
-	Value   []byte // nil when Deleted
-	Rev     uint64 // the key's revision: its sequence in the stream
-	Deleted bool   // a delete or purge marker
-}
-
-// Watch delivers to apply every current key under prefixes (dot-terminated
-// token prefixes such as "id."; none: every key), then calls loaded once,
-// then delivers every later change, all in stream order, until ctx ends
-// (its error is returned) or the watch fails.
-func (s *Store) Watch(ctx context.Context, prefixes []string, apply func(Change), loaded func()) error {
-	return s.watch(ctx, prefixes, false, func(c Change) error { apply(c); return nil }, func() bool { loaded(); return false })
-}
-
-// Scan calls fn with every live key under prefix (a dot-terminated token
-// prefix such as "epoch.") and its value, stopping at fn's first error.
-func (s *Store) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
-	return s.watch(ctx, []string{prefix}, true, func(c Change) error { return fn(c.Key, c.Value) }, func() bool { return true })
-}
-
-// watch runs one ordered watch on prefixes; loaded reports whether to stop
-// once the current values are delivered.
-func (s *Store) watch(ctx context.Context, prefixes []string, liveOnly bool, fn func(Change) error, loaded func() bool) error {
-	filters := []string{">"}
-	if len(prefixes) > 0 {
-		filters = make([]string, len(prefixes))
-		for i, p := range prefixes {
-			filters[i] = p + ">"
-		}
-	}
-	var opts []jetstream.WatchOpt
-	if liveOnly {
-		opts = append(opts, jetstream.IgnoreDeletes())
-	}
-	w, err := s.kv.WatchFiltered(ctx, filters, opts...)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("store: watcher closed")
-			}
-			if e == nil {
-				if loaded() {
-					return nil // all current values seen
-				}
-				continue
-			}
-			c := Change{Key: e.Key(), Value: e.Value(), Rev: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
-			if c.Deleted {
-				c.Value = nil
-			}
-			if err := fn(c); err != nil {
-				return err
-			}
-		}
-	}
 }

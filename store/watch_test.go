@@ -61,3 +61,72 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("Scan(room.) = %v", scanned)
 	}
 }
+
+// TestShardedWatch: with 4 room shards a watch loads the current keys of
+// every shard, each Change naming its shard and that shard's revision,
+// calls loaded once after all of them, then follows later writes in every
+// shard; Scan lists the live keys of every shard.
+func TestShardedWatch(t *testing.T) {
+	_, js, _, _ := open(t)
+	cfg := testConfig()
+	cfg.Bucket, cfg.Shards = "t-wsharded", 4
+	st, err := store.Open(natstest.Ctx(t, 1), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rooms := []string{"a", "room1", "general", "ops-team", "Z", "b0r0"}
+	put := func(sh *store.Shard, key string) store.Change {
+		t.Helper()
+		if err := sh.Commit(natstest.Ctx(t, 1), []store.Write{{Key: key, Value: []byte(key)}}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+		e, err := sh.Get(natstest.Ctx(t, 1), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store.Change{Key: key, Value: []byte(key), Rev: e.Rev, Shard: sh.ID()}
+	}
+	want := map[string]store.Change{"id.x": put(st.Base(), "id.x")}
+	used := map[int]bool{}
+	for _, r := range rooms[:3] {
+		want["room."+r] = put(st.Room(r), "room."+r)
+		used[st.Room(r).ID()] = true
+	}
+	if len(used) < 2 {
+		t.Fatalf("test rooms all in one shard: %v", used)
+	}
+	ctx, cancel := context.WithCancel(natstest.Ctx(t, 1))
+	changes := make(chan store.Change, 16)
+	loaded := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- st.Watch(ctx, []string{"id.", "room."}, func(c store.Change) { changes <- c }, func() { close(loaded) })
+	}()
+	check := func(n int) {
+		t.Helper()
+		for range n {
+			c := <-changes
+			if w, ok := want[c.Key]; !ok || !reflect.DeepEqual(c, w) {
+				t.Fatalf("change %+v, want %+v", c, w)
+			}
+			delete(want, c.Key)
+		}
+	}
+	check(len(want))
+	<-loaded
+	for _, r := range rooms[3:] {
+		want["room."+r] = put(st.Room(r), "room."+r)
+	}
+	check(len(want))
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch after cancel: %v", err)
+	}
+	var scanned []string
+	if err := st.Scan(natstest.Ctx(t, 1), "room.", func(k string, _ []byte) error { scanned = append(scanned, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(scanned) != len(rooms) {
+		t.Fatalf("Scan(room.) = %v, want %d rooms", scanned, len(rooms))
+	}
+}

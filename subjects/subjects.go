@@ -2,6 +2,7 @@ package subjects
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -16,9 +17,14 @@ const (
 
 // Storage names.
 const (
-	DefaultBucket     = "membership"      // KV bucket: all state and nonces
+	DefaultBucket     = "membership"      // KV bucket: identities; with one room shard all state and nonces
 	DefaultKeysBucket = "membership-keys" // object store: sealed room keys
 )
+
+// RoomShardBucket names room shard i of a deployment whose base bucket is
+// bucket, in a deployment of more than one room shard (store/layout.go,
+// docs/protocol.md "Shards"); its stream is KV_<name>.
+func RoomShardBucket(bucket string, i int) string { return bucket + "-rooms-" + strconv.Itoa(i) }
 
 // ReadClaimsStream names the stream that holds a bucket's read-nonce
 // claims (memory storage; docs/security.md §4a).

@@ -32,6 +32,13 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
+// defaultOps are the operations a run measures, in order.
+const defaultOps = "echo,secho,read,key,mine,kv,mutate,mutate1,batch,batchN"
+
+// defaultShards is --shards' default: the room shards membershipd creates
+// a deployment with.
+const defaultShards = 4
+
 // env is a running deployment with seeded data.
 type env struct {
 	o      options
@@ -41,6 +48,7 @@ type env struct {
 	run    string // short random id: names of this run's identities and rooms (kept in --state)
 	raw    string // short random id of this run alone: the raw baselines' keys
 	prefix string
+	shards int // room shards of the deployment
 	svc    *service.Service
 	srv    *server.Server
 	conns  []*nats.Conn // one per client
@@ -185,10 +193,12 @@ func (e *env) start(ctx context.Context) error {
 	skew := service.DefaultSkew
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := store.Open(sctx, js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(skew)})
+	st, err := store.Open(sctx, js, store.Config{Bucket: e.bucket(), KeysBucket: e.bucket() + "-keys",
+		MaxTTL: service.NonceTTL(skew), NewShards: max(o.shards, 1)})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	e.shards = st.RoomShards()
 	cfg := service.Config{
 		Prefix: o.prefix, Workers: o.workers, RateLimit: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -244,6 +254,68 @@ func (e *env) start(ctx context.Context) error {
 		time.Sleep(min(o.maxStale, 500*time.Millisecond))
 	}
 	return nil
+}
+
+// rawBatch commits one atomic batch of the shape of an add-member commit
+// into bucket: the nonce record (with its reply), the room, member and
+// directory records, the audit entry and the audit chain head, each
+// compare-and-set, under keys named by id.
+func rawBatch(ctx context.Context, js jetstream.JetStream, bucket, id string, payload []byte, ttl time.Duration) error {
+	base := fmt.Sprintf("$KV.%s.benchbatch.%s.", bucket, id)
+	sizes := []int{300, 200, 120, 24, 350, 60}
+	msgs := make([]*nats.Msg, len(sizes))
+	for i, sz := range sizes {
+		m := nats.NewMsg(base + strconv.Itoa(i))
+		m.Data = payload[:sz]
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		m.Header.Set(jetstream.MsgTTLHeader, ttl.String())
+		msgs[i] = m
+	}
+	_, err := jetstreamext.PublishMsgBatch(ctx, js, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+	return err
+}
+
+// bucket is the deployment's base bucket: the default, or its own for the
+// one-shard deployment of mutate1.
+func (e *env) bucket() string {
+	if e.o.bucket != "" {
+		return e.o.bucket
+	}
+	return subjects.DefaultBucket
+}
+
+// mutateOp adds a member as client worker w, its n-th call.
+func (e *env) mutateOp(ctx context.Context, w, n int) error {
+	rs := e.rooms[w]
+	r := rs[n%len(rs)]
+	return addMember(ctx, e.clients[w], r.id, r.key, e.joiners[n/len(rs)])
+}
+
+// oneShard starts, on the same server, a second deployment of one room
+// shard (its own buckets, service and subject prefix) seeded like this one
+// for the mutate load: the same clients' count, rooms and members.
+func (e *env) oneShard(ctx context.Context) (*env, error) {
+	if e.o.external {
+		return nil, errors.New("mutate1 needs an in-process service: drop it from --ops with --external")
+	}
+	o := e.o
+	o.natsURL, o.shards, o.bucket, o.prefix = e.url, 1, subjects.DefaultBucket+"-one", "unibus.membench1.v1"
+	o.roomsPerClient, o.state, o.bigRoom, o.rekey, o.cpuProfile = 0, "", 0, 0, ""
+	o.identities = min(o.identities, o.clients+o.members)
+	one := &env{o: o, out: io.Discard, run: e.run, raw: e.raw}
+	e.closers = append(e.closers, one.close)
+	if err := one.start(ctx); err != nil {
+		return nil, err
+	}
+	if err := one.seed(ctx); err != nil {
+		return nil, err
+	}
+	for _, c := range one.clients {
+		if _, err := c.Whoami(ctx); err != nil {
+			return nil, fmt.Errorf("prime client: %w", err)
+		}
+	}
+	return one, nil
 }
 
 // parallel runs f(0..n-1) on `workers` goroutines; the first error wins.
@@ -386,6 +458,27 @@ func (e *env) measure(ctx context.Context) error {
 	payload := make([]byte, 400)
 	_, _ = rand.Read(payload)
 
+	var (
+		secho []*client.Client // the signed echo's clients (signedecho.go)
+		one   *env             // the one-shard deployment of mutate1
+		err   error
+	)
+	for _, name := range strings.Split(o.ops, ",") {
+		switch strings.TrimSpace(name) {
+		case "secho":
+			if secho, err = e.signedEchoClients(); err != nil {
+				return err
+			}
+		case "mutate1", "read1", "mine1":
+			if one != nil {
+				continue
+			}
+			if one, err = e.oneShard(ctx); err != nil {
+				return fmt.Errorf("one-shard deployment: %w", err)
+			}
+		}
+	}
+
 	// The echo baseline: a plain micro service on the same server.
 	echoSubj := "membench." + e.run + ".echo"
 	enc, err := nats.Connect(e.url, nats.Name("memberbench-echo"))
@@ -403,12 +496,16 @@ func (e *env) measure(ctx context.Context) error {
 		return err
 	}
 	kvs := make([]jetstream.KeyValue, o.clients)
+	objs := make([]jetstream.ObjectStore, o.clients)
 	jss := make([]jetstream.JetStream, o.clients)
 	for i, nc := range e.conns {
 		if jss[i], err = jetstream.New(nc); err != nil {
 			return err
 		}
 		if kvs[i], err = jss[i].KeyValue(ctx, subjects.DefaultBucket); err != nil {
+			return err
+		}
+		if objs[i], err = jss[i].ObjectStore(ctx, subjects.DefaultKeysBucket); err != nil {
 			return err
 		}
 	}
@@ -419,6 +516,10 @@ func (e *env) measure(ctx context.Context) error {
 	ops := map[string]opFunc{
 		"echo": func(ctx context.Context, w, n int) error {
 			_, err := e.conns[w].RequestWithContext(ctx, echoSubj, payload[:300]) // about a signed room get
+			return err
+		},
+		"secho": func(ctx context.Context, w, n int) error {
+			_, err := secho[w].Room(ctx, room(w, n).id)
 			return err
 		},
 		"read": func(ctx context.Context, w, n int) error {
@@ -437,35 +538,41 @@ func (e *env) measure(ctx context.Context) error {
 			_, err := kvs[w].Create(ctx, fmt.Sprintf("nonce.BENCH%s.%d", e.raw, uniq.Add(1)), payload[:64], jetstream.KeyTTL(nonceTTL))
 			return err
 		},
-		"mutate": func(ctx context.Context, w, n int) error {
-			rs := e.rooms[w]
-			r := rs[n%len(rs)]
-			return addMember(ctx, e.clients[w], r.id, r.key, e.joiners[n/len(rs)])
+		"mutate":  e.mutateOp,
+		"mutate1": func(ctx context.Context, w, n int) error { return one.mutateOp(ctx, w, n) },
+		"read1": func(ctx context.Context, w, n int) error {
+			rs := one.rooms[w]
+			_, err := one.clients[w].Room(ctx, rs[n%len(rs)].id)
+			return err
+		},
+		"mine1": func(ctx context.Context, w, n int) error {
+			_, err := one.clients[w].MyRooms(ctx, "", api.DefaultPage)
+			return err
 		},
 		"batch": func(ctx context.Context, w, n int) error {
-			// The shape of an add-member commit: the nonce record (with
-			// its reply), the room, member and directory records, the
-			// audit entry and the audit chain head, each compare-and-set.
-			base := fmt.Sprintf("$KV.%s.benchbatch.%s.%d.", subjects.DefaultBucket, e.raw, uniq.Add(1))
-			sizes := []int{300, 200, 120, 24, 350, 60}
-			msgs := make([]*nats.Msg, len(sizes))
-			for i, sz := range sizes {
-				m := nats.NewMsg(base + strconv.Itoa(i))
-				m.Data = payload[:sz]
-				m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-				m.Header.Set(jetstream.MsgTTLHeader, nonceTTL.String())
-				msgs[i] = m
-			}
-			_, err := jetstreamext.PublishMsgBatch(ctx, jss[w], msgs, jetstreamext.BatchFlowControl{AckFirst: false})
+			return rawBatch(ctx, jss[w], subjects.DefaultBucket, fmt.Sprintf("%s.%d", e.raw, uniq.Add(1)), payload, nonceTTL)
+		},
+		"obj": func(ctx context.Context, w, n int) error {
+			_, err := objs[w].PutBytes(ctx, fmt.Sprintf("benchobj/%s/%d", e.raw, uniq.Add(1)), payload[:120])
 			return err
+		},
+		"batchN": func(ctx context.Context, w, n int) error {
+			u := uniq.Add(1)
+			bucket := subjects.DefaultBucket
+			if e.shards > 1 {
+				bucket = subjects.RoomShardBucket(subjects.DefaultBucket, int(u)%e.shards)
+			}
+			return rawBatch(ctx, jss[w], bucket, fmt.Sprintf("%s.%d", e.raw, u), payload, nonceTTL)
 		},
 	}
 	endpointOf := map[string]subjects.Op{"read": subjects.OpRoomGet, "key": subjects.OpRoomKey,
-		"mine": subjects.OpRoomMine, "mutate": subjects.OpRoomAdd}
+		"mine": subjects.OpRoomMine, "mutate": subjects.OpRoomAdd, "mutate1": subjects.OpRoomAdd,
+		"read1": subjects.OpRoomGet, "mine1": subjects.OpRoomMine}
 
 	var results []*result
 	byName := map[string]*result{}
 	type check struct {
+		row               string
 		op                subjects.Op
 		sent, errs        int // errs: error replies from the service
 		lost              int // no reply in time: not a micro error
@@ -492,7 +599,7 @@ func (e *env) measure(ctx context.Context) error {
 			return fmt.Errorf("--ops: unknown operation %q", name)
 		}
 		pl := p
-		if name == "mutate" || name == "batch" {
+		if name == "mutate" || name == "mutate1" || name == "batch" || name == "batchN" || name == "obj" {
 			pl = pm
 		}
 		before, berr := microCounts(e.conns[0])
@@ -506,7 +613,7 @@ func (e *env) measure(ctx context.Context) error {
 			// micro counts a request when its handler returns, and a
 			// request the client gave up on may still be in a handler:
 			// wait for the counts to settle (at most 5 s).
-			ck := check{op: ep, sent: r.ops, errs: r.svcErrs, lost: r.errors - r.svcErrs}
+			ck := check{row: name, op: ep, sent: r.ops, errs: r.svcErrs, lost: r.errors - r.svcErrs}
 			for deadline := time.Now().Add(5 * time.Second); ; {
 				time.Sleep(100 * time.Millisecond)
 				after, aerr := microCounts(e.conns[0])
@@ -522,16 +629,16 @@ func (e *env) measure(ctx context.Context) error {
 			checks = append(checks, ck)
 		}
 	}
-	fmt.Fprintf(e.out, "# %d clients, sync=%s, workers=%d, id-cache=%v, key-cache=%v, room-index=%v, GOMAXPROCS=%d\n",
-		o.clients, e.syncName(), o.workers, o.idCache, o.keyCache, o.roomIndex, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(e.out, "# %d clients, sync=%s, workers=%d, id-cache=%v, key-cache=%v, room-index=%v, room shards=%d (mutate1: 1), GOMAXPROCS=%d\n",
+		o.clients, e.syncName(), o.workers, o.idCache, o.keyCache, o.roomIndex, e.shards, runtime.GOMAXPROCS(0))
 	printTable(e.out, results)
 	for _, ck := range checks {
 		verdict := "MISMATCH"
 		if ck.ok {
 			verdict = "OK"
 		}
-		fmt.Fprintf(e.out, "STATS %-10s sent=%d error_replies=%d micro num_requests=%d num_errors=%d %s",
-			ck.op.EndpointName(), ck.sent, ck.errs, ck.seenReq, ck.seenErrs, verdict)
+		fmt.Fprintf(e.out, "STATS %-10s %-9s sent=%d error_replies=%d micro num_requests=%d num_errors=%d %s",
+			ck.op.EndpointName(), "("+ck.row+")", ck.sent, ck.errs, ck.seenReq, ck.seenErrs, verdict)
 		if ck.lost > 0 {
 			fmt.Fprintf(e.out, " (%d calls got no reply in time; micro counts them as answered)", ck.lost)
 		}
@@ -579,8 +686,8 @@ func (e *env) measure(ctx context.Context) error {
 			fmt.Fprintf(e.out, "BUS failed: %v\n", err)
 		}
 	}
-	fmt.Fprintf(e.out, "RATIOS read_vs_echo=%.2f key_vs_echo=%.2f mutate_vs_batch=%.2f\n",
-		ratio("read", "echo"), ratio("key", "echo"), ratio("mutate", "batch"))
+	fmt.Fprintf(e.out, "RATIOS read_vs_echo=%.2f key_vs_echo=%.2f mutate_vs_batch=%.2f read_vs_signed_echo=%.2f mutate_shards_vs_one=%.2f\n",
+		ratio("read", "echo"), ratio("key", "echo"), ratio("mutate", "batch"), ratio("read", "secho"), ratio("mutate", "mutate1"))
 	return nil
 }
 

@@ -12,13 +12,14 @@ import (
 
 // TestBenchSmall runs the whole benchmark at a tiny scale and checks its
 // report: every operation measured without errors, micro's stats equal to
-// what was sent, a revocation measured, and the final RATIOS line.
+// what was sent, a revocation measured, and the final RATIOS line; the
+// signed echo and the one-shard mutate row run beside the others.
 func TestBenchSmall(t *testing.T) {
 	ctx := natstest.Ctx(t, 12)
 	o := options{
 		sync: "interval", clients: 3, duration: 300 * time.Millisecond, mutations: 12,
 		identities: 8, rooms: 6, members: 3, rekey: 5, workers: 2, idCache: true, keyCache: true,
-		maxStale: time.Second, ops: "echo,read,key,mine,kv,mutate,batch",
+		maxStale: time.Second, ops: defaultOps, shards: 4,
 	}
 	var out bytes.Buffer
 	if err := benchTo(ctx, o, &out); err != nil {
@@ -26,7 +27,7 @@ func TestBenchSmall(t *testing.T) {
 	}
 	report := out.String()
 	t.Log("\n" + report)
-	for _, op := range []string{"echo", "read", "key", "mine", "kv", "mutate", "batch"} {
+	for _, op := range strings.Split(defaultOps, ",") {
 		row := regexp.MustCompile(`(?m)^` + op + `\s+3\s+(\d+)\s+\S+\s+\S+\s+\S+\s+\S+\s+(\d+)$`).FindStringSubmatch(report)
 		if row == nil {
 			t.Errorf("no table row for %s", op)
@@ -36,20 +37,20 @@ func TestBenchSmall(t *testing.T) {
 			t.Errorf("%s: %s ops, %s errors", op, row[1], row[2])
 		}
 	}
-	if n := strings.Count(report, "STATS "); n != 4 {
-		t.Errorf("%d STATS lines, want 4 (read, key, mine, mutate)", n)
+	if n := strings.Count(report, "STATS "); n != 5 {
+		t.Errorf("%d STATS lines, want 5 (read, key, mine, mutate, mutate1)", n)
 	}
 	if strings.Contains(report, "MISMATCH") {
 		t.Error("micro stats disagree with what the benchmark sent")
 	}
-	for _, want := range []string{"REKEY room of 5 members", "REVOCATION after the disable", "MEMORY process RSS"} {
+	for _, want := range []string{"room shards=4 (mutate1: 1)", "REKEY room of 5 members", "REVOCATION after the disable", "MEMORY process RSS"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
 	lines := strings.Split(strings.TrimSpace(report), "\n")
 	last := lines[len(lines)-1]
-	if !regexp.MustCompile(`^RATIOS read_vs_echo=\d+\.\d\d key_vs_echo=\d+\.\d\d mutate_vs_batch=\d+\.\d\d$`).MatchString(last) {
+	if !regexp.MustCompile(`^RATIOS read_vs_echo=\d+\.\d\d key_vs_echo=\d+\.\d\d mutate_vs_batch=\d+\.\d\d read_vs_signed_echo=\d+\.\d\d mutate_shards_vs_one=\d+\.\d\d$`).MatchString(last) {
 		t.Errorf("last line %q is not the RATIOS line", last)
 	}
 	// No check that a ratio is above zero: printed with two decimals, a

@@ -9,18 +9,27 @@
 // the real client package, through:
 //
 //	echo    a plain micro echo endpoint on the same server (transport limit)
+//	secho   signed echo: a room get checked as the service checks it and
+//	        answered signed, without the store (the crypto floor; signedecho.go)
 //	read    room get                      (signed, verified, nonce claimed)
 //	key     my sealed key (room key)
 //	mine    list my rooms (first page)
 //	kv      raw KV Create with TTL         (a durable claim; reads claim in memory)
-//	mutate  add member                     (one atomic batch of 6 writes)
-//	batch   raw atomic batch of 6 writes   (the durable-write limit)
+//	mutate  add member                     (one atomic batch of 6 writes; --shards room shards)
+//	mutate1 the same add-member load against a deployment of one room
+//	        shard on the same server (its own buckets and service)
+//	read1, mine1 (only with --ops) read and mine against that deployment
+//	batch   raw atomic batch of 6 writes   (the durable-write limit of one stream)
+//	obj     raw sealed-key object put      (the write every add-member makes
+//	        before its batch, in the one object store; run it with --ops)
+//	batchN  the same raw batches spread over the deployment's room shards
+//	        (the durable-write limit of --shards streams)
 //
 // It prints a table (ops/s, p50, p99, p99.9, errors), checks that micro's
 // own stats (the $SRV.STATS answers `nats micro stats` shows) counted
 // exactly the requests and errors the benchmark sent and saw, and ends with
 //
-//	RATIOS read_vs_echo=0.00 key_vs_echo=0.00 mutate_vs_batch=0.00
+//	RATIOS read_vs_echo=0.00 key_vs_echo=0.00 mutate_vs_batch=0.00 read_vs_signed_echo=0.00 mutate_shards_vs_one=0.00
 //
 // preceded, with --quick or --bus, by the bus's figures (bus.go):
 //
@@ -55,6 +64,8 @@ type options struct {
 	natsURL   string
 	external  bool
 	sync      string
+	shards    int    // room shards of a deployment the run creates
+	bucket    string // base bucket ("": the default); the one-shard deployment's own
 	quick     bool
 	clients   int
 	duration  time.Duration
@@ -99,6 +110,7 @@ func main() {
 	flag.StringVar(&o.natsURL, "nats-url", "", "connect to this deployment instead of starting an embedded server")
 	flag.BoolVar(&o.external, "external", false, "with --nats-url: benchmark the replicas already running there (no in-process service; they must not rate-limit)")
 	flag.StringVar(&o.sync, "sync", "always", "embedded server fsync policy: always (membershipd's default), interval (the NATS default, 2m) or a duration such as 1s")
+	flag.IntVar(&o.shards, "shards", defaultShards, "room shards of the deployment the benchmark creates (an existing one keeps its own); mutate1 measures the same add-member load against one shard")
 	flag.BoolVar(&o.quick, "quick", false, "small seed and short runs; finishes within a minute")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients, each on its own connection with its own identity")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long each read-type operation runs (when --count is 0)")
@@ -115,7 +127,7 @@ func main() {
 	flag.BoolVar(&o.keyCache, "key-cache", true, "in-process service: sealed-key object cache (Config.KeyCacheBytes)")
 	flag.BoolVar(&o.roomIndex, "room-index", true, "in-process service: room index for member pages and my rooms (Config.RoomIndexWait)")
 	flag.StringVar(&o.prefix, "prefix", "", "service subject prefix (default the service's)")
-	flag.StringVar(&o.ops, "ops", "echo,read,key,mine,kv,mutate,batch", "operations to run, in this order")
+	flag.StringVar(&o.ops, "ops", defaultOps, "operations to run, in this order")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured phase (service, server and clients alike) to this file")
 	flag.IntVar(&o.roomsPerClient, "rooms-per-client", 0, "scale layout: each client owns exactly this many rooms and belongs to no other; the other rooms are owned and filled by the non-client identities (0: rooms owned round-robin by the clients; with --state: 20 or the state's)")
 	flag.StringVar(&o.state, "state", "", "scale layout: file keeping the seeded deployment (identity seeds, rooms) so that a later run against the same data measures it again, or seeds it further, instead of seeding anew (use with --nats-url; keep it private)")

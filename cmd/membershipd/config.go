@@ -13,6 +13,7 @@ import (
 	"github.com/unibus/membership/internal/cli"
 	"github.com/unibus/membership/internal/natsconn"
 	"github.com/unibus/membership/service"
+	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -40,6 +41,7 @@ type Config struct {
 	Bucket     string
 	KeysBucket string
 	Replicas   int
+	Shards     int // room shards: 0 as the deployment was created, or DefaultShards for a new one
 
 	BootstrapAdmin string
 	AdminEndpoint  string
@@ -61,6 +63,13 @@ type Config struct {
 	app         *fisk.Application // for --print-config
 }
 
+// DefaultShards is the number of room shards a new deployment is created
+// with when --shards is 0. One, by measurement (docs/performance.md,
+// "Shards"): at the default --workers an embedded node commits add-members
+// no faster on four shards (1.06x, medians of three), and one shard is the
+// original layout, with no extra streams to permit, back up and watch.
+const DefaultShards = 1
+
 // Embedded reports whether to start an in-process nats-server.
 // Unlike memberctl, the daemon never falls back to the context selected with
 // `nats context select`: a developer's selected context must not turn the
@@ -72,6 +81,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		errs = append(errs, fmt.Errorf("--replicas %d: want 1, 3 or 5", c.Replicas))
+	}
+	if c.Shards < 0 || c.Shards > store.MaxShards {
+		errs = append(errs, fmt.Errorf("--shards %d: want 0 (as created) or 1 to %d", c.Shards, store.MaxShards))
 	}
 	if c.Embedded() && c.Routes == "" && c.Replicas != 1 {
 		errs = append(errs, errors.New("--replicas above 1 needs a NATS cluster (--server, --context or --routes)"))
@@ -168,6 +180,7 @@ func newApp(c *Config, auth *string, stdout, stderr io.Writer) *fisk.Application
 	num("sweep-grace", "MEMBERSHIPD_SWEEP_GRACE", service.DefaultSweepGrace, "age below which an unreferenced sealed-key object is kept: it may belong to a mutation in flight").DurationVar(&c.SweepGrace)
 	num("connect-wait", "MEMBERSHIPD_CONNECT_WAIT", defaultConnectWait, "how long start-up retries to reach NATS before giving up, so that replicas may start before the servers").DurationVar(&c.ConnectWait)
 	num("replicas", "MEMBERSHIPD_REPLICAS", 1, "bucket replicas: 1 embedded, 3 recommended on a cluster").IntVar(&c.Replicas)
+	num("shards", "MEMBERSHIPD_SHARDS", 0, fmt.Sprintf("room shards (streams) of the state, fixed when the deployment is created: 0 opens an existing deployment as it was created and creates a new one with %d; another count than the deployment's is refused (docs/deploy.md, \"Shards\")", DefaultShards)).IntVar(&c.Shards)
 	num("skew", "MEMBERSHIPD_SKEW", service.DefaultSkew, "accepted clock skew of a request's ts; nonces live twice as long").DurationVar(&c.Service.Skew)
 	num("max-request", "MEMBERSHIPD_MAX_REQUEST", service.DefaultMaxRequest, "largest accepted request in bytes").IntVar(&c.Service.MaxRequest)
 	num("workers", "MEMBERSHIPD_WORKERS", max(4, 2*runtime.GOMAXPROCS(0)), "micro service instances in this process, each serving one request per endpoint at a time; 'nats micro ls' lists each").IntVar(&c.Service.Workers)

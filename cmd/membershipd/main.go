@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -90,6 +91,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Service.Metadata = processMetadata(cfg)
+	cfg.Service.Metadata["room_shards"] = strconv.Itoa(st.RoomShards()) // as the deployment was created
 	bus, err := startBus(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -164,7 +166,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 		var err error
 		st, err = store.Open(octx, js, store.Config{
 			Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
-			MaxTTL: service.NonceTTL(cfg.Service.Skew),
+			MaxTTL: service.NonceTTL(cfg.Service.Skew), Shards: cfg.Shards, NewShards: DefaultShards,
 		})
 		return err
 	})

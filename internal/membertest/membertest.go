@@ -9,6 +9,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -24,6 +26,18 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
+// Shards is the number of room shards a deployment the kit creates gets:
+// MEMBERSHIP_TEST_SHARDS, or 1 (the one-bucket layout). Running a suite
+// with MEMBERSHIP_TEST_SHARDS=4 runs every test that goes through [Store]
+// on four room shards (docs/protocol.md "Shards").
+var Shards = sync.OnceValue(func() int {
+	n, err := strconv.Atoi(os.Getenv("MEMBERSHIP_TEST_SHARDS"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+})
+
 // Store opens the membership buckets on nc.
 func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	t.Helper()
@@ -32,6 +46,7 @@ func Store(t testing.TB, nc *nats.Conn) *store.Store {
 	defer cancel()
 	st, err := store.Open(ctx, js, store.Config{
 		Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket, MaxTTL: service.NonceTTL(service.DefaultSkew),
+		NewShards: Shards(),
 	})
 	if err != nil {
 		t.Fatalf("open store: %v", err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/unibus/membership/envelope"
 	"github.com/unibus/membership/internal/natstest"
+	"github.com/unibus/membership/store"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -154,22 +155,70 @@ func KV(t testing.TB, nc *nats.Conn) jetstream.KeyValue {
 	return kv
 }
 
-// Keys lists every live key of the membership bucket, sorted.
-func Keys(t testing.TB, nc *nats.Conn) []string {
+// Buckets binds to every KV bucket of the membership state: the base
+// bucket and, in a deployment of more than one room shard, the room shards
+// (store/layout.go).
+func Buckets(t testing.TB, nc *nats.Conn) []jetstream.KeyValue {
 	t.Helper()
+	base := KV(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
-	kl, err := KV(t, nc).ListKeys(ctx)
+	st, err := base.Status(ctx)
 	if err != nil {
-		t.Fatalf("list keys: %v", err)
+		t.Fatal(err)
 	}
-	defer kl.Stop()
+	out := []jetstream.KeyValue{base}
+	n, _ := strconv.Atoi(st.(*jetstream.KeyValueBucketStatus).Metadata()[store.MetaRoomShards])
+	js, _ := jetstream.New(nc)
+	for i := 0; n > 1 && i < n; i++ {
+		kv, err := js.KeyValue(ctx, subjects.RoomShardBucket(subjects.DefaultBucket, i))
+		if err != nil {
+			t.Fatalf("room shard %d: %v", i, err)
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// RoomKV binds to the bucket that holds room's keys: its room shard, or the
+// one bucket of a one-shard deployment (docs/protocol.md §21).
+func RoomKV(t testing.TB, nc *nats.Conn, room string) jetstream.KeyValue {
+	t.Helper()
+	b := Buckets(t, nc)
+	if len(b) == 1 {
+		return b[0]
+	}
+	return b[1+store.RoomShard(room, len(b)-1)]
+}
+
+// Keys lists every live key of the membership state, every shard's, sorted.
+func Keys(t testing.TB, nc *nats.Conn) []string {
+	t.Helper()
 	var keys []string
-	for k := range kl.Keys() {
+	for k := range keysByBucket(t, nc) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// keysByBucket maps every live key of the membership state to its bucket.
+func keysByBucket(t testing.TB, nc *nats.Conn) map[string]jetstream.KeyValue {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
+	defer cancel()
+	out := map[string]jetstream.KeyValue{}
+	for _, kv := range Buckets(t, nc) {
+		kl, err := kv.ListKeys(ctx)
+		if err != nil {
+			t.Fatalf("list keys: %v", err)
+		}
+		for k := range kl.Keys() {
+			out[k] = kv
+		}
+		_ = kl.Stop()
+	}
+	return out
 }
 
 // NonceKeys lists the keys of the membership bucket that claim a nonce.
@@ -240,11 +289,10 @@ func isBookkeeping(key string) bool {
 // and after a request.
 func Dump(t testing.TB, nc *nats.Conn) map[string]string {
 	t.Helper()
-	kv := KV(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.Patience)
 	defer cancel()
 	out := map[string]string{}
-	for _, k := range Keys(t, nc) {
+	for k, kv := range keysByBucket(t, nc) {
 		if isBookkeeping(k) {
 			continue
 		}
