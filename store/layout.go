@@ -92,18 +92,19 @@ func shardCount(base *Shard, cfg Config) (int, error) {
 	return n, nil
 }
 
-// openRoomShards binds to (creating if missing) the n room shard buckets.
-func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n int) ([]*Shard, error) {
-	shards := make([]*Shard, n)
+// openRoomShards binds to (creating if missing) the n room shard buckets;
+// created reports that any was missing.
+func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n int) (shards []*Shard, created bool, err error) {
+	shards = make([]*Shard, n)
 	for i := range shards {
 		desc := fmt.Sprintf("unibus membership: room shard %d of %d (rooms and their mutation nonces)", i, n)
-		sh, err := openBucket(ctx, js, cfg, subjects.RoomShardBucket(cfg.Bucket, i), nil, desc)
+		sh, made, err := openBucket(ctx, js, cfg, subjects.RoomShardBucket(cfg.Bucket, i), nil, desc)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		shards[i] = sh
+		shards[i], created = sh, created || made
 	}
-	return shards, nil
+	return shards, created, nil
 }
 
 // LastSeqs is every shard's newest revision ([Shard.LastSeq]), by
