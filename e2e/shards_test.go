@@ -24,6 +24,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -206,7 +207,9 @@ func roomShardsInfo(t *testing.T, url string) string {
 // names the count the deployment was created with; restarted without the
 // flag it opens the deployment as created (micro info says room_shards 4).
 // A deployment created with the default (one shard, the original layout)
-// is refused with --shards 4.
+// is refused with --shards 4 or 2, naming its one shard, and reopens with
+// its room and nothing added without the flag, with --shards 0 and with
+// --shards 1.
 func TestMembershipdShards(t *testing.T) {
 	bin := natstest.Build(t, membershipdPkg)
 	refused := func(t *testing.T, data string, n, created int) {
@@ -254,13 +257,54 @@ func TestMembershipdShards(t *testing.T) {
 	whoami(t, d.url, filepath.Join(data, "admin.identity"))
 	d.stop(t)
 
+	// The one-shard layout (whose stream configuration is the one made
+	// before shards existed: store's TestOneShardLayoutUnchanged): its room
+	// survives every reopening that is not refused, and nothing is added.
 	one := filepath.Join(t.TempDir(), "data")
 	d = startDaemon(t, "--data-dir", one, "--listen", "127.0.0.1:-1")
 	if got := streams(t, d.url); !slices.Equal(got, want[:1]) {
 		t.Fatalf("default deployment's KV streams %v, want %v", got, want[:1])
 	}
+	adminRoom(t, d.url, filepath.Join(one, "admin.identity"), true)
 	d.stop(t)
 	refused(t, one, 4, 1)
+	for _, flags := range [][]string{nil, {"--shards", "0"}, {"--shards", "1"}} {
+		d = startDaemon(t, append([]string{"--data-dir", one, "--listen", "127.0.0.1:-1"}, flags...)...)
+		adminRoom(t, d.url, filepath.Join(one, "admin.identity"), false)
+		if got := streams(t, d.url); !slices.Equal(got, want[:1]) {
+			t.Fatalf("one-shard deployment reopened with %v: KV streams %v, want %v", flags, got, want[:1])
+		}
+		if got := roomShardsInfo(t, d.url); got != "1" {
+			t.Fatalf("one-shard deployment reopened with %v: micro info room_shards %q, want 1", flags, got)
+		}
+		d.stop(t)
+	}
+	refused(t, one, 2, 1)
+}
+
+// adminRoom creates (create) or reads the room "kept" as the admin of the
+// deployment at url.
+func adminRoom(t *testing.T, url, identityFile string, create bool) {
+	t.Helper()
+	id, err := identity.Load(identityFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := client.New(nc, id)
+	if create {
+		if _, _, err := c.CreateRoom(natstest.Ctx(t, 1), "kept", "chat.kept", nil); err != nil {
+			t.Fatalf("create room kept: %v", err)
+		}
+		return
+	}
+	if r, err := c.Room(natstest.Ctx(t, 1), "kept"); err != nil || r.Owner != id.Endpoint {
+		t.Fatalf("room kept after reopening: %+v, %v", r, err)
+	}
 }
 
 // TestShardLeaders: three membershipd nodes started together with
