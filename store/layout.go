@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -92,8 +93,14 @@ func shardCount(base *Shard, cfg Config) (int, error) {
 	return n, nil
 }
 
+// newShardAge is how long after its creation a room shard counts as new
+// ([Store.CreatedShards]): an Open that created shards and then failed
+// (a timeout while the cluster settles) is retried, and the retry finds
+// them made.
+const newShardAge = time.Minute
+
 // openRoomShards binds to (creating if missing) the n room shard buckets;
-// created reports that any was missing.
+// created reports that any was missing or is new.
 func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n int) (shards []*Shard, created bool, err error) {
 	shards = make([]*Shard, n)
 	for i := range shards {
@@ -102,7 +109,8 @@ func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n i
 		if err != nil {
 			return nil, false, err
 		}
-		shards[i], created = sh, created || made
+		fresh := time.Since(sh.stream.CachedInfo().Created) < newShardAge
+		shards[i], created = sh, created || made || fresh
 	}
 	return shards, created, nil
 }

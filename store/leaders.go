@@ -33,8 +33,10 @@ type LeaderMove struct {
 // String is "KV_x: n1 -> n2".
 func (m LeaderMove) String() string { return m.Stream + ": " + m.From + " -> " + m.To }
 
-// CreatedShards reports whether this Open created room shard buckets (a
-// new sharded deployment, or its creation racing with other replicas').
+// CreatedShards reports whether this Open found a new sharded deployment:
+// it created room shard buckets, or one was made less than a minute ago
+// (by a replica starting at the same time, or by an earlier attempt of
+// this one that failed).
 func (s *Store) CreatedShards() bool { return s.createdShards }
 
 // SpreadLeaders balances the room shards' stream leaders over their peers:

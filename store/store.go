@@ -56,7 +56,7 @@ type Store struct {
 	obj    jetstream.ObjectStore
 	reads  *readClaims
 	maxTTL time.Duration
-	// createdShards: this Open created room shard buckets ([Store.CreatedShards]).
+	// createdShards: the room shards are new ([Store.CreatedShards]).
 	createdShards bool
 }
 

@@ -180,8 +180,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 // before their leaders are spread (a new stream elects within seconds).
 const spreadWait = 15 * time.Second
 
-// spreadLeaders moves the leaders of the room shards this replica created
-// apart (store.SpreadLeaders): a new stream's leader is drawn at random,
+// spreadLeaders moves the leaders of new room shards apart (store.SpreadLeaders): a new stream's leader is drawn at random,
 // so a new deployment's shards may all be led by one node. A failure only
 // costs speed, so it is logged, with the commands that do it by hand.
 func spreadLeaders(ctx context.Context, st *store.Store, log *slog.Logger) {
