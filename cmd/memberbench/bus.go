@@ -55,7 +55,7 @@ func busScaleOf(o options) busScale {
 	}
 	if o.busEndpoints > 0 {
 		sc.endpoints = o.busEndpoints
-		sc.identities = max(sc.identities, sc.endpoints+1)
+		sc.identities = max(sc.identities, sc.endpoints+2)
 		sc.revokes = min(sc.revokes, sc.endpoints)
 	}
 	return sc
@@ -229,6 +229,13 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "# bus: seeded %d identities, one endpoint in %d rooms, in %s\n", sc.identities, sc.rooms, time.Since(t0).Round(time.Millisecond))
 
 	peers := ids[1 : 1+sc.endpoints]
+	// The removals' rooms have an owner of their own: the hub stays in
+	// exactly the scale's rooms, round after round.
+	ownerNC, err := b.dial(ids[1+sc.endpoints])
+	if err != nil {
+		return err
+	}
+	owner := client.New(ownerNC, ids[1+sc.endpoints], client.WithTimeout(30*time.Second))
 	var revokeP99, connectP99 []time.Duration
 	for r := range sc.rounds {
 		t1 := time.Now()
@@ -245,7 +252,7 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 		}
 		admitted, retried, storm, conns := busStorm(b, peers)
 		victims := peers[:sc.revokes]
-		rv, err := busRevokes(ctx, hubCl, fmt.Sprintf("rv%d", r), key, victims, b.dial, b.dial)
+		rv, err := busRevokes(ctx, owner, fmt.Sprintf("rv%d", r), key, victims, b.dial, b.dial)
 		for _, nc := range conns {
 			nc.Close()
 		}
