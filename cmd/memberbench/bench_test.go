@@ -37,8 +37,8 @@ func TestBenchSmall(t *testing.T) {
 			t.Errorf("%s: %s ops, %s errors", op, row[1], row[2])
 		}
 	}
-	if n := strings.Count(report, "STATS "); n != 5 {
-		t.Errorf("%d STATS lines, want 5 (read, key, mine, mutate, mutate1)", n)
+	if n := strings.Count(report, "STATS "); n != 7 {
+		t.Errorf("%d STATS lines, want 7 (read, key, mine, mutate and mutate1 twice)", n)
 	}
 	if strings.Contains(report, "MISMATCH") {
 		t.Error("micro stats disagree with what the benchmark sent")
