@@ -77,6 +77,7 @@ type Channel struct {
 	room         string
 	subject      string
 	window       time.Duration
+	replayMemory int // WithReplayMemory (channel_replay.go)
 	refreshAfter time.Duration
 	onRefused    func(*nats.Msg, error)
 	verifiers    int      // WithVerifiers (channel_parallel.go)
@@ -136,7 +137,7 @@ func (c *Client) Channel(ctx context.Context, room string, opts ...ChannelOption
 	if c.unverified {
 		return nil, ErrChannelUnpinned
 	}
-	ch := &Channel{c: c, room: room, window: DefaultReplayWindow, refreshAfter: DefaultRefreshAfter}
+	ch := &Channel{c: c, room: room, window: DefaultReplayWindow, replayMemory: DefaultReplayMemory, refreshAfter: DefaultRefreshAfter}
 	for _, o := range opts {
 		o(ch)
 	}
@@ -274,8 +275,8 @@ func (ch *Channel) open(ctx context.Context, seen *replayWindow, raw *nats.Msg, 
 		return nil, err
 	}
 	ids := m.messageIDs()
-	if !seen.claim(ids, now) {
-		return nil, ErrChannelReplay
+	if err := seen.claim(ids, m.ts, now); err != nil {
+		return nil, err
 	}
 	msgs := make([]Message, len(ids)) // one allocation for a frame
 	out := make([]*Message, len(ids))

@@ -87,7 +87,7 @@ func BenchmarkChannelFrameOpen(b *testing.B) {
 	for i := range frames {
 		frames[i] = &nats.Msg{Data: benchFrame(b, bt, kp, ek, payload, nil)}
 	}
-	ch := &Channel{room: benchRoom, window: DefaultReplayWindow, refreshAfter: time.Hour}
+	ch := &Channel{room: benchRoom, window: DefaultReplayWindow, replayMemory: DefaultReplayMemory, refreshAfter: time.Hour}
 	ch.state.Store(&channelState{epoch: 1, read: time.Now(), members: map[string]channelMember{benchSender: {key: pub, since: 1}}})
 	ch.keys.Store(uint64(1), ek)
 	ctx := context.Background()

@@ -5,15 +5,35 @@ import (
 	"time"
 )
 
+// DefaultReplayMemory is how many message ids a subscription remembers at
+// most (about 140 bytes each, map and queue: some 35 MB), see
+// [WithReplayMemory].
+const DefaultReplayMemory = 1 << 18
+
+// WithReplayMemory bounds the ids each subscription remembers to catch
+// replays (default [DefaultReplayMemory]; at least one full frame). Ids are
+// kept for twice the replay window; at a rate above n per two windows the
+// oldest are forgotten first, and every message stamped no later than a
+// forgotten one is then refused as stale: a replay of a forgotten id is
+// always refused, and memory stays bounded whatever members send. The cost
+// falls on late messages only: at R messages a second, one that arrives
+// more than about n/R seconds after a newer one was accepted is refused.
+func WithReplayMemory(n int) ChannelOption {
+	return func(ch *Channel) { ch.replayMemory = max(n, channelFrameMax) }
+}
+
 // replayWindow remembers the ids of accepted messages for keep (twice the
 // replay window: a message stamped at the window's far edge stays
 // acceptable that long), so a copy is refused as seen until it is refused
-// as stale. Ids are recorded only after a message verified and opened, so
-// only members' valid messages take memory: at most their rate times keep.
-// Entries expire in arrival order, so pruning costs O(expired).
+// as stale; and at most max of them, see [WithReplayMemory]. Ids are
+// recorded only after a message verified and opened, so only members'
+// valid messages take memory. Entries leave in arrival order, so pruning
+// costs O(expired).
 type replayWindow struct {
 	mu    sync.Mutex
 	keep  time.Duration
+	max   int
+	floor int64 // ts (ms) of the newest message forgotten early: no later ts is accepted
 	seen  map[MessageID]struct{}
 	queue []seenID
 	head  int
@@ -28,18 +48,22 @@ type replayWindow struct {
 type seenID struct {
 	id      MessageID
 	expires time.Duration
+	ts      int64 // the message's signed time (ms): the floor when forgotten early
 }
 
 func (ch *Channel) newReplayWindow() *replayWindow {
-	return &replayWindow{keep: 2 * ch.window, seen: make(map[MessageID]struct{})}
+	return &replayWindow{keep: 2 * ch.window, max: ch.replayMemory, seen: make(map[MessageID]struct{})}
 }
 
-// claim records ids and reports whether all were new. A frame's ids are
-// claimed together: if any was seen before, or one appears twice, none is
-// recorded and the whole frame is refused, so a frame is delivered whole
-// or not at all. Each id costs one map operation: an insert that does not
-// grow the map found it there already.
-func (w *replayWindow) claim(ids []MessageID, now time.Time) bool {
+// claim records the ids of a message or frame stamped ts and returns nil
+// if all were new. A frame's ids are claimed together: if any was seen
+// before, or one appears twice, none is recorded and the whole frame is
+// refused (ErrChannelReplay), so a frame is delivered whole or not at all.
+// A message stamped no later than an id forgotten early is refused as
+// ErrChannelStale: its copy may have been among the forgotten. Each id
+// costs one map operation: an insert that does not grow the map found it
+// there already.
+func (w *replayWindow) claim(ids []MessageID, ts int64, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.base.IsZero() {
@@ -47,12 +71,10 @@ func (w *replayWindow) claim(ids []MessageID, now time.Time) bool {
 	}
 	at := now.Sub(w.base)
 	for w.head < len(w.queue) && at > w.queue[w.head].expires {
-		delete(w.seen, w.queue[w.head].id)
-		w.head++
+		w.forget()
 	}
-	if w.head > len(w.queue)/2 {
-		w.queue = append(w.queue[:0], w.queue[w.head:]...)
-		w.head = 0
+	if ts <= w.floor {
+		return ErrChannelStale
 	}
 	for i, id := range ids {
 		n := len(w.seen)
@@ -60,12 +82,26 @@ func (w *replayWindow) claim(ids []MessageID, now time.Time) bool {
 			for _, undo := range ids[:i] {
 				delete(w.seen, undo)
 			}
-			return false
+			return ErrChannelReplay
 		}
 	}
 	expires := at + w.keep
 	for _, id := range ids {
-		w.queue = append(w.queue, seenID{id, expires})
+		w.queue = append(w.queue, seenID{id, expires, ts})
 	}
-	return true
+	for len(w.seen) > w.max {
+		w.floor = max(w.floor, w.queue[w.head].ts)
+		w.forget()
+	}
+	if w.head > len(w.queue)/2 {
+		w.queue = append(w.queue[:0], w.queue[w.head:]...)
+		w.head = 0
+	}
+	return nil
+}
+
+// forget drops the oldest remembered id.
+func (w *replayWindow) forget() {
+	delete(w.seen, w.queue[w.head].id)
+	w.head++
 }

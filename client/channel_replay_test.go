@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -9,32 +10,76 @@ import (
 // whole frame without recording the frame's others, an id twice in one
 // frame refuses it, and ids are forgotten once keep has passed.
 func TestChannelReplayWindow(t *testing.T) {
-	ch := &Channel{window: time.Minute}
+	ch := &Channel{window: time.Minute, replayMemory: DefaultReplayMemory}
 	w := ch.newReplayWindow()
 	id := func(b byte) MessageID { return MessageID{b} }
 	t0 := time.Now()
-	if !w.claim([]MessageID{id(1), id(2)}, t0) {
-		t.Fatal("new ids refused")
+	ts := t0.UnixMilli()
+	claim := func(now time.Time, ids ...MessageID) error { return w.claim(ids, ts, now) }
+	if err := claim(t0, id(1), id(2)); err != nil {
+		t.Fatalf("new ids refused: %v", err)
 	}
-	if w.claim([]MessageID{id(3), id(2)}, t0) {
-		t.Fatal("a seen id accepted")
+	if err := claim(t0, id(3), id(2)); !errors.Is(err, ErrChannelReplay) {
+		t.Fatalf("a seen id: %v, want replay", err)
 	}
-	if !w.claim([]MessageID{id(3)}, t0) {
-		t.Fatal("an id of a refused frame was recorded")
+	if err := claim(t0, id(3)); err != nil {
+		t.Fatalf("an id of a refused frame was recorded: %v", err)
 	}
-	if w.claim([]MessageID{id(4), id(5), id(4)}, t0) {
-		t.Fatal("an id twice in one frame accepted")
+	if err := claim(t0, id(4), id(5), id(4)); !errors.Is(err, ErrChannelReplay) {
+		t.Fatalf("an id twice in one frame: %v, want replay", err)
 	}
-	if !w.claim([]MessageID{id(4), id(5)}, t0) {
-		t.Fatal("ids of a refused frame were recorded")
+	if err := claim(t0, id(4), id(5)); err != nil {
+		t.Fatalf("ids of a refused frame were recorded: %v", err)
 	}
-	if w.claim([]MessageID{id(1)}, t0.Add(2*time.Minute)) {
-		t.Fatal("an id forgotten before keep passed")
+	if err := claim(t0.Add(2*time.Minute), id(1)); !errors.Is(err, ErrChannelReplay) {
+		t.Fatalf("an id forgotten before keep passed: %v", err)
 	}
-	if !w.claim([]MessageID{id(1)}, t0.Add(2*time.Minute+time.Millisecond)) {
-		t.Fatal("an id remembered after keep passed")
+	if err := claim(t0.Add(2*time.Minute+time.Millisecond), id(1)); err != nil {
+		t.Fatalf("an id remembered after keep passed: %v", err)
 	}
 	if len(w.seen) != 1 {
 		t.Fatalf("window holds %d ids after expiry, want 1", len(w.seen))
+	}
+}
+
+// TestChannelReplayMemory: the window never holds more than its bound,
+// however fast ids arrive; the oldest are forgotten first, and then a
+// replay of a forgotten id (or any message stamped no later) is refused as
+// stale, while newer messages are still accepted.
+func TestChannelReplayMemory(t *testing.T) {
+	ch := &Channel{window: time.Minute}
+	WithReplayMemory(1)(ch)
+	if ch.replayMemory != channelFrameMax {
+		t.Fatalf("a bound below one frame: %d, want %d", ch.replayMemory, channelFrameMax)
+	}
+	w := ch.newReplayWindow()
+	now := time.Now()
+	frame := func(i int) []MessageID {
+		ids := make([]MessageID, channelFrameMax)
+		for j := range ids {
+			ids[j] = MessageID{byte(i), byte(j >> 8), byte(j)}
+		}
+		return ids
+	}
+	const ts0 = 1764000000000
+	for i := range 3 { // three full frames, a millisecond apart
+		if err := w.claim(frame(i), ts0+int64(i), now); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if len(w.seen) > channelFrameMax || len(w.queue)-w.head > channelFrameMax {
+			t.Fatalf("frame %d: window holds %d ids (queue %d), bound %d", i, len(w.seen), len(w.queue)-w.head, channelFrameMax)
+		}
+	}
+	if err := w.claim(frame(0)[:1], ts0, now); !errors.Is(err, ErrChannelStale) {
+		t.Fatalf("replay of a forgotten id: %v, want stale", err)
+	}
+	if err := w.claim(frame(1)[:1], ts0+1, now); !errors.Is(err, ErrChannelStale) {
+		t.Fatalf("replay of a forgotten id stamped at the floor: %v, want stale", err)
+	}
+	if err := w.claim(frame(2)[:1], ts0+2, now); !errors.Is(err, ErrChannelReplay) {
+		t.Fatalf("replay of a remembered id: %v, want replay", err)
+	}
+	if err := w.claim([]MessageID{{9}}, ts0+3, now); err != nil {
+		t.Fatalf("a new message after the floor: %v", err)
 	}
 }

@@ -137,11 +137,8 @@ func checkVector(f *channelVectorFile, v *channelVector) error {
 			return err
 		}
 	}
-	w := &replayWindow{keep: time.Minute, seen: map[MessageID]struct{}{}}
-	if !w.claim(m.messageIDs(), now) {
-		return ErrChannelReplay
-	}
-	return nil
+	w := &replayWindow{keep: time.Minute, max: DefaultReplayMemory, seen: map[MessageID]struct{}{}}
+	return w.claim(m.messageIDs(), m.ts, now)
 }
 
 // checkOpened opens m and compares its messages with want (hex).

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -596,6 +597,56 @@ func TestChannelBatching(t *testing.T) {
 	}
 	if len(got) != 0 || bch.Refused() != 2 {
 		t.Fatalf("%d more delivered, %d refused", len(got), bch.Refused())
+	}
+}
+
+// TestChannelReplayMemory: a subscription remembers at most its bound of
+// ids (WithReplayMemory; one full frame at least). Past it the oldest are
+// forgotten, and a replay of a forgotten frame is refused as stale rather
+// than delivered again, while every message sent was delivered once.
+func TestChannelReplayMemory(t *testing.T) {
+	w := newChannelWorld(t)
+	alice, bob := w.member("alice"), w.member("bob")
+	if _, _, err := alice.CreateRoom(w.ctx, "ops", "chat.ops", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	ach := w.channel(alice, "ops", client.WithBatching(1<<16, time.Hour))
+	refs := newRefusals()
+	bch := w.channel(bob, "ops", client.WithReplayMemory(0), refs.option())
+	const n = 3 << 16 // three times the smallest bound
+	var delivered atomic.Int64
+	all := make(chan struct{})
+	if _, err := bch.Subscribe(w.ctx, func(*client.Message) {
+		if delivered.Add(1) == n {
+			close(all)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	raw := w.raw(natstest.Connect(t, w.s), "chat.ops")
+	for range n {
+		if _, err := ach.Publish(w.ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ach.Flush(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, err := raw.NextMsg(channelWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-w.ctx.Done():
+		t.Fatalf("%d of %d delivered", delivered.Load(), n)
+	}
+	if err := natstest.Connect(t, w.s).Publish("chat.ops", first.Data); err != nil {
+		t.Fatal(err)
+	}
+	refs.next(t, w.ctx, "a forgotten frame replayed", client.ErrChannelStale)
+	if got := delivered.Load(); got != n || bch.Refused() != 1 {
+		t.Fatalf("%d of %d delivered, %d refused", got, n, bch.Refused())
 	}
 }
 

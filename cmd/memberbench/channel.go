@@ -37,10 +37,14 @@ const (
 	// about half the rate).
 	channelBatch  = 256
 	channelLinger = time.Millisecond
-	// channelRounds: plain and batched runs alternate this many times and
-	// each rate is the median of its runs, so that load from elsewhere on
-	// the machine falls on both sides of the ratio alike.
-	channelRounds = 3
+	// channelRounds: after a warm-up pair, plain and batched runs
+	// alternate this many times, in both orders by turns; the ratio is the
+	// median of the rounds' own ratios, so that load from elsewhere on the
+	// machine falls on both sides of each ratio alike.
+	channelRounds = 5
+	// channelUnbatched: the unbatched reference runs send this fraction of
+	// the throughput runs' messages (they are 10–50× slower).
+	channelUnbatched = 10
 )
 
 // channelMsgs is the message count of both throughput runs.
@@ -49,9 +53,9 @@ func (e *env) channelMsgs() int {
 		return e.o.channelMsgs
 	}
 	if e.o.quick {
-		return 10000
+		return 50000
 	}
-	return 30000
+	return 150000
 }
 
 // channelFigures measures the channel row and prints it, ending with the
@@ -100,21 +104,31 @@ func (e *env) channelRow(ctx context.Context) error {
 		return err
 	}
 	_ = count.SetPendingLimits(-1, -1)
-	var plains, batches []float64
-	for range channelRounds {
-		plain, err := plainThroughput(ctx, pub.nc, sub.nc, "bench."+e.run+".plain", payload, n)
+	plainRun := func(n int) (float64, error) {
+		r, err := plainThroughput(ctx, pub.nc, sub.nc, "bench."+e.run+".plain", payload, n)
 		if err != nil {
-			return fmt.Errorf("plain: %w", err)
+			err = fmt.Errorf("plain: %w", err)
 		}
-		batched, err := channelThroughput(ctx, pchb, sch, payload, n)
+		return r, err
+	}
+	batchedRun := func(n int) (float64, error) {
+		r, err := channelThroughput(ctx, pchb, sch, payload, n)
 		if err != nil {
-			return fmt.Errorf("channel, batched: %w", err)
+			err = fmt.Errorf("channel, batched: %w", err)
 		}
-		plains, batches = append(plains, plain), append(batches, batched)
+		return r, err
+	}
+	rounds, err := alternate(channelRounds, n, plainRun, batchedRun)
+	if err != nil {
+		return err
 	}
 	_ = count.Unsubscribe()
-	perFrame := float64(channelRounds*n) / float64(max(frames.Load(), 1))
-	plain, batched := median(plains), median(batches)
+	perFrame := float64(channelRounds*n+max(n/5, 1)) / float64(max(frames.Load(), 1))
+	for _, r := range rounds {
+		fmt.Fprintf(e.out, "# channel round: plain %.0f msg/s, batched %.0f msg/s: %.2f\n", r.plain, r.batched, r.batched/r.plain)
+	}
+	plain, batched, ratio := rounds.medians()
+	n /= channelUnbatched
 	sealed, err := channelThroughput(ctx, pch, sch, payload, n)
 	if err != nil {
 		return fmt.Errorf("channel: %w", err)
@@ -133,10 +147,58 @@ func (e *env) channelRow(ctx context.Context) error {
 		return fmt.Errorf("rekey: %w", err)
 	}
 	extra := first - plainLat
-	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber, medians of %d alternating runs: plain %.0f msg/s, channel batched (%d, %s) %.0f msg/s in frames of %.0f messages on average, unbatched %.0f msg/s (%.2f× plain), unbatched with %d verifiers %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
-		prefix, n, channelPayload, channelRounds, plain, channelBatch, channelLinger, batched, perFrame, sealed, sealed/plain, nv, sealedPar, sch.Refused()+pchv.Refused(), msF(first), msF(plainLat))
-	fmt.Fprintf(e.out, "CHANNEL channel_vs_plain=%.2f rekey_extra_ms=%.1f\n", batched/plain, msF(extra))
+	fmt.Fprintf(e.out, "# channel (service %s, pinned key): %d messages of %d B, one publisher, one subscriber, medians of %d alternating rounds after a warm-up: plain %.0f msg/s, channel batched (%d, %s) %.0f msg/s in frames of %.0f messages on average, ratio %.2f; unbatched (%d messages) %.0f msg/s (%.2f× plain), unbatched with %d verifiers %.0f msg/s (refused %d); first message after a rekey delivered in %.2f ms, a plain message in %.2f ms\n",
+		prefix, n*channelUnbatched, channelPayload, channelRounds, plain, channelBatch, channelLinger, batched, perFrame, ratio, n, sealed, sealed/plain, nv, sealedPar, sch.Refused()+pchv.Refused(), msF(first), msF(plainLat))
+	fmt.Fprintf(e.out, "CHANNEL channel_vs_plain=%.2f rekey_extra_ms=%.1f\n", ratio, msF(extra))
 	return nil
+}
+
+// channelRound is one round's two rates (msg/s).
+type channelRound struct{ plain, batched float64 }
+
+type roundRates []channelRound
+
+// alternate runs one warm-up pair of a fifth of n messages (untimed: the
+// first runs of a process pay for growing its heap and buffers), then
+// rounds pairs of n, plain first in even rounds and batched first in odd
+// ones, so neither side always runs in the other's wake.
+func alternate(rounds, n int, plain, batched func(n int) (float64, error)) (roundRates, error) {
+	if _, err := plain(max(n/5, 1)); err != nil {
+		return nil, err
+	}
+	if _, err := batched(max(n/5, 1)); err != nil {
+		return nil, err
+	}
+	out := make(roundRates, rounds)
+	for i := range out {
+		first, second := plain, batched
+		if i%2 == 1 {
+			first, second = batched, plain
+		}
+		a, err := first(n)
+		if err != nil {
+			return nil, err
+		}
+		b, err := second(n)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = channelRound{a, b}
+		if i%2 == 1 {
+			out[i] = channelRound{b, a}
+		}
+	}
+	return out, nil
+}
+
+// medians are the median plain and batched rates and the median of the
+// rounds' ratios (the figure: each ratio's two runs saw the same machine).
+func (rs roundRates) medians() (plain, batched, ratio float64) {
+	var p, b, r []float64
+	for _, x := range rs {
+		p, b, r = append(p, x.plain), append(b, x.batched), append(r, x.batched/x.plain)
+	}
+	return median(p), median(b), median(r)
 }
 
 // median of rates (sorts them).
