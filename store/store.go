@@ -53,7 +53,7 @@ type Store struct {
 	*Shard          // the base bucket
 	rooms  []*Shard // room shards by number ([RoomShard]); the base alone with one
 	all    []*Shard // every distinct bucket: the base first, then the room shards
-	obj    jetstream.ObjectStore
+	obj    *objects
 	reads  *readClaims
 	maxTTL time.Duration
 	// createdShards: the room shards are new ([Store.CreatedShards]).
@@ -160,7 +160,7 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name st
 }
 
 // openObjects binds to (creating if missing) the sealed-key object store.
-func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.ObjectStore, error) {
+func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (*objects, error) {
 	obj, err := js.ObjectStore(ctx, cfg.KeysBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		obj, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -183,7 +183,7 @@ func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (jetst
 	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
 		return nil, err
 	}
-	return obj, nil
+	return &objects{ObjectStore: obj, js: js, bucket: cfg.KeysBucket, stream: ostream}, nil
 }
 
 // directGets reports whether a stream with this many replicas may answer
@@ -210,8 +210,15 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 // wrote it, so an existing live object already holds these bytes and is left as
 // it is. Writing it again would replace its chunks under the feet of the
 // copies of that request that reference it (the object store purges the
-// old chunks after each put).
+// old chunks after each put). An object of one chunk is created in one
+// round trip, refused by the stream if the name is taken (objects.go); a
+// refusal or an unknown outcome takes the checked path below.
 func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
+	if len(data) > 0 && len(data) <= objChunkSize {
+		if err := s.obj.createObject(ctx, name, data); err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
 	if info, err := s.obj.GetInfo(ctx, name); err == nil && !info.Deleted {
 		return nil
 	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
