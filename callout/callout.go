@@ -152,6 +152,11 @@ func New(cfg Config) (*Callout, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	issuer, err := newIssuerKey(cfg.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("callout issuer: %w", err)
+	}
+	cfg.Issuer = issuer
 	return &Callout{cfg: cfg, stats: &counters{}, workers: make(chan struct{}, cfg.Workers)}, nil
 }
 

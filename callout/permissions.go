@@ -2,6 +2,7 @@ package callout
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -26,15 +27,20 @@ var Responses = jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 // system subject is never granted (logged).
 func Permissions(prefix, endpoint string, rooms []string, log *slog.Logger) *jwt.Permissions {
 	p := &jwt.Permissions{Resp: &jwt.ResponsePermission{MaxMsgs: Responses.MaxMsgs, Expires: Responses.Expires}}
+	// Built as plain slices, sorted and compacted once: jwt.StringList.Add
+	// looks for each subject in the list first, quadratic in the rooms
+	// (~3% of a connection's CPU with 100 rooms).
+	rs := make([]string, 0, 2*len(rooms))
 	for _, s := range rooms {
 		if !validRoomSubject(prefix, s) {
 			log.Warn("bus: room subject not granted", "endpoint", endpoint, "subject", s)
 			continue
 		}
-		p.Pub.Allow.Add(s, s+".>")
-		p.Sub.Allow.Add(s, s+".>")
+		rs = append(rs, s, s+".>")
 	}
-	p.Pub.Allow.Add(prefix+".>", micro.APIPrefix+".>")
-	p.Sub.Allow.Add(subjects.BusInboxPrefix(endpoint) + ".>")
+	slices.Sort(rs)
+	rs = slices.Compact(rs)
+	p.Pub.Allow = append(slices.Clip(rs), prefix+".>", micro.APIPrefix+".>")
+	p.Sub.Allow = append(slices.Clone(rs), subjects.BusInboxPrefix(endpoint)+".>")
 	return p
 }

@@ -29,6 +29,12 @@ func TestPermissions(t *testing.T) {
 	if p.Resp == nil || p.Resp.MaxMsgs != 1 {
 		t.Fatalf("responses %+v: want one reply per request received", p.Resp)
 	}
+	// A subject two rooms share is granted once.
+	p = callout.Permissions("unibus.membership.v1", "bob", []string{"b.r", "a.r", "b.r"}, log)
+	if !slices.Equal(p.Pub.Allow, jwt.StringList{"a.r", "a.r.>", "b.r", "b.r.>", "unibus.membership.v1.>", "$SRV.>"}) ||
+		!slices.Equal(p.Sub.Allow, jwt.StringList{"a.r", "a.r.>", "b.r", "b.r.>", "_INBOX_bob.>"}) {
+		t.Fatalf("shared subject: pub %q sub %q", p.Pub.Allow, p.Sub.Allow)
+	}
 	// With no room, an endpoint still only reaches the service and its inbox.
 	p = callout.Permissions("unibus.membership.v1", "carol", nil, log)
 	if !slices.Equal(p.Sub.Allow, jwt.StringList{"_INBOX_carol.>"}) {

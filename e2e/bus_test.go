@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -435,5 +436,58 @@ func TestBusRevocations(t *testing.T) {
 			// Revocation runs before the answer: the kick is already on its way.
 			wait(t, kicked, "bob's connection kicked")
 		})
+	}
+}
+
+// TestBusRefusedAtOnceOtherReplica: a disable or a new signing key that
+// one replica commits is honoured at once by the callout of another, which
+// learns it only through its watch: the first connection after the
+// acknowledgement is refused, in every round. (The callout answers from its
+// room index only once the index has applied every shard's last sequence
+// as read after the connection began; an answer from a watch-fed cache
+// that merely looked fresh would readmit within the watch's lag.)
+func TestBusRefusedAtOnceOtherReplica(t *testing.T) {
+	b := startBusNode(t, callout.Enforce) // replica A: the admin's requests
+	nc := natstest.Connect(t, b.s, nkeyOpt(b.keys.Service))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	other, err := service.Start(nc, membertest.Store(t, nc), service.Config{Prefix: "unibus.replicab.v1", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Stop() })
+	co, err := callout.New(callout.Config{Mode: callout.Enforce, Issuer: b.keys.Issuer, Account: callout.EmbeddedAccount,
+		Prefix: subjects.DefaultPrefix, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.callout.Stop(); err != nil { // replica B alone answers the callout
+		t.Fatal(err)
+	}
+	if err := co.Serve(nc, other); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = co.Stop() })
+	for i := range 10 {
+		name := fmt.Sprintf("v%d", i)
+		id := b.register(t, name)[name]
+		nc := b.connect(t, id) // admitted: B sees the registration at once too
+		nc.Close()
+		if i%2 == 0 {
+			if _, err := b.admin.Disable(natstest.Ctx(t, 1), name); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			fresh, _ := identity.New(name)
+			pub, _ := fresh.Public()
+			if _, err := b.admin.Register(natstest.Ctx(t, 1), pub, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := b.dial(id, nats.Timeout(busWait)); !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("round %d: connect right after the acknowledged change: %v, want an authorization violation", i, err)
+		}
+	}
+	if n := co.Stats(); n.Refused != 10 || n.Admitted != 10 {
+		t.Fatalf("replica B's callout %+v: want 10 admitted, 10 refused", n)
 	}
 }

@@ -29,12 +29,27 @@ type BusGrant struct {
 type Revoker func(ctx context.Context, op subjects.Op, endpoints []string)
 
 // BusGrant looks up the identity whose signing key is signKey and the
-// subjects of its rooms; nil if no identity has that key. It reads the
-// store, never the identity cache: a disabled identity that was just kicked
-// must not be admitted again from a cache that has not seen the disable.
-// Store time is counted under room.mine, the read it resembles.
+// subjects of its rooms; nil if no identity has that key. It never answers
+// from the identity cache: a disabled identity that was just kicked must
+// not be admitted again from a cache that has not seen the disable (the
+// cache may lag by up to Config.IdentityMaxStale). It answers from the room
+// index once the index has applied every shard's last sequence as read
+// after the call began (one coalesced read, seqRounds), so every change
+// acknowledged before the connection asked is seen (roomindex.go);
+// otherwise from the store. Store time and pages are counted under
+// room.mine, the read it resembles.
 func (s *Service) BusGrant(ctx context.Context, signKey string) (*BusGrant, error) {
 	c := &call{op: subjects.OpRoomMine}
+	if s.index != nil {
+		seqs, err := s.lastSeqs(ctx)
+		if err != nil {
+			return nil, s.storeErr(c, "last revision", err)
+		}
+		var g *BusGrant
+		if s.fromIndex(c, func() (ok bool) { g, ok = s.index.busGrant(signKey, seqs); return ok }) {
+			return g, nil
+		}
+	}
 	var endpoint string
 	if _, ok, err := s.get(ctx, c, keySigner(signKey), &endpoint); err != nil || !ok {
 		return nil, err

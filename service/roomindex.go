@@ -37,6 +37,15 @@ import (
 //     room is in. Revisions are per shard (each shard is its own stream),
 //     so the index keeps the newest applied one of each.
 //
+//   - An identity for the bus callout (Service.BusGrant): under the same
+//     condition as an endpoint's own rooms, with which it is answered in one
+//     look. The index also holds, per endpoint, its signing key and whether
+//     it is disabled, and which endpoint each signing key belongs to (the
+//     id. and signer. keys, in the same ordered watch). So a disable or key
+//     change acknowledged before a connection's callout began is seen by its
+//     answer, on every replica: as current as a read from the stream leader
+//     (a KV direct get on R3 may come from a follower).
+//
 // Either way a page waits up to Config.RoomIndexWait for the watch to catch
 // up, then is read from the store.
 //
@@ -63,6 +72,12 @@ type membership struct {
 	since    uint64
 }
 
+// indexedIdentity is what the bus needs of an identity (zero: none).
+type indexedIdentity struct {
+	signKey  string
+	disabled bool
+}
+
 // indexedMember is a membership as a page returns it.
 type indexedMember struct {
 	endpoint string
@@ -78,7 +93,9 @@ type roomIndex struct {
 	endpoints map[string]uint32 // endpoint → its number
 	names     []string          // number → endpoint
 	mine      [][]*indexedRoom  // number → its rooms, sorted by id
-	keys      map[string]string // owners' signing keys, each held once
+	ids       []indexedIdentity // number → its identity (zero: none)
+	signers   map[string]uint32 // signing key → its endpoint's number
+	keys      map[string]string // signing keys, each held once
 	// next is closed at the index's next change, for the pages waiting
 	// for it (nil while none waits: the watch's hot path allocates nothing).
 	next chan struct{}
@@ -111,6 +128,7 @@ func newRoomIndex() *roomIndex {
 
 func (ri *roomIndex) clear() {
 	ri.rooms, ri.endpoints, ri.names, ri.mine, ri.keys = map[string]*indexedRoom{}, map[string]uint32{}, nil, nil, map[string]string{}
+	ri.ids, ri.signers = nil, map[string]uint32{}
 }
 
 func (ri *roomIndex) reset() {
@@ -148,6 +166,7 @@ func (ri *roomIndex) endpoint(name string) uint32 {
 	ri.endpoints[name] = n
 	ri.names = append(ri.names, name)
 	ri.mine = append(ri.mine, nil)
+	ri.ids = append(ri.ids, indexedIdentity{})
 	return n
 }
 
@@ -160,10 +179,13 @@ func (ri *roomIndex) room(id string) *indexedRoom {
 	return r
 }
 
+// ownerKey is k, held once (a copy: no watched key stays alive through a
+// substring of it).
 func (ri *roomIndex) ownerKey(k string) string {
 	if v, ok := ri.keys[k]; ok {
 		return v
 	}
+	k = strings.Clone(k)
 	ri.keys[k] = k
 	return k
 }
@@ -205,7 +227,59 @@ func (ri *roomIndex) apply(e store.Change) {
 		} else {
 			ri.dropMember(room, endpoint)
 		}
+	case strings.HasPrefix(key, famIdentity), strings.HasPrefix(key, famSigner):
+		ri.applyIdentity(key, put, e.Value)
 	}
+}
+
+// applyIdentity folds an id. or signer. entry into the index; one that
+// does not decode is dropped, so the bus reads the store.
+func (ri *roomIndex) applyIdentity(key string, put bool, value []byte) {
+	if pub, ok := strings.CutPrefix(key, famSigner); ok {
+		var endpoint string
+		if !put || msgpack.Unmarshal(value, &endpoint) != nil {
+			delete(ri.signers, pub)
+			return
+		}
+		ri.signers[ri.ownerKey(pub)] = ri.endpoint(endpoint)
+		return
+	}
+	n := ri.endpoint(key[len(famIdentity):])
+	var id api.Identity
+	if !put || msgpack.Unmarshal(value, &id) != nil {
+		ri.ids[n] = indexedIdentity{}
+		return
+	}
+	ri.ids[n] = indexedIdentity{signKey: ri.ownerKey(id.SignKey), disabled: id.Disabled}
+}
+
+// busGrant returns the grant of the identity signing with signKey (nil if
+// none has it), if the index has applied revision seqs[i] of every shard i.
+// ok false means: not yet.
+func (ri *roomIndex) busGrant(signKey string, seqs []uint64) (g *BusGrant, ok bool) {
+	if ri == nil {
+		return nil, false
+	}
+	ri.mu.RLock()
+	defer ri.mu.RUnlock()
+	if !ri.loaded || !ri.caughtUp(seqs) {
+		return nil, false
+	}
+	n, found := ri.signers[signKey]
+	if !found || ri.ids[n].signKey != signKey {
+		return nil, true
+	}
+	g = &BusGrant{Endpoint: ri.names[n], Disabled: ri.ids[n].disabled}
+	if g.Disabled {
+		return g, true
+	}
+	g.Subjects = make([]string, 0, len(ri.mine[n]))
+	for _, r := range ri.mine[n] {
+		if r.rev != 0 && !r.record.Deleted {
+			g.Subjects = append(g.Subjects, r.record.Subject)
+		}
+	}
+	return g, true
 }
 
 // caughtUp reports whether every shard's revision in seqs is applied; the

@@ -252,3 +252,57 @@ func TestRoomIndexWakesWaitingPages(t *testing.T) {
 		t.Fatal("the page did not answer after the index caught up")
 	}
 }
+
+// TestRoomIndexBusGrant: the bus grant answers only once every shard's
+// revision the caller read is applied, and then reflects each identity
+// change up to it: a disable, a new signing key (the old one no longer
+// finds the identity), a left room, a deleted room.
+func TestRoomIndexBusGrant(t *testing.T) {
+	ri := loadedIndex()
+	alice := api.Identity{Endpoint: "alice", SignKey: "UALICE1"}
+	ri.apply(at(putEntry(t, keyIdentity("alice"), &alice), 1))
+	ri.apply(at(putEntry(t, keySigner("UALICE1"), "alice"), 2))
+	ri.apply(roomEntry(t, 3, api.Room{ID: "r1", Subject: "chat.r1"}))
+	ri.apply(at(memberEntry(t, "r1", "alice", 1), 4))
+	ri.apply(roomEntry(t, 5, api.Room{ID: "r2", Subject: "chat.r2"}))
+	ri.apply(at(memberEntry(t, "r2", "alice", 1), 6))
+	grant := func(key string, seq uint64) (*BusGrant, bool) { return ri.busGrant(key, []uint64{seq}) }
+	if _, ok := grant("UALICE1", 7); ok {
+		t.Fatal("answered before the revision read was applied")
+	}
+	if g, ok := grant("UALICE1", 6); !ok || g == nil || g.Endpoint != "alice" || g.Disabled || !slices.Equal(g.Subjects, []string{"chat.r1", "chat.r2"}) {
+		t.Fatalf("grant %+v %v: want alice with both rooms", g, ok)
+	}
+	if g, ok := grant("UNOBODY", 6); !ok || g != nil {
+		t.Fatalf("unknown key: %+v %v, want no identity", g, ok)
+	}
+	ri.apply(at(memberGone("r1", "alice"), 7))
+	ri.apply(roomEntry(t, 8, api.Room{ID: "r2", Subject: "chat.r2", Deleted: true}))
+	if g, _ := grant("UALICE1", 8); g == nil || len(g.Subjects) != 0 {
+		t.Fatalf("after leaving r1 and r2's deletion: %+v, want no subjects", g)
+	}
+	alice.Disabled = true
+	ri.apply(at(putEntry(t, keyIdentity("alice"), &alice), 9))
+	if g, _ := grant("UALICE1", 9); g == nil || !g.Disabled {
+		t.Fatalf("after the disable: %+v, want disabled", g)
+	}
+	// A new key: the identity record names it and the old signer key is
+	// deleted, in one batch.
+	alice.Disabled, alice.SignKey = false, "UALICE2"
+	ri.apply(at(putEntry(t, keyIdentity("alice"), &alice), 10))
+	if g, _ := grant("UALICE1", 10); g != nil {
+		t.Fatalf("old key, identity naming the new one: %+v, want none", g)
+	}
+	ri.apply(store.Change{Key: keySigner("UALICE1"), Rev: 11, Deleted: true})
+	ri.apply(at(putEntry(t, keySigner("UALICE2"), "alice"), 12))
+	if g, _ := grant("UALICE1", 12); g != nil {
+		t.Fatalf("old key after the change: %+v, want none", g)
+	}
+	if g, _ := grant("UALICE2", 12); g == nil || g.Endpoint != "alice" {
+		t.Fatalf("new key: %+v, want alice", g)
+	}
+	ri.reset()
+	if _, ok := grant("UALICE2", 0); ok {
+		t.Fatal("answered while reloading")
+	}
+}

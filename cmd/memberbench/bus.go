@@ -41,18 +41,21 @@ import (
 
 // busScale is the size of the bus run.
 type busScale struct {
-	identities, endpoints, rooms, revokes, connects int
+	identities, endpoints, rooms, revokes, connects, rounds int
 }
 
 // busScaleOf is the run's size: the targets, or a tenth in --quick.
 func busScaleOf(o options) busScale {
-	sc := busScale{identities: 10000, endpoints: 1000, rooms: 100, revokes: 100, connects: 500}
+	sc := busScale{identities: 10000, endpoints: 1000, rooms: 100, revokes: 100, connects: 500, rounds: 3}
 	if o.quick {
-		sc = busScale{identities: 120, endpoints: 100, rooms: 20, revokes: 20, connects: 200}
+		sc = busScale{identities: 120, endpoints: 100, rooms: 20, revokes: 20, connects: 200, rounds: 1}
+	}
+	if o.busRounds > 0 {
+		sc.rounds = o.busRounds
 	}
 	if o.busEndpoints > 0 {
 		sc.endpoints = o.busEndpoints
-		sc.identities = max(sc.identities, sc.endpoints+1)
+		sc.identities = max(sc.identities, sc.endpoints+2)
 		sc.revokes = min(sc.revokes, sc.endpoints)
 	}
 	return sc
@@ -64,39 +67,50 @@ type busNode struct {
 	srv   *server.Server
 	keys  *callout.EmbeddedKeys
 	admin *client.Client
+	shutdowns
+}
 
+// shutdowns are what a bus run closes at its end.
+type shutdowns struct {
 	mu    sync.Mutex // guards close: the connection storm dials from many goroutines
 	close []func()
 }
 
 // onClose registers f to run at shutdown, in reverse order.
-func (b *busNode) onClose(f func()) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.close = append(b.close, f)
+func (s *shutdowns) onClose(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.close = append(s.close, f)
 }
 
-func (b *busNode) shutdown() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i := len(b.close) - 1; i >= 0; i-- {
-		b.close[i]()
+func (s *shutdowns) shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.close) - 1; i >= 0; i-- {
+		s.close[i]()
 	}
 }
 
-// startBusNode starts the node in dir with fsync policy like the main run.
-func startBusNode(ctx context.Context, o options, dir string) (*busNode, error) {
+// startBusNode starts the node in a new temporary directory (removed at
+// shutdown) with fsync policy like the main run.
+func startBusNode(ctx context.Context, o options) (*busNode, error) {
+	dir, err := os.MkdirTemp("", "memberbench-bus-")
+	if err != nil {
+		return nil, err
+	}
+	b := &busNode{}
+	b.onClose(func() { _ = os.RemoveAll(dir) })
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
 		MaxConn: 1 << 16}
 	if o.sync == "always" {
 		opts.SyncAlways = true
 	}
-	keys, err := callout.ConfigureEmbedded(opts)
-	if err != nil {
+	if b.keys, err = callout.ConfigureEmbedded(opts); err != nil {
+		b.shutdown()
 		return nil, err
 	}
-	b := &busNode{keys: keys}
 	if b.srv, err = server.NewServer(opts); err != nil {
+		b.shutdown()
 		return nil, err
 	}
 	b.srv.Start()
@@ -184,33 +198,20 @@ func (b *busNode) dial(id *identity.Identity, opts ...nats.Option) (*nats.Conn, 
 	return nc, err
 }
 
-// busBench runs the bus measurements and prints the BUS lines.
+// busBench runs the bus measurements and prints the BUS lines: the
+// seeding once, then the scale's rounds of measurements, each printed; the
+// BUS line gives the medians of the rounds' figures.
 func busBench(ctx context.Context, o options, out io.Writer) error {
 	sc := busScaleOf(o)
-	dir, err := os.MkdirTemp("", "memberbench-bus-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	b, err := startBusNode(ctx, o, dir)
+	b, err := startBusNode(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer b.shutdown()
 	t0 := time.Now()
-	ids := make([]*identity.Identity, sc.identities)
-	// Registry operations share one audit chain: a few at a time, and a
-	// conflict is retried (as the scale seeding does).
-	if err := parallel(ctx, len(ids), 3, func(i int) error {
-		ids[i], _ = identity.New(fmt.Sprintf("bus%05d", i))
-		pub, _ := ids[i].Public()
-		for {
-			if _, err := b.admin.Register(ctx, pub, false); !errors.Is(err, client.ErrConflict) {
-				return err
-			}
-		}
-	}); err != nil {
-		return fmt.Errorf("bus seed: %w", err)
+	ids, err := busRegister(ctx, b.admin, "bus", sc.identities)
+	if err != nil {
+		return err
 	}
 	hub := ids[0]
 	hubNC, err := b.dial(hub)
@@ -227,23 +228,68 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "# bus: seeded %d identities, one endpoint in %d rooms, in %s\n", sc.identities, sc.rooms, time.Since(t0).Round(time.Millisecond))
 
-	connect, err := busConnects(b, hub, sc.connects)
-	if err != nil {
-		return err
-	}
 	peers := ids[1 : 1+sc.endpoints]
-	admitted, retried, storm := busStorm(b, peers)
-	revoke, cut, grant, err := busRevokes(ctx, b, hubCl, key, peers[:sc.revokes])
+	// The removals' rooms have an owner of their own: the hub stays in
+	// exactly the scale's rooms, round after round.
+	ownerNC, err := b.dial(ids[1+sc.endpoints])
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "# bus: connect (%d rooms) p50 %s p99 %s; %d endpoints connecting at once: %d admitted in %s (%d more on a retry); "+
-		"removal sent to connection cut p50 %s p99 %s; room created to first message on new connections p50 %s p99 %s (%d samples)\n",
-		sc.rooms, ms(pctOf(connect, 0.50)), ms(pctOf(connect, 0.99)), len(peers), admitted, storm.Round(time.Millisecond), retried,
-		ms(pctOf(cut, 0.50)), ms(pctOf(cut, 0.99)), ms(pctOf(grant, 0.50)), ms(pctOf(grant, 0.99)), len(cut))
+	owner := client.New(ownerNC, ids[1+sc.endpoints], client.WithTimeout(30*time.Second))
+	var revokeP99, connectP99 []time.Duration
+	for r := range sc.rounds {
+		t1 := time.Now()
+		connect, err := busConnects(b, client.BusOptions(hub), sc.connects)
+		if err != nil {
+			return err
+		}
+		// The floor, same round: a user of the server config (the
+		// service's key), which the callout is not asked about.
+		pub, _ := b.keys.Service.PublicKey()
+		plain, err := busConnects(b, []nats.Option{nats.Nkey(pub, b.keys.Service.Sign)}, sc.connects)
+		if err != nil {
+			return err
+		}
+		admitted, retried, storm, conns := busStorm(b, peers)
+		victims := peers[:sc.revokes]
+		rv, err := busRevokes(ctx, owner, fmt.Sprintf("rv%d", r), key, victims, b.dial, b.dial)
+		for _, nc := range conns {
+			nc.Close()
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "# bus round %d of %d: connect (%d rooms) p50 %s p99 %s (without the callout: p50 %s p99 %s); %d endpoints connecting at once: %d admitted in %s (%d more on a retry); "+
+			"removal sent to connection cut p50 %s p99 %s; room created to first message on new connections p50 %s p99 %s (%d samples); revoke p99 %s; round %s\n",
+			r+1, sc.rounds, sc.rooms, ms(pctOf(connect, 0.50)), ms(pctOf(connect, 0.99)), ms(pctOf(plain, 0.50)), ms(pctOf(plain, 0.99)), len(peers), admitted, storm.Round(time.Millisecond), retried,
+			ms(pctOf(rv.cut, 0.50)), ms(pctOf(rv.cut, 0.99)), ms(pctOf(rv.grant, 0.50)), ms(pctOf(rv.grant, 0.99)), len(rv.cut),
+			ms(pctOf(rv.revoke, 0.99)), time.Since(t1).Round(time.Millisecond))
+		revokeP99 = append(revokeP99, pctOf(rv.revoke, 0.99))
+		connectP99 = append(connectP99, pctOf(connect, 0.99))
+	}
 	fmt.Fprintf(out, "BUS revoke_p99_ms=%d connect_p99_ms=%d\n",
-		pctOf(revoke, 0.99).Milliseconds(), pctOf(connect, 0.99).Milliseconds())
+		pctOf(revokeP99, 0.5).Milliseconds(), pctOf(connectP99, 0.5).Milliseconds())
 	return nil
+}
+
+// busRegister registers n new identities named prefix00000… through admin.
+// Registry operations share one audit chain: a few at a time (more only
+// conflict; the service retries them), and a conflict it gave up on is
+// sent again.
+func busRegister(ctx context.Context, admin *client.Client, prefix string, n int) ([]*identity.Identity, error) {
+	ids := make([]*identity.Identity, n)
+	if err := parallel(ctx, n, 3, func(i int) error {
+		ids[i], _ = identity.New(fmt.Sprintf("%s%05d", prefix, i))
+		pub, _ := ids[i].Public()
+		for {
+			if _, err := admin.Register(ctx, pub, false); !errors.Is(err, client.ErrConflict) {
+				return err
+			}
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("bus seed: %w", err)
+	}
+	return ids, nil
 }
 
 // pctOf is the q-quantile of ds (nearest rank).
@@ -256,12 +302,12 @@ func pctOf(ds []time.Duration, q float64) time.Duration {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-// busConnects times n sequential connections of id.
-func busConnects(b *busNode, id *identity.Identity, n int) ([]time.Duration, error) {
+// busConnects times n sequential connections with opts.
+func busConnects(b *busNode, opts []nats.Option, n int) ([]time.Duration, error) {
 	out := make([]time.Duration, 0, n)
 	for range n {
 		start := time.Now()
-		nc, err := nats.Connect(b.srv.ClientURL(), client.BusOptions(id)...)
+		nc, err := nats.Connect(b.srv.ClientURL(), opts...)
 		if err != nil {
 			return nil, fmt.Errorf("bus connect: %w", err)
 		}
@@ -271,12 +317,13 @@ func busConnects(b *busNode, id *identity.Identity, n int) ([]time.Duration, err
 	return out, nil
 }
 
-// busStorm connects every peer at once and keeps the connections; it
-// reports how many were admitted and in how long, then dials the refused
-// ones again, one at a time, as their clients would: retried counts those
-// admitted then (a storm larger than the callout answers within the
-// server's authorization timeout is partly refused, never wrongly).
-func busStorm(b *busNode, peers []*identity.Identity) (admitted, retried int, took time.Duration) {
+// busStorm connects every peer at once and keeps the connections (the
+// caller closes them); it reports how many were admitted and in how long,
+// then dials the refused ones again, one at a time, as their clients
+// would: retried counts those admitted then (a storm larger than the
+// callout answers within the server's authorization timeout is partly
+// refused, never wrongly).
+func busStorm(b *busNode, peers []*identity.Identity) (admitted, retried int, took time.Duration, conns []*nats.Conn) {
 	var mu sync.Mutex
 	var refused []*identity.Identity
 	var wg sync.WaitGroup
@@ -285,89 +332,111 @@ func busStorm(b *busNode, peers []*identity.Identity) (admitted, retried int, to
 		wg.Go(func() {
 			// BusOptions wait longer than the server's authorization
 			// timeout: a refusal is heard, not guessed.
-			if _, err := b.dial(p); err != nil {
-				mu.Lock()
+			nc, err := b.dial(p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				refused = append(refused, p)
-				mu.Unlock()
+				return
 			}
+			conns = append(conns, nc)
 		})
 	}
 	wg.Wait()
 	took = time.Since(start)
 	for _, p := range refused {
-		if _, err := b.dial(p); err == nil {
+		if nc, err := b.dial(p); err == nil {
 			retried++
+			conns = append(conns, nc)
 		}
 	}
-	return len(peers) - len(refused), retried, took
+	return len(peers) - len(refused), retried, took, conns
 }
 
-// busRevokes measures one removal per victim: the room is created with the
-// victim, which connects anew (a grant takes effect on the next
-// connection) and receives the owner's messages; the owner removes it.
-// revoke is the last message received after the removal was acknowledged
-// (0 when the connection was cut before), cut the time from sending the
-// removal to the connection's end, grant the time from the acknowledged
-// room.create to the first message on the new connections (the victim's
-// and the publishing owner's: a grant takes effect on the next connection).
-func busRevokes(ctx context.Context, b *busNode, owner *client.Client, key []byte, victims []*identity.Identity) (revoke, cut, grant []time.Duration, err error) {
+// busDial connects an identity with its key to a server of the run.
+type busDial func(id *identity.Identity, opts ...nats.Option) (*nats.Conn, error)
+
+// revocations are the figures of busRevokes, one sample per victim.
+type revocations struct {
+	revoke, cut, grant []time.Duration
+}
+
+// busRevokes measures one removal per victim: a room (named prefix and the
+// victim's index) is created with the victim, which connects anew through
+// victimAt (a grant takes effect on the next connection) and receives what
+// the owner publishes on its own new connection through ownerAt; the owner
+// removes it through its client. revoke is the last message received after
+// the removal was acknowledged (0 when the connection was cut before), cut
+// the time from sending the removal to the connection's end, grant the
+// time from the acknowledged room.create to the first message on the new
+// connections.
+func busRevokes(ctx context.Context, owner *client.Client, prefix string, key []byte, victims []*identity.Identity, victimAt, ownerAt busDial) (*revocations, error) {
+	out := &revocations{}
 	for i, v := range victims {
-		room, subject := fmt.Sprintf("rv%04d", i), fmt.Sprintf("bus.rv.%04d", i)
-		if err := createRoom(ctx, owner, room, subject, key, []*identity.Identity{owner.Identity(), v}); err != nil {
-			return nil, nil, nil, err
+		room := fmt.Sprintf("%s%04d", prefix, i)
+		if err := busRevoke(ctx, owner, room, "bus."+room, key, v, victimAt, ownerAt, out); err != nil {
+			return nil, err
 		}
-		created := time.Now()
-		var last atomic.Int64
-		gone := make(chan time.Time, 1)
-		nc, err := b.dial(v, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { gone <- time.Now() }))
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		got := make(chan struct{}, 1)
-		if _, err := nc.Subscribe(subject, func(*nats.Msg) {
-			last.Store(time.Now().UnixNano())
-			select {
-			case got <- struct{}{}:
-			default:
-			}
-		}); err != nil {
-			return nil, nil, nil, err
-		}
-		// The owner's grant, too, takes effect on its next connection.
-		pubNC, err := b.dial(owner.Identity())
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		stop := publishEvery(pubNC, subject, time.Millisecond)
-		select {
-		case <-got:
-			grant = append(grant, time.Since(created))
-		case <-time.After(10 * time.Second):
-			stop()
-			return nil, nil, nil, fmt.Errorf("bus: %s received nothing on its room", v.Endpoint)
-		}
-		sent := time.Now()
-		if _, err := owner.RemoveMember(ctx, room, v.Endpoint); err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
-		acked := time.Now()
-		var end time.Time
-		select {
-		case end = <-gone:
-		case <-time.After(10 * time.Second):
-			stop()
-			return nil, nil, nil, fmt.Errorf("bus: %s not disconnected after its removal", v.Endpoint)
-		}
-		stop()
-		pubNC.Close()
-		revoke = append(revoke, max(0, time.Unix(0, last.Load()).Sub(acked)))
-		cut = append(cut, end.Sub(sent))
 	}
-	return revoke, cut, grant, nil
+	return out, nil
 }
 
-// publishEvery publishes on subject every d until stop is called.
+// busRevoke measures the removal of v from a new room; see busRevokes.
+func busRevoke(ctx context.Context, owner *client.Client, room, subject string, key []byte, v *identity.Identity, victimAt, ownerAt busDial, out *revocations) error {
+	if err := createRoom(ctx, owner, room, subject, key, []*identity.Identity{owner.Identity(), v}); err != nil {
+		return err
+	}
+	created := time.Now()
+	var last atomic.Int64
+	gone := make(chan time.Time, 1)
+	nc, err := victimAt(v, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { gone <- time.Now() }))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	got := make(chan struct{}, 1)
+	if _, err := nc.Subscribe(subject, func(*nats.Msg) {
+		last.Store(time.Now().UnixNano())
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		return err
+	}
+	// The owner's grant, too, takes effect on its next connection.
+	pubNC, err := ownerAt(owner.Identity())
+	if err != nil {
+		return err
+	}
+	defer pubNC.Close()
+	stop := publishEvery(pubNC, subject, time.Millisecond)
+	defer stop()
+	select {
+	case <-got:
+		out.grant = append(out.grant, time.Since(created))
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("bus: %s received nothing on its room", v.Endpoint)
+	}
+	sent := time.Now()
+	if _, err := owner.RemoveMember(ctx, room, v.Endpoint); err != nil {
+		return err
+	}
+	acked := time.Now()
+	var end time.Time
+	select {
+	case end = <-gone:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("bus: %s not disconnected after its removal", v.Endpoint)
+	}
+	stop()
+	out.revoke = append(out.revoke, max(0, time.Unix(0, last.Load()).Sub(acked)))
+	out.cut = append(out.cut, end.Sub(sent))
+	return nil
+}
+
+// publishEvery publishes on subject every d until stop is called (once or
+// more).
 func publishEvery(nc *nats.Conn, subject string, d time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -383,5 +452,6 @@ func publishEvery(nc *nats.Conn, subject string, d time.Duration) (stop func()) 
 			}
 		}
 	})
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }); wg.Wait() }
 }

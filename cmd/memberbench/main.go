@@ -100,8 +100,11 @@ type options struct {
 	pages          bool
 	adminFile      string
 
-	bus          bool // bus.go: the callout's revocation and connect figures
-	busEndpoints int  // bus.go: connected endpoints, 0: the scale's
+	bus            bool   // bus.go: the callout's revocation and connect figures
+	busEndpoints   int    // bus.go: connected endpoints, 0: the scale's
+	busRounds      int    // bus.go: measurement rounds after one seeding, 0: the scale's
+	busCluster     bool   // buscluster.go: only the revocation on a 3-node cluster
+	busClusterConf string // buscluster.go: the documented cluster's config files
 
 	channelMsgs int // channel.go: messages per throughput run, 0: the scale's
 }
@@ -143,6 +146,9 @@ func main() {
 	flag.StringVar(&o.adminFile, "admin-identity", "", "with --probe-ready: admin identity file (e.g. <data-dir>/admin.identity)")
 	flag.BoolVar(&o.bus, "bus", false, "also measure the bus enforcing membership at the issue's scale (10k identities, 1,000 connected endpoints, 100 rooms); --quick always measures it at a tenth")
 	flag.IntVar(&o.busEndpoints, "bus-endpoints", 0, "bus run: endpoints connected (and connecting at once); 0: 1,000, or 100 with --quick")
+	flag.IntVar(&o.busRounds, "bus-rounds", 0, "bus run: measurement rounds after one seeding (connect, storm, removals; the BUS line gives their medians); 0: 3, or 1 with --quick")
+	flag.BoolVar(&o.busCluster, "bus-cluster", false, "measure only the bus's revocation on a 3-node cluster started in-process from --bus-cluster-conf (1,000 connected endpoints, 100 removals; a tenth with --quick) and print BUSCLUSTER revoke_p99_ms=N cut_p99_ms=N")
+	flag.StringVar(&o.busClusterConf, "bus-cluster-conf", "docs/deploy/callout", "with --bus-cluster: directory of the documented cluster's config files (n1.conf, n2.conf, n3.conf)")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -178,7 +184,11 @@ func main() {
 		}
 		return
 	}
-	if err := bench(ctx, o, os.Stdout, progress); err != nil {
+	run := func() error { return bench(ctx, o, os.Stdout, progress) }
+	if o.busCluster {
+		run = func() error { return busClusterBench(ctx, o, os.Stdout) }
+	}
+	if err := run(); err != nil {
 		if errors.Is(err, context.Canceled) {
 			os.Exit(130)
 		}
