@@ -203,7 +203,7 @@ func (e *env) start(ctx context.Context) error {
 	}
 	e.shards = st.RoomShards()
 	if len(e.nodes) > 0 && e.shards > 1 {
-		if e.leaders, err = e.spreadLeaders(sctx, snc, js, st.Shards()[1:]); err != nil {
+		if e.leaders, err = e.spreadLeaders(sctx, js, st); err != nil {
 			return fmt.Errorf("spread the shards' leaders: %w", err)
 		}
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -11,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/store"
@@ -20,7 +17,7 @@ import (
 // Cluster mode (--cluster 3): the deployment is a JetStream cluster of
 // in-process nats-servers routed to each other on loopback, its buckets
 // replicated R3 (R5 with five nodes), the room shards' stream leaders
-// spread over the nodes by step-down (shard i's leader on node i mod n),
+// spread over the nodes as membershipd spreads them (store.SpreadLeaders),
 // the clients' connections spread over the nodes. The one-shard deployment
 // of mutate1 is created on the same cluster with the same replication, so
 // mutate_shards_vs_one compares one stream leader with n shards' leaders
@@ -109,19 +106,23 @@ func openClustered(ctx context.Context, js jetstream.JetStream, cfg store.Config
 	return store.Open(ctx, js, cfg)
 }
 
-// spreadLeaders moves the leader of room shard i to node i mod n, one
-// step-down each ($JS.API.STREAM.LEADER.STEPDOWN with a preferred
-// placement, nats-server ≥ 2.11), and waits until each has moved. It
-// returns where the leaders are, shard by shard.
-func (e *env) spreadLeaders(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, shards []*store.Shard) ([]string, error) {
+// spreadLeaders balances the room shards' leaders over the nodes
+// ([store.Store.SpreadLeaders], as membershipd does for a new deployment)
+// and waits until every move it asked for has happened. It returns where
+// the leaders are, shard by shard.
+func (e *env) spreadLeaders(ctx context.Context, js jetstream.JetStream, st *store.Store) ([]string, error) {
+	moves, err := st.SpreadLeaders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	to := map[string]string{}
+	for _, m := range moves {
+		to[m.Stream] = m.To
+	}
 	var where []string
-	for i, sh := range shards {
+	for _, sh := range st.Shards()[1:] {
 		stream := "KV_" + sh.Name()
-		want := e.nodes[i%len(e.nodes)].Name()
 		for {
-			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("leader of %s to %s: %w", stream, want, err)
-			}
 			s, err := js.Stream(ctx, stream)
 			if err != nil {
 				return nil, err
@@ -130,16 +131,16 @@ func (e *env) spreadLeaders(ctx context.Context, nc *nats.Conn, js jetstream.Jet
 			if err != nil {
 				return nil, err
 			}
-			if info.Cluster != nil && info.Cluster.Leader == want {
+			if l := info.Cluster.Leader; l != "" && (to[stream] == "" || l == to[stream]) {
+				where = append(where, l)
 				break
 			}
-			body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
-			if _, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, body); err != nil && !errors.Is(err, nats.ErrTimeout) {
-				return nil, err
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("leader of %s: %w", stream, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
 			}
-			time.Sleep(250 * time.Millisecond)
 		}
-		where = append(where, want)
 	}
 	return where, nil
 }
