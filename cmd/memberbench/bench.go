@@ -203,7 +203,10 @@ func (e *env) start(ctx context.Context) error {
 	}
 	e.shards = st.RoomShards()
 	if len(e.nodes) > 0 && e.shards > 1 {
-		if e.leaders, err = e.spreadLeaders(sctx, js, st); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // elections on a loaded machine
+		e.leaders, err = e.spreadLeaders(lctx, js, st)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("spread the shards' leaders: %w", err)
 		}
 	}

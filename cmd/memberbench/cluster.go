@@ -107,40 +107,53 @@ func openClustered(ctx context.Context, js jetstream.JetStream, cfg store.Config
 }
 
 // spreadLeaders balances the room shards' leaders over the nodes
-// ([store.Store.SpreadLeaders], as membershipd does for a new deployment)
-// and waits until every move it asked for has happened. It returns where
-// the leaders are, shard by shard.
+// ([store.Store.SpreadLeaders], as membershipd does for a new deployment),
+// again after each round's moves have taken effect, until a round finds
+// nothing to move. It returns where the leaders are, shard by shard.
 func (e *env) spreadLeaders(ctx context.Context, js jetstream.JetStream, st *store.Store) ([]string, error) {
-	moves, err := st.SpreadLeaders(ctx)
-	if err != nil {
-		return nil, err
+	leaderOf := func(stream string) (string, error) {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return "", err
+		}
+		info, err := s.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return "", err
+		}
+		return info.Cluster.Leader, nil
 	}
-	to := map[string]string{}
-	for _, m := range moves {
-		to[m.Stream] = m.To
+	for {
+		moves, err := st.SpreadLeaders(ctx) // waits for leaders with current followers
+		if err != nil {
+			return nil, err
+		}
+		if len(moves) == 0 {
+			break
+		}
+		for _, m := range moves { // until the old leader has handed over
+			for {
+				l, err := leaderOf(m.Stream)
+				if err != nil {
+					return nil, err
+				}
+				if l != "" && l != m.From {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return nil, fmt.Errorf("leader of %s: %w", m.Stream, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
 	}
 	var where []string
 	for _, sh := range st.Shards()[1:] {
-		stream := "KV_" + sh.Name()
-		for {
-			s, err := js.Stream(ctx, stream)
-			if err != nil {
-				return nil, err
-			}
-			info, err := s.Info(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if l := info.Cluster.Leader; l != "" && (to[stream] == "" || l == to[stream]) {
-				where = append(where, l)
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("leader of %s: %w", stream, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
+		l, err := leaderOf("KV_" + sh.Name())
+		if err != nil {
+			return nil, err
 		}
+		where = append(where, l)
 	}
 	return where, nil
 }
