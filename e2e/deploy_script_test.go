@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
@@ -18,41 +17,10 @@ import (
 	"github.com/unibus/membership/internal/natstest"
 )
 
-// deployDoc is the page whose command blocks TestDeployScript runs.
-const deployDoc = "../docs/deploy.md"
-
 // deployScriptTimeout bounds the whole run of docs/deploy.md: building the
 // four binaries on a cold cache, three nodes electing leaders, three
 // replicas and the checks.
 const deployScriptTimeout = 10 * time.Minute
-
-// shellBlocks returns the ```sh blocks of a Markdown file, in order.
-func shellBlocks(t *testing.T, path string) []string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	var cur *strings.Builder
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case cur == nil && strings.TrimSpace(line) == "```sh":
-			cur = &strings.Builder{}
-		case cur != nil && strings.TrimSpace(line) == "```":
-			blocks = append(blocks, cur.String())
-			cur = nil
-		case cur != nil:
-			cur.WriteString(line + "\n")
-		}
-	}
-	if cur != nil {
-		t.Fatalf("%s: unterminated code block", path)
-	}
-	return blocks
-}
 
 // processLine is one line of the documented replica check: host, pid and
 // the service key of one process.

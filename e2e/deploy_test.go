@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,11 +105,13 @@ func (d *deployment) clientConn(t *testing.T) (*nats.Conn, <-chan error) {
 }
 
 // replica starts a membershipd that joins the deployment as the documented
-// service user.
+// service user, creating it with the test kit's room shards
+// (MEMBERSHIP_TEST_SHARDS).
 func (d *deployment) replica(t *testing.T, adminFile, logPath string) *clusterNode {
 	t.Helper()
 	n := &clusterNode{name: filepath.Base(logPath), root: t, logPath: logPath, args: []string{
 		"--server", d.urls, "--nkey", d.serviceSeed, "--service-key", d.signingKey, "--replicas", "3", "--bootstrap-admin", adminFile,
+		"--shards", strconv.Itoa(membertest.Shards()),
 	}}
 	n.start(t)
 	return n
@@ -181,6 +184,24 @@ func TestDeployDocs(t *testing.T) {
 	}
 	if c := reads.CachedInfo().Config; c.Replicas != 3 || c.Storage != jetstream.MemoryStorage || c.AllowDirect {
 		t.Fatalf("read claims stream: %d replicas, %s storage, direct gets %v; want 3, memory, none", c.Replicas, c.Storage, c.AllowDirect)
+	}
+	if n := membertest.Shards(); n > 1 { // the service user may spread the room shards' leaders
+		natstest.Eventually(t, 3, "room shard leaders on every node", func() error {
+			led := map[string]bool{}
+			for i := range n {
+				s, err := js.Stream(ctx, "KV_"+subjects.RoomShardBucket(subjects.DefaultBucket, i))
+				if err != nil {
+					return err
+				}
+				if info, err := s.Info(ctx); err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+					led[info.Cluster.Leader] = true
+				}
+			}
+			if len(led) != min(n, 3) {
+				return fmt.Errorf("%d room shards led by %v; replica log:\n%s", n, led, tail(filepath.Join(dir, "replica.1.log")))
+			}
+			return nil
+		})
 	}
 
 	// What the client user must not do.

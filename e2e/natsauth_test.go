@@ -167,7 +167,7 @@ func TestNATSPermissions(t *testing.T) {
 	for _, subject := range []string{"_INBOX_client2.>", "_INBOX.>"} {
 		t.Run("no reading the inbox "+subject, func(t *testing.T) { denied(t, nc1, subject, request) })
 	}
-	for _, subject := range []string{"$KV.membership.>", "$JS.API.>", "$O.membership-keys.>"} {
+	for _, subject := range []string{"$KV.membership.>", "$KV.membership-rooms-0.>", "$JS.API.>", "$O.membership-keys.>"} {
 		t.Run("no subscription to "+subject, func(t *testing.T) { denied(t, nc1, subject, func() {}) })
 	}
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/client"
+	"github.com/unibus/membership/identity"
 	"github.com/unibus/membership/internal/membertest"
 	"github.com/unibus/membership/internal/natstest"
 	"github.com/unibus/membership/service"
@@ -206,7 +207,9 @@ func roomShardsInfo(t *testing.T, url string) string {
 // names the count the deployment was created with; restarted without the
 // flag it opens the deployment as created (micro info says room_shards 4).
 // A deployment created with the default (one shard, the original layout)
-// is refused with --shards 4.
+// is refused with --shards 4 or 2, naming its one shard, and reopens with
+// its room and nothing added without the flag, with --shards 0 and with
+// --shards 1.
 func TestMembershipdShards(t *testing.T) {
 	bin := natstest.Build(t, membershipdPkg)
 	refused := func(t *testing.T, data string, n, created int) {
@@ -254,83 +257,125 @@ func TestMembershipdShards(t *testing.T) {
 	whoami(t, d.url, filepath.Join(data, "admin.identity"))
 	d.stop(t)
 
+	// The one-shard layout (whose stream configuration is the one made
+	// before shards existed: store's TestOneShardLayoutUnchanged): its room
+	// survives every reopening that is not refused, and nothing is added.
 	one := filepath.Join(t.TempDir(), "data")
 	d = startDaemon(t, "--data-dir", one, "--listen", "127.0.0.1:-1")
 	if got := streams(t, d.url); !slices.Equal(got, want[:1]) {
 		t.Fatalf("default deployment's KV streams %v, want %v", got, want[:1])
 	}
+	adminRoom(t, d.url, filepath.Join(one, "admin.identity"), true)
 	d.stop(t)
 	refused(t, one, 4, 1)
+	for _, flags := range [][]string{nil, {"--shards", "0"}, {"--shards", "1"}} {
+		d = startDaemon(t, append([]string{"--data-dir", one, "--listen", "127.0.0.1:-1"}, flags...)...)
+		adminRoom(t, d.url, filepath.Join(one, "admin.identity"), false)
+		if got := streams(t, d.url); !slices.Equal(got, want[:1]) {
+			t.Fatalf("one-shard deployment reopened with %v: KV streams %v, want %v", flags, got, want[:1])
+		}
+		if got := roomShardsInfo(t, d.url); got != "1" {
+			t.Fatalf("one-shard deployment reopened with %v: micro info room_shards %q, want 1", flags, got)
+		}
+		d.stop(t)
+	}
+	refused(t, one, 2, 1)
 }
 
-// TestShardLeaders: on a three-node cluster with R3 room shards, the
-// commands docs/deploy.md gives ("Shards") show where the shards' leaders
-// are (nats stream report) and move each to the node it names (nats stream
-// cluster step-down --preferred), so that the first three shards are led
-// by three different nodes.
+// adminRoom creates (create) or reads the room "kept" as the admin of the
+// deployment at url.
+func adminRoom(t *testing.T, url, identityFile string, create bool) {
+	t.Helper()
+	id, err := identity.Load(identityFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := client.New(nc, id)
+	if create {
+		if _, _, err := c.CreateRoom(natstest.Ctx(t, 1), "kept", "chat.kept", nil); err != nil {
+			t.Fatalf("create room kept: %v", err)
+		}
+		return
+	}
+	if r, err := c.Room(natstest.Ctx(t, 1), "kept"); err != nil || r.Owner != id.Endpoint {
+		t.Fatalf("room kept after reopening: %+v, %v", r, err)
+	}
+}
+
+// TestShardLeaders: three membershipd nodes started together with
+// --shards 4 and R3 buckets create the room shards and spread their leaders
+// over the nodes (store.SpreadLeaders): the commands docs/deploy.md gives
+// ("Shards"), taken from the page, show it — nats stream report stars each
+// shard's leader, and the four are led by all three nodes — and its
+// step-down moves a shard to the node it names.
 func TestShardLeaders(t *testing.T) {
-	servers, _ := heldCluster(t, 3)
-	js, err := jetstream.New(natstest.Connect(t, servers[0]))
-	if err != nil {
-		t.Fatal(err)
+	c := newCluster(t, 3, "--shards", "4")
+	lines := strings.Split(strings.TrimSpace(fencedBlock(t, deployDoc, "text", "stream report")), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "step-down KV_membership-rooms-1 --preferred n2") {
+		t.Fatalf("docs/deploy.md's leader commands changed: %q", lines)
 	}
-	st, err := store.Open(natstest.Ctx(t, 6), js, store.Config{Bucket: subjects.DefaultBucket, KeysBucket: subjects.DefaultKeysBucket,
-		MaxTTL: service.NonceTTL(service.DefaultSkew), Replicas: 3, Shards: 4})
-	if err != nil {
-		t.Fatal(err)
+	report, stepDown := lines[0], lines[1]
+	op := newOperatorShell(t)
+	op.context(t, c.urls())
+	nodes := map[string]bool{}
+	for _, n := range c.nodes {
+		nodes[n.name] = true
 	}
-	leaderOf := func(stream string) string {
-		var leader string
-		natstest.Eventually(t, 3, stream+" has a leader", func() error {
-			s, err := js.Stream(natstest.Ctx(t, 1), stream)
-			if err != nil {
-				return err
+	var leaders map[string]string // room shard stream → its leader
+	natstest.Eventually(t, 6, "the room shards led by all three nodes", func() error {
+		out := op.run(t, report)
+		leaders = map[string]string{}
+		led := map[string]int{}
+		for i := range 4 {
+			stream := "KV_" + subjects.RoomShardBucket(subjects.DefaultBucket, i)
+			for n := range nodes {
+				if row := reportRow(out, stream); strings.Contains(row, n+"*") {
+					leaders[stream] = n
+					led[n]++
+				}
 			}
-			info, err := s.Info(natstest.Ctx(t, 1))
-			if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
-				return fmt.Errorf("no leader yet: %v", err)
-			}
-			leader = info.Cluster.Leader
-			return nil
-		})
-		return leader
-	}
-	out, errOut, err := natstest.RunNats(t, servers[0], nil, "stream", "report")
-	if err != nil {
-		t.Fatalf("nats stream report: %v\n%s", err, errOut)
-	}
-	for _, sh := range st.Shards() {
-		stream := "KV_" + sh.Name()
-		line := ""
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, " "+stream+" ") {
-				line = l
+			if leaders[stream] == "" {
+				return fmt.Errorf("no starred leader in the report's row of %s:\n%s", stream, out)
 			}
 		}
-		if leader := leaderOf(stream); !strings.Contains(line, leader+"*") {
-			t.Fatalf("stream report row of %s %q does not star its leader %s:\n%s", stream, line, leader, out)
+		if len(led) != 3 {
+			return fmt.Errorf("leaders %v", leaders)
+		}
+		return nil
+	})
+	if logs := c.logTails(); !strings.Contains(logs, "room shard leader moved") {
+		t.Logf("no replica moved a leader (the elections spread them): %v", leaders)
+	}
+
+	// The step-down, with the shard and node of this cluster.
+	stream := "KV_" + subjects.RoomShardBucket(subjects.DefaultBucket, 1)
+	to := "n1"
+	if leaders[stream] == to {
+		to = "n2"
+	}
+	cmd := strings.NewReplacer("KV_membership-rooms-1", stream, "--preferred n2", "--preferred "+to).Replace(stepDown)
+	op.run(t, cmd)
+	natstest.Eventually(t, 3, stream+" led by "+to, func() error {
+		if row := reportRow(op.run(t, report), stream); !strings.Contains(row, to+"*") {
+			return fmt.Errorf("report row %q", row)
+		}
+		return nil
+	})
+}
+
+// reportRow is the row of nats stream report's table that names stream.
+func reportRow(report, stream string) string {
+	for _, l := range strings.Split(report, "\n") {
+		if strings.Contains(l, " "+stream+" ") {
+			return l
 		}
 	}
-	want := map[string]bool{}
-	for i := range 3 {
-		stream := "KV_" + subjects.RoomShardBucket(subjects.DefaultBucket, i)
-		preferred := servers[i].Name()
-		want[preferred] = true
-		if leaderOf(stream) != preferred {
-			if _, errOut, err := natstest.RunNats(t, servers[0], nil, "stream", "cluster", "step-down", stream, "--preferred", preferred); err != nil {
-				t.Fatalf("step-down %s --preferred %s: %v\n%s", stream, preferred, err, errOut)
-			}
-		}
-		natstest.Eventually(t, 3, stream+" led by "+preferred, func() error {
-			if l := leaderOf(stream); l != preferred {
-				return fmt.Errorf("led by %s", l)
-			}
-			return nil
-		})
-	}
-	if len(want) != 3 {
-		t.Fatalf("preferred leaders %v", want)
-	}
+	return ""
 }
 
 // TestShardsStaleSubjectClaim: with room shards a subject's claim in the

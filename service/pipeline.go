@@ -29,6 +29,7 @@ type call struct {
 	digest  [32]byte
 	nonce   string                      // nonce key
 	shard   atomic.Pointer[store.Shard] // a mutation's shard, once known (shards.go)
+	pre     prefetches                  // reads in flight for its plan (prefetch.go)
 	now     time.Time
 
 	afterReply func() // the caller's own revocation, once it has its answer (bus.go)

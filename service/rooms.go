@@ -174,6 +174,14 @@ func (s *Service) addMember(ctx context.Context, c *call) (*mutation, error) {
 	if err := c.body(&req); err != nil {
 		return nil, err
 	}
+	endpoint := req.Member.Endpoint
+	if api.ValidateID("room", req.Room) == nil && api.ValidateID("endpoint", endpoint) == nil {
+		// Every read below at once (prefetch.go): the room, the
+		// membership and directory entry it must not have yet, the
+		// member's identity and the room's audit head (audit.go).
+		s.prefetch(ctx, c, keyRoom(req.Room), keyMember(req.Room, endpoint), keyIdentity(endpoint),
+			keyEpRoom(endpoint, req.Room), keyAuditHead(api.RoomChain(req.Room)))
+	}
 	r, roomRev, _, err := s.roomFor(ctx, c, req.Room)
 	if err != nil {
 		return nil, err
@@ -190,7 +198,6 @@ func (s *Service) addMember(ctx context.Context, c *call) (*mutation, error) {
 	if r.Members >= MaxMembers {
 		return nil, api.E(api.KindTooLarge, "room %s has the maximum of %d members", r.ID, MaxMembers)
 	}
-	endpoint := req.Member.Endpoint
 	old, memRev, err := s.member(ctx, c, r.ID, endpoint)
 	if err != nil {
 		return nil, err

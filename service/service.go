@@ -177,9 +177,7 @@ func (s *Service) Micro() micro.Service { return s.micro }
 // get reads key and decodes its msgpack value into v; found is false if
 // the key holds no value.
 func (s *Service) get(ctx context.Context, c *call, key string, v any) (rev uint64, found bool, err error) {
-	start := time.Now()
-	ent, err := s.shardOf(c, key).Get(ctx, key)
-	s.stats.of(c.op).storeLatency(time.Since(start))
+	ent, err := s.read(ctx, c, key) // prefetch.go
 	if err != nil {
 		return 0, false, s.storeErr(c, "get "+keyFamily(key), err)
 	}

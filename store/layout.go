@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -92,18 +93,26 @@ func shardCount(base *Shard, cfg Config) (int, error) {
 	return n, nil
 }
 
-// openRoomShards binds to (creating if missing) the n room shard buckets.
-func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n int) ([]*Shard, error) {
-	shards := make([]*Shard, n)
+// newShardAge is how long after its creation a room shard counts as new
+// ([Store.CreatedShards]): an Open that created shards and then failed
+// (a timeout while the cluster settles) is retried, and the retry finds
+// them made.
+const newShardAge = time.Minute
+
+// openRoomShards binds to (creating if missing) the n room shard buckets;
+// created reports that any was missing or is new.
+func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n int) (shards []*Shard, created bool, err error) {
+	shards = make([]*Shard, n)
 	for i := range shards {
 		desc := fmt.Sprintf("unibus membership: room shard %d of %d (rooms and their mutation nonces)", i, n)
-		sh, err := openBucket(ctx, js, cfg, subjects.RoomShardBucket(cfg.Bucket, i), nil, desc)
+		sh, made, err := openBucket(ctx, js, cfg, subjects.RoomShardBucket(cfg.Bucket, i), nil, desc)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		shards[i] = sh
+		fresh := time.Since(sh.stream.CachedInfo().Created) < newShardAge
+		shards[i], created = sh, created || made || fresh
 	}
-	return shards, nil
+	return shards, created, nil
 }
 
 // LastSeqs is every shard's newest revision ([Shard.LastSeq]), by

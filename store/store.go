@@ -53,9 +53,11 @@ type Store struct {
 	*Shard          // the base bucket
 	rooms  []*Shard // room shards by number ([RoomShard]); the base alone with one
 	all    []*Shard // every distinct bucket: the base first, then the room shards
-	obj    jetstream.ObjectStore
+	obj    *objects
 	reads  *readClaims
 	maxTTL time.Duration
+	// createdShards: the room shards are new ([Store.CreatedShards]).
+	createdShards bool
 }
 
 // MaxTTL is the longest per-key lifetime the store was opened for
@@ -85,7 +87,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if create > 1 {
 		desc = fmt.Sprintf("unibus membership: identities and their nonces (rooms in %d shards)", create)
 	}
-	base, err := openBucket(ctx, js, cfg, cfg.Bucket, baseMetadata(create), desc)
+	base, _, err := openBucket(ctx, js, cfg, cfg.Bucket, baseMetadata(create), desc)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +97,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	}
 	st := &Store{Shard: base, rooms: []*Shard{base}, all: []*Shard{base}, maxTTL: max(cfg.MaxTTL, time.Second)}
 	if n > 1 {
-		if st.rooms, err = openRoomShards(ctx, js, cfg, n); err != nil {
+		if st.rooms, st.createdShards, err = openRoomShards(ctx, js, cfg, n); err != nil {
 			return nil, err
 		}
 		st.all = append(st.all, st.rooms...)
@@ -113,12 +115,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 }
 
 // openBucket binds to (creating if missing) the KV bucket name, checks its
-// shape and enables what the store needs of it.
-func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name string, meta map[string]string, desc string) (*Shard, error) {
+// shape and enables what the store needs of it. created reports that it
+// did not exist (this call, or another replica's at the same time, made it).
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name string, meta map[string]string, desc string) (sh *Shard, created bool, err error) {
 	streamName := "KV_" + name
 	stream, err := js.Stream(ctx, streamName)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
+		created = true
 		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:         name,
 			Description:    desc,
@@ -129,34 +133,34 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name st
 			Metadata:       meta,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return nil, fmt.Errorf("create kv bucket %s: %w", name, err)
+			return nil, false, fmt.Errorf("create kv bucket %s: %w", name, err)
 		}
 		if stream, err = js.Stream(ctx, streamName); err != nil {
-			return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
+			return nil, false, fmt.Errorf("kv stream %s: %w", streamName, err)
 		}
 	case err != nil:
-		return nil, fmt.Errorf("kv stream %s: %w", streamName, err)
+		return nil, false, fmt.Errorf("kv stream %s: %w", streamName, err)
 	}
 	sc := stream.CachedInfo().Config
 	if err := checkShape("kv bucket "+name, sc, cfg); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	direct := directGets(cfg.Replicas)
 	if !sc.AllowAtomicPublish || !sc.AllowMsgTTL || sc.AllowDirect != direct {
 		sc.AllowAtomicPublish, sc.AllowMsgTTL, sc.AllowDirect = true, true, direct
 		if stream, err = js.UpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("kv stream %s: enable atomic batches: %w", streamName, err)
+			return nil, false, fmt.Errorf("kv stream %s: enable atomic batches: %w", streamName, err)
 		}
 	}
 	kv, err := js.KeyValue(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("kv bucket %s: %w", name, err)
+		return nil, false, fmt.Errorf("kv bucket %s: %w", name, err)
 	}
-	return &Shard{js: js, stream: stream, kv: kv, name: name, prefix: "$KV." + name + "."}, nil
+	return &Shard{js: js, stream: stream, kv: kv, name: name, prefix: "$KV." + name + "."}, created, nil
 }
 
 // openObjects binds to (creating if missing) the sealed-key object store.
-func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.ObjectStore, error) {
+func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (*objects, error) {
 	obj, err := js.ObjectStore(ctx, cfg.KeysBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		obj, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
@@ -179,7 +183,7 @@ func openObjects(ctx context.Context, js jetstream.JetStream, cfg Config) (jetst
 	if err := checkShape("object store "+cfg.KeysBucket, ostream.CachedInfo().Config, cfg); err != nil {
 		return nil, err
 	}
-	return obj, nil
+	return &objects{ObjectStore: obj, js: js, bucket: cfg.KeysBucket, stream: ostream}, nil
 }
 
 // directGets reports whether a stream with this many replicas may answer
@@ -206,8 +210,15 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 // wrote it, so an existing live object already holds these bytes and is left as
 // it is. Writing it again would replace its chunks under the feet of the
 // copies of that request that reference it (the object store purges the
-// old chunks after each put).
+// old chunks after each put). An object of one chunk is created in one
+// round trip, refused by the stream if the name is taken (objects.go); a
+// refusal or an unknown outcome takes the checked path below.
 func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
+	if len(data) > 0 && len(data) <= objChunkSize {
+		if err := s.obj.createObject(ctx, name, data); err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
 	if info, err := s.obj.GetInfo(ctx, name); err == nil && !info.Deleted {
 		return nil
 	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {

@@ -502,6 +502,56 @@ func TestPutObjectImmutable(t *testing.T) {
 	}
 }
 
+// TestPutObjectChunks: a new object of one chunk is written as nats.go's
+// object store writes it (its own reader checks size, chunk count and
+// digest), a put refused because the name is taken leaves no chunk behind
+// in the stream, and an object larger than one chunk takes nats.go's Put.
+func TestPutObjectChunks(t *testing.T) {
+	st, js, _, _ := open(t)
+	ctx := natstest.Ctx(t, 1)
+	small, big := []byte("sealed key"), make([]byte, 300<<10)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	for _, o := range []struct {
+		name string
+		data []byte
+	}{{"r1/small", small}, {"r1/big", big}} {
+		if err := st.PutObject(ctx, o.name, o.data); err != nil {
+			t.Fatalf("PutObject(%s): %v", o.name, err)
+		}
+		if b, err := st.GetObject(ctx, o.name); err != nil || !bytes.Equal(b, o.data) {
+			t.Fatalf("GetObject(%s) = %d bytes, %v; want %d", o.name, len(b), err, len(o.data))
+		}
+	}
+	obs, err := js.ObjectStore(ctx, keysBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := obs.GetInfo(ctx, "r1/small")
+	if err != nil || info.Size != uint64(len(small)) || info.Chunks != 1 || info.Opts == nil || info.Opts.ChunkSize != 128<<10 {
+		t.Fatalf("GetInfo(r1/small) = %+v, %v", info, err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+keysBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := func() uint64 {
+		si, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return si.State.Msgs
+	}
+	before := msgs()
+	if err := st.PutObject(ctx, "r1/small", []byte("other")); err != nil {
+		t.Fatal(err)
+	}
+	if after := msgs(); after != before {
+		t.Fatalf("the object stream holds %d messages after a put of a taken name, %d before", after, before)
+	}
+}
+
 // TestUnavailable checks that a store that cannot be reached never answers
 // with the errors that mean "decided": a caller must fail closed.
 func TestUnavailable(t *testing.T) {

@@ -32,8 +32,12 @@ import (
 	"github.com/unibus/membership/subjects"
 )
 
-// defaultOps are the operations a run measures, in order.
-const defaultOps = "echo,secho,read,key,mine,kv,mutate,mutate1,batch,batchN"
+// defaultOps are the operations a run measures, in order. The add-member
+// rows run twice, in both orders (mutate before mutate1, then after it):
+// the first add-member row a deployment serves runs slower than a later
+// one (docs/performance.md, "Shards"), and a ratio of rows taken in one
+// order only would carry that into mutate_shards_vs_one.
+const defaultOps = "echo,secho,read,key,mine,kv,mutate,mutate1,mutate1,mutate,batch,batchN"
 
 // defaultShards is --shards' default: the room shards membershipd creates
 // a deployment with.
@@ -41,22 +45,25 @@ const defaultShards = 4
 
 // env is a running deployment with seeded data.
 type env struct {
-	o      options
-	out    io.Writer
-	prog   io.Writer
-	url    string
-	run    string // short random id: names of this run's identities and rooms (kept in --state)
-	raw    string // short random id of this run alone: the raw baselines' keys
-	prefix string
-	shards int // room shards of the deployment
-	svc    *service.Service
-	srv    *server.Server
-	conns  []*nats.Conn // one per client
-	admin  *client.Client
+	o       options
+	out     io.Writer
+	prog    io.Writer
+	url     string
+	run     string // short random id: names of this run's identities and rooms (kept in --state)
+	raw     string // short random id of this run alone: the raw baselines' keys
+	prefix  string
+	shards  int // room shards of the deployment
+	svc     *service.Service
+	srv     *server.Server
+	nodes   []*server.Server // --cluster: the nodes (cluster.go)
+	leaders []string         // --cluster: the node leading each room shard
+	conns   []*nats.Conn     // one per client
+	admin   *client.Client
 
 	clients []*client.Client     // bench clients, one identity each
 	others  []*identity.Identity // seeded identities that are not clients
-	joiners []*identity.Identity // identities the mutate op adds
+	joiners []*identity.Identity // identities the mutate op adds, mutateRows shares of them
+	mutRow  int                  // the add-member row running: it adds the joiners of its share
 	rooms   [][]roomSeed         // rooms by owning client
 	closers []func()
 
@@ -163,17 +170,13 @@ func (e *env) start(ctx context.Context) error {
 			}
 			opts.SyncInterval = d
 		}
-		s, err := server.NewServer(opts)
-		if err != nil {
+		if o.cluster > 1 {
+			if e.url, err = e.startCluster(dir, opts); err != nil {
+				return err
+			}
+		} else if err := e.startServer(opts); err != nil {
 			return err
 		}
-		s.Start()
-		if !s.ReadyForConnections(30 * time.Second) {
-			return errors.New("embedded nats-server did not start")
-		}
-		e.srv = s
-		e.closers = append(e.closers, func() { s.Shutdown(); s.WaitForShutdown() })
-		e.url = s.ClientURL()
 	}
 	mk := func(name string) (*nats.Conn, error) {
 		nc, err := nats.Connect(e.url, nats.Name(name))
@@ -193,12 +196,17 @@ func (e *env) start(ctx context.Context) error {
 	skew := service.DefaultSkew
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := store.Open(sctx, js, store.Config{Bucket: e.bucket(), KeysBucket: e.bucket() + "-keys",
-		MaxTTL: service.NonceTTL(skew), NewShards: max(o.shards, 1)})
+	st, err := openClustered(sctx, js, store.Config{Bucket: e.bucket(), KeysBucket: e.bucket() + "-keys",
+		MaxTTL: service.NonceTTL(skew), NewShards: max(o.shards, 1), Replicas: o.replicas()})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	e.shards = st.RoomShards()
+	if len(e.nodes) > 0 && e.shards > 1 {
+		if e.leaders, err = e.spreadLeaders(sctx, snc, js, st.Shards()[1:]); err != nil {
+			return fmt.Errorf("spread the shards' leaders: %w", err)
+		}
+	}
 	cfg := service.Config{
 		Prefix: o.prefix, Workers: o.workers, RateLimit: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -256,6 +264,22 @@ func (e *env) start(ctx context.Context) error {
 	return nil
 }
 
+// startServer starts the embedded single node.
+func (e *env) startServer(opts *server.Options) error {
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return err
+	}
+	s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		return errors.New("embedded nats-server did not start")
+	}
+	e.srv = s
+	e.closers = append(e.closers, func() { s.Shutdown(); s.WaitForShutdown() })
+	e.url = s.ClientURL()
+	return nil
+}
+
 // rawBatch commits one atomic batch of the shape of an add-member commit
 // into bucket: the nonce record (with its reply), the room, member and
 // directory records, the audit entry and the audit chain head, each
@@ -288,7 +312,26 @@ func (e *env) bucket() string {
 func (e *env) mutateOp(ctx context.Context, w, n int) error {
 	rs := e.rooms[w]
 	r := rs[n%len(rs)]
-	return addMember(ctx, e.clients[w], r.id, r.key, e.joiners[n/len(rs)])
+	share := len(e.joiners) / e.o.mutateRows()
+	return addMember(ctx, e.clients[w], r.id, r.key, e.joiners[e.mutRow*share+n/len(rs)])
+}
+
+// mutateRows is how many rows of --ops add members to one deployment
+// (mutate to this one, mutate1 to the one-shard one): each row adds
+// joiners of its own, so that a row repeated for an A/B comparison in one
+// run (--ops mutate,mutate1,mutate1,mutate) measures the same load as the
+// first.
+func (o options) mutateRows() int {
+	n, n1 := 0, 0
+	for _, name := range strings.Split(o.ops, ",") {
+		switch strings.TrimSpace(name) {
+		case "mutate":
+			n++
+		case "mutate1":
+			n1++
+		}
+	}
+	return max(1, n, n1)
 }
 
 // oneShard starts, on the same server, a second deployment of one room
@@ -362,7 +405,7 @@ func (e *env) seed(ctx context.Context) error {
 		o.members = 1
 	}
 	perClient := (o.rooms + o.clients - 1) / o.clients
-	nJoin := (o.mutations+perClient-1)/perClient + 1
+	nJoin := ((o.mutations+perClient-1)/perClient + 1) * o.mutateRows()
 	nOthers := max(o.identities-o.clients, o.members, 1, o.rekey)
 	mkIDs := func(kind string, n int) ([]*identity.Identity, error) {
 		ids := make([]*identity.Identity, n)
@@ -570,7 +613,7 @@ func (e *env) measure(ctx context.Context) error {
 		"read1": subjects.OpRoomGet, "mine1": subjects.OpRoomMine}
 
 	var results []*result
-	byName := map[string]*result{}
+	byName := map[string][]*result{} // a name's rows, in order
 	type check struct {
 		row               string
 		op                subjects.Op
@@ -607,8 +650,14 @@ func (e *env) measure(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		switch name {
+		case "mutate":
+			e.mutRow++
+		case "mutate1":
+			one.mutRow++
+		}
 		results = append(results, r)
-		byName[name] = r
+		byName[name] = append(byName[name], r)
 		if ep, isSvc := endpointOf[name]; isSvc {
 			// micro counts a request when its handler returns, and a
 			// request the client gave up on may still be in a handler:
@@ -631,6 +680,9 @@ func (e *env) measure(ctx context.Context) error {
 	}
 	fmt.Fprintf(e.out, "# %d clients, sync=%s, workers=%d, id-cache=%v, key-cache=%v, room-index=%v, room shards=%d (mutate1: 1), GOMAXPROCS=%d\n",
 		o.clients, e.syncName(), o.workers, o.idCache, o.keyCache, o.roomIndex, e.shards, runtime.GOMAXPROCS(0))
+	if len(e.nodes) > 0 {
+		fmt.Fprintf(e.out, "# cluster of %d nodes on loopback, buckets R%d, room shard leaders %s\n", len(e.nodes), o.replicas(), strings.Join(e.leaders, " "))
+	}
 	printTable(e.out, results)
 	for _, ck := range checks {
 		verdict := "MISMATCH"
@@ -673,12 +725,20 @@ func (e *env) measure(ctx context.Context) error {
 		fmt.Fprintf(e.out, "MEMORY process RSS %.1f MB (server, service and clients in one process), Go heap in use %.1f MB\n",
 			float64(rss)/1024, float64(ms.HeapInuse)/(1<<20))
 	}
+	// A ratio of two operations is that of their mean rates over their
+	// rows (a row repeated in both orders: defaultOps).
+	mean := func(name string) float64 {
+		var sum float64
+		for _, r := range byName[name] {
+			sum += r.rate()
+		}
+		return sum / float64(max(1, len(byName[name])))
+	}
 	ratio := func(a, b string) float64 {
-		ra, rb := byName[a], byName[b]
-		if ra == nil || rb == nil || rb.rate() == 0 {
+		if mean(b) == 0 {
 			return 0
 		}
-		return ra.rate() / rb.rate()
+		return mean(a) / mean(b)
 	}
 	e.channelFigures(ctx) // the channel row and its CHANNEL line (channel.go)
 	if o.quick || o.bus { // bus.go

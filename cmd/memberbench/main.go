@@ -65,6 +65,7 @@ type options struct {
 	external  bool
 	sync      string
 	shards    int    // room shards of a deployment the run creates
+	cluster   int    // nodes of an in-process JetStream cluster (cluster.go); 0: one node
 	bucket    string // base bucket ("": the default); the one-shard deployment's own
 	quick     bool
 	clients   int
@@ -114,6 +115,7 @@ func main() {
 	flag.BoolVar(&o.external, "external", false, "with --nats-url: benchmark the replicas already running there (no in-process service; they must not rate-limit)")
 	flag.StringVar(&o.sync, "sync", "always", "embedded server fsync policy: always (membershipd's default), interval (the NATS default, 2m) or a duration such as 1s")
 	flag.IntVar(&o.shards, "shards", defaultShards, "room shards of the deployment the benchmark creates (an existing one keeps its own); mutate1 measures the same add-member load against one shard")
+	flag.IntVar(&o.cluster, "cluster", 0, "start a JetStream cluster of this many in-process nodes (3 or 5) on loopback instead of one node: buckets replicated on every node, the room shards' leaders spread over the nodes by step-down, clients connected at random nodes (0: one node)")
 	flag.BoolVar(&o.quick, "quick", false, "small seed and short runs; finishes within a minute")
 	flag.IntVar(&o.clients, "clients", 16, "concurrent clients, each on its own connection with its own identity")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long each read-type operation runs (when --count is 0)")

@@ -322,7 +322,7 @@ func (e *env) seedScale(ctx context.Context) error {
 	// Joiners for the mutate operation: new in every run, since a run's
 	// mutations make them members.
 	perClient := st.RoomsPerClient
-	nJoin := (o.mutations+perClient-1)/perClient + 1
+	nJoin := ((o.mutations+perClient-1)/perClient + 1) * o.mutateRows()
 	if e.joiners, err = mk("j"+randHex(2)+"x", 0, nJoin); err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestAuditCommand(t *testing.T) {
 		t.Fatalf("wrong pinned key: exit %d, want %d", code, exitLocal)
 	}
 
-	kv := membertest.KV(t, natstest.Connect(t, s))
+	kv := membertest.RoomKV(t, natstest.Connect(t, s), "r1")
 	ent, err := kv.Get(ctx, "audit.room.r1.000000000002")
 	if err != nil {
 		t.Fatal(err)

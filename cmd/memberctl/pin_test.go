@@ -154,7 +154,7 @@ func TestAuditRollback(t *testing.T) {
 		t.Fatalf("remembered head %+v, want seq 2", h)
 	}
 	// Truncate the tail, as a store restored from an old backup would.
-	kv := membertest.KV(t, natstest.Connect(t, s))
+	kv := membertest.RoomKV(t, natstest.Connect(t, s), "r1")
 	if err := kv.Delete(ctx, "audit.room.r1.000000000002"); err != nil {
 		t.Fatal(err)
 	}

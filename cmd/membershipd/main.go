@@ -78,6 +78,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open buckets: %w", err)
 	}
+	if st.CreatedShards() {
+		spreadLeaders(octx, st, log)
+	}
 	if cfg.BootstrapAdmin != "" {
 		if err := retry(octx, log, "bootstrap admin", unavailable, func() error { return bootstrapAdmin(octx, st, cfg, log) }); err != nil {
 			return fmt.Errorf("bootstrap admin: %w", err)
@@ -171,6 +174,25 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 		return err
 	})
 	return st, err
+}
+
+// spreadWait bounds the wait for new room shards' leaders and followers
+// before their leaders are spread (a new stream elects within seconds).
+const spreadWait = 15 * time.Second
+
+// spreadLeaders moves the leaders of new room shards apart (store.SpreadLeaders): a new stream's leader is drawn at random,
+// so a new deployment's shards may all be led by one node. A failure only
+// costs speed, so it is logged, with the commands that do it by hand.
+func spreadLeaders(ctx context.Context, st *store.Store, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, spreadWait)
+	defer cancel()
+	moves, err := st.SpreadLeaders(ctx)
+	for _, m := range moves {
+		log.Info("room shard leader moved", "stream", m.Stream, "from", m.From, "to", m.To)
+	}
+	if err != nil {
+		log.Warn("room shard leaders not spread; see docs/deploy.md \"Shards\" to move them", "error", err)
+	}
 }
 
 // unavailable reports errors that mean JetStream is not available yet (a

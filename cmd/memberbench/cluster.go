@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/membership/store"
+)
+
+// Cluster mode (--cluster 3): the deployment is a JetStream cluster of
+// in-process nats-servers routed to each other on loopback, its buckets
+// replicated R3 (R5 with five nodes), the room shards' stream leaders
+// spread over the nodes by step-down (shard i's leader on node i mod n),
+// the clients' connections spread over the nodes. The one-shard deployment
+// of mutate1 is created on the same cluster with the same replication, so
+// mutate_shards_vs_one compares one stream leader with n shards' leaders
+// on different nodes under the same load.
+
+// replicas is how many copies the run's buckets keep: 1, or the cluster's
+// size (3 or 5).
+func (o options) replicas() int {
+	if o.cluster > 1 {
+		return o.cluster
+	}
+	return 1
+}
+
+// startCluster starts o.cluster nodes with file storage under dir and
+// returns their client URLs, comma-separated (the clients pick nodes at
+// random).
+func (e *env) startCluster(dir string, base *server.Options) (string, error) {
+	n := e.o.cluster
+	if n != 3 && n != 5 {
+		return "", fmt.Errorf("--cluster %d: want 0 (one node), 3 or 5", n)
+	}
+	routePorts := make([]int, n)
+	for i := range routePorts {
+		p, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		routePorts[i] = p
+	}
+	var urls []string
+	for i := range n {
+		opts := *base
+		opts.ServerName = fmt.Sprintf("mb%d", i+1)
+		opts.StoreDir = filepath.Join(dir, opts.ServerName)
+		opts.Cluster = server.ClusterOpts{Name: "memberbench", Host: "127.0.0.1", Port: routePorts[i]}
+		var routes []string
+		for j, p := range routePorts {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+			}
+		}
+		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		s, err := server.NewServer(&opts)
+		if err != nil {
+			return "", err
+		}
+		s.Start()
+		e.closers = append(e.closers, func() { s.Shutdown(); s.WaitForShutdown() })
+		e.nodes = append(e.nodes, s)
+	}
+	for _, s := range e.nodes {
+		if !s.ReadyForConnections(30 * time.Second) {
+			return "", fmt.Errorf("cluster node %s did not start", s.Name())
+		}
+		urls = append(urls, s.ClientURL())
+	}
+	return strings.Join(urls, ","), nil
+}
+
+// freePort is a loopback port free at the time of the call.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// openClustered opens the store; on a cluster, once the nodes have
+// elected their JetStream meta leader (until then the JetStream API does
+// not answer).
+func openClustered(ctx context.Context, js jetstream.JetStream, cfg store.Config) (*store.Store, error) {
+	for cfg.Replicas > 1 {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("no JetStream meta leader: %w", err)
+		}
+	}
+	return store.Open(ctx, js, cfg)
+}
+
+// spreadLeaders moves the leader of room shard i to node i mod n, one
+// step-down each ($JS.API.STREAM.LEADER.STEPDOWN with a preferred
+// placement, nats-server ≥ 2.11), and waits until each has moved. It
+// returns where the leaders are, shard by shard.
+func (e *env) spreadLeaders(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, shards []*store.Shard) ([]string, error) {
+	var where []string
+	for i, sh := range shards {
+		stream := "KV_" + sh.Name()
+		want := e.nodes[i%len(e.nodes)].Name()
+		for {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("leader of %s to %s: %w", stream, want, err)
+			}
+			s, err := js.Stream(ctx, stream)
+			if err != nil {
+				return nil, err
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if info.Cluster != nil && info.Cluster.Leader == want {
+				break
+			}
+			body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
+			if _, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, body); err != nil && !errors.Is(err, nats.ErrTimeout) {
+				return nil, err
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		where = append(where, want)
+	}
+	return where, nil
+}
