@@ -107,6 +107,16 @@ func (s *ChannelSubscription) Messages(ctx context.Context) iter.Seq2[*Message, 
 	}
 }
 
+// SetPendingLimits sets how many NATS messages and bytes may wait for the
+// handler or Next, the one in the handler included, before NATS drops the
+// subscription's messages as a slow consumer (nats.Subscription.SetPendingLimits; nats.go's defaults are
+// 65,536 messages and 64 MiB, -1 is no limit). A frame is one NATS message
+// of all its messages' bytes. A dropped frame is lost whole; the connection's
+// error handler is told (nats.ErrSlowConsumer).
+func (s *ChannelSubscription) SetPendingLimits(msgs, bytes int) error {
+	return s.sub.SetPendingLimits(msgs, bytes)
+}
+
 // Unsubscribe stops the subscription.
 func (s *ChannelSubscription) Unsubscribe() error {
 	s.stop()

@@ -650,6 +650,60 @@ func TestChannelReplayMemory(t *testing.T) {
 	}
 }
 
+// TestChannelPendingLimits: a subscription's pending limits are NATS's:
+// past them a slow handler loses whole messages and the connection's error
+// handler hears of it, and the messages within them are delivered.
+func TestChannelPendingLimits(t *testing.T) {
+	w := newChannelWorld(t)
+	alice, _ := w.member("alice"), w.member("bob")
+	if _, _, err := alice.CreateRoom(w.ctx, "ops", "chat.ops", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 10)
+	bob := client.New(natstest.Connect(t, w.s, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slow <- err })), w.ids["bob"], w.pin)
+	ach, bch := w.channel(alice, "ops"), w.channel(bob, "ops")
+	held, release := make(chan struct{}, 10), make(chan struct{})
+	got := make(chan *client.Message, 10)
+	sub, err := bch.Subscribe(w.ctx, func(m *client.Message) { held <- struct{}{}; <-release; got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(2, -1); err != nil { // the message in the handler counts
+		t.Fatal(err)
+	}
+	publish := func(m string) {
+		if _, err := ach.Publish(w.ctx, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("held by the handler")
+	select {
+	case <-held:
+	case <-w.ctx.Done():
+		t.Fatal("nothing delivered")
+	}
+	publish("pending")
+	publish("dropped")
+	select {
+	case err := <-slow:
+		if !errors.Is(err, nats.ErrSlowConsumer) {
+			t.Fatalf("error handler: %v", err)
+		}
+	case <-w.ctx.Done():
+		t.Fatal("no slow consumer reported")
+	}
+	close(release)
+	for _, want := range []string{"held by the handler", "pending"} {
+		if m := recv(t, w.ctx, got); string(m.Data) != want {
+			t.Fatalf("delivered %q, want %q", m.Data, want)
+		}
+	}
+	publish("after")
+	if m := recv(t, w.ctx, got); string(m.Data) != "after" {
+		t.Fatalf("delivered %q after the drop, want \"after\"", m.Data)
+	}
+}
+
 // TestChannelBatchingMaxPayload: a frame is sent before the next message
 // would take it past the server's max_payload, and the rest waits for
 // Flush when neither max nor linger is reached.

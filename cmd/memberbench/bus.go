@@ -239,6 +239,9 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 	var revokeP99, connectP99 []time.Duration
 	for r := range sc.rounds {
 		t1 := time.Now()
+		if err := busRoomsAre(ctx, hubCl, sc.rooms); err != nil {
+			return err
+		}
 		connect, err := busConnects(b, client.BusOptions(hub), sc.connects)
 		if err != nil {
 			return err
@@ -269,6 +272,25 @@ func busBench(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "BUS revoke_p99_ms=%d connect_p99_ms=%d\n",
 		pctOf(revokeP99, 0.5).Milliseconds(), pctOf(connectP99, 0.5).Milliseconds())
+	return nil
+}
+
+// busRoomsAre checks that the measured endpoint is in exactly n rooms.
+func busRoomsAre(ctx context.Context, cl *client.Client, n int) error {
+	count := 0
+	for after := ""; ; {
+		page, err := cl.MyRooms(ctx, after, 0)
+		if err != nil {
+			return err
+		}
+		count += len(page.Rooms)
+		if after = page.Next; after == "" {
+			break
+		}
+	}
+	if count != n {
+		return fmt.Errorf("bus: the measured endpoint is in %d rooms, not %d", count, n)
+	}
 	return nil
 }
 

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -11,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/membership/store"
@@ -20,7 +17,7 @@ import (
 // Cluster mode (--cluster 3): the deployment is a JetStream cluster of
 // in-process nats-servers routed to each other on loopback, its buckets
 // replicated R3 (R5 with five nodes), the room shards' stream leaders
-// spread over the nodes by step-down (shard i's leader on node i mod n),
+// spread over the nodes as membershipd spreads them (store.SpreadLeaders),
 // the clients' connections spread over the nodes. The one-shard deployment
 // of mutate1 is created on the same cluster with the same replication, so
 // mutate_shards_vs_one compares one stream leader with n shards' leaders
@@ -109,37 +106,54 @@ func openClustered(ctx context.Context, js jetstream.JetStream, cfg store.Config
 	return store.Open(ctx, js, cfg)
 }
 
-// spreadLeaders moves the leader of room shard i to node i mod n, one
-// step-down each ($JS.API.STREAM.LEADER.STEPDOWN with a preferred
-// placement, nats-server ≥ 2.11), and waits until each has moved. It
-// returns where the leaders are, shard by shard.
-func (e *env) spreadLeaders(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, shards []*store.Shard) ([]string, error) {
-	var where []string
-	for i, sh := range shards {
-		stream := "KV_" + sh.Name()
-		want := e.nodes[i%len(e.nodes)].Name()
-		for {
-			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("leader of %s to %s: %w", stream, want, err)
-			}
-			s, err := js.Stream(ctx, stream)
-			if err != nil {
-				return nil, err
-			}
-			info, err := s.Info(ctx)
-			if err != nil {
-				return nil, err
-			}
-			if info.Cluster != nil && info.Cluster.Leader == want {
-				break
-			}
-			body, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": want}})
-			if _, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, body); err != nil && !errors.Is(err, nats.ErrTimeout) {
-				return nil, err
-			}
-			time.Sleep(250 * time.Millisecond)
+// spreadLeaders balances the room shards' leaders over the nodes
+// ([store.Store.SpreadLeaders], as membershipd does for a new deployment),
+// again after each round's moves have taken effect, until a round finds
+// nothing to move. It returns where the leaders are, shard by shard.
+func (e *env) spreadLeaders(ctx context.Context, js jetstream.JetStream, st *store.Store) ([]string, error) {
+	leaderOf := func(stream string) (string, error) {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return "", err
 		}
-		where = append(where, want)
+		info, err := s.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return "", err
+		}
+		return info.Cluster.Leader, nil
+	}
+	for {
+		moves, err := st.SpreadLeaders(ctx) // waits for leaders with current followers
+		if err != nil {
+			return nil, err
+		}
+		if len(moves) == 0 {
+			break
+		}
+		for _, m := range moves { // until the old leader has handed over
+			for {
+				l, err := leaderOf(m.Stream)
+				if err != nil {
+					return nil, err
+				}
+				if l != "" && l != m.From {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return nil, fmt.Errorf("leader of %s: %w", m.Stream, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+	}
+	var where []string
+	for _, sh := range st.Shards()[1:] {
+		l, err := leaderOf("KV_" + sh.Name())
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, l)
 	}
 	return where, nil
 }

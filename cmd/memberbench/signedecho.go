@@ -160,6 +160,9 @@ func (e *env) signedEchoClients() ([]*client.Client, error) {
 		return nil, fmt.Errorf("signed echo: %w", err)
 	}
 	e.closers = append(e.closers, stop)
+	if err := nc.Flush(); err != nil { // its subscriptions are at the server before the first call
+		return nil, err
+	}
 	opts := []client.Option{client.WithPrefix(prefix), client.WithRetries(0)}
 	if e.o.unverified {
 		opts = append(opts, client.WithUnverifiedReplies())
