@@ -178,10 +178,10 @@ type seqRound struct {
 	err  error
 }
 
-// lastSeqs is every shard's last sequence (store.LastSeqs), read after the
+// lastSeqs is every shard's newest message's sequence (store.NewestSeqs), read after the
 // call began, in a round shared with the callers waiting at the same time.
 func (s *Service) lastSeqs(ctx context.Context) ([]uint64, error) {
-	return s.seqs.get(ctx, s.store.LastSeqs, s.cfg.RequestTimeout)
+	return s.seqs.get(ctx, s.store.NewestSeqs, s.cfg.RequestTimeout)
 }
 
 // get returns last sequences read after the call began.

@@ -30,7 +30,7 @@ import (
 //     is behind, restarting or still loading) the page is read from the store.
 //   - An endpoint's own rooms: when the watch has delivered every shard's
 //     newest revision as the shard's stream leader gave it after the
-//     request arrived (Store.LastSeqs, one per shard, read at once). The
+//     request arrived (Store.NewestSeqs: its newest message still there, one per shard, read at once). The
 //     watch sees every key of every shard, so the index then holds every
 //     write acknowledged before the request: the caller sees its own join
 //     or leave at once, whichever replica made it and whichever shard its

@@ -115,13 +115,14 @@ func openRoomShards(ctx context.Context, js jetstream.JetStream, cfg Config, n i
 	return shards, created, nil
 }
 
-// LastSeqs is every shard's newest revision ([Shard.LastSeq]), by
+// NewestSeqs is every shard's newest message ([Shard.NewestSeq]), by
 // [Shard.ID], read from the shards' leaders at once: every write
-// acknowledged before the call is at or below its shard's entry.
-func (s *Store) LastSeqs(ctx context.Context) ([]uint64, error) {
+// acknowledged before the call that still exists is at or below its
+// shard's entry, and a watch of the shard reaches it.
+func (s *Store) NewestSeqs(ctx context.Context) ([]uint64, error) {
 	seqs := make([]uint64, len(s.all))
 	err := s.each(ctx, func(ctx context.Context, sh *Shard) error {
-		seq, err := sh.LastSeq(ctx)
+		seq, err := sh.NewestSeq(ctx)
 		seqs[sh.id] = seq
 		return err
 	})

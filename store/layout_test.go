@@ -98,13 +98,13 @@ func TestShardLayout(t *testing.T) {
 		}
 	}
 
-	seqs, err := st.LastSeqs(ctx)
+	seqs, err := st.NewestSeqs(ctx)
 	if err != nil || len(seqs) != 5 {
-		t.Fatalf("LastSeqs = %v, %v", seqs, err)
+		t.Fatalf("NewestSeqs = %v, %v", seqs, err)
 	}
 	for i, sh := range st.Shards() {
 		if want, _ := sh.LastSeq(ctx); seqs[i] != want {
-			t.Fatalf("LastSeqs[%d] = %d, shard %s's LastSeq %d", i, seqs[i], sh.Name(), want)
+			t.Fatalf("NewestSeqs[%d] = %d, shard %s's LastSeq %d (nothing has expired)", i, seqs[i], sh.Name(), want)
 		}
 	}
 	if seqs[sh.ID()] == 0 {

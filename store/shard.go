@@ -72,6 +72,27 @@ func (s *Shard) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// NewestSeq is the sequence of the newest message still in the shard's
+// stream, 0 if none, from the stream leader (an R1 stream's direct get is
+// served by its only server). Every write acknowledged before the call that
+// still exists is at or below it. Unlike [Shard.LastSeq] it passes over
+// messages that have gone since (expired nonce records and their markers):
+// a watch never delivers those, so a reader waiting for a watch to reach
+// LastSeq would wait until the shard's next write, which on an idle shard
+// may never come; NewestSeq is always reachable. What can go without a
+// newer message on its subject is only what was written with a TTL, which
+// no watched state is.
+func (s *Shard) NewestSeq(ctx context.Context) (uint64, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+">")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
 // LastRevision is the newest revision of a key under any of prefixes
 // (dot-terminated token prefixes such as "id."), deleted keys included, or
 // 0 if there is none, read from the stream leader: every write under them

@@ -663,3 +663,34 @@ func TestReopenKeepsBatches(t *testing.T) {
 		t.Fatalf("after reopening: AllowAtomicPublish=%v AllowMsgTTL=%v AllowDirect=%v", c.AllowAtomicPublish, c.AllowMsgTTL, c.AllowDirect)
 	}
 }
+
+// TestNewestSeqSkipsExpired: once a shard's last messages have expired (a
+// TTL'd key, then the delete marker the server writes for it), LastSeq
+// still names the gone message but NewestSeq names the newest one still
+// there: the one a watch of the shard ends on.
+func TestNewestSeqSkipsExpired(t *testing.T) {
+	st, _, _, _ := open(t) // MaxTTL 2 s: markers expire too
+	ctx := natstest.Ctx(t, 2)
+	mustCommit(t, st, store.Write{Key: "room.kept", Value: []byte("r")})
+	kept := mustGet(t, st, "room.kept").Rev
+	if err := st.Create(ctx, "nonce.gone", []byte("n"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.NewestSeq(ctx); err != nil || n != kept+1 {
+		t.Fatalf("NewestSeq before expiry = %d, %v; want %d", n, err, kept+1)
+	}
+	natstest.Eventually(t, 4, "the TTL'd key and its marker expire", func() error {
+		n, err := st.NewestSeq(ctx)
+		if err == nil && n != kept {
+			err = fmt.Errorf("NewestSeq %d, want %d", n, kept)
+		}
+		return err
+	})
+	if last, err := st.LastSeq(ctx); err != nil || last <= kept {
+		t.Fatalf("LastSeq = %d, %v: want the expired messages' %d or later", last, err, kept+1)
+	}
+	seqs, err := st.NewestSeqs(ctx)
+	if err != nil || seqs[0] != kept {
+		t.Fatalf("NewestSeqs = %v, %v; want %d for the base shard", seqs, err, kept)
+	}
+}
