@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,9 @@ type Shard struct {
 	name   string // the bucket
 	prefix string // "$KV.<bucket>."
 	id     int    // position in Store.Shards
+
+	mu     sync.Mutex
+	newest newestSeq // NewestSeq's last answer for a gone last message
 }
 
 // Name is the shard's KV bucket (its stream is KV_<name>).
@@ -73,7 +77,7 @@ func (s *Shard) LastSeq(ctx context.Context) (uint64, error) {
 }
 
 // NewestSeq is the sequence of the newest message still in the shard's
-// stream, 0 if none, from the stream leader (an R1 stream's direct get is
+// stream, 0 if none, from the stream leader (an R1 stream's direct gets are
 // served by its only server). Every write acknowledged before the call that
 // still exists is at or below it. Unlike [Shard.LastSeq] it passes over
 // messages that have gone since (expired nonce records and their markers):
@@ -82,15 +86,57 @@ func (s *Shard) LastSeq(ctx context.Context) (uint64, error) {
 // may never come; NewestSeq is always reachable. What can go without a
 // newer message on its subject is only what was written with a TTL, which
 // no watched state is.
+//
+// It costs the stream info and a get of its last sequence. Only when that
+// message is gone does it ask for the newest message under the stream's
+// subjects, which nats-server answers by matching every subject of the
+// stream (milliseconds at 10k keys); that answer is kept for as long as
+// the stream's last sequence stays the same and its message exists, so an
+// idle shard pays it once.
 func (s *Shard) NewestSeq(ctx context.Context) (uint64, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+">")
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+	last, err := s.LastSeq(ctx)
+	if err != nil || last == 0 {
+		return last, err
 	}
-	if err != nil {
+	if ok, err := s.hasMsg(ctx, last); ok || err != nil {
+		return last, err
+	}
+	s.mu.Lock()
+	known := s.newest
+	s.mu.Unlock()
+	if known.last == last {
+		if ok, err := s.hasMsg(ctx, known.seq); ok || err != nil {
+			return known.seq, err
+		}
+	}
+	var seq uint64
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+">")
+	switch {
+	case err == nil:
+		seq = m.Sequence
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return 0, err
 	}
-	return m.Sequence, nil
+	s.mu.Lock()
+	s.newest = newestSeq{last: last, seq: seq}
+	s.mu.Unlock()
+	return seq, nil
+}
+
+// newestSeq is NewestSeq's answer (seq) for a stream whose last sequence
+// (last) was gone.
+type newestSeq struct{ last, seq uint64 }
+
+// hasMsg reports whether the message of sequence seq is still in the stream.
+func (s *Shard) hasMsg(ctx context.Context, seq uint64) (bool, error) {
+	if seq == 0 {
+		return false, nil
+	}
+	_, err := s.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // LastRevision is the newest revision of a key under any of prefixes
