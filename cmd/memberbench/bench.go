@@ -243,7 +243,9 @@ func (e *env) start(ctx context.Context) error {
 		}
 	}
 	pub, _ := adm.Public()
-	if _, err := service.Bootstrap(sctx, st, pub); err != nil {
+	bctx, bcancel := context.WithTimeout(ctx, 30*time.Second) // sctx may be spent on the leaders
+	defer bcancel()
+	if _, err := service.Bootstrap(bctx, st, pub); err != nil {
 		return fmt.Errorf("bootstrap admin: %w", err)
 	}
 	anc, err := mk("memberbench-admin")

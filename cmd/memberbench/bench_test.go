@@ -90,8 +90,12 @@ func TestBenchClusterRepeatedMutations(t *testing.T) {
 	if m == nil {
 		t.Fatal("no cluster line naming four shard leaders")
 	}
-	if nodes := map[string]bool{m[1]: true, m[2]: true, m[3]: true, m[4]: true}; len(nodes) != 3 {
-		t.Errorf("shard leaders %v: want all three nodes leading", m[1:])
+	// Spreading is best effort, as in membershipd (an election may land
+	// elsewhere under -race on a busy machine): the report must say so
+	// when the leaders are not on all three nodes (store's and e2e's
+	// TestShardLeaders test the spreading itself).
+	if nodes := map[string]bool{m[1]: true, m[2]: true, m[3]: true, m[4]: true}; len(nodes) != 3 && !strings.Contains(report, "leaders did not finish") {
+		t.Errorf("shard leaders %v: want all three nodes leading, or the report saying the spreading did not finish", m[1:])
 	}
 	if strings.Contains(report, "MISMATCH") {
 		t.Error("micro stats disagree with what the benchmark sent")

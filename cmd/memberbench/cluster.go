@@ -109,9 +109,13 @@ func openClustered(ctx context.Context, js jetstream.JetStream, cfg store.Config
 // spreadLeaders balances the room shards' leaders over the nodes
 // ([store.Store.SpreadLeaders], as membershipd does for a new deployment),
 // again after each round's moves have taken effect, until a round finds
-// nothing to move. It returns where the leaders are, shard by shard.
+// nothing to move, for at most maxSpreadRounds rounds and spreadWait. Like
+// membershipd it does not fail when they cannot be spread (an election that
+// lands elsewhere, a node slow to catch up): it says so, and the leaders
+// are printed where they are. It returns where the leaders are, shard by
+// shard.
 func (e *env) spreadLeaders(ctx context.Context, js jetstream.JetStream, st *store.Store) ([]string, error) {
-	leaderOf := func(stream string) (string, error) {
+	leaderOf := func(ctx context.Context, stream string) (string, error) {
 		s, err := js.Stream(ctx, stream)
 		if err != nil {
 			return "", err
@@ -122,38 +126,50 @@ func (e *env) spreadLeaders(ctx context.Context, js jetstream.JetStream, st *sto
 		}
 		return info.Cluster.Leader, nil
 	}
-	for {
-		moves, err := st.SpreadLeaders(ctx) // waits for leaders with current followers
-		if err != nil {
-			return nil, err
-		}
-		if len(moves) == 0 {
-			break
-		}
-		for _, m := range moves { // until the old leader has handed over
-			for {
-				l, err := leaderOf(m.Stream)
-				if err != nil {
-					return nil, err
-				}
-				if l != "" && l != m.From {
-					break
-				}
-				select {
-				case <-ctx.Done():
-					return nil, fmt.Errorf("leader of %s: %w", m.Stream, ctx.Err())
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-		}
+	if err := e.spreadRounds(ctx, st, leaderOf); err != nil {
+		fmt.Fprintf(e.out, "# cluster: spreading the room shards' leaders did not finish (%v); measured where they are\n", err)
 	}
 	var where []string
 	for _, sh := range st.Shards()[1:] {
-		l, err := leaderOf("KV_" + sh.Name())
+		l, err := leaderOf(ctx, "KV_"+sh.Name())
 		if err != nil {
 			return nil, err
 		}
 		where = append(where, l)
 	}
 	return where, nil
+}
+
+const (
+	maxSpreadRounds = 3
+	spreadWait      = 30 * time.Second
+)
+
+// spreadRounds runs the rounds of spreadLeaders.
+func (e *env) spreadRounds(ctx context.Context, st *store.Store, leaderOf func(context.Context, string) (string, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, spreadWait)
+	defer cancel()
+	for range maxSpreadRounds {
+		moves, err := st.SpreadLeaders(ctx) // waits for leaders with current followers
+		if err != nil || len(moves) == 0 {
+			return err
+		}
+		for _, m := range moves { // until the old leader has handed over
+			for {
+				l, err := leaderOf(ctx, m.Stream)
+				if err != nil {
+					return err
+				}
+				if l != "" && l != m.From {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("leader of %s: %w", m.Stream, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return nil
 }
