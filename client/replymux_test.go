@@ -17,7 +17,7 @@ import (
 
 // TestVerifiedCallsShareOneSubscription: concurrent verified calls each get
 // their own reply, through one subscription of the connection rather than
-// one per call (replymux.go), and none is left behind — however many
+// one per call (internal/replymux), and none is left behind — however many
 // Clients share the connection.
 func TestVerifiedCallsShareOneSubscription(t *testing.T) {
 	s := natstest.Server(t)

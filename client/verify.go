@@ -13,6 +13,7 @@ import (
 
 	"github.com/unibus/membership/api"
 	"github.com/unibus/membership/envelope"
+	"github.com/unibus/membership/internal/replymux"
 	"github.com/unibus/membership/subjects"
 )
 
@@ -93,7 +94,9 @@ func (e *KeyMismatchError) Is(target error) bool { return target == ErrReplySign
 
 // roundTrip sends one request and returns its reply. Unless verification
 // is off it listens on a reply subject of its own (a token on the
-// connection's one reply subscription, replymux.go) and takes the first reply that
+// connection's one reply subscription, internal/replymux; a call cut by a
+// lost connection ends with [ErrConnectionLost] and is resent, connloss.go)
+// and takes the first reply that
 // verifies (accept): a rogue responder on the same subjects can then
 // neither answer in the service's name nor, by answering first, stop the
 // real reply from being used. If the attempt ends without one, the result
@@ -103,17 +106,17 @@ func (c *Client) roundTrip(ctx context.Context, subject string, data []byte) (*n
 	if c.unverified {
 		return c.nc.RequestWithContext(ctx, subject, data)
 	}
-	call, err := muxOf(c.nc).open()
+	call, err := replymux.Of(c.nc).Open()
 	if err != nil {
 		return nil, err
 	}
-	defer call.close()
-	if err := c.nc.PublishRequest(subject, call.subject, data); err != nil {
+	defer call.Close()
+	if err := c.nc.PublishRequest(subject, call.Subject(), data); err != nil {
 		return nil, err
 	}
 	var refused error
 	for {
-		msg, err := call.nextReply(ctx)
+		msg, err := call.Next(ctx)
 		if err != nil {
 			if refused != nil {
 				return nil, refused

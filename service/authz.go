@@ -124,28 +124,21 @@ func (s *Service) memberRoom(ctx context.Context, c *call, roomID string) (*api.
 	if err := api.ValidateID("room", roomID); err != nil {
 		return nil, 0, nil, err
 	}
-	// Both records are read at once; the room's answer (404) comes first.
-	type memberResult struct {
-		m   *memberRecord
-		err error
-	}
-	mc := make(chan memberResult, 1)
-	go func() {
-		m, _, err := s.member(ctx, c, roomID, me.Endpoint)
-		mc <- memberResult{m, err}
-	}()
+	// Both records in one store request (prefetch.go), each still read
+	// from the store; the room's answer (404) comes first.
+	s.prefetchJoint(ctx, c, keyRoom(roomID), keyMember(roomID, me.Endpoint))
 	r, rev, err := s.room(ctx, c, roomID)
-	mr := <-mc
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	if mr.err != nil {
-		return nil, 0, nil, mr.err
+	m, _, err := s.member(ctx, c, roomID, me.Endpoint)
+	if err != nil {
+		return nil, 0, nil, err
 	}
-	if mr.m == nil {
+	if m == nil {
 		return nil, 0, nil, api.E(api.KindForbidden, "only members of room %s may read it", roomID)
 	}
-	return r, rev, mr.m, nil
+	return r, rev, m, nil
 }
 
 // ownedRoom loads a room the signer owns (H6): the signer's endpoint is

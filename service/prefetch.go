@@ -40,24 +40,53 @@ type prefetches struct {
 	m  map[string]chan fetched
 }
 
-// prefetch starts reading keys at once for c; s.get takes the answers.
-// The reads end with ctx (the request's).
+// prefetch starts reading keys at once for c, a store request each;
+// s.get takes the answers. The reads end with ctx (the request's).
 func (s *Service) prefetch(ctx context.Context, c *call, keys ...string) {
-	c.pre.mu.Lock()
-	defer c.pre.mu.Unlock()
-	if c.pre.m == nil {
-		c.pre.m = make(map[string]chan fetched, len(keys))
-	}
-	for _, key := range keys {
-		ch := make(chan fetched, 1)
-		c.pre.m[key] = ch
+	for i, ch := range c.pre.expect(keys) {
 		go func() {
 			start := time.Now()
-			ent, err := s.shardOf(c, key).Get(ctx, key)
+			ent, err := s.shardOf(c, keys[i]).Get(ctx, keys[i])
 			s.stats.of(c.op).storeLatency(time.Since(start))
 			ch <- fetched{ent, err}
 		}()
 	}
+}
+
+// prefetchJoint starts reading keys of one room for c in one store request
+// ([store.Shard.GetLast]: one direct get on a single-replica shard, a
+// leader get per key at once on a replicated one); s.get takes the
+// answers as prefetch's. A room's keys share its shard (shards.go), so
+// the one request reads one snapshot of them.
+func (s *Service) prefetchJoint(ctx context.Context, c *call, keys ...string) {
+	chs := c.pre.expect(keys)
+	go func() {
+		start := time.Now()
+		ents, err := s.shardOf(c, keys[0]).GetLast(ctx, keys...)
+		s.stats.of(c.op).storeLatency(time.Since(start))
+		for i, ch := range chs {
+			var ent store.Entry
+			if err == nil {
+				ent = ents[i]
+			}
+			ch <- fetched{ent, err}
+		}
+	}()
+}
+
+// expect registers an answer to come for each of keys, in their order.
+func (p *prefetches) expect(keys []string) []chan fetched {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[string]chan fetched, len(keys))
+	}
+	chs := make([]chan fetched, len(keys))
+	for i, key := range keys {
+		chs[i] = make(chan fetched, 1)
+		p.m[key] = chs[i]
+	}
+	return chs
 }
 
 // take removes and returns key's prefetched read, if there is one.
