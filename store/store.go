@@ -42,6 +42,13 @@ type Config struct {
 	// NewShards is, with Shards 0, the count a deployment that does not
 	// exist yet is created with (0: one).
 	NewShards int
+	// WatchJS, if set, is JetStream on a connection of its own for the
+	// watches and scans ([Store.Watch], [Store.Scan]). A watch starts by
+	// delivering every key of its shards; on the connection that carries
+	// the requests that flood queues their replies behind it (at 100k
+	// rooms in four shards a restarted replica's first reads timed out
+	// for half a minute, docs/performance.md). nil: the watches share js.
+	WatchJS jetstream.JetStream
 }
 
 // Store is the service's view of JetStream. Its own Get, Commit, Keys and
@@ -156,7 +163,13 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name st
 	if err != nil {
 		return nil, false, fmt.Errorf("kv bucket %s: %w", name, err)
 	}
-	return &Shard{js: js, stream: stream, kv: kv, name: name, prefix: "$KV." + name + "."}, created, nil
+	wkv := kv
+	if cfg.WatchJS != nil {
+		if wkv, err = cfg.WatchJS.KeyValue(ctx, name); err != nil {
+			return nil, false, fmt.Errorf("kv bucket %s on the watch connection: %w", name, err)
+		}
+	}
+	return &Shard{js: js, stream: stream, kv: kv, wkv: wkv, name: name, prefix: "$KV." + name + "."}, created, nil
 }
 
 // openObjects binds to (creating if missing) the sealed-key object store.
