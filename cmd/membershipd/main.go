@@ -68,10 +68,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	// The caches' watches load every key at start: on a connection of
 	// their own, so that the requests' replies do not queue behind them
 	// (store.Config.WatchJS).
@@ -80,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer wnc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
 	wjs, err := jetstream.New(wnc)
 	if err != nil {
 		return err
