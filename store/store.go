@@ -225,10 +225,16 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 // copies of that request that reference it (the object store purges the
 // old chunks after each put). An object of one chunk is created in one
 // round trip, refused by the stream if the name is taken (objects.go); a
-// refusal or an unknown outcome takes the checked path below.
+// refusal or an unknown outcome takes the checked path below. That round
+// trip is bounded like a write (writeAttempt): a leader that dies holding
+// it never answers, and the request would otherwise wait out its whole
+// deadline before the checked path tried the new leader.
 func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
 	if len(data) > 0 && len(data) <= objChunkSize {
-		if err := s.obj.createObject(ctx, name, data); err == nil || ctx.Err() != nil {
+		bctx, cancel := boundWrite(ctx)
+		err := s.obj.createObject(bctx, name, data)
+		cancel()
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
 	}
