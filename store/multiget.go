@@ -47,6 +47,13 @@ import (
 // get (getDirectMulti's maxAllowedResponses); more keys are read one by one.
 const maxMultiKeys = 1024
 
+// multiMaxBytes, when not 0, bounds the bytes of one multi_last answer
+// (its max_bytes); 0 leaves the server's bound, its max_pending (64 MB by
+// default), far above two records. Past the bound the server stops and
+// says how many messages it held back; GetLast reads those keys one by
+// one. Tests lower it to see that happen.
+var multiMaxBytes = 0
+
 // numPendingHeader is how many messages of a multi_last answer are still to
 // come after the one that carries it (nats-server's JSNumPending).
 const numPendingHeader = "Nats-Num-Pending"
@@ -92,7 +99,8 @@ func (s *Shard) multiGet(ctx context.Context, stream string, keys []string) ([]E
 	want := make(map[string][]int, len(keys)) // subject → its places in keys
 	req := struct {
 		MultiLast []string `json:"multi_last"`
-	}{make([]string, 0, len(keys))}
+		MaxBytes  int      `json:"max_bytes,omitempty"`
+	}{make([]string, 0, len(keys)), multiMaxBytes}
 	for i, k := range keys {
 		subj := s.prefix + k
 		if _, dup := want[subj]; !dup {

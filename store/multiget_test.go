@@ -410,3 +410,18 @@ func twoGets(ctx context.Context, st *store.Store, r string) error {
 	wg.Wait()
 	return errors.Join(e1, e2)
 }
+
+// TestGetLastStoreGone: with the shard's stream gone nobody answers the
+// direct get; GetLast fails (the caller fails closed) instead of taking
+// the silence for absent keys.
+func TestGetLastStoreGone(t *testing.T) {
+	st, js, _, _ := open(t)
+	ctx := natstest.Ctx(t, 1)
+	mustCommit(t, st, store.Write{Key: "room.a", Value: []byte("a")})
+	if err := js.DeleteStream(ctx, "KV_"+bucket); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.GetLast(ctx, "room.a", "member.a.e"); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("GetLast on a deleted stream: %+v, %v; want nats.ErrNoResponders", got, err)
+	}
+}
