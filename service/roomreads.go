@@ -97,6 +97,13 @@ func (s *Service) storedMembers(ctx context.Context, c *call, room, after string
 	if err != nil {
 		return nil, "", err
 	}
+	keys := make([]string, len(ids))
+	for i, e := range ids {
+		keys[i] = keyMember(room, e)
+	}
+	if len(keys) > 0 {
+		s.prefetchJoint(ctx, c, keys...) // the page's records in one store request (prefetch.go)
+	}
 	out := make([]indexedMember, 0, len(ids))
 	for _, e := range ids {
 		m, _, err := s.member(ctx, c, room, e)

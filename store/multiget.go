@@ -79,13 +79,23 @@ func (s *Shard) GetLast(ctx context.Context, keys ...string) ([]Entry, error) {
 	})
 }
 
-// getEach reads keys with a get each, at once.
+// maxGetsAtOnce bounds the gets one getEach has in flight: a page of
+// members on a replicated shard is up to api.MaxPage leader gets, and the
+// stream leader's API queue is shared by every replica and client.
+const maxGetsAtOnce = 16
+
+// getEach reads keys with a get each, up to maxGetsAtOnce at once.
 func (s *Shard) getEach(ctx context.Context, keys []string) ([]Entry, error) {
 	out := make([]Entry, len(keys))
 	errs := make([]error, len(keys))
+	slots := make(chan struct{}, maxGetsAtOnce)
 	var wg sync.WaitGroup
 	for i, k := range keys {
-		wg.Go(func() { out[i], errs[i] = s.Get(ctx, k) })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			out[i], errs[i] = s.Get(ctx, k)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
