@@ -27,28 +27,33 @@ func WithReplayMemory(n int) ChannelOption {
 // acceptable that long), so a copy is refused as seen until it is refused
 // as stale; and at most max of them, see [WithReplayMemory]. Ids are
 // recorded only after a message verified and opened, so only members'
-// valid messages take memory. Entries leave in arrival order, so pruning
-// costs O(expired).
+// valid messages take memory. Claims (a message, or a frame's ids
+// together) leave in arrival order, so pruning costs O(expired).
 type replayWindow struct {
 	mu    sync.Mutex
 	keep  time.Duration
 	max   int
 	floor int64 // ts (ms) of the newest message forgotten early: no later ts is accepted
 	seen  map[MessageID]struct{}
-	queue []seenID
+	queue []seenClaim
 	head  int
 	base  time.Time // the first claim's now: expiries are offsets from it
 }
 
-// seenID's expiry is an offset from the window's base rather than a
-// time.Time: the queue then holds no pointers (time.Time has one), so
-// appending to it costs no write barriers and the GC does not scan it.
-// now.Sub(base) uses the monotonic clock when both have it, as now.After
-// did.
-type seenID struct {
-	id      MessageID
+// seenClaim is one accepted message or frame: its ids expire together and
+// share its ts. One entry a frame, not one an id: appending 256 entries of
+// 40 bytes for every frame, and the queue's growth copies, cost more than
+// the map inserts themselves (docs/performance.md). A frame's ids are the
+// slice open made for it, kept by the window; a message's id is held in
+// the entry, so a window of single messages holds no pointers but the
+// map's. The expiry is an offset from the window's base rather than a
+// time.Time (which holds a pointer); now.Sub(base) uses the monotonic
+// clock when both have it, as now.After did.
+type seenClaim struct {
+	id      MessageID   // a message's id; a frame's are in ids
+	ids     []MessageID // a frame's ids, or nil
 	expires time.Duration
-	ts      int64 // the message's signed time (ms): the floor when forgotten early
+	ts      int64 // the signed time (ms): the floor when forgotten early
 }
 
 func (ch *Channel) newReplayWindow() *replayWindow {
@@ -62,7 +67,8 @@ func (ch *Channel) newReplayWindow() *replayWindow {
 // A message stamped no later than an id forgotten early is refused as
 // ErrChannelStale: its copy may have been among the forgotten. Each id
 // costs one map operation: an insert that does not grow the map found it
-// there already.
+// there already. The window keeps ids of more than one (a frame's): the
+// caller must not change them afterwards.
 func (w *replayWindow) claim(ids []MessageID, ts int64, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -85,23 +91,34 @@ func (w *replayWindow) claim(ids []MessageID, ts int64, now time.Time) error {
 			return ErrChannelReplay
 		}
 	}
-	expires := at + w.keep
-	for _, id := range ids {
-		w.queue = append(w.queue, seenID{id, expires, ts})
+	c := seenClaim{expires: at + w.keep, ts: ts}
+	if len(ids) == 1 {
+		c.id = ids[0]
+	} else {
+		c.ids = ids
 	}
+	w.queue = append(w.queue, c)
 	for len(w.seen) > w.max {
 		w.floor = max(w.floor, w.queue[w.head].ts)
 		w.forget()
 	}
 	if w.head > len(w.queue)/2 {
-		w.queue = append(w.queue[:0], w.queue[w.head:]...)
-		w.head = 0
+		n := copy(w.queue, w.queue[w.head:])
+		clear(w.queue[n:]) // no stale references to forgotten frames' ids
+		w.queue, w.head = w.queue[:n], 0
 	}
 	return nil
 }
 
-// forget drops the oldest remembered id.
+// forget drops the oldest claim's ids.
 func (w *replayWindow) forget() {
-	delete(w.seen, w.queue[w.head].id)
+	c := &w.queue[w.head]
+	if c.ids == nil {
+		delete(w.seen, c.id)
+	}
+	for _, id := range c.ids {
+		delete(w.seen, id)
+	}
+	*c = seenClaim{}
 	w.head++
 }
