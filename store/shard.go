@@ -19,9 +19,10 @@ type Shard struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
-	name   string // the bucket
-	prefix string // "$KV.<bucket>."
-	id     int    // position in Store.Shards
+	wkv    jetstream.KeyValue // kv on the watches' connection (Config.WatchJS)
+	name   string             // the bucket
+	prefix string             // "$KV.<bucket>."
+	id     int                // position in Store.Shards
 
 	mu     sync.Mutex
 	newest newestSeq // NewestSeq's last answer for a gone last message

@@ -42,6 +42,13 @@ type Config struct {
 	// NewShards is, with Shards 0, the count a deployment that does not
 	// exist yet is created with (0: one).
 	NewShards int
+	// WatchJS, if set, is JetStream on a connection of its own for the
+	// watches and scans ([Store.Watch], [Store.Scan]). A watch starts by
+	// delivering every key of its shards; on the connection that carries
+	// the requests that flood queues their replies behind it (at 100k
+	// rooms in four shards a restarted replica's first reads timed out
+	// for half a minute, docs/performance.md). nil: the watches share js.
+	WatchJS jetstream.JetStream
 }
 
 // Store is the service's view of JetStream. Its own Get, Commit, Keys and
@@ -156,7 +163,13 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config, name st
 	if err != nil {
 		return nil, false, fmt.Errorf("kv bucket %s: %w", name, err)
 	}
-	return &Shard{js: js, stream: stream, kv: kv, name: name, prefix: "$KV." + name + "."}, created, nil
+	wkv := kv
+	if cfg.WatchJS != nil {
+		if wkv, err = cfg.WatchJS.KeyValue(ctx, name); err != nil {
+			return nil, false, fmt.Errorf("kv bucket %s on the watch connection: %w", name, err)
+		}
+	}
+	return &Shard{js: js, stream: stream, kv: kv, wkv: wkv, name: name, prefix: "$KV." + name + "."}, created, nil
 }
 
 // openObjects binds to (creating if missing) the sealed-key object store.
@@ -212,10 +225,16 @@ func checkShape(what string, sc jetstream.StreamConfig, cfg Config) error {
 // copies of that request that reference it (the object store purges the
 // old chunks after each put). An object of one chunk is created in one
 // round trip, refused by the stream if the name is taken (objects.go); a
-// refusal or an unknown outcome takes the checked path below.
+// refusal or an unknown outcome takes the checked path below. That round
+// trip is bounded like a write (writeAttempt): a leader that dies holding
+// it never answers, and the request would otherwise wait out its whole
+// deadline before the checked path tried the new leader.
 func (s *Store) PutObject(ctx context.Context, name string, data []byte) error {
 	if len(data) > 0 && len(data) <= objChunkSize {
-		if err := s.obj.createObject(ctx, name, data); err == nil || ctx.Err() != nil {
+		bctx, cancel := boundWrite(ctx)
+		err := s.obj.createObject(bctx, name, data)
+		cancel()
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
 	}

@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/unibus/membership/internal/natstest"
@@ -128,5 +130,62 @@ func TestShardedWatch(t *testing.T) {
 	}
 	if len(scanned) != len(rooms) {
 		t.Fatalf("Scan(room.) = %v, want %d rooms", scanned, len(rooms))
+	}
+}
+
+// TestWatchLoadsShardsInTurn: with Config.WatchJS the watches and scans run
+// on that connection and nothing of them on the requests' one, and a
+// sharded watch loads its shards one after another: every current key of
+// a shard comes before any of the next shard's.
+func TestWatchLoadsShardsInTurn(t *testing.T) {
+	s := natstest.Server(t)
+	nc := natstest.Connect(t, s)
+	wnc := natstest.Connect(t, s)
+	cfg := testConfig()
+	cfg.Bucket, cfg.Shards, cfg.WatchJS = "t-wturn", 4, natstest.JetStream(t, wnc)
+	st, err := store.Open(natstest.Ctx(t, 1), natstest.JetStream(t, nc), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const perShard = 200
+	for _, sh := range st.Shards() {
+		writes := make([]store.Write, 0, perShard)
+		for i := range perShard {
+			writes = append(writes, store.Write{Key: fmt.Sprintf("k.%d", i), Value: []byte("v")})
+		}
+		for chunk := range slices.Chunk(writes, 50) {
+			if err := sh.Commit(natstest.Ctx(t, 1), chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := nc.Stats().InMsgs
+	ctx, cancel := context.WithCancel(natstest.Ctx(t, 1))
+	defer cancel()
+	var order []int
+	loaded := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- st.Watch(ctx, nil, func(c store.Change) { order = append(order, c.Shard) }, func() { close(loaded) })
+	}()
+	select {
+	case <-loaded:
+	case err := <-done:
+		t.Fatalf("Watch: %v", err)
+	}
+	if want := perShard * len(st.Shards()); len(order) < want || !slices.IsSorted(order) {
+		t.Fatalf("loaded %d keys in shard order %v, want %d or more, each shard's before the next's", len(order), slices.Compact(order), want)
+	}
+	cancel()
+	<-done
+	n := 0
+	if err := st.Scan(natstest.Ctx(t, 1), "k.", func(string, []byte) error { n++; return nil }); err != nil || n != perShard*len(st.Shards()) {
+		t.Fatalf("Scan: %d keys, %v", n, err)
+	}
+	if got := nc.Stats().InMsgs - before; got > 20 {
+		t.Fatalf("the requests' connection received %d messages during the watch and scan, want none of their keys", got)
+	}
+	if got := wnc.Stats().InMsgs; got < uint64(2*perShard*len(st.Shards())) {
+		t.Fatalf("the watch connection received %d messages, want every key twice", got)
 	}
 }

@@ -63,18 +63,30 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer embedded.Shutdown()
 		cfg.Conn.Server = embedded.ClientURL()
 	}
-	nc, err := connect(ctx, cfg, log)
+	nc, err := connect(ctx, cfg, "membershipd", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	// The caches' watches load every key at start: on a connection of
+	// their own, so that the requests' replies do not queue behind them
+	// (store.Config.WatchJS).
+	wnc, err := connect(ctx, cfg, "membershipd watches", log)
+	if err != nil {
+		return err
+	}
+	defer wnc.Close()
 	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	wjs, err := jetstream.New(wnc)
 	if err != nil {
 		return err
 	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	st, err := openStore(octx, js, cfg, log)
+	st, err := openStore(octx, js, wjs, cfg, log)
 	if err != nil {
 		return fmt.Errorf("open buckets: %w", err)
 	}
@@ -143,13 +155,13 @@ const defaultConnectWait = 2 * time.Minute
 // connect dials the deployment, retrying while no server answers yet (a
 // replica may start before the nodes) for at most --connect-wait. Errors
 // that another try cannot fix, such as a refused user, end it at once.
-func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*nats.Conn, error) {
+func connect(ctx context.Context, cfg *Config, name string, log *slog.Logger) (*nats.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectWait)
 	defer cancel()
 	var nc *nats.Conn
 	err := retry(ctx, log, "connect to NATS", func(err error) bool { return errors.Is(err, nats.ErrNoServers) }, func() error {
 		var err error
-		nc, err = cfg.Conn.Connect(append(cfg.Bus.connOptions(), nats.Name("membershipd"), nats.MaxReconnects(-1))...)
+		nc, err = cfg.Conn.Connect(append(cfg.Bus.connOptions(), nats.Name(name), nats.MaxReconnects(-1))...)
 		return err
 	})
 	if err != nil {
@@ -161,7 +173,7 @@ func connect(ctx context.Context, cfg *Config, log *slog.Logger) (*nats.Conn, er
 // openStore opens the buckets, waiting while JetStream is not ready yet (a
 // cluster that is still electing its meta leader). A bucket with other
 // settings is final.
-func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *slog.Logger) (*store.Store, error) {
+func openStore(ctx context.Context, js, watchJS jetstream.JetStream, cfg *Config, log *slog.Logger) (*store.Store, error) {
 	var st *store.Store
 	err := retry(ctx, log, "open buckets", func(err error) bool { return !errors.Is(err, store.ErrBucketConfig) }, func() error {
 		octx, cancel := context.WithTimeout(ctx, 4*time.Second)
@@ -170,6 +182,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg *Config, log *sl
 		st, err = store.Open(octx, js, store.Config{
 			Bucket: cfg.Bucket, KeysBucket: cfg.KeysBucket, Replicas: cfg.Replicas,
 			MaxTTL: service.NonceTTL(cfg.Service.Skew), Shards: cfg.Shards, NewShards: DefaultShards,
+			WatchJS: watchJS,
 		})
 		return err
 	})
