@@ -221,22 +221,14 @@ func (ch *Channel) publish(ctx context.Context, subject string, kind byte, re []
 	if _, err := rand.Read(m.nonce[:]); err != nil {
 		return MessageID{}, err
 	}
-	return MessageID(m.nonce), ch.send(ctx, subject, m, reply, data)
+	_, err := ch.send(ctx, nil, subject, m, reply, data)
+	return MessageID(m.nonce), err
 }
 
-// send seals plaintext into m (see seal) and publishes it on subject.
-func (ch *Channel) send(ctx context.Context, subject string, m *channelMsg, reply string, plaintext []byte) error {
-	wire, err := ch.seal(ctx, nil, m, reply, plaintext)
-	if err != nil {
-		return err
-	}
-	return ch.c.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: wire})
-}
-
-// seal seals plaintext into m (kind, nonce or ids, re already set) under
-// the current epoch and signs it for reply. The wire bytes are built in
-// buf; on failure buf is returned, for reuse.
-func (ch *Channel) seal(ctx context.Context, buf []byte, m *channelMsg, reply string, plaintext []byte) ([]byte, error) {
+// send seals plaintext into m (kind, nonce or ids, re already set) under
+// the current epoch, signs it and publishes it on subject. The wire bytes
+// are built in buf, returned for reuse.
+func (ch *Channel) send(ctx context.Context, buf []byte, subject string, m *channelMsg, reply string, plaintext []byte) ([]byte, error) {
 	st, err := ch.current(ctx)
 	if err != nil {
 		return buf, err
@@ -250,7 +242,7 @@ func (ch *Channel) seal(ctx context.Context, buf []byte, m *channelMsg, reply st
 	if err != nil {
 		return buf, err
 	}
-	return wire, nil
+	return wire, ch.c.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: wire})
 }
 
 // open checks a received message or frame, cheapest first and everything

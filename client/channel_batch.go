@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 )
 
 // WithBatching makes [Channel.Publish] pack up to max messages into one
@@ -31,54 +29,24 @@ func WithBatching(max int, linger time.Duration) ChannelOption {
 			ch.batch = nil
 			return
 		}
-		ch.batch = newBatcher(min(max, channelFrameMax), linger)
+		ch.batch = &batcher{max: min(max, channelFrameMax), linger: linger}
 	}
 }
 
-// channelInFlight is how many frames a batching channel seals and
-// publishes at a time while Publish fills the next one: sealing (AEAD and
-// SHA-256 over some 256 KiB) and nats.go's write then overlap with the
-// caller's queueing and with each other, instead of holding Publish up
-// once a frame (docs/performance.md). Each costs a frame's buffers.
-const channelInFlight = 2
-
-// batcher is the frame being filled. Full frames are handed to a
-// goroutine each, which seals and publishes the frame and gives its
-// buffers back; frames are published in the order they were filled (each
-// waits for its predecessor's publish), so they leave in the order their
-// messages were queued.
+// batcher is the frame being filled. Frames are sealed and published under
+// mu, so they leave in the order their messages were queued.
 type batcher struct {
 	max    int
 	linger time.Duration
 
-	mu   sync.Mutex
-	n    int           // messages queued
-	cur  *frameBufs    // the frame being filled
-	rnd  []byte        // random bytes for the next ids, drawn a frame's worth at a time
-	gen  uint64        // frames sent: a linger timer flushes only its own frame
-	last chan struct{} // the newest frame in flight: closed once published; nil before the first
-	free chan *frameBufs
-
-	errMu sync.Mutex
-	err   error // first failure not yet reported
-}
-
-// frameBufs are one frame's buffers: owned by the batcher while it is
-// filled, by its goroutine while it is sealed and published, then back
-// in free. nats.go copies the wire bytes before PublishMsg returns, so a
-// set is free again as soon as its frame is published.
-type frameBufs struct {
-	ids   []byte // the messages' ids, n×24
+	mu    sync.Mutex
+	n     int    // messages queued
+	ids   []byte // their ids, n×24
 	plain []byte // their frame entries
-	wire  []byte // the sealed frame
-}
-
-func newBatcher(max int, linger time.Duration) *batcher {
-	b := &batcher{max: max, linger: linger, cur: &frameBufs{}, free: make(chan *frameBufs, channelInFlight)}
-	for range channelInFlight {
-		b.free <- &frameBufs{}
-	}
-	return b
+	wire  []byte // the last frame's bytes, reused
+	rnd   []byte // random bytes for the next ids, drawn a frame's worth at a time
+	gen   uint64 // frames sent: a linger timer flushes only its own frame
+	err   error  // first failure not yet reported
 }
 
 // add queues data for the next frame.
@@ -90,15 +58,15 @@ func (b *batcher) add(ctx context.Context, ch *Channel, data []byte) (MessageID,
 		return MessageID{}, err
 	}
 	limit := int(ch.c.nc.MaxPayload())
-	if b.n > 0 && frameSize(ch.room, ch.c.id.Endpoint, b.n+1, len(b.cur.plain)+channelEntryLen+len(data)) > limit {
-		b.flushLocked(ch)
+	if b.n > 0 && frameSize(ch.room, ch.c.id.Endpoint, b.n+1, len(b.plain)+channelEntryLen+len(data)) > limit {
+		b.flushLocked(ctx, ch)
 	}
-	b.cur.ids = append(b.cur.ids, id[:]...)
-	b.cur.plain = appendEntry(b.cur.plain, data)
+	b.ids = append(b.ids, id[:]...)
+	b.plain = appendEntry(b.plain, data)
 	b.n++
 	switch {
 	case b.n >= b.max:
-		b.flushLocked(ch)
+		b.flushLocked(ctx, ch)
 	case b.n == 1:
 		gen := b.gen
 		time.AfterFunc(b.linger, func() { b.lingered(ch, gen) })
@@ -125,88 +93,47 @@ func (b *batcher) newID() (MessageID, error) {
 
 // lingered sends frame gen if it is still being filled.
 func (b *batcher) lingered(ch *Channel, gen uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), ch.c.timeout)
+	defer cancel()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.gen == gen {
-		b.flushLocked(ch)
+		b.flushLocked(ctx, ch)
 	}
 }
 
-// flush sends the frame being filled, waits until every frame handed off
-// so far is published and reports the first failure.
+// flush sends the frame being filled and reports the first failure.
 func (b *batcher) flush(ctx context.Context, ch *Channel) error {
 	b.mu.Lock()
-	b.flushLocked(ch)
-	last := b.last
-	b.mu.Unlock()
-	if last != nil {
-		select {
-		case <-last:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	defer b.mu.Unlock()
+	b.flushLocked(ctx, ch)
 	return b.report()
 }
 
-// flushLocked hands the queued messages to a goroutine that seals and
-// publishes them (one as a message, more as a frame) and takes a free
-// set of buffers for the next frame, waiting for one while channelInFlight
-// frames are in flight: Publish is held up as it was when it sealed and
-// wrote each frame itself, so memory stays bounded.
-func (b *batcher) flushLocked(ch *Channel) {
+// flushLocked seals and publishes the queued messages: one as a message,
+// more as a frame. Its failure is kept for report.
+func (b *batcher) flushLocked(ctx context.Context, ch *Channel) {
 	if b.n == 0 {
 		return
 	}
-	f, n, prev, done := b.cur, b.n, b.last, make(chan struct{})
-	b.last = done
-	b.n = 0
-	b.gen++
-	go b.send(ch, f, n, prev, done)
-	b.cur = <-b.free
-}
-
-// send seals frame f of n messages and publishes it once its predecessor
-// prev is published (nil: none), then frees f and closes done. Its
-// failure is kept for report. It runs with the client's timeout: the
-// Publish call that filled the frame may have returned long since.
-func (b *batcher) send(ch *Channel, f *frameBufs, n int, prev <-chan struct{}, done chan<- struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), ch.c.timeout)
-	defer cancel()
 	m := &channelMsg{kind: channelKindMessage}
-	copy(m.nonce[:], f.ids)
-	plaintext := f.plain
-	if n == 1 {
-		plaintext = f.plain[channelEntryLen:]
+	copy(m.nonce[:], b.ids)
+	plaintext := b.plain
+	if b.n == 1 {
+		plaintext = b.plain[channelEntryLen:]
 	} else {
-		m.ids = f.ids
+		m.ids = b.ids
 	}
-	wire, err := ch.seal(ctx, f.wire, m, "", plaintext)
-	if prev != nil {
-		<-prev
-	}
-	if err == nil {
-		err = ch.c.nc.PublishMsg(&nats.Msg{Subject: ch.subject, Data: wire})
-	}
-	b.fail(err)
-	f.ids, f.plain, f.wire = f.ids[:0], f.plain[:0], wire[:0]
-	b.free <- f // never blocks: at most channelInFlight sets are out
-	close(done)
-}
-
-// fail keeps err for report if it is the first not yet reported.
-func (b *batcher) fail(err error) {
-	b.errMu.Lock()
-	defer b.errMu.Unlock()
-	if b.err == nil {
+	var err error
+	if b.wire, err = ch.send(ctx, b.wire, ch.subject, m, "", plaintext); err != nil && b.err == nil {
 		b.err = err
 	}
+	b.n, b.ids, b.plain = 0, b.ids[:0], b.plain[:0]
+	b.gen++
 }
 
 // report returns the first failure not yet reported, once.
 func (b *batcher) report() error {
-	b.errMu.Lock()
-	defer b.errMu.Unlock()
 	err := b.err
 	b.err = nil
 	return err

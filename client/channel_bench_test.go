@@ -48,16 +48,16 @@ func benchFrame(b *testing.B, bt *batcher, kp nkeys.KeyPair, ek *epochKey, paylo
 		if err != nil {
 			b.Fatal(err)
 		}
-		bt.cur.ids = append(bt.cur.ids, id[:]...)
-		bt.cur.plain = appendEntry(bt.cur.plain, payload)
+		bt.ids = append(bt.ids, id[:]...)
+		bt.plain = appendEntry(bt.plain, payload)
 	}
-	m := &channelMsg{kind: channelKindMessage, ids: bt.cur.ids, room: benchRoom, epoch: 1, sender: benchSender, ts: time.Now().UnixMilli()}
-	copy(m.nonce[:], bt.cur.ids)
-	wire, err := sealChannel(buf, m, ek.aead, kp.Sign, "", bt.cur.plain)
+	m := &channelMsg{kind: channelKindMessage, ids: bt.ids, room: benchRoom, epoch: 1, sender: benchSender, ts: time.Now().UnixMilli()}
+	copy(m.nonce[:], bt.ids)
+	wire, err := sealChannel(buf, m, ek.aead, kp.Sign, "", bt.plain)
 	if err != nil {
 		b.Fatal(err)
 	}
-	bt.cur.ids, bt.cur.plain = bt.cur.ids[:0], bt.cur.plain[:0]
+	bt.ids, bt.plain = bt.ids[:0], bt.plain[:0]
 	return wire
 }
 
@@ -66,7 +66,7 @@ func benchFrame(b *testing.B, bt *batcher, kp nkeys.KeyPair, ek *epochKey, paylo
 func BenchmarkChannelFrameSeal(b *testing.B) {
 	kp, _, ek := benchKeys(b)
 	payload := make([]byte, benchPayload)
-	bt := newBatcher(benchFrameN, time.Millisecond)
+	bt := &batcher{max: benchFrameN}
 	var buf []byte
 	b.SetBytes(benchFrameN * benchPayload)
 	b.ReportAllocs()
@@ -82,7 +82,7 @@ func BenchmarkChannelFrameSeal(b *testing.B) {
 func BenchmarkChannelFrameOpen(b *testing.B) {
 	kp, pub, ek := benchKeys(b)
 	payload := make([]byte, benchPayload)
-	bt := newBatcher(benchFrameN, time.Millisecond)
+	bt := &batcher{max: benchFrameN}
 	frames := make([]*nats.Msg, benchFrameSet)
 	for i := range frames {
 		frames[i] = &nats.Msg{Data: benchFrame(b, bt, kp, ek, payload, nil)}
