@@ -142,3 +142,28 @@ func BenchmarkChannelFrameCrypto(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkChannelReplayClaim: one subscription's replay window from
+// empty to 200 frames of benchFrameN ids, as a row's batched run fills it
+// (50,000 messages). One op is the whole fill.
+func BenchmarkChannelReplayClaim(b *testing.B) {
+	const frames = 200
+	ids := make([][]MessageID, frames)
+	for f := range ids {
+		ids[f] = make([]MessageID, benchFrameN)
+		for i := range ids[f] {
+			_, _ = rand.Read(ids[f][i][:])
+		}
+	}
+	ch := &Channel{window: DefaultReplayWindow, replayMemory: DefaultReplayMemory}
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		w := ch.newReplayWindow()
+		for _, f := range ids {
+			if err := w.claim(f, now.UnixMilli(), now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -27,28 +27,34 @@ func WithReplayMemory(n int) ChannelOption {
 // acceptable that long), so a copy is refused as seen until it is refused
 // as stale; and at most max of them, see [WithReplayMemory]. Ids are
 // recorded only after a message verified and opened, so only members'
-// valid messages take memory. Entries leave in arrival order, so pruning
-// costs O(expired).
+// valid messages take memory. Claims (a message, or a frame's ids
+// together) leave in arrival order, so pruning costs O(expired).
 type replayWindow struct {
-	mu    sync.Mutex
-	keep  time.Duration
-	max   int
-	floor int64 // ts (ms) of the newest message forgotten early: no later ts is accepted
-	seen  map[MessageID]struct{}
-	queue []seenID
-	head  int
-	base  time.Time // the first claim's now: expiries are offsets from it
+	mu     sync.Mutex
+	keep   time.Duration
+	max    int
+	floor  int64 // ts (ms) of the newest message forgotten early: no later ts is accepted
+	seen   map[MessageID]struct{}
+	claims fifo[seenClaim]
+	frames fifo[[]MessageID] // the ids of the frames among claims, in the same order
+	base   time.Time         // the first claim's now: expiries are offsets from it
 }
 
-// seenID's expiry is an offset from the window's base rather than a
-// time.Time: the queue then holds no pointers (time.Time has one), so
-// appending to it costs no write barriers and the GC does not scan it.
+// seenClaim is one accepted message or frame: its ids expire together and
+// share its ts. One entry a frame, not one an id: appending 256 entries
+// for every frame, and the queue's growth copies, cost more than the map
+// inserts themselves (docs/performance.md). A frame's ids are the slice
+// open made for them, kept in frames; a message's id is held here. So
+// claims holds no pointers (no write barriers, nothing for the GC to
+// scan), and frames one per frame. The expiry is an offset from the
+// window's base rather than a time.Time (which holds a pointer);
 // now.Sub(base) uses the monotonic clock when both have it, as now.After
 // did.
-type seenID struct {
-	id      MessageID
+type seenClaim struct {
+	id      MessageID // a message's id
+	frame   bool      // a frame: its ids are the next in frames
 	expires time.Duration
-	ts      int64 // the message's signed time (ms): the floor when forgotten early
+	ts      int64 // the signed time (ms): the floor when forgotten early
 }
 
 func (ch *Channel) newReplayWindow() *replayWindow {
@@ -62,7 +68,8 @@ func (ch *Channel) newReplayWindow() *replayWindow {
 // A message stamped no later than an id forgotten early is refused as
 // ErrChannelStale: its copy may have been among the forgotten. Each id
 // costs one map operation: an insert that does not grow the map found it
-// there already.
+// there already. The window keeps a frame's ids slice: the caller must not
+// change it afterwards.
 func (w *replayWindow) claim(ids []MessageID, ts int64, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -70,7 +77,7 @@ func (w *replayWindow) claim(ids []MessageID, ts int64, now time.Time) error {
 		w.base = now
 	}
 	at := now.Sub(w.base)
-	for w.head < len(w.queue) && at > w.queue[w.head].expires {
+	for w.claims.len() > 0 && at > w.claims.front().expires {
 		w.forget()
 	}
 	if ts <= w.floor {
@@ -85,23 +92,53 @@ func (w *replayWindow) claim(ids []MessageID, ts int64, now time.Time) error {
 			return ErrChannelReplay
 		}
 	}
-	expires := at + w.keep
-	for _, id := range ids {
-		w.queue = append(w.queue, seenID{id, expires, ts})
+	c := seenClaim{expires: at + w.keep, ts: ts, frame: len(ids) > 1}
+	if c.frame {
+		w.frames.push(ids)
+	} else {
+		c.id = ids[0]
 	}
+	w.claims.push(c)
 	for len(w.seen) > w.max {
-		w.floor = max(w.floor, w.queue[w.head].ts)
+		w.floor = max(w.floor, w.claims.front().ts)
 		w.forget()
-	}
-	if w.head > len(w.queue)/2 {
-		w.queue = append(w.queue[:0], w.queue[w.head:]...)
-		w.head = 0
 	}
 	return nil
 }
 
-// forget drops the oldest remembered id.
+// forget drops the oldest claim's ids.
 func (w *replayWindow) forget() {
-	delete(w.seen, w.queue[w.head].id)
-	w.head++
+	c := w.claims.pop()
+	if !c.frame {
+		delete(w.seen, c.id)
+		return
+	}
+	for _, id := range w.frames.pop() {
+		delete(w.seen, id)
+	}
+}
+
+// fifo is a queue on a slice: pop clears what it hands out (no reference
+// kept) and moves the rest to the front once more than half is popped, so
+// each item is copied O(1) times on average.
+type fifo[T any] struct {
+	items []T
+	head  int
+}
+
+func (q *fifo[T]) len() int  { return len(q.items) - q.head }
+func (q *fifo[T]) front() *T { return &q.items[q.head] }
+func (q *fifo[T]) push(v T)  { q.items = append(q.items, v) }
+
+func (q *fifo[T]) pop() T {
+	v := q.items[q.head]
+	var zero T
+	q.items[q.head] = zero
+	q.head++
+	if q.head > len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return v
 }

@@ -37,8 +37,8 @@ func TestChannelReplayWindow(t *testing.T) {
 	if err := claim(t0.Add(2*time.Minute+time.Millisecond), id(1)); err != nil {
 		t.Fatalf("an id remembered after keep passed: %v", err)
 	}
-	if len(w.seen) != 1 {
-		t.Fatalf("window holds %d ids after expiry, want 1", len(w.seen))
+	if len(w.seen) != 1 || w.held() != 1 {
+		t.Fatalf("window holds %d ids (queues %d) after expiry, want 1", len(w.seen), w.held())
 	}
 }
 
@@ -66,8 +66,8 @@ func TestChannelReplayMemory(t *testing.T) {
 		if err := w.claim(frame(i), ts0+int64(i), now); err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
-		if len(w.seen) > channelFrameMax || len(w.queue)-w.head > channelFrameMax {
-			t.Fatalf("frame %d: window holds %d ids (queue %d), bound %d", i, len(w.seen), len(w.queue)-w.head, channelFrameMax)
+		if held := w.held(); len(w.seen) > channelFrameMax || held != len(w.seen) {
+			t.Fatalf("frame %d: window holds %d ids (queue %d), bound %d", i, len(w.seen), held, channelFrameMax)
 		}
 	}
 	if err := w.claim(frame(0)[:1], ts0, now); !errors.Is(err, ErrChannelStale) {
@@ -81,5 +81,64 @@ func TestChannelReplayMemory(t *testing.T) {
 	}
 	if err := w.claim([]MessageID{{9}}, ts0+3, now); err != nil {
 		t.Fatalf("a new message after the floor: %v", err)
+	}
+}
+
+// held counts the ids w's queues hold, -1 if claims of frames and the
+// frames' ids do not pair up one to one.
+func (w *replayWindow) held() int {
+	n, f := 0, w.frames.head
+	for _, c := range w.claims.items[w.claims.head:] {
+		if !c.frame {
+			n++
+			continue
+		}
+		if f == len(w.frames.items) {
+			return -1
+		}
+		n += len(w.frames.items[f])
+		f++
+	}
+	if f != len(w.frames.items) {
+		return -1
+	}
+	return n
+}
+
+// TestChannelReplayMixed: messages and frames in turn past the memory
+// bound: the queues always hold exactly the ids the map does, never more
+// than the bound, the oldest go first (a frame whole), and a replay of any
+// forgotten one is refused as stale.
+func TestChannelReplayMixed(t *testing.T) {
+	ch := &Channel{window: time.Minute}
+	WithReplayMemory(1)(ch) // one full frame: channelFrameMax ids
+	w := ch.newReplayWindow()
+	now := time.Now()
+	const ts0 = 1764000000000
+	var claimed [][]MessageID
+	for i := range 200 {
+		ids := []MessageID{{byte(i), byte(i >> 8), 0xff}}
+		if i%2 == 1 {
+			ids = make([]MessageID, 1000)
+			for j := range ids {
+				ids[j] = MessageID{byte(i), byte(i >> 8), byte(j), byte(j >> 8)}
+			}
+		}
+		if err := w.claim(ids, ts0+int64(i), now); err != nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+		claimed = append(claimed, ids)
+		if held := w.held(); held != len(w.seen) || held > channelFrameMax {
+			t.Fatalf("claim %d: queues hold %d ids, map %d, bound %d", i, held, len(w.seen), channelFrameMax)
+		}
+	}
+	if w.floor == 0 {
+		t.Fatal("nothing was forgotten past the bound")
+	}
+	for i, ids := range claimed {
+		err := w.claim(ids[len(ids)-1:], ts0+int64(i), now)
+		if ts0+int64(i) <= w.floor && !errors.Is(err, ErrChannelStale) || ts0+int64(i) > w.floor && !errors.Is(err, ErrChannelReplay) {
+			t.Fatalf("replay of claim %d (floor %d): %v", i, w.floor-ts0, err)
+		}
 	}
 }
