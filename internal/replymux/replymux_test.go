@@ -18,14 +18,10 @@ import (
 // connection, whoever opens calls on it.
 func TestCallsGetTheirOwnReplies(t *testing.T) {
 	s := natstest.Server(t)
-	nc := natstest.Connect(t, s)
-	pub := natstest.Connect(t, s)
-	a, err := replymux.Of(nc).Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := replymux.Of(nc).Open()
-	if err != nil {
+	nc, pub := natstest.Connect(t, s), natstest.Connect(t, s)
+	calls := open(t, nc, 2)
+	a, b := calls[0], calls[1]
+	if err := nc.Flush(); err != nil { // the subscription is at the server before pub's replies
 		t.Fatal(err)
 	}
 	if a.Subject() == b.Subject() {
@@ -72,13 +68,9 @@ func TestCallsGetTheirOwnReplies(t *testing.T) {
 // nats.ErrConnectionClosed when its connection closes, and the mux is
 // forgotten with it.
 func TestCallEndsWhenConnectionCloses(t *testing.T) {
-	s := natstest.Server(t)
-	nc := natstest.Connect(t, s)
+	nc := natstest.Connect(t, natstest.Server(t))
 	m := replymux.Of(nc)
-	c, err := m.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := open(t, nc, 1)[0]
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Next(natstest.Ctx(t, 1))
@@ -94,4 +86,18 @@ func TestCallEndsWhenConnectionCloses(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// open opens n calls on nc's mux.
+func open(t *testing.T, nc *nats.Conn, n int) []*replymux.Call {
+	t.Helper()
+	calls := make([]*replymux.Call, n)
+	for i := range calls {
+		c, err := replymux.Of(nc).Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls[i] = c
+	}
+	return calls
 }
