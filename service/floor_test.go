@@ -43,9 +43,10 @@ func TestNonceFloor(t *testing.T) {
 	if err := s.Purge(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The first read after the loss finds the marker gone: 503, nothing
-	// accepted; the replica adopts a new incarnation.
-	request(t, e.nc, whoami, signAt(t, adminKP, whoami, time.Now())).expect(t, api.KindUnavailable)
+	// The first read after the loss finds the marker gone (its claim's
+	// publish is refused: a single replica); the replica adopts a new
+	// incarnation at once, and the floor refuses the read.
+	request(t, e.nc, whoami, signAt(t, adminKP, whoami, time.Now())).expect(t, api.KindNonceFloor)
 	nonces := nonceCount(t, e.st)
 
 	for name, data := range map[string][]byte{"captured before the loss": captured, "stamped ahead": laterReplay, "stamped now": signAt(t, adminKP, whoami, time.Now())} {
@@ -62,8 +63,8 @@ func TestNonceFloor(t *testing.T) {
 	if got := nonceCount(t, e.st); got != nonces {
 		t.Fatalf("refused reads claimed %d nonces", got-nonces)
 	}
-	if got := rejections(t, e.svc, subjects.OpWhoami)["nonce_floor"]; got != 3 {
-		t.Fatalf("rejections[nonce_floor] = %d, want 3", got)
+	if got := rejections(t, e.svc, subjects.OpWhoami)["nonce_floor"]; got != 4 {
+		t.Fatalf("rejections[nonce_floor] = %d, want 4", got)
 	}
 
 	// Stamped at the floor: accepted, once.

@@ -38,9 +38,17 @@ import (
 //     name), and with it the marker. Markers are written only where no
 //     marker exists, so finding the very marker (subject and sequence) a
 //     replica adopted proves that no loss happened since it was written.
-//   - A claim counts only once a marker check that started after the claim
-//     was stored has found that marker. Checks are shared: one check
-//     confirms every claim stored before it started.
+//   - A claim counts only if it was stored while that marker was the
+//     stream's. On a single replica the claim's own publish says so: it
+//     carries the marker's subject and sequence as its expected last
+//     subject sequence, which the server checks as it stores the claim
+//     (a lost marker fails the publish, and nothing is stored). On a
+//     replicated stream nats-server lets one such check per subject be in
+//     flight at a time (checkMsgHeadersPreClusteredProposal,
+//     expectedPerSubjectInProcess), so concurrent claims would refuse one
+//     another; there a claim counts once a marker check that started after
+//     the claim was stored has found the marker. Checks are shared: one
+//     check confirms every claim stored before it started.
 //   - The marker's stored time M is the incarnation's start. Claims lost
 //     with an earlier incarnation were accepted before M, for requests
 //     stamped before M + skew; the caller refuses reads stamped before that
@@ -79,6 +87,10 @@ type readClaims struct {
 	mu  sync.Mutex // serialises ensure
 	cur *incarnation
 
+	// guarded: claims carry their marker check (a single replica; see
+	// the comment at the top), else a shared check confirms them.
+	guarded bool
+
 	check checkBatcher
 }
 
@@ -103,6 +115,7 @@ func openReadClaims(ctx context.Context, js jetstream.JetStream, st *Store, cfg 
 		cfg:     readClaimsConfig(cfg.Bucket, cfg.Replicas, ttl),
 		claim:   subjects.ReadClaim(cfg.Bucket),
 		markers: subjects.ReadIncarnations(cfg.Bucket),
+		guarded: cfg.Replicas <= 1,
 	}
 	rc.check.run = rc.checkMarker
 	if _, err := rc.ensure(ctx, nil); err != nil {
@@ -229,13 +242,18 @@ func (s *Store) ClaimRead(ctx context.Context, key string) (ReadSince, error) {
 		if err != nil {
 			return ReadSince{}, err
 		}
-		err = rc.publish(ctx, key)
-		if errors.Is(err, jetstream.ErrNoStreamResponse) && attempt == 0 {
-			stale = inc // the stream is gone (a standalone server restarted)
+		err = rc.publish(ctx, key, inc)
+		if attempt == 0 && (errors.Is(err, jetstream.ErrNoStreamResponse) || (rc.guarded && isWrongLastSeq(err))) {
+			// The stream is gone (a standalone server restarted) or its
+			// marker is: nothing was stored, claim in the current one.
+			stale = inc
 			continue
 		}
 		if err != nil {
 			return ReadSince{}, err
+		}
+		if rc.guarded {
+			return inc.since, nil
 		}
 		ok, err := rc.check.confirm(ctx, inc)
 		if err != nil {
@@ -260,11 +278,15 @@ func (s *Store) ReadSince() (since ReadSince, ok bool) {
 	return s.reads.cur.since, true
 }
 
-func (rc *readClaims) publish(ctx context.Context, key string) error {
+func (rc *readClaims) publish(ctx context.Context, key string, inc *incarnation) error {
 	sum := sha256.Sum256([]byte(key))
 	m := nats.NewMsg(rc.claim)
 	m.Header.Set(jetstream.MsgIDHeader, base64.RawURLEncoding.EncodeToString(sum[:]))
 	m.Header.Set(jetstream.MsgTTLHeader, rc.ttlHdr)
+	if rc.guarded { // stored only while inc's marker is the stream's
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(inc.seq, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, inc.subject)
+	}
 	bctx, cancel := boundWrite(ctx) // not resent: a resend would find its own claim
 	defer cancel()
 	ack, err := rc.js.PublishMsg(bctx, m)

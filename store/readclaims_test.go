@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -26,11 +27,17 @@ func claimOK(t *testing.T, st *store.Store, key string) store.ReadSince {
 }
 
 // claimAfterLoss claims key on a store that has not yet noticed that the
-// claims were lost: the first attempt must fail (the claim proves nothing),
-// and a retry (a read is signed anew, with another nonce) must be
-// confirmed in a new incarnation.
-func claimAfterLoss(t *testing.T, st *store.Store, key string) store.ReadSince {
+// claims were lost. On a single replica the claim's publish carries its
+// marker check, so the claim is refused by the stream, nothing is stored,
+// and the store claims again in the new incarnation at once. On a
+// replicated stream the claim is stored first and its check then fails:
+// the attempt must fail (the claim proves nothing), and a retry (a read is
+// signed anew, with another nonce) must be confirmed in a new incarnation.
+func claimAfterLoss(t *testing.T, st *store.Store, key string, replicated bool) store.ReadSince {
 	t.Helper()
+	if !replicated {
+		return claimOK(t, st, key)
+	}
 	_, err := st.ClaimRead(natstest.Ctx(t, 1), key)
 	if !errors.Is(err, store.ErrReadClaimsLost) {
 		t.Fatalf("first claim after the loss: %v, want ErrReadClaimsLost", err)
@@ -105,13 +112,13 @@ func TestReadClaims(t *testing.T) {
 		if err := s.Purge(ctx); err != nil { // the claims are gone, as in a crash
 			t.Fatal(err)
 		}
-		since := claimAfterLoss(t, st, "nonce.U1.after")
+		since := claimAfterLoss(t, st, "nonce.U1.after", false)
 		if since.First || since.Start.Before(lost.Add(-time.Second)) || !since.Start.After(before.Start) {
 			t.Fatalf("incarnation after the loss %+v (before: %+v, lost at %s): want a later, not-first one", since, before, lost)
 		}
 		// The other replica never saw the loss: its next claim must not
 		// be confirmed under the old incarnation.
-		got := claimAfterLoss(t, other, "nonce.U1.other2")
+		got := claimAfterLoss(t, other, "nonce.U1.other2", false)
 		if got != since {
 			t.Fatalf("the other replica adopted %+v, want %+v", got, since)
 		}
@@ -196,4 +203,41 @@ func jetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 	t.Helper()
 	js := natstest.JetStream(t, nc)
 	return js
+}
+
+// TestReadClaimsReplicated: on an R3 claims stream (three nodes) claims are
+// confirmed by the shared marker check, not by a check on the publish,
+// which nats-server admits once per subject in flight: concurrent claims
+// of different keys all win; after a loss a claim stored under the old
+// marker is refused and a retry is confirmed in the new incarnation.
+func TestReadClaimsReplicated(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	js := natstest.JetStream(t, natstest.Connect(t, nodes[0]))
+	cfg := testConfig()
+	cfg.Replicas = 3
+	ctx := natstest.Ctx(t, 2)
+	st, err := store.Open(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := claimOK(t, st, "nonce.U1.first")
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			if _, err := st.ClaimRead(ctx, "nonce.U1.c"+strconv.Itoa(i)); err != nil {
+				t.Errorf("concurrent claim %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	s, err := js.Stream(ctx, subjects.ReadClaimsStream(bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if since := claimAfterLoss(t, st, "nonce.U1.after", true); since.First || !since.Start.After(before.Start) {
+		t.Fatalf("incarnation after the loss %+v, before %+v: want a later, not-first one", since, before)
+	}
 }
