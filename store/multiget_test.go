@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/internal/natstest"
@@ -208,7 +205,7 @@ func TestGetLastContextEnds(t *testing.T) {
 // JetStream API refuses a multi_last request, so the entries coming back
 // at all show that the fallback ran.
 func TestGetLastReplicated(t *testing.T) {
-	nodes := cluster(t, 3)
+	nodes := natstest.Cluster(t, 3)
 	nc := natstest.Connect(t, nodes[1])
 	js := natstest.JetStream(t, nc)
 	cfg := testConfig()
@@ -238,50 +235,6 @@ func TestGetLastReplicated(t *testing.T) {
 	}
 }
 
-// cluster starts n JetStream nodes routed to each other on loopback. The
-// nodes start together (a clustered node opens its route listener only
-// once JetStream found its peers), on route ports chosen beforehand.
-func cluster(t *testing.T, n int) []*server.Server {
-	t.Helper()
-	routes, ports := make([]*url.URL, n), make([]int, n)
-	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes[i], ports[i] = &url.URL{Scheme: "nats", Host: l.Addr().String()}, l.Addr().(*net.TCPAddr).Port
-		l.Close()
-	}
-	var nodes []*server.Server
-	for i := range n {
-		opts := &server.Options{
-			ServerName: "n" + strconv.Itoa(i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-			NoLog: true, NoSigs: true, Routes: routes,
-			Cluster: server.ClusterOpts{Name: "multiget", Host: "127.0.0.1", Port: ports[i]},
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		nodes = append(nodes, s)
-	}
-	for _, s := range nodes {
-		if !s.ReadyForConnections(natstest.Within(3)) {
-			t.Fatalf("cluster node %s not ready", s.Name())
-		}
-	}
-	natstest.Eventually(t, 3, "the cluster elects a JetStream meta leader", func() error {
-		for _, s := range nodes {
-			if s.JetStreamIsLeader() {
-				return nil
-			}
-		}
-		return errors.New("no meta leader")
-	})
-	return nodes
-}
 
 // BenchmarkRoomRead compares the two ways of reading a room's record and
 // a membership on a single-replica shard, many at once as the service's
