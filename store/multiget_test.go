@@ -235,7 +235,6 @@ func TestGetLastReplicated(t *testing.T) {
 	}
 }
 
-
 // BenchmarkRoomRead compares the two ways of reading a room's record and
 // a membership on a single-replica shard, many at once as the service's
 // workers do: two gets sent together (before GetLast) and one GetLast.
