@@ -1,9 +1,0 @@
-//go:build !unix
-
-package store_test
-
-import "time"
-
-// cpuTime is 0 where the process's CPU time is not read: the benchmarks
-// then report wall time only.
-func cpuTime() time.Duration { return 0 }
