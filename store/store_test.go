@@ -694,3 +694,54 @@ func TestNewestSeqSkipsExpired(t *testing.T) {
 		t.Fatalf("NewestSeqs = %v, %v; want %d for the base shard", seqs, err, kept)
 	}
 }
+
+// TestNewestSeqsAfter: a shard with nothing after what the reader applied
+// answers with that revision (expired messages after it do not count); a
+// shard with newer messages answers with its newest; no revision applied
+// asks for the newest.
+func TestNewestSeqsAfter(t *testing.T) {
+	_, js, _, _ := open(t)
+	ctx := natstest.Ctx(t, 2)
+	cfg := testConfig()
+	cfg.Bucket, cfg.Shards = "t-after", 2
+	sh, err := store.Open(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, room := sh.Shards()[0], sh.Shards()[1] // and an empty second room shard
+	commit := func(s *store.Shard, key string) uint64 {
+		t.Helper()
+		if err := s.Commit(ctx, []store.Write{{Key: key, Value: []byte("v")}}); err != nil {
+			t.Fatal(err)
+		}
+		e, err := s.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Rev
+	}
+	b1 := commit(base, "id.a")
+	r1 := commit(room, "room.a")
+	r2 := commit(room, "room.b")
+	seqs, err := sh.NewestSeqsAfter(ctx, []uint64{b1, r1})
+	if err != nil || !slices.Equal(seqs, []uint64{b1, r2, 0}) {
+		t.Fatalf("NewestSeqsAfter(%d, %d) = %v, %v; want [%d %d 0]", b1, r1, seqs, err, b1, r2)
+	}
+	// Nothing after what the reader holds: its own revision, not asked again.
+	if seqs, err = sh.NewestSeqsAfter(ctx, []uint64{b1 + 5}); err != nil || seqs[0] != b1+5 {
+		t.Fatalf("NewestSeqsAfter(%d) = %v, %v; want %d for the base shard", b1+5, seqs, err, b1+5)
+	}
+	if seqs, err = sh.NewestSeqsAfter(ctx, nil); err != nil || !slices.Equal(seqs, []uint64{b1, r2, 0}) {
+		t.Fatalf("NewestSeqsAfter(nil) = %v, %v; want [%d %d 0]", seqs, err, b1, r2)
+	}
+	if err := room.Create(ctx, "nonce.gone", []byte("n"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 4, "the TTL'd key and its marker expire", func() error {
+		seqs, err := sh.NewestSeqsAfter(ctx, []uint64{b1, r2})
+		if err == nil && seqs[1] != r2 {
+			err = fmt.Errorf("NewestSeqsAfter = %v, want %d for the room shard", seqs, r2)
+		}
+		return err
+	})
+}
