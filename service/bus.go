@@ -180,14 +180,8 @@ type seqRound struct {
 
 // lastSeqs is every shard's newest message's sequence (store.NewestSeqs), read after the
 // call began, in a round shared with the callers waiting at the same time.
-// A shard with nothing after what the room index has applied answers with
-// that revision (store.NewestSeqsAfter): taken when the round starts, after
-// its callers arrived, so the index then holds every write acknowledged
-// before they asked, at the cost of one get for an unchanged shard.
 func (s *Service) lastSeqs(ctx context.Context) ([]uint64, error) {
-	return s.seqs.get(ctx, func(ctx context.Context) ([]uint64, error) {
-		return s.store.NewestSeqsAfter(ctx, s.index.appliedRevs())
-	}, s.cfg.RequestTimeout)
+	return s.seqs.get(ctx, s.store.NewestSeqs, s.cfg.RequestTimeout)
 }
 
 // get returns last sequences read after the call began.

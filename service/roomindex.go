@@ -282,20 +282,6 @@ func (ri *roomIndex) busGrant(signKey string, seqs []uint64) (g *BusGrant, ok bo
 	return g, true
 }
 
-// appliedRevs is a copy of the newest revision applied of each shard (nil
-// before the index has loaded: nothing counts as applied yet).
-func (ri *roomIndex) appliedRevs() []uint64 {
-	if ri == nil {
-		return nil
-	}
-	ri.mu.RLock()
-	defer ri.mu.RUnlock()
-	if !ri.loaded {
-		return nil
-	}
-	return slices.Clone(ri.applied)
-}
-
 // caughtUp reports whether every shard's revision in seqs is applied; the
 // caller holds mu.
 func (ri *roomIndex) caughtUp(seqs []uint64) bool {

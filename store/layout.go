@@ -129,29 +129,6 @@ func (s *Store) NewestSeqs(ctx context.Context) ([]uint64, error) {
 	return seqs, err
 }
 
-// NewestSeqsAfter is [Store.NewestSeqs] for a reader that has applied
-// every shard up to after[i] (by [Shard.ID]; missing or 0: nothing): where
-// a shard holds no message after it, after[i] itself. Asking the leader
-// for the next message after after[i] is one get, where the newest message
-// costs a stream info and a get: a reader of several shards usually finds
-// most of them unchanged.
-func (s *Store) NewestSeqsAfter(ctx context.Context, after []uint64) ([]uint64, error) {
-	seqs := make([]uint64, len(s.all))
-	err := s.each(ctx, func(ctx context.Context, sh *Shard) error {
-		if sh.id < len(after) && after[sh.id] > 0 {
-			newer, err := sh.hasAfter(ctx, after[sh.id])
-			if err != nil || !newer {
-				seqs[sh.id] = after[sh.id]
-				return err
-			}
-		}
-		seq, err := sh.NewestSeq(ctx)
-		seqs[sh.id] = seq
-		return err
-	})
-	return seqs, err
-}
-
 // KeysAll lists the live keys under prefix in every shard, one shard after
 // another (callers sort them if they need an order).
 func (s *Store) KeysAll(ctx context.Context, prefix string) ([]string, error) {

@@ -140,16 +140,6 @@ func (s *Shard) hasMsg(ctx context.Context, seq uint64) (bool, error) {
 	return err == nil, err
 }
 
-// hasAfter reports whether the shard holds a message after sequence seq
-// (the stream leader's next message from seq+1 on any subject).
-func (s *Shard) hasAfter(ctx context.Context, seq uint64) (bool, error) {
-	_, err := s.stream.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(">"))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
 // LastRevision is the newest revision of a key under any of prefixes
 // (dot-terminated token prefixes such as "id."), deleted keys included, or
 // 0 if there is none, read from the stream leader: every write under them
