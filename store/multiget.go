@@ -138,10 +138,10 @@ func (s *Shard) multiGet(ctx context.Context, stream string, keys []string) ([]E
 			return nil, err
 		}
 		done, err := s.takeReply(msg, want, out)
-		if err != nil || !done {
-			if err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
+		}
+		if !done {
 			continue
 		}
 		if len(want) > 0 { // the server stopped short (its byte bound): read the rest
@@ -188,18 +188,13 @@ func entryOf(msg *nats.Msg, seqHdr string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("store: multi get: sequence %q: %w", seqHdr, err)
 	}
-	if msg.Header.Get("KV-Operation") != "" { // DEL or PURGE marker
-		return Entry{Rev: seq}, nil
+	var ts time.Time
+	if msg.Header.Get("KV-Operation") == "" { // a marker's time is not kept
+		if ts, err = time.Parse(time.RFC3339Nano, msg.Header.Get(jetstream.TimeStampHeaer)); err != nil {
+			return Entry{}, fmt.Errorf("store: multi get: time stamp: %w", err)
+		}
 	}
-	ts, err := time.Parse(time.RFC3339Nano, msg.Header.Get(jetstream.TimeStampHeaer))
-	if err != nil {
-		return Entry{}, fmt.Errorf("store: multi get: time stamp: %w", err)
-	}
-	v := msg.Data
-	if v == nil {
-		v = []byte{}
-	}
-	return Entry{Value: v, Rev: seq, Time: ts}, nil
+	return entry(msg.Header, msg.Data, seq, ts), nil
 }
 
 // getRest reads the keys of want one by one into out.

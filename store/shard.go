@@ -57,14 +57,19 @@ func (s *Shard) Get(ctx context.Context, key string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	if op := m.Header.Get("KV-Operation"); op != "" {
-		return Entry{Rev: m.Sequence}, nil
+	return entry(m.Header, m.Data, m.Sequence, m.Time), nil
+}
+
+// entry is the Entry of a key's last message: a delete or purge marker
+// (KV-Operation) holds no value, only its revision.
+func entry(hdr nats.Header, data []byte, seq uint64, t time.Time) Entry {
+	if hdr.Get("KV-Operation") != "" {
+		return Entry{Rev: seq}
 	}
-	v := m.Data
-	if v == nil {
-		v = []byte{}
+	if data == nil {
+		data = []byte{}
 	}
-	return Entry{Value: v, Rev: m.Sequence, Time: m.Time}, nil
+	return Entry{Value: data, Rev: seq, Time: t}
 }
 
 // LastSeq is the shard's newest revision, from the stream leader:
