@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/membership/client"
@@ -158,6 +159,19 @@ func TestMembershipdJoin(t *testing.T) {
 	d := startDaemon(t, "--server", s.ClientURL(), "--bootstrap-admin", file, "--service-key", writeServiceKey(t, t.TempDir()))
 	if got := whoami(t, s.ClientURL(), file); got != "ops-admin" {
 		t.Fatalf("whoami = %s", got)
+	}
+	// docs/operations.md: a replica's two connections, by name, the
+	// caches' watches on the second.
+	conns, err := s.Connz(&server.ConnzOptions{Subscriptions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs := map[string]int{}
+	for _, c := range conns.Conns {
+		subs[c.Name] += int(c.NumSubs)
+	}
+	if subs["membershipd"] == 0 || subs["membershipd watches"] == 0 {
+		t.Fatalf("subscriptions by connection name %v: want the daemon's \"membershipd\" and \"membershipd watches\"", subs)
 	}
 	d.stop(t)
 }
